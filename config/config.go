@@ -1,0 +1,178 @@
+// Package config holds certgate's YAML schema, its defaults and its
+// validation. It imports no other package of certgate, so every other part
+// can depend on it.
+package config
+
+import "time"
+
+// Config is the whole configuration file. The YAML key names are a contract
+// with operators and scripts (docs/config.md documents every one).
+type Config struct {
+	Hostname  string      `yaml:"hostname"`
+	DataDir   string      `yaml:"data_dir"`
+	Storage   Storage     `yaml:"storage"`
+	SMTP      SMTP        `yaml:"smtp"`
+	HTTP      HTTP        `yaml:"http"`
+	Tenants   []Tenant    `yaml:"tenants"`
+	DKIM      []DKIMKey   `yaml:"dkim"`
+	Delivery  Delivery    `yaml:"delivery"`
+	Providers []Provider  `yaml:"providers"`
+	API       API         `yaml:"api"`
+	Log       Log         `yaml:"log"`
+
+	// Path is the file the configuration was read from ("" when built in code).
+	Path string `yaml:"-"`
+}
+
+// Storage selects the durable store.
+type Storage struct {
+	Driver  string `yaml:"driver"`   // sqlite (default) or postgres
+	DSNFile string `yaml:"dsn_file"` // postgres only
+	DSNEnv  string `yaml:"dsn_env"`  // postgres only: name of an environment variable
+}
+
+// SMTP is the submission listener.
+type SMTP struct {
+	Listen          []string `yaml:"listen"`
+	TLS             TLS      `yaml:"tls"`
+	MaxMessageBytes int64    `yaml:"max_message_bytes"`
+	MaxRecipients   int      `yaml:"max_recipients"`
+	// MaxConnections caps concurrent sessions in total; MaxConnectionsPerIP per client address.
+	MaxConnections      int      `yaml:"max_connections"`
+	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
+	ReadTimeout         Duration `yaml:"read_timeout"`  // per command; caps the whole DATA transfer too
+	WriteTimeout        Duration `yaml:"write_timeout"` // per reply
+	// AuthFailureDelay is the pause after each failed AUTH, multiplied by the
+	// client address's recent failures (capped at 8x).
+	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// HTTP is the API, metrics and gate listener.
+type HTTP struct {
+	Listen    string `yaml:"listen"`
+	PublicURL string `yaml:"public_url"`
+}
+
+// Tenant is one issuer (or one of its systems) submitting mail.
+type Tenant struct {
+	Name            string   `yaml:"name"`
+	Users           []User   `yaml:"users"`
+	TrustedNetworks []string `yaml:"trusted_networks"` // CIDRs that submit without AUTH
+	FromDomains     []string `yaml:"from_domains"`
+	Links           Links    `yaml:"links"`
+	// DefaultClass applies when a message carries no X-Certgate-Class header.
+	DefaultClass string `yaml:"default_class"` // bulk (default) or transactional
+}
+
+// User is an SMTP AUTH identity. The password is kept as a bcrypt hash only,
+// inline or from a file.
+type User struct {
+	Username         string `yaml:"username"`
+	PasswordHash     string `yaml:"password_hash"`
+	PasswordHashFile string `yaml:"password_hash_file"`
+}
+
+// Links configures gated download links (issue 3 fills this in).
+type Links struct {
+	Gate   []string `yaml:"gate"`
+	Enable string   `yaml:"enable"` // on_release, on_delivery (default), immediately
+	TTL    Duration `yaml:"ttl"`
+	MaxUses int     `yaml:"max_uses"`
+}
+
+// DKIMKey is one signing key. Algorithm is read from the key itself.
+type DKIMKey struct {
+	Domain   string `yaml:"domain"`
+	Selector string `yaml:"selector"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Delivery configures routing and retries.
+type Delivery struct {
+	Routes []Route `yaml:"routes"`
+	Retry  Retry   `yaml:"retry"`
+	// MXPort is the port used for MX deliveries (25; tests change it).
+	MXPort int `yaml:"mx_port"`
+	// ConnectTimeout bounds TCP connect plus greeting; CommandTimeout each command; DataTimeout the whole DATA.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	CommandTimeout Duration `yaml:"command_timeout"`
+	DataTimeout    Duration `yaml:"data_timeout"`
+	// StaticDNS replaces DNS with a fixed table (tests, staging, the demo).
+	StaticDNS *StaticDNS `yaml:"static_dns"`
+}
+
+// StaticDNS maps domains to MX host names and host names to addresses.
+type StaticDNS struct {
+	MX    map[string][]string `yaml:"mx"`    // domain -> MX hosts, in preference order
+	Hosts map[string][]string `yaml:"hosts"` // host -> IP addresses
+}
+
+// Route says how mail for some recipient domains leaves. The first route
+// whose domains match wins; "*" matches every domain.
+type Route struct {
+	Domains []string   `yaml:"domains"`
+	MX      bool       `yaml:"mx"`   // look up MX records
+	Host    string     `yaml:"host"` // host:port of a static next hop or smarthost
+	TLS     string     `yaml:"tls"`  // required, opportunistic (default), none
+	// CAFile verifies the next hop's certificate with these roots instead of the system's (tls: required).
+	CAFile string     `yaml:"ca_file"`
+	Auth   *RouteAuth `yaml:"auth"` // smarthost credentials
+}
+
+// RouteAuth is a smarthost login; the password comes from a file or an environment variable.
+type RouteAuth struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+}
+
+// Retry is the schedule of attempts after a temporary failure.
+type Retry struct {
+	Schedule []Duration `yaml:"schedule"` // the last step repeats
+	MaxAge   Duration   `yaml:"max_age"`  // then the message bounces
+	Jitter   float64    `yaml:"jitter"`   // fraction of each step, 0.1 by default
+}
+
+// Provider is a receiving mailbox provider and the limits of its lane.
+type Provider struct {
+	Name                       string   `yaml:"name"`
+	Domains                    []string `yaml:"domains"`
+	MXSuffixes                 []string `yaml:"mx_suffixes"`
+	MaxMessageRate             Rate     `yaml:"max_message_rate"`
+	ConnectionLimit            int      `yaml:"connection_limit"`
+	MaxDeliveriesPerConnection int      `yaml:"max_deliveries_per_connection"`
+}
+
+// API configures bearer tokens for the HTTP API.
+type API struct {
+	Tokens []APIToken `yaml:"tokens"`
+}
+
+// APIToken is a named bearer token with scopes; the token comes from a file or an environment variable.
+type APIToken struct {
+	Name      string   `yaml:"name"`
+	TokenFile string   `yaml:"token_file"`
+	TokenEnv  string   `yaml:"token_env"`
+	Scopes    []string `yaml:"scopes"` // read, release, admin
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s", "1h").
+type Duration time.Duration
+
+// Rate is a count per period, written "300/min", "10/s", "5000/h" or "0" for unlimited.
+type Rate struct {
+	Count  int
+	Period time.Duration
+}
