@@ -1,0 +1,210 @@
+// Package sqlite is certgate's embedded store: store.Store on one SQLite
+// file (modernc.org/sqlite, no cgo) in WAL mode with synchronous=FULL.
+//
+// Every write goes through one writer goroutine that owns the only write
+// connection and commits concurrent requests together (group commit), so
+// many SMTP sessions share each fsync. Reads use a separate pool, which WAL
+// lets run alongside the writer.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/certgate/certgate/store"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// ErrClosed is returned by writes submitted after Close.
+var ErrClosed = errors.New("store/sqlite: closed")
+
+// Options tune a Store. The zero value is a sensible default.
+type Options struct {
+	// MaxBatch bounds how many write requests share one transaction.
+	// Default 512.
+	MaxBatch int
+	// MaxBatchBytes bounds the message bytes (contents and prefixes) one
+	// transaction collects before it commits, so a wave of large mails
+	// does not build one huge WAL frame run. Default 8 MiB.
+	MaxBatchBytes int
+	// ReadConns is the size of the read pool. Default 4.
+	ReadConns int
+	// BusyTimeout is how long a connection waits for a lock held by
+	// another process (an operator's sqlite3 shell, a backup). Default 5s.
+	BusyTimeout time.Duration
+
+	// beforeBatch lets this package's tests hold the writer still while
+	// they line requests up, to make batching deterministic.
+	beforeBatch func()
+}
+
+func (o *Options) setDefaults() {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 512
+	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = 8 << 20
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 5 * time.Second
+	}
+}
+
+// Stats counts the writer's work since Open. Requests/Commits is the mean
+// group-commit batch size.
+type Stats struct {
+	Commits  uint64 // transactions committed (one WAL fsync each)
+	Requests uint64 // write requests answered from committed transactions
+}
+
+// Store is a store.Store backed by one SQLite file.
+type Store struct {
+	rdb *sql.DB // read pool, query_only
+	wdb *sql.DB // holds the single write connection
+	w   *writer
+
+	// mu orders submissions against Close: senders hold it shared while
+	// they hand a request to the writer, Close takes it exclusively to
+	// close the queue, so no request can be sent on a closed channel or
+	// be left behind unanswered.
+	mu     sync.RWMutex
+	closed bool
+
+	commits  atomic.Uint64
+	requests atomic.Uint64
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the database at path, migrates its schema
+// and starts the writer. The directory must exist.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	opts.setDefaults()
+	if path == "" || strings.ContainsAny(path, "?#") {
+		// The driver splits its DSN at '?', so such a path would be cut.
+		return nil, fmt.Errorf("store/sqlite: unusable database path %q", path)
+	}
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	// FULL makes every commit fsync the WAL: nothing is acknowledged
+	// before it would survive a power cut, not only a process crash.
+	q.Add("_pragma", "synchronous(FULL)")
+
+	wq := cloneValues(q)
+	wq.Add("_pragma", "journal_mode(WAL)")
+	wdb, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+	conn, err := wdb.Conn(ctx)
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+	}
+	fail := func(err error) (*Store, error) {
+		conn.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fail(err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		// Some file systems (network mounts) cannot do WAL; refusing is
+		// better than silently running with other durability rules.
+		return fail(fmt.Errorf("journal_mode is %q, want wal", mode))
+	}
+	if err := migrate(ctx, conn); err != nil {
+		return fail(err)
+	}
+
+	rq := cloneValues(q)
+	rq.Add("_pragma", "query_only(1)")
+	rdb, err := sql.Open("sqlite", path+"?"+rq.Encode())
+	if err != nil {
+		return fail(err)
+	}
+	rdb.SetMaxOpenConns(opts.ReadConns)
+	rdb.SetMaxIdleConns(opts.ReadConns)
+
+	s := &Store{rdb: rdb, wdb: wdb}
+	s.w, err = newWriter(ctx, s, conn, opts)
+	if err != nil {
+		rdb.Close()
+		return fail(err)
+	}
+	go s.w.loop()
+	return s, nil
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := url.Values{}
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// Stats reports how many transactions and requests the writer committed.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Requests: s.requests.Load()}
+}
+
+// Close stops accepting writes, commits every write already submitted, and
+// closes the database. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.w.reqs)
+		s.mu.Unlock()
+		<-s.w.done
+		s.closeErr = errors.Join(s.w.close(), s.wdb.Close(), s.rdb.Close())
+	})
+	return s.closeErr
+}
+
+// nanos stores a time as Unix nanoseconds, with 0 for the zero time, whose
+// UnixNano is undefined.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// domainOf is the lower-cased part after the last '@', or "" without one.
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}

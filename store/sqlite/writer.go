@@ -1,0 +1,254 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// A request is one caller's write, run by the writer inside a batch.
+type request struct {
+	run   func(w *writer, now time.Time) error
+	bytes int // message bytes it writes, to bound a batch's size
+
+	// state settles the race between a caller giving up (ctx done) and
+	// the writer picking the request up: exactly one of them wins the
+	// swap away from waiting. A caller that loses waits for the outcome,
+	// so an error return always means nothing was written.
+	state atomic.Int32
+	done  chan error // buffered: the writer never blocks answering
+}
+
+const (
+	waiting int32 = iota
+	claimed
+	abandoned
+)
+
+// writer owns the write connection and its prepared statements. Only its
+// goroutine touches them after newWriter returns.
+type writer struct {
+	s        *Store
+	conn     *sql.Conn
+	reqs     chan *request
+	done     chan struct{}
+	maxBatch int
+	maxBytes int
+
+	// beforeBatch, when set by a test, runs after the first request of a
+	// batch is taken and before the rest are drained.
+	beforeBatch func()
+
+	begin, commit, rollback              *sql.Stmt
+	savepoint, release, rollbackTo       *sql.Stmt
+	insMessage, insContent, insRecipient *sql.Stmt
+	insEvent, updAttempt, messageExists  *sql.Stmt
+	recipientOf, hasLive, clearPrefixes  *sql.Stmt
+	dropContents                         *sql.Stmt
+	stmts                                []*sql.Stmt
+}
+
+func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*writer, error) {
+	w := &writer{
+		s:        s,
+		conn:     conn,
+		reqs:     make(chan *request, opts.MaxBatch),
+		done:     make(chan struct{}),
+		maxBatch: opts.MaxBatch,
+		maxBytes: opts.MaxBatchBytes,
+
+		beforeBatch: opts.beforeBatch,
+	}
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		// IMMEDIATE takes the write lock at BEGIN, so a batch never fails
+		// halfway on a lock upgrade against another process.
+		{&w.begin, "BEGIN IMMEDIATE"},
+		{&w.commit, "COMMIT"},
+		{&w.rollback, "ROLLBACK"},
+		{&w.savepoint, "SAVEPOINT req"},
+		{&w.release, "RELEASE req"},
+		{&w.rollbackTo, "ROLLBACK TO req"},
+		{&w.insMessage, `INSERT INTO messages (id, tenant, mail_from, header_from, message_id,
+			subject, class, size, client_addr, auth_user, received_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.insContent, "INSERT INTO contents (message_id, data) VALUES (?, ?)"},
+		{&w.insRecipient, `INSERT INTO recipients (message_id, address, domain, tracking_id,
+			prefix, content_id, state, next_attempt, updated_at)
+			VALUES (?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`},
+		{&w.insEvent, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
+			VALUES (?, ?, ?, ?, ?, ?)`},
+		{&w.updAttempt, `UPDATE recipients SET state = ?, attempts = attempts + 1,
+			next_attempt = ?, provider = ?, last_code = ?, last_reply = ?, updated_at = ?
+			WHERE id = ? AND (? = '' OR message_id = ?) RETURNING message_id`},
+		{&w.messageExists, "SELECT 1 FROM messages WHERE id = ?"},
+		{&w.recipientOf, "SELECT 1 FROM recipients WHERE id = ? AND message_id = ?"},
+		{&w.hasLive, `SELECT 1 FROM recipients WHERE message_id = ?
+			AND state IN ('queued', 'held') LIMIT 1`},
+		{&w.clearPrefixes, "UPDATE recipients SET prefix = NULL, content_id = NULL WHERE message_id = ?"},
+		{&w.dropContents, "DELETE FROM contents WHERE message_id = ?"},
+	} {
+		st, err := conn.PrepareContext(ctx, p.query)
+		if err != nil {
+			w.closeStmts()
+			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
+		}
+		*p.stmt = st
+		w.stmts = append(w.stmts, st)
+	}
+	return w, nil
+}
+
+// close releases the statements and the connection; the loop must be done.
+func (w *writer) close() error {
+	return errors.Join(w.closeStmts(), w.conn.Close())
+}
+
+func (w *writer) closeStmts() error {
+	var errs []error
+	for _, st := range w.stmts {
+		errs = append(errs, st.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// submit hands r to the writer and waits for its outcome or ctx.
+func (s *Store) submit(ctx context.Context, r *request) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.done = make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.w.reqs <- r:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(waiting, abandoned) {
+			return ctx.Err()
+		}
+		// The writer already runs it: its outcome is at most one commit
+		// away, and reporting failure for a write that lands would make
+		// an SMTP client resend a message we keep.
+		return <-r.done
+	}
+}
+
+// loop is the writer goroutine: take one request, add whatever else is
+// already waiting, run them all in one transaction, repeat. Batches grow
+// by themselves while a commit's fsync is in flight, which is exactly
+// when concurrent callers pile up.
+func (w *writer) loop() {
+	defer close(w.done)
+	batch := make([]*request, 0, w.maxBatch)
+	for first := range w.reqs {
+		if w.beforeBatch != nil {
+			w.beforeBatch()
+		}
+		batch = append(batch[:0], first)
+		size := first.bytes
+	drain:
+		for len(batch) < w.maxBatch && size < w.maxBytes {
+			select {
+			case r, ok := <-w.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+				size += r.bytes
+			default:
+				break drain
+			}
+		}
+		w.runBatch(batch)
+		clear(batch) // let answered requests be collected
+	}
+}
+
+// runBatch runs every request in its own savepoint inside one transaction,
+// so a failing request (a duplicate id, say) is undone alone, and commits
+// once. Callers are answered only after the commit is durable.
+func (w *writer) runBatch(batch []*request) {
+	live := batch[:0]
+	for _, r := range batch {
+		if r.state.CompareAndSwap(waiting, claimed) {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	answerAll := func(err error) {
+		for _, r := range live {
+			r.done <- err
+		}
+	}
+	// The transaction must not depend on any caller's context: one
+	// caller leaving must not roll back the others' writes.
+	ctx := context.Background()
+	if _, err := w.begin.ExecContext(ctx); err != nil {
+		answerAll(fmt.Errorf("store/sqlite: begin: %w", err))
+		return
+	}
+	now := time.Now()
+	errs := make([]error, len(live))
+	for i, r := range live {
+		if _, err := w.savepoint.ExecContext(ctx); err != nil {
+			w.abort(live, fmt.Errorf("store/sqlite: savepoint: %w", err))
+			return
+		}
+		errs[i] = r.run(w, now)
+		if errs[i] == nil {
+			if _, err := w.release.ExecContext(ctx); err != nil {
+				w.abort(live, fmt.Errorf("store/sqlite: release savepoint: %w", err))
+				return
+			}
+			continue
+		}
+		// Some errors (disk full, I/O) make SQLite roll back the whole
+		// transaction. Then the savepoint is gone, ROLLBACK TO fails,
+		// and the batch must fail as a whole: going on would run later
+		// requests in autocommit mode, outside the one commit.
+		if _, err := w.rollbackTo.ExecContext(ctx); err != nil {
+			w.abort(live, fmt.Errorf("store/sqlite: transaction lost after %w", errs[i]))
+			return
+		}
+		if _, err := w.release.ExecContext(ctx); err != nil {
+			w.abort(live, fmt.Errorf("store/sqlite: release savepoint: %w", err))
+			return
+		}
+	}
+	if _, err := w.commit.ExecContext(ctx); err != nil {
+		w.abort(live, fmt.Errorf("store/sqlite: commit: %w", err))
+		return
+	}
+	w.s.commits.Add(1)
+	w.s.requests.Add(uint64(len(live)))
+	for i, r := range live {
+		r.done <- errs[i]
+	}
+}
+
+// abort rolls the batch back and fails every request in it.
+func (w *writer) abort(live []*request, err error) {
+	// ROLLBACK fails harmlessly when SQLite already rolled back.
+	w.rollback.ExecContext(context.Background())
+	for _, r := range live {
+		r.done <- err
+	}
+}

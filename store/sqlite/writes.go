@@ -1,0 +1,250 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/store"
+)
+
+// Enqueue stores the message, its contents, its recipients and an
+// "accepted" event in one savepoint of a group commit. It returns once
+// they are durable.
+func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte, rcpts []store.NewRecipient) ([]int64, error) {
+	if err := checkEnqueue(m, contents, rcpts); err != nil {
+		return nil, err
+	}
+	size := 0
+	for _, c := range contents {
+		size += len(c)
+	}
+	for _, r := range rcpts {
+		size += len(r.Prefix)
+	}
+	ids := make([]int64, len(rcpts))
+	req := &request{bytes: size, run: func(w *writer, now time.Time) error {
+		return w.enqueue(m, contents, rcpts, ids, now)
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return nil, fmt.Errorf("store/sqlite: enqueue %s: %w", m.ID, err)
+	}
+	return ids, nil
+}
+
+func checkEnqueue(m store.Message, contents [][]byte, rcpts []store.NewRecipient) error {
+	if m.ID == "" {
+		return errors.New("store/sqlite: enqueue: empty message id")
+	}
+	if len(rcpts) == 0 {
+		return fmt.Errorf("store/sqlite: enqueue %s: no recipients", m.ID)
+	}
+	for i, r := range rcpts {
+		if r.Content < 0 || r.Content >= len(contents) {
+			return fmt.Errorf("store/sqlite: enqueue %s: recipient %d refers to content %d of %d", m.ID, i, r.Content, len(contents))
+		}
+		if r.State != store.StateQueued && r.State != store.StateHeld {
+			return fmt.Errorf("store/sqlite: enqueue %s: recipient %d has state %q, want queued or held", m.ID, i, r.State)
+		}
+	}
+	return nil
+}
+
+func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRecipient, ids []int64, now time.Time) error {
+	received := m.ReceivedAt
+	if received.IsZero() {
+		received = now
+	}
+	if _, err := w.insMessage.Exec(m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
+		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {
+		return fmt.Errorf("insert message: %w", err)
+	}
+	contentIDs := make([]int64, len(contents))
+	for i, c := range contents {
+		if c == nil {
+			c = []byte{} // data is NOT NULL; an empty body is still a body
+		}
+		res, err := w.insContent.Exec(m.ID, c)
+		if err != nil {
+			return fmt.Errorf("insert content %d: %w", i, err)
+		}
+		if contentIDs[i], err = res.LastInsertId(); err != nil {
+			return err
+		}
+	}
+	for i, r := range rcpts {
+		prefix := r.Prefix
+		if prefix == nil {
+			prefix = []byte{} // NULL means "contents dropped"
+		}
+		res, err := w.insRecipient.Exec(m.ID, r.Address, domainOf(r.Address), r.TrackingID,
+			prefix, contentIDs[r.Content], string(r.State), nanos(r.NextAttempt), nanos(now))
+		if err != nil {
+			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
+		}
+		if ids[i], err = res.LastInsertId(); err != nil {
+			return err
+		}
+	}
+	actor := "smtp:" + m.ClientAddr
+	if m.AuthUser != "" {
+		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
+	}
+	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
+	if held := countHeld(rcpts); held > 0 {
+		detail += fmt.Sprintf(", %d held", held)
+	}
+	if _, err := w.insEvent.Exec(m.ID, 0, nanos(received), "accepted", actor, detail); err != nil {
+		return fmt.Errorf("insert accepted event: %w", err)
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func countHeld(rcpts []store.NewRecipient) int {
+	n := 0
+	for _, r := range rcpts {
+		if r.State == store.StateHeld {
+			n++
+		}
+	}
+	return n
+}
+
+// RecordAttempt updates the recipient, counts the attempt and writes a
+// delivered, deferred or bounced event. When that leaves no recipient of
+// the message queued or held, the message's bytes are dropped in the same
+// transaction: nothing will ever send them again.
+func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
+	var kind string
+	switch a.State {
+	case store.StateQueued:
+		kind = "deferred"
+	case store.StateDelivered:
+		kind = "delivered"
+	case store.StateBounced:
+		kind = "bounced"
+	default:
+		return fmt.Errorf("store/sqlite: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
+	}
+	req := &request{run: func(w *writer, now time.Time) error {
+		return w.recordAttempt(a, kind, now)
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return fmt.Errorf("store/sqlite: record attempt for recipient %d: %w", a.RecipientID, err)
+	}
+	return nil
+}
+
+func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) error {
+	at := a.Time
+	if at.IsZero() {
+		at = now
+	}
+	next := a.NextAttempt
+	if a.State != store.StateQueued {
+		next = time.Time{} // no further attempt
+	}
+	var msgID string
+	err := w.updAttempt.QueryRow(string(a.State), nanos(next), a.Provider, a.Code, a.Reply,
+		nanos(at), a.RecipientID, a.MessageID, a.MessageID).Scan(&msgID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := w.insEvent.Exec(msgID, a.RecipientID, nanos(at), kind, "queue", attemptDetail(a, next)); err != nil {
+		return fmt.Errorf("insert %s event: %w", kind, err)
+	}
+	if a.State == store.StateQueued {
+		return nil // still live: nothing to drop
+	}
+	var one int
+	switch err := w.hasLive.QueryRow(msgID).Scan(&one); {
+	case err == nil:
+		return nil // another recipient still needs the bytes
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	if _, err := w.clearPrefixes.Exec(msgID); err != nil {
+		return fmt.Errorf("drop prefixes: %w", err)
+	}
+	if _, err := w.dropContents.Exec(msgID); err != nil {
+		return fmt.Errorf("drop contents: %w", err)
+	}
+	return nil
+}
+
+// attemptDetail is the audit line for one attempt, e.g.
+// "250 2.0.0 ok from mx.example.com via gmail".
+func attemptDetail(a store.Attempt, next time.Time) string {
+	var b strings.Builder
+	if a.Code != 0 {
+		fmt.Fprintf(&b, "%d ", a.Code)
+	}
+	reply := a.Reply
+	if reply == "" {
+		reply = "no reply"
+	}
+	b.WriteString(reply)
+	if a.Host != "" {
+		b.WriteString(" from ")
+		b.WriteString(a.Host)
+	}
+	if a.Provider != "" {
+		b.WriteString(" via ")
+		b.WriteString(a.Provider)
+	}
+	if !next.IsZero() {
+		b.WriteString(", next attempt ")
+		b.WriteString(next.UTC().Format(time.RFC3339))
+	}
+	return b.String()
+}
+
+// AddEvent appends e to its message's audit trail. The message (and the
+// recipient, when e names one) must exist.
+func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
+	if e.Kind == "" {
+		return fmt.Errorf("store/sqlite: add event to %s: empty kind", e.MessageID)
+	}
+	req := &request{run: func(w *writer, now time.Time) error {
+		return w.addEvent(e, now)
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return fmt.Errorf("store/sqlite: add %s event to %s: %w", e.Kind, e.MessageID, err)
+	}
+	return nil
+}
+
+func (w *writer) addEvent(e store.Event, now time.Time) error {
+	var one int
+	var err error
+	if e.RecipientID != 0 {
+		err = w.recipientOf.QueryRow(e.RecipientID, e.MessageID).Scan(&one)
+	} else {
+		err = w.messageExists.QueryRow(e.MessageID).Scan(&one)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	at := e.Time
+	if at.IsZero() {
+		at = now
+	}
+	_, err = w.insEvent.Exec(e.MessageID, e.RecipientID, nanos(at), e.Kind, e.Actor, e.Detail)
+	return err
+}
