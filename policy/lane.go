@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MinRate is the floor of throttling backoff: a lane is never slowed below
+// one message per minute by Observe, so a receiver's throttling can delay
+// mail but never stall a lane completely.
+const MinRate = 1.0 / 60
+
+const (
+	// backoffCooldown is how long a lane stays slowed after the receiver's
+	// last throttling reply; then it returns to its full rate at once.
+	// Five minutes is longer than the throttling windows receivers hint at
+	// in their replies ("try again later", typically minutes) and short
+	// enough that a transient spike does not cost a whole wave.
+	backoffCooldown = 5 * time.Minute
+	// backoffStep is the least time between two halvings. One burst of
+	// throttling replies arrives on every open connection at once; it must
+	// count as one signal, not as one halving per connection.
+	backoffStep = time.Minute
+)
+
+// Lane is the queue of one provider (or, for the catch-all, of one
+// recipient domain): its rate, its connection limits and its reaction to
+// throttling. A Lane is safe for concurrent use.
+type Lane struct {
+	name, key          string
+	connLimit, maxDels int
+	clk                clock
+	lim                limiter
+
+	mu        sync.Mutex
+	base      float64   // configured or SetRate rate, messages per second
+	level     int       // number of halvings in force
+	lastHalve time.Time // when level was last raised
+	until     time.Time // end of the cool-down; zero when not slowed
+}
+
+func newLane(name, key string, p Provider, clk clock) *Lane {
+	l := &Lane{
+		name:      name,
+		key:       key,
+		connLimit: p.ConnectionLimit,
+		maxDels:   p.MaxDeliveriesPerConnection,
+		clk:       clk,
+		base:      p.Rate,
+	}
+	l.lim.setInterval(intervalFor(p.Rate))
+	return l
+}
+
+// Name is the provider's name, for metric labels ("default" for every
+// catch-all lane, so per-domain lanes do not explode label cardinality).
+func (l *Lane) Name() string { return l.name }
+
+// Key identifies the lane: the provider name, or "default/<domain>" for a
+// catch-all lane.
+func (l *Lane) Key() string { return l.key }
+
+// ConnectionLimit is the most SMTP connections the lane may have open at
+// once.
+func (l *Lane) ConnectionLimit() int { return l.connLimit }
+
+// MaxDeliveriesPerConnection is the most messages the gateway may send over
+// one connection before closing it and opening a new one.
+func (l *Lane) MaxDeliveriesPerConnection() int { return l.maxDels }
+
+// Wait blocks until the lane's rate lets one more message start, and returns
+// how long it waited (for the shaping-wait metric). An unlimited lane never
+// waits. When ctx ends first, or when its deadline falls before the slot,
+// Wait returns the context's error and gives the slot back if it can.
+func (l *Lane) Wait(ctx context.Context) (time.Duration, error) {
+	_, waited, err := l.wait(ctx)
+	return waited, err
+}
+
+// wait is Wait, also returning the start time of the reserved slot.
+func (l *Lane) wait(ctx context.Context) (time.Time, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, 0, err
+	}
+	now := l.clk.now()
+	l.refresh(now)
+	r := l.lim.reserve(now)
+	d := r.start.Sub(now)
+	if d <= 0 {
+		return r.start, 0, nil
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		l.lim.cancel(r)
+		return time.Time{}, 0, fmt.Errorf("policy: lane %s: next slot in %v is past the deadline: %w",
+			l.key, d, context.DeadlineExceeded)
+	}
+	if err := l.clk.sleepUntil(ctx, r.start); err != nil {
+		l.lim.cancel(r)
+		return time.Time{}, l.clk.now().Sub(now), err
+	}
+	return r.start, d, nil
+}
+
+// SetRate changes the lane's base rate in messages per second, for
+// feedback such as warm-up and placement; +Inf removes the limit. Rates that
+// are not positive (and NaN) are raised to MinRate: pausing a lane is not a
+// rate. A throttling backoff in force keeps applying on top of the new rate
+// until its cool-down ends. Slots already reserved keep their times.
+func (l *Lane) SetRate(perSecond float64) {
+	if !(perSecond > 0) {
+		perSecond = MinRate
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.base = perSecond
+	l.apply()
+}
+
+// Rate returns the rate in force now, in messages per second, including any
+// throttling backoff; +Inf when unlimited.
+func (l *Lane) Rate() float64 {
+	l.refresh(l.clk.now())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.effective()
+}
+
+// Observe feeds a receiver's reply to the lane. It is the hook for response
+// rules; today it knows one: a 421 or 451 reply with an enhanced status
+// code of class 4.7 (security or policy: Gmail "421 4.7.28" rate limiting,
+// Outlook "451 4.7.650", Yahoo "421 4.7.0") means the receiver throttles us,
+// so the lane halves its rate for a cool-down of five minutes from the last
+// such reply and then returns to its full rate. Replies in one burst (within
+// a minute of the last halving) extend the cool-down without halving again.
+// The rate never drops below MinRate by backoff, nor below a configured rate
+// that is already lower. An unlimited lane has no rate to halve and is not
+// slowed. enhanced is the RFC 3463 code without text, e.g. "4.7.28".
+func (l *Lane) Observe(code int, enhanced string) {
+	if code != 421 && code != 451 {
+		return
+	}
+	if !strings.HasPrefix(strings.TrimSpace(enhanced), "4.7.") {
+		return
+	}
+	now := l.clk.now()
+	l.refresh(now)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if isUnlimited(l.base) {
+		return
+	}
+	if l.level == 0 || now.Sub(l.lastHalve) >= backoffStep {
+		if l.effective() > MinRate {
+			l.level++
+		}
+		l.lastHalve = now
+	}
+	l.until = now.Add(backoffCooldown)
+	l.apply()
+}
+
+// refresh ends a cool-down that is over.
+func (l *Lane) refresh(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.level > 0 && !now.Before(l.until) {
+		l.level = 0
+		l.until = time.Time{}
+		l.apply()
+	}
+}
+
+// effective is the base rate halved level times, floored at MinRate (or at
+// the base rate when that is lower). Called with l.mu held.
+func (l *Lane) effective() float64 {
+	r := l.base
+	if l.level == 0 || isUnlimited(r) {
+		return r
+	}
+	floor := min(r, MinRate)
+	for i := 0; i < l.level && r > floor; i++ {
+		r /= 2
+	}
+	return max(r, floor)
+}
+
+// apply pushes the effective rate to the limiter. Called with l.mu held.
+func (l *Lane) apply() {
+	l.lim.setInterval(intervalFor(l.effective()))
+}

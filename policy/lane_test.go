@@ -1,0 +1,313 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// TestLimiterAccuracy drives a lane with several concurrent waiters on a
+// virtual clock for five minutes and counts the messages started.
+func TestLimiterAccuracy(t *testing.T) {
+	for _, tc := range []struct {
+		perMinute int
+		workers   int
+	}{
+		{600, 8}, {600, 1}, {250, 5}, {7, 3}, {3000, 16},
+	} {
+		t.Run(fmt.Sprintf("%d_per_min_%d_waiters", tc.perMinute, tc.workers), func(t *testing.T) {
+			rate := float64(tc.perMinute) / 60
+			l, _ := testLane(rate)
+			horizon := epoch.Add(5 * time.Minute)
+
+			var mu sync.Mutex
+			var starts []time.Time
+			var wg sync.WaitGroup
+			for range tc.workers {
+				wg.Go(func() {
+					for {
+						start, _, err := l.wait(context.Background())
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if !start.Before(horizon) {
+							return
+						}
+						mu.Lock()
+						starts = append(starts, start)
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+
+			want := rate * 300
+			got := float64(len(starts))
+			if math.Abs(got-want) > 1 || math.Abs(got-want) > 0.03*want {
+				t.Fatalf("%d messages started in 5 minutes, want %.0f", len(starts), want)
+			}
+			// Smooth spacing (burst 1): consecutive starts exactly one interval apart.
+			slices.SortFunc(starts, func(a, b time.Time) int { return a.Compare(b) })
+			iv := intervalFor(rate)
+			for i := 1; i < len(starts); i++ {
+				if d := starts[i].Sub(starts[i-1]); d != iv {
+					t.Fatalf("start %d is %v after the previous, want %v", i, d, iv)
+				}
+			}
+		})
+	}
+}
+
+func TestLimiterNoBurstAfterIdle(t *testing.T) {
+	l, clk := testLane(1)
+	ctx := context.Background()
+	if w, _ := l.Wait(ctx); w != 0 {
+		t.Fatalf("first wait %v", w)
+	}
+	clk.advance(time.Hour)
+	if w, _ := l.Wait(ctx); w != 0 {
+		t.Fatalf("wait after idle %v", w)
+	}
+	if w, _ := l.Wait(ctx); w != time.Second {
+		t.Fatalf("second message after idle waited %v, want 1s: idle time must not build a burst", w)
+	}
+	clk.advance(300 * time.Millisecond)
+	if w, _ := l.Wait(ctx); w != 700*time.Millisecond {
+		t.Fatalf("wait %v, want 700ms", w)
+	}
+}
+
+func TestUnlimitedNeverWaits(t *testing.T) {
+	l, clk := testLane(math.Inf(1))
+	for range 1000 {
+		if w, err := l.Wait(context.Background()); w != 0 || err != nil {
+			t.Fatalf("unlimited lane waited %v, %v", w, err)
+		}
+	}
+	if !clk.now().Equal(epoch) {
+		t.Fatal("unlimited lane slept")
+	}
+}
+
+func TestSetRate(t *testing.T) {
+	l, _ := testLane(1)
+	ctx := context.Background()
+	l.Wait(ctx)
+	l.SetRate(10) // the slot already reserved (1s) stays; spacing after it is 100ms
+	if w, _ := l.Wait(ctx); w != time.Second {
+		t.Fatalf("wait %v", w)
+	}
+	if w, _ := l.Wait(ctx); w != 100*time.Millisecond {
+		t.Fatalf("wait at 10/s: %v", w)
+	}
+	l.SetRate(math.Inf(1))
+	if w, _ := l.Wait(ctx); w != 0 || !math.IsInf(l.Rate(), 1) {
+		t.Fatalf("unlimited after SetRate: %v", w)
+	}
+	for _, bad := range []float64{0, -5, math.NaN()} {
+		l.SetRate(bad)
+		if l.Rate() != MinRate {
+			t.Errorf("SetRate(%v) -> %v, want MinRate", bad, l.Rate())
+		}
+	}
+}
+
+func TestWaitCancelGivesSlotBack(t *testing.T) {
+	p, err := New(nil, config.Retry{}) // real clock
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := p.Match("slow.example", nil)
+	l.SetRate(1.0 / 60)
+	if w, err := l.Wait(context.Background()); w != 0 || err != nil {
+		t.Fatalf("first wait %v %v", w, err)
+	}
+	l.lim.mu.Lock()
+	tat := l.lim.tat
+	l.lim.mu.Unlock()
+
+	// The deadline falls before the slot: fail at once, slot returned.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // before the 60s slot
+	_, err = l.Wait(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("deadline: %v", err)
+	}
+	// Cancelled while sleeping: slot returned.
+	ctx, cancel = context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := l.Wait(ctx)
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancel: %v", err)
+	}
+	// Already cancelled: nothing reserved.
+	if _, err := l.Wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled ctx: %v", err)
+	}
+	l.lim.mu.Lock()
+	defer l.lim.mu.Unlock()
+	if !l.lim.tat.Equal(tat) {
+		t.Fatalf("slots not given back: tat moved by %v", l.lim.tat.Sub(tat))
+	}
+}
+
+func TestWaitRealClock(t *testing.T) {
+	p, err := New([]config.Provider{{Name: "fast", Domains: []string{"fast.example"},
+		MaxMessageRate: config.Rate{Count: 2000, Period: time.Second}}}, config.Retry{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := p.Match("fast.example", nil)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 5 {
+				if w, err := l.Wait(context.Background()); err != nil || w < 0 {
+					t.Errorf("wait %v %v", w, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestObserveBackoff(t *testing.T) {
+	l, clk := testLane(10)
+
+	// Replies that are not throttling leave the rate alone.
+	for _, r := range []struct {
+		code int
+		enh  string
+	}{
+		{250, "2.0.0"}, {550, "5.7.1"}, {421, "4.4.2"}, {451, "4.3.0"}, {450, "4.7.1"}, {421, ""}, {554, "4.7.1"},
+	} {
+		l.Observe(r.code, r.enh)
+		if l.Rate() != 10 {
+			t.Fatalf("Observe(%d, %q) changed the rate to %v", r.code, r.enh, l.Rate())
+		}
+	}
+
+	l.Observe(421, "4.7.28")
+	if !approx(l.Rate(), 5) {
+		t.Fatalf("after 421 4.7.28: %v", l.Rate())
+	}
+	// The same burst, on other connections: no further halving.
+	clk.advance(10 * time.Second)
+	l.Observe(421, "4.7.28")
+	l.Observe(421, " 4.7.28 ")
+	if !approx(l.Rate(), 5) {
+		t.Fatalf("one burst halved twice: %v", l.Rate())
+	}
+	// The spacing follows the rate.
+	l.Wait(context.Background())
+	if w, _ := l.Wait(context.Background()); w != 200*time.Millisecond {
+		t.Fatalf("spacing while halved: %v", w)
+	}
+	// Still throttled a minute later: halve again.
+	clk.advance(time.Minute)
+	l.Observe(451, "4.7.650")
+	if !approx(l.Rate(), 2.5) {
+		t.Fatalf("second halving: %v", l.Rate())
+	}
+	// The cool-down runs five minutes from the last throttling reply.
+	clk.advance(backoffCooldown - time.Second)
+	if !approx(l.Rate(), 2.5) {
+		t.Fatalf("restored early: %v", l.Rate())
+	}
+	clk.advance(time.Second)
+	if l.Rate() != 10 {
+		t.Fatalf("not restored after cool-down: %v", l.Rate())
+	}
+	clk.advance(time.Second)
+	l.Wait(context.Background())
+	if w, _ := l.Wait(context.Background()); w != 100*time.Millisecond {
+		t.Fatalf("spacing after restore: %v", w)
+	}
+}
+
+func TestObserveFloorAndSetRate(t *testing.T) {
+	l, clk := testLane(1.5 / 60)
+	for range 10 {
+		l.Observe(421, "4.7.0")
+		clk.advance(time.Minute)
+	}
+	if !approx(l.Rate(), MinRate) {
+		t.Fatalf("below the floor: %v/min", l.Rate()*60)
+	}
+
+	slow, clk := testLane(1.0 / 86400) // configured 1/day stays 1/day
+	slow.Observe(421, "4.7.0")
+	clk.advance(time.Minute)
+	slow.Observe(421, "4.7.0")
+	if !approx(slow.Rate(), 1.0/86400) {
+		t.Fatalf("backoff changed a rate below the floor: %v", slow.Rate())
+	}
+
+	unl, _ := testLane(math.Inf(1))
+	unl.Observe(421, "4.7.28")
+	if !math.IsInf(unl.Rate(), 1) {
+		t.Fatalf("unlimited lane slowed to %v", unl.Rate())
+	}
+
+	l, clk = testLane(10)
+	l.Observe(421, "4.7.28")
+	l.SetRate(20) // backoff stays on top of the new rate
+	if !approx(l.Rate(), 10) {
+		t.Fatalf("SetRate during backoff: %v", l.Rate())
+	}
+	clk.advance(backoffCooldown)
+	if !approx(l.Rate(), 20) {
+		t.Fatalf("after cool-down: %v", l.Rate())
+	}
+}
+
+// TestConcurrentUse exercises every entry point at once; run with -race.
+func TestConcurrentUse(t *testing.T) {
+	p, _ := newTestPolicy(t, []config.Provider{{Name: "gmail", MaxMessageRate: perMin(6000)}}, config.Retry{Jitter: 0.1})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 200 {
+				domain := fmt.Sprintf("d%d.example", (w*7+i)%13)
+				if i%3 == 0 {
+					domain = "gmail.com"
+				}
+				l := p.Match(domain, []string{"mx." + domain})
+				if _, err := l.Wait(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				switch i % 10 {
+				case 1:
+					l.Observe(421, "4.7.28")
+				case 2:
+					l.SetRate(float64(1 + i%5))
+				case 3:
+					_ = p.Lanes()
+				case 4:
+					_ = l.Rate()
+				case 5:
+					p.NextAttempt(i%8+1, epoch, epoch.Add(time.Duration(i)*time.Minute))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(p.Lanes()); n != 14 {
+		t.Fatalf("%d lanes, want 13 catch-all + gmail", n)
+	}
+}

@@ -1,0 +1,180 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/certgate/certgate/config"
+)
+
+func TestMatchByDomain(t *testing.T) {
+	p, _ := newTestPolicy(t, nil, config.Retry{})
+	for domain, want := range map[string]string{
+		"gmail.com":       "gmail",
+		"GMail.COM.":      "gmail",
+		" googlemail.com": "gmail",
+		"hotmail.com":     "outlook",
+		"hotmail.co.uk":   "outlook",
+		"live.com":        "outlook",
+		"msn.com":         "outlook",
+		"outlook.com":     "outlook",
+		"yahoo.com":       "yahoo",
+		"aol.com":         "yahoo",
+		"rocketmail.com":  "yahoo",
+		"ymail.com":       "yahoo",
+		"icloud.com":      "apple",
+		"me.com":          "apple",
+		"mac.com":         "apple",
+	} {
+		if got := p.Match(domain, nil); got.Name() != want || got.Key() != want {
+			t.Errorf("Match(%q) = %s (%s), want %s", domain, got.Name(), got.Key(), want)
+		}
+	}
+}
+
+func TestMatchDomainBeatsMX(t *testing.T) {
+	p, _ := newTestPolicy(t, nil, config.Retry{})
+	if got := p.Match("gmail.com", []string{"x.mail.protection.outlook.com"}).Name(); got != "gmail" {
+		t.Fatalf("listed domain matched %s, want gmail", got)
+	}
+}
+
+func TestMatchByMX(t *testing.T) {
+	p, _ := newTestPolicy(t, nil, config.Retry{})
+	for _, tc := range []struct {
+		domain string
+		mx     []string
+		want   string
+	}{
+		{"workspace.example", []string{"ASPMX.L.GOOGLE.COM."}, "gmail"},
+		{"workspace.example", []string{"smtp.google.com"}, "gmail"},
+		{"corp.example", []string{"corp-example.mail.protection.outlook.com"}, "microsoft365"},
+		{"hotmail.example", []string{"hotmail-com.olc.protection.outlook.com"}, "outlook"},
+		{"yahoo.example", []string{"mta5.am0.yahoodns.net"}, "yahoo"},
+		{"apple.example", []string{"mx01.mail.icloud.com"}, "apple"},
+		// The first (most preferred) MX host decides.
+		{"mixed.example", []string{"a.mail.protection.outlook.com", "aspmx.l.google.com"}, "microsoft365"},
+		{"mixed.example", []string{"aspmx.l.google.com", "a.mail.protection.outlook.com"}, "gmail"},
+		// Then any host, in order.
+		{"backup.example", []string{"mx.backup.example", "alt1.aspmx.l.google.com"}, "gmail"},
+		{"backup2.example", []string{"mx.backup2.example", "", "hotmail-com.olc.protection.outlook.com", "aspmx.l.google.com"}, "outlook"},
+		// Suffixes end on a label boundary.
+		{"fake.example", []string{"mx.notgoogle.com"}, "default"},
+		{"fake2.example", []string{"google.com.evil.example"}, "default"},
+		{"none.example", nil, "default"},
+	} {
+		if got := p.Match(tc.domain, tc.mx).Name(); got != tc.want {
+			t.Errorf("Match(%q, %q) = %s, want %s", tc.domain, tc.mx, got, tc.want)
+		}
+	}
+}
+
+func TestMatchSubstringRule(t *testing.T) {
+	p, _ := newTestPolicy(t, nil, config.Retry{})
+	for _, mx := range []string{
+		"mx1.zimbra.com",
+		"mta.zimbra.cloud",
+		"zimbra.corp.example",
+		"mail.myzimbrahost.example",
+		"MX.ZIMBRA-HOSTING.EXAMPLE.",
+	} {
+		if got := p.Match("z.example", []string{mx}).Name(); got != "zimbra" {
+			t.Errorf("MX %q matched %s, want zimbra", mx, got)
+		}
+	}
+	if got := p.Match("z2.example", []string{"mx.zimbr.example"}).Name(); got != "default" {
+		t.Errorf("near miss matched %s", got)
+	}
+
+	r, ok := compileMXRule("*mimecast*")
+	if !ok || !r.substring || r.pattern != "mimecast" {
+		t.Fatalf("compileMXRule(*mimecast*) = %+v, %v", r, ok)
+	}
+	if r, ok := compileMXRule("*zimbra"); !ok || !r.match("zimbra.example") || !r.match("xzimbra") {
+		t.Fatalf("a leading star alone is a substring rule too: %+v", r)
+	}
+	for _, bad := range []string{"", "*", "**", ".", " "} {
+		if _, ok := compileMXRule(bad); ok {
+			t.Errorf("compileMXRule(%q) accepted", bad)
+		}
+	}
+	if r, _ := compileMXRule("google.com"); !r.match("google.com") || !r.match("a.google.com") || r.match("agoogle.com") {
+		t.Error("a suffix without a dot must match on a label boundary")
+	}
+}
+
+func TestCatchAllLanePerDomain(t *testing.T) {
+	p, clk := newTestPolicy(t, nil, config.Retry{})
+	a := p.Match("a.example", []string{"mx.a.example"})
+	b := p.Match("b.example", nil)
+	if a == b {
+		t.Fatal("two catch-all domains share a lane")
+	}
+	if a.Name() != "default" || a.Key() != "default/a.example" || b.Key() != "default/b.example" {
+		t.Fatalf("lanes %s %s / %s %s", a.Name(), a.Key(), b.Name(), b.Key())
+	}
+	if p.Match("A.Example.", nil) != a {
+		t.Fatal("the same domain must reuse its lane")
+	}
+	if a.ConnectionLimit() != 2 || a.MaxDeliveriesPerConnection() != 20 || !approx(a.Rate(), 2) {
+		t.Fatalf("catch-all limits: %d %d %v", a.ConnectionLimit(), a.MaxDeliveriesPerConnection(), a.Rate())
+	}
+
+	// A backlog on one domain does not hold up another.
+	for range 10 {
+		if _, _, err := a.wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.mu.Lock()
+	clk.t = epoch // rewind: a's slots are all in the future
+	clk.mu.Unlock()
+	if w, err := b.Wait(t.Context()); err != nil || w != 0 {
+		t.Fatalf("b waited %v, %v", w, err)
+	}
+}
+
+func TestNamedLaneShared(t *testing.T) {
+	p, _ := newTestPolicy(t, nil, config.Retry{})
+	g := p.Match("gmail.com", nil)
+	if p.Match("googlemail.com", nil) != g || p.Match("workspace.example", []string{"aspmx.l.google.com"}) != g {
+		t.Fatal("a named provider must have one lane")
+	}
+	if g.ConnectionLimit() != 5 || g.MaxDeliveriesPerConnection() != 100 || !approx(g.Rate(), 10) {
+		t.Fatalf("gmail limits: %d %d %v", g.ConnectionLimit(), g.MaxDeliveriesPerConnection(), g.Rate())
+	}
+	p.Match("x.example", nil)
+	var keys []string
+	for _, l := range p.Lanes() {
+		keys = append(keys, l.Key())
+	}
+	if strings.Join(keys, ",") != "default/x.example,gmail" {
+		t.Fatalf("Lanes() = %v", keys)
+	}
+}
+
+func TestBuiltinsDocumented(t *testing.T) {
+	seen := map[string]bool{}
+	for i, b := range BuiltinProviders() {
+		if seen[b.Name] {
+			t.Errorf("built-in %s twice", b.Name)
+		}
+		seen[b.Name] = true
+		if !(b.Rate > 0) || b.ConnectionLimit <= 0 || b.MaxDeliveriesPerConnection <= 0 {
+			t.Errorf("built-in %s has an unset limit: %+v", b.Name, b)
+		}
+		for _, s := range b.MXSuffixes {
+			if _, ok := compileMXRule(s); !ok {
+				t.Errorf("built-in %s: bad mx suffix %q", b.Name, s)
+			}
+		}
+		if b.Name == CatchAll && i != len(BuiltinProviders())-1 {
+			t.Error("the catch-all must come last")
+		}
+	}
+	for _, n := range []string{"gmail", "outlook", "microsoft365", "yahoo", "apple", "zimbra", CatchAll} {
+		if !seen[n] {
+			t.Errorf("built-in %s missing", n)
+		}
+	}
+}
