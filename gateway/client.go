@@ -1,0 +1,315 @@
+package gateway
+
+import (
+	"bufio"
+
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Dialer opens outbound SMTP connections to destinations.
+type Dialer struct {
+	Hostname       string // EHLO name
+	Resolver       Resolver
+	ConnectTimeout time.Duration // TCP connect plus greeting and EHLO
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+
+	// noTLS remembers hosts whose STARTTLS failed, so that opportunistic
+	// delivery does not pay a failed handshake on every connection.
+	mu    sync.Mutex
+	noTLS map[string]time.Time
+}
+
+// Result is what one delivery attempt came to.
+type Result struct {
+	Host     string // the host that answered, "" if none did
+	Code     int    // SMTP reply code; 0 when no reply was had
+	Enhanced string // enhanced status code, "" if none
+	Text     string // reply text or the local error
+	Network  bool   // no SMTP reply: connection or timeout failure
+}
+
+func (r Result) String() string {
+	if r.Code == 0 {
+		return r.Text
+	}
+	if r.Enhanced != "" {
+		return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+	}
+	return fmt.Sprintf("%d %s", r.Code, r.Text)
+}
+
+// Conn is an open SMTP session with one host, reused for several messages.
+type Conn struct {
+	c     *smtp.Client
+	Host  string
+	Dest  *Destination
+	TLS   bool
+	Sent  int
+	dirty bool // a transaction failed part way: RSET before the next
+}
+
+const noTLSMemory = time.Hour
+
+// Dial connects to the first host of dest that answers with a greeting,
+// following RFC 5321 5.1: every MX in order, every address of each.
+func (d *Dialer) Dial(ctx context.Context, dest *Destination) (*Conn, Result) {
+	last := Result{Network: true, Text: "no host to connect to"}
+	for _, host := range dest.Hosts {
+		addrs, err := d.Resolver.LookupHost(ctx, host)
+		if err != nil {
+			last = Result{Host: host, Network: true, Text: "address lookup: " + err.Error()}
+			continue
+		}
+		for _, addr := range addrs {
+			c, res := d.dialHost(ctx, dest, host, net.JoinHostPort(addr, strconv.Itoa(dest.Port)))
+			if c != nil {
+				return c, res
+			}
+			last = res
+			if res.Code >= 500 && dest.TLS != TLSRequired {
+				return nil, res // a 5xx greeting or EHLO is final for the domain
+			}
+		}
+	}
+	return nil, last
+}
+
+func (d *Dialer) dialHost(ctx context.Context, dest *Destination, host, addr string) (*Conn, Result) {
+	useTLS := dest.TLS == TLSRequired || (dest.TLS == TLSOpportunistic && !d.tlsBroken(host))
+	c, res := d.open(ctx, dest, host, addr, useTLS)
+	if c == nil && useTLS && dest.TLS == TLSOpportunistic && res.Code == 0 {
+		// go-smtp has no opportunistic STARTTLS: a failed handshake leaves
+		// the connection unusable, so redial in plaintext, as the route allows.
+		d.markTLSBroken(host)
+		c, res = d.open(ctx, dest, host, addr, false)
+	}
+	if c == nil {
+		return nil, res
+	}
+	if dest.User != "" {
+		if !c.TLS && !isLoopbackAddr(addr) {
+			c.Close()
+			return nil, Result{Host: host, Text: "refusing to send smarthost credentials without TLS"}
+		}
+		if err := c.c.Auth(sasl.NewPlainClient("", dest.User, dest.Pass)); err != nil {
+			c.Close()
+			return nil, resultOf(host, err)
+		}
+	}
+	return c, res
+}
+
+func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string, useTLS bool) (*Conn, Result) {
+	dctx, cancel := context.WithTimeout(ctx, d.ConnectTimeout)
+	defer cancel()
+	var nd net.Dialer
+	raw, err := nd.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, Result{Host: host, Network: true, Text: "connect: " + err.Error()}
+	}
+	deadline, _ := dctx.Deadline()
+	raw.SetDeadline(deadline)
+	conn := raw
+	tlsOn := false
+	if useTLS {
+		conn, tlsOn, err = d.startTLS(raw, dest, host)
+		if err != nil {
+			raw.Close()
+			var se *smtp.SMTPError
+			if errors.As(err, &se) {
+				return nil, resultOf(host, err)
+			}
+			return nil, Result{Host: host, Network: true, Text: "starttls: " + err.Error()}
+		}
+		if !tlsOn && dest.TLS == TLSRequired {
+			raw.Close()
+			return nil, Result{Host: host, Network: true, Text: "TLS required by route, but the server does not offer STARTTLS"}
+		}
+	}
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = d.CommandTimeout
+	c.SubmissionTimeout = d.DataTimeout
+	if err := c.Hello(d.Hostname); err != nil {
+		c.Close()
+		return nil, resultOf(host, err)
+	}
+	raw.SetDeadline(time.Time{})
+	return &Conn{c: c, Host: host, Dest: dest, TLS: tlsOn}, Result{Host: host}
+}
+
+// startTLS reads the greeting, says EHLO and, when STARTTLS is offered,
+// upgrades the connection (RFC 3207 4). It returns a connection that replays
+// a greeting so that go-smtp's client can take over and EHLO again, as RFC
+// 3207 4.2 requires after TLS. go-smtp's own NewClientStartTLS would say
+// EHLO localhost, which receivers hold against a sender.
+func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Conn, bool, error) {
+	br := bufio.NewReader(raw)
+	if code, text, err := readReply(br); err != nil {
+		return nil, false, err
+	} else if code != 220 {
+		return nil, false, &smtp.SMTPError{Code: code, Message: text}
+	}
+	fmt.Fprintf(raw, "EHLO %s\r\n", d.Hostname)
+	code, text, err := readReply(br)
+	if err != nil {
+		return nil, false, err
+	}
+	if code != 250 {
+		return nil, false, &smtp.SMTPError{Code: code, Message: text}
+	}
+	offered := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.EqualFold(strings.TrimSpace(line), "STARTTLS") {
+			offered = true
+		}
+	}
+	if !offered {
+		// Keep going in plaintext on this connection; go-smtp EHLOs again.
+		return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), br)}, false, nil
+	}
+	fmt.Fprintf(raw, "STARTTLS\r\n")
+	if code, text, err = readReply(br); err != nil {
+		return nil, false, err
+	} else if code != 220 {
+		return nil, false, &smtp.SMTPError{Code: code, Message: text}
+	}
+	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if dest.TLS == TLSRequired {
+		if dest.TLSConf != nil {
+			conf.RootCAs = dest.TLSConf.RootCAs
+		}
+	} else {
+		// RFC 7435: opportunistic security encrypts without authenticating;
+		// an unverifiable certificate is still better than plaintext.
+		conf.InsecureSkipVerify = true
+	}
+	tc := tls.Client(raw, conf)
+	if err := tc.Handshake(); err != nil {
+		return nil, false, err
+	}
+	return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), tc)}, true, nil
+}
+
+// replayConn is a connection whose first bytes read are a synthetic greeting.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// readReply reads a possibly multi-line SMTP reply (RFC 5321 4.2.1) and
+// returns its code and text lines joined by "\n".
+func readReply(br *bufio.Reader) (int, string, error) {
+	var lines []string
+	for n := 0; n < 100; n++ {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return 0, "", err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if len(line) < 3 {
+			return 0, "", fmt.Errorf("malformed reply %q", line)
+		}
+		code, err := strconv.Atoi(line[:3])
+		if err != nil {
+			return 0, "", fmt.Errorf("malformed reply %q", line)
+		}
+		rest := ""
+		if len(line) > 4 {
+			rest = line[4:]
+		}
+		lines = append(lines, rest)
+		if len(line) == 3 || line[3] == ' ' {
+			return code, strings.Join(lines, "\n"), nil
+		}
+	}
+	return 0, "", errors.New("reply too long")
+}
+
+func (d *Dialer) tlsBroken(host string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.noTLS[host]
+	return ok && time.Since(t) < noTLSMemory
+}
+
+func (d *Dialer) markTLSBroken(host string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.noTLS == nil {
+		d.noTLS = map[string]time.Time{}
+	}
+	d.noTLS[host] = time.Now()
+}
+
+// Send delivers one copy in one transaction. The connection stays usable
+// unless the result is a network failure.
+func (c *Conn) Send(from, to string, data []byte) Result {
+	if c.dirty {
+		if err := c.c.Reset(); err != nil {
+			return resultOf(c.Host, err)
+		}
+		c.dirty = false
+	}
+	c.Sent++
+	c.dirty = true
+	if err := c.c.Mail(from, &smtp.MailOptions{Size: int64(len(data))}); err != nil {
+		return resultOf(c.Host, err)
+	}
+	if err := c.c.Rcpt(to, nil); err != nil {
+		return resultOf(c.Host, err)
+	}
+	w, err := c.c.Data()
+	if err != nil {
+		return resultOf(c.Host, err)
+	}
+	if _, err := w.Write(data); err != nil {
+		w.Close()
+		return resultOf(c.Host, err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return resultOf(c.Host, err)
+	}
+	c.dirty = false
+	return Result{Host: c.Host, Code: 250, Text: resp.StatusText}
+}
+
+// Close ends the session politely (QUIT), or just closes it.
+func (c *Conn) Close() {
+	if err := c.c.Quit(); err != nil {
+		c.c.Close()
+	}
+}
+
+func resultOf(host string, err error) Result {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		r := Result{Host: host, Code: se.Code, Text: se.Message}
+		if se.EnhancedCode != smtp.EnhancedCodeNotSet && se.EnhancedCode != smtp.NoEnhancedCode {
+			r.Enhanced = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		}
+		return r
+	}
+	return Result{Host: host, Network: true, Text: err.Error()}
+}
+
+func isLoopbackAddr(addr string) bool {
+	h, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+type dsnInput struct {
+	ReportingMTA string
+	QueueID      string
+	OriginalID   string
+	Sender       string
+	Recipient    string
+	RemoteMTA    string
+	Status       string // enhanced status, e.g. 5.1.1
+	Diagnostic   string
+	Arrival      time.Time
+	Now          time.Time
+	Original     []byte // the copy as it was sent; only its header is quoted
+}
+
+// dsnStatus picks the DSN Status field: the receiver's enhanced code when it
+// gave one, else one derived from the reply class (RFC 3463 3.5).
+func dsnStatus(res Result) string {
+	if res.Enhanced != "" && strings.HasPrefix(res.Enhanced, "5.") {
+		return res.Enhanced
+	}
+	if res.Code >= 500 {
+		return "5.0.0"
+	}
+	return "5.4.7" // RFC 3463 3.5: delivery time expired
+}
+
+// buildDSN writes a multipart/report delivery status notification (RFC 3464
+// 2, RFC 6522) with a human part, the machine-readable status and the
+// original message's header (text/rfc822-headers), never its body: the body
+// of certificate mail can hold the certificate or a download token.
+func buildDSN(in dsnInput) []byte {
+	var rb [12]byte
+	rand.Read(rb[:])
+	boundary := "certgate-dsn-" + hex.EncodeToString(rb[:])
+	date := in.Now.UTC().Format(time.RFC1123Z)
+	var b bytes.Buffer
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\r\n", a...) }
+	w("From: Mail Delivery System <MAILER-DAEMON@%s>", in.ReportingMTA)
+	w("To: <%s>", in.Sender)
+	w("Subject: Undelivered Mail Returned to Sender")
+	w("Date: %s", date)
+	w("Message-ID: <%s@%s>", in.QueueID, in.ReportingMTA)
+	w("Auto-Submitted: auto-replied") // RFC 3834 5
+	w("MIME-Version: 1.0")
+	w("Content-Type: multipart/report; report-type=delivery-status;")
+	w(" boundary=\"%s\"", boundary)
+	w("")
+	w("This is a MIME-encapsulated message.")
+	w("")
+	w("--%s", boundary)
+	w("Content-Type: text/plain; charset=utf-8")
+	w("Content-Transfer-Encoding: 8bit")
+	w("")
+	w("This is the mail system at %s.", in.ReportingMTA)
+	w("")
+	w("Your message %s could not be delivered to <%s>.", in.OriginalID, in.Recipient)
+	if in.RemoteMTA != "" {
+		w("The receiving server %s answered:", in.RemoteMTA)
+	} else {
+		w("The reason:")
+	}
+	w("")
+	for _, line := range wrapText(oneLine(in.Diagnostic), 76) {
+		w("    %s", line)
+	}
+	w("")
+	w("--%s", boundary)
+	w("Content-Type: message/delivery-status")
+	w("")
+	w("Reporting-MTA: dns; %s", in.ReportingMTA) // RFC 3464 2.2
+	w("X-Certgate-Queue-ID: %s", in.OriginalID)
+	w("Arrival-Date: %s", in.Arrival.UTC().Format(time.RFC1123Z))
+	w("")
+	w("Final-Recipient: rfc822; %s", in.Recipient) // RFC 3464 2.3
+	w("Action: failed")
+	w("Status: %s", in.Status)
+	if in.RemoteMTA != "" {
+		w("Remote-MTA: dns; %s", in.RemoteMTA)
+	}
+	diag := oneLine(in.Diagnostic)
+	if len(diag) > 900 {
+		diag = diag[:900]
+	}
+	w("Diagnostic-Code: smtp; %s", diag)
+	w("Last-Attempt-Date: %s", date)
+	w("")
+	w("--%s", boundary)
+	w("Content-Type: text/rfc822-headers")
+	w("")
+	hdr := in.Original
+	if i := bytes.Index(hdr, []byte("\r\n\r\n")); i >= 0 {
+		hdr = hdr[:i+2]
+	}
+	b.Write(hdr)
+	if len(hdr) > 0 && !bytes.HasSuffix(hdr, []byte("\r\n")) {
+		b.WriteString("\r\n")
+	}
+	w("")
+	w("--%s--", boundary)
+	return b.Bytes()
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func wrapText(s string, width int) []string {
+	var lines []string
+	var cur strings.Builder
+	for _, word := range strings.Fields(s) {
+		if cur.Len() > 0 && cur.Len()+1+len(word) > width {
+			lines = append(lines, cur.String())
+			cur.Reset()
+		}
+		if cur.Len() > 0 {
+			cur.WriteByte(' ')
+		}
+		cur.WriteString(word)
+	}
+	if cur.Len() > 0 {
+		lines = append(lines, cur.String())
+	}
+	return lines
+}

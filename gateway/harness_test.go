@@ -1,0 +1,253 @@
+package gateway
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/sim"
+	"github.com/certgate/certgate/store/sqlite"
+)
+
+const testPassword = "correct horse battery staple"
+
+// testEnv is a whole relay on loopback: submission server, SQLite store,
+// queue and delivery to simulated providers.
+type testEnv struct {
+	t        *testing.T
+	dir      string
+	addr     string // submission address
+	relay    *Relay
+	queue    *Queue
+	server   *Server
+	store    *sqlite.Store
+	metrics  *metrics.Metrics
+	sims     map[string]*sim.Provider
+	txt      map[string][]string
+	tlsConf  *tls.Config // client side: trusts the server's certificate
+	stopOnce bool
+}
+
+type envOptions struct {
+	trusted      []string          // tenant trusted networks
+	providers    []config.Provider // policy overrides
+	retry        config.Retry
+	maxRcpts     int
+	maxBytes     int64
+	perIP        int
+	respond      func(from, rcpt string) *smtp.SMTPError // scripted receiver replies (mailbox provider "inbox")
+	dir          string                                  // reuse a data dir (restart tests)
+	keys         []*signer.Key                           // reuse keys (restart tests)
+	noSims       bool
+	sinkDown     bool // route recipient mail to a closed port
+	defaultClass string
+}
+
+func newEnv(t *testing.T, o envOptions) *testEnv {
+	t.Helper()
+	e := &testEnv{t: t, dir: o.dir, sims: map[string]*sim.Provider{}, txt: map[string][]string{}}
+	if e.dir == "" {
+		e.dir = t.TempDir()
+	}
+	keys := o.keys
+	if keys == nil {
+		for _, d := range []string{"ca.example", "certs.example", "ac.example"} {
+			k, _, err := signer.Generate("rsa2048", d, "s2026")
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys = append(keys, k)
+		}
+		k, _, err := signer.Generate("ed25519", "ca.example", "e2026")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		name, value := k.DNSRecord()
+		e.txt[strings.TrimSuffix(name, ".")] = []string{value}
+	}
+	lookupTXT := func(domain string) ([]string, error) {
+		if v, ok := e.txt[strings.TrimSuffix(domain, ".")]; ok {
+			return v, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: domain, IsNotFound: true}
+	}
+	respond := o.respond
+	sims, port, err := sim.StartGroup([]sim.Options{
+		{Name: "google", Domains: []string{"gmail.com", "empresa.example"}, MXHost: "gmail-smtp-in.l.google.com", LookupTXT: lookupTXT,
+			Respond: func(from, rcpt string) *smtp.SMTPError {
+				if respond != nil {
+					return respond(from, rcpt)
+				}
+				return nil
+			}},
+		{Name: "issuer", Domains: []string{"ca.example", "certs.example", "ac.example"}, MXHost: "mx.ca.example", LookupTXT: lookupTXT},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sims {
+		e.sims[s.Name()] = s
+	}
+	t.Cleanup(func() {
+		for _, s := range sims {
+			s.Close()
+		}
+	})
+	mxPort := port
+	if o.sinkDown {
+		l, _ := net.Listen("tcp", "127.0.0.11:0")
+		mxPort = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	resolver := StaticResolver{
+		MX: map[string][]string{"gmail.com": {"gmail-smtp-in.l.google.com"}, "empresa.example": {"aspmx.l.google.com"},
+			"ca.example": {"mx.ca.example"}, "certs.example": {"mx.ca.example"}, "ac.example": {"mx.ca.example"}},
+		Hosts: map[string][]string{"gmail-smtp-in.l.google.com": {sims[0].Addr()[:strings.LastIndexByte(sims[0].Addr(), ':')]},
+			"aspmx.l.google.com": {sims[0].Addr()[:strings.LastIndexByte(sims[0].Addr(), ':')]},
+			"mx.ca.example":      {sims[1].Addr()[:strings.LastIndexByte(sims[1].Addr(), ':')]}},
+	}
+	if o.sinkDown {
+		resolver.Hosts["gmail-smtp-in.l.google.com"] = []string{"127.0.0.11"}
+		resolver.Hosts["aspmx.l.google.com"] = []string{"127.0.0.11"}
+	}
+
+	st, err := sqlite.Open(context.Background(), filepath.Join(e.dir, "certgate.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store = st
+	retry := o.retry
+	if len(retry.Schedule) == 0 {
+		retry = config.Retry{Schedule: []config.Duration{config.Duration(50 * time.Millisecond)}, MaxAge: config.Duration(time.Hour)}
+	}
+	pol, err := policy.New(o.providers, retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := NewRouter(config.Delivery{MXPort: mxPort, Routes: []config.Route{{Domains: []string{"*"}, MX: true}}}, resolver, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	e.metrics = metrics.New()
+	dialer := &Dialer{Hostname: "relay.ca.example", Resolver: resolver, ConnectTimeout: 5 * time.Second,
+		CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
+	e.queue = NewQueue(st, pol, router, dialer, e.metrics, log)
+	e.relay = NewRelay(NewPreparer("relay.ca.example", signer.New(keys), e.metrics), st, e.queue, e.metrics, log)
+
+	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
+	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
+		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, clientTLS := testCerts(t)
+	e.tlsConf = clientTLS
+	cfg := ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20, MaxRecipients: 50,
+		MaxConnections: 100, MaxConnectionsPerIP: 50, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		AuthFailureDelay: time.Millisecond}
+	if o.maxRcpts > 0 {
+		cfg.MaxRecipients = o.maxRcpts
+	}
+	if o.maxBytes > 0 {
+		cfg.MaxMessageBytes = o.maxBytes
+	}
+	if o.perIP > 0 {
+		cfg.MaxConnectionsPerIP = o.perIP
+	}
+	e.server = NewServer(cfg, dir, e.relay, e.metrics, log)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = l.Addr().String()
+	if err := e.queue.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	go e.server.Serve(l)
+	t.Cleanup(e.stop)
+	return e
+}
+
+// stop shuts the relay down as the daemon does; safe to call twice.
+func (e *testEnv) stop() {
+	if e.stopOnce {
+		return
+	}
+	e.stopOnce = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e.server.Shutdown(ctx)
+	e.queue.Stop(ctx)
+	e.store.Close()
+}
+
+// testCerts makes a server certificate for relay.ca.example and a client
+// configuration that trusts exactly it.
+func testCerts(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "relay.ca.example"},
+		DNSNames: []string{"relay.ca.example"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}},
+		&tls.Config{RootCAs: pool, ServerName: "relay.ca.example"}
+}
+
+// sample reads one of the shared sample certificate mails.
+func sample(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "cmd", "certgate", "demomail", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

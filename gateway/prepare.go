@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/store"
+)
+
+// TrackingHeader carries each copy's unique tracking id. It is added after
+// signing, outside the signature, so one signature serves every recipient.
+const TrackingHeader = "X-Certgate-Tracking-ID"
+
+// ClassHeader lets the issuer mark a message bulk or transactional. Like
+// every X-Certgate-* field it is removed before signing.
+const ClassHeader = "X-Certgate-Class"
+
+// Preparer turns an accepted submission into signed per-recipient copies.
+type Preparer struct {
+	hostname string
+	signer   *signer.Signer
+	metrics  *metrics.Metrics
+}
+
+// NewPreparer builds a preparer that signs with the given signer.
+func NewPreparer(hostname string, s *signer.Signer, m *metrics.Metrics) *Preparer {
+	return &Preparer{hostname: hostname, signer: s, metrics: m}
+}
+
+// Prepared is a message ready to be made durable.
+type Prepared struct {
+	Message store.Message
+	Content []byte // shared by every copy: trace, signatures, header, body
+	Rcpts   []store.NewRecipient
+}
+
+var errMalformed = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "Malformed message header or MIME structure")
+
+func alignmentError(format string, a ...any) error {
+	return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment", fmt.Sprintf(format, a...))
+}
+
+// Prepare checks a submission's header against its tenant, normalizes it
+// and signs it. What a relay downstream would rewrite (lines over 998
+// octets) is re-encoded first, so the signature survives the trip.
+func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time) (*Prepared, error) {
+	fixed, _, err := mimeedit.FixLongLines(data)
+	if err != nil {
+		return nil, mimeError(err)
+	}
+	hb, body, err := mimeedit.SplitHeader(fixed)
+	if err != nil {
+		return nil, mimeError(err)
+	}
+	h, err := mimeedit.ParseHeader(hb)
+	if err != nil {
+		return nil, mimeError(err)
+	}
+
+	// DMARC (RFC 7489 3.1.1, 6.6.1) is evaluated on the one From domain.
+	froms := h.Values("From")
+	if len(froms) != 1 {
+		return nil, alignmentError("The message must have exactly one From header (it has %d)", len(froms))
+	}
+	list, err := addressParser.ParseList(froms[0])
+	if err != nil || len(list) != 1 {
+		return nil, alignmentError("The From header must hold exactly one valid address")
+	}
+	fromAddr := list[0].Address
+	_, _, fromDomain, err := parseAddress(fromAddr)
+	if err != nil {
+		return nil, alignmentError("The From header address %q is not a plain address", fromAddr)
+	}
+	if !domainIn(fromDomain, env.Tenant.FromDomains) {
+		return nil, alignmentError("From domain %s is not one of the from_domains of tenant %s", fromDomain, env.Tenant.Name)
+	}
+	keys := p.signer.KeysFor(fromDomain)
+	if len(keys) == 0 {
+		return nil, alignmentError("No DKIM key aligned with From domain %s: the mail would fail DMARC", fromDomain)
+	}
+
+	class := env.Tenant.DefaultClass
+	if v := h.Get(ClassHeader); v != "" {
+		c, ok := policy.ParseClass(v)
+		if !ok {
+			return nil, newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", ClassHeader+" must be bulk or transactional")
+		}
+		class = c
+	}
+	// certgate's own control fields never leave, and nobody may forge the
+	// tracking header. Bcc must not reach the recipients (RFC 5322 3.6.3).
+	h.DelFunc(func(name string) bool {
+		return strings.HasPrefix(strings.ToLower(name), "x-certgate-") || strings.EqualFold(name, "Bcc")
+	})
+	// RFC 6409 8.2, 8.3: a submission server may add Date and Message-ID.
+	if h.Count("Date") == 0 {
+		h.Add("Date", now.Format(time.RFC1123Z))
+	}
+	msgID := strings.Trim(h.Get("Message-ID"), "<> \t")
+	if msgID == "" {
+		msgID = id + "@" + p.hostname
+		h.Add("Message-ID", "<"+msgID+">")
+	}
+
+	msg := append(h.Bytes(), body...)
+	sig, err := p.sign(msg, keys)
+	if err != nil {
+		return nil, err
+	}
+	content := make([]byte, 0, len(sig)+len(msg)+256)
+	content = append(content, p.received(env, id, now)...)
+	content = append(content, sig...)
+	content = append(content, msg...)
+
+	out := &Prepared{
+		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: fromAddr,
+			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class), Size: int64(len(content)),
+			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
+		Content: content,
+	}
+	for _, rcpt := range env.Rcpts {
+		out.Rcpts = append(out.Rcpts, newRecipient(rcpt, now))
+	}
+	return out, nil
+}
+
+// PrepareDSN signs a locally generated DSN when a key aligns with the
+// reporting host name, and addresses it from the null sender.
+func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) (*Prepared, error) {
+	content := dsn
+	if keys := p.signer.KeysFor(p.hostname); len(keys) > 0 {
+		sig, err := p.sign(dsn, keys)
+		if err != nil {
+			return nil, err
+		}
+		content = append(sig, dsn...)
+	}
+	return &Prepared{
+		Message: store.Message{ID: id, Tenant: tenant, MailFrom: "", HeaderFrom: "MAILER-DAEMON@" + p.hostname,
+			MessageID: id + "@" + p.hostname, Subject: "Undelivered Mail Returned to Sender",
+			Class: string(policy.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
+		Content: content,
+		Rcpts:   []store.NewRecipient{newRecipient(to, now)},
+	}, nil
+}
+
+func newRecipient(addr string, now time.Time) store.NewRecipient {
+	tid := newTrackingID()
+	return store.NewRecipient{Address: addr, TrackingID: tid, Prefix: []byte(TrackingHeader + ": " + tid + "\r\n"),
+		State: store.StateQueued, NextAttempt: now}
+}
+
+func (p *Preparer) sign(msg []byte, keys []*signer.Key) ([]byte, error) {
+	start := time.Now()
+	sig, err := p.signer.Sign(msg, keys)
+	if err != nil {
+		return nil, fmt.Errorf("dkim signing: %w", err)
+	}
+	algs := make([]string, len(keys))
+	for i, k := range keys {
+		algs[i] = k.Algorithm
+	}
+	p.metrics.DKIMSignDuration.WithLabelValues(strings.Join(algs, "+")).Observe(time.Since(start).Seconds())
+	return sig, nil
+}
+
+// received is the trace field of RFC 5321 4.4, with the protocol names of
+// RFC 3848 (ESMTPA, ESMTPS, ESMTPSA).
+func (p *Preparer) received(env *Envelope, id string, now time.Time) string {
+	proto := "ESMTP"
+	if env.TLS {
+		proto += "S"
+	}
+	if env.AuthUser != "" {
+		proto += "A"
+	}
+	helo := sanitizeHelo(env.Helo)
+	return fmt.Sprintf("Received: from %s ([%s])\r\n\tby %s (certgate) with %s id %s;\r\n\t%s\r\n",
+		helo, env.ClientIP, p.hostname, proto, id, now.Format(time.RFC1123Z))
+}
+
+func sanitizeHelo(s string) string {
+	if len(s) > 255 {
+		s = s[:255]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c <= ' ' || c >= 127 || c == '(' || c == ')' || c == ';' {
+			b[i] = '?'
+		}
+	}
+	if len(b) == 0 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+func mimeError(err error) error {
+	switch {
+	case errors.Is(err, mimeedit.ErrLongHeaderLine):
+		return errLongHeader
+	case errors.Is(err, mimeedit.ErrNotCRLF):
+		return errSmuggling
+	}
+	return errMalformed
+}
+
+// addressParser decodes RFC 2047 display names in any charset well enough to
+// find the address: the address itself is always ASCII here.
+var addressParser = mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
+
+func decodeSubject(s string) string {
+	d, err := addressParser.WordDecoder.DecodeHeader(s)
+	if err != nil {
+		return s
+	}
+	return d
+}

@@ -1,0 +1,476 @@
+package gateway
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/store"
+)
+
+// Bouncer turns a permanently failed recipient into a delivery status
+// notification to the envelope sender.
+type Bouncer interface {
+	Bounce(ctx context.Context, p store.Pending, res Result, original []byte) error
+}
+
+// Queue is the runner: it keeps every pending recipient in memory (no
+// bodies), waits for each one's next attempt, routes it to its provider's
+// lane, and runs up to the lane's connection limit of workers that deliver
+// at the lane's rate, transactional mail first.
+type Queue struct {
+	store   store.Store
+	policy  *policy.Policy
+	router  *Router
+	dialer  *Dialer
+	bouncer Bouncer
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	sched schedHeap
+	lanes map[string]*lane
+	wake  chan struct{}
+	count int // recipients held by the queue in any stage
+}
+
+// NewQueue builds a queue runner; Start loads the store's pending recipients.
+func NewQueue(st store.Store, pol *policy.Policy, router *Router, dialer *Dialer, m *metrics.Metrics, log *slog.Logger) *Queue {
+	q := &Queue{store: st, policy: pol, router: router, dialer: dialer, metrics: m, log: log, now: time.Now,
+		lanes: map[string]*lane{}, wake: make(chan struct{}, 1)}
+	return q
+}
+
+// SetBouncer sets where permanent failures go (the relay, which builds DSNs).
+func (q *Queue) SetBouncer(b Bouncer) { q.bouncer = b }
+
+// item is one recipient in the queue.
+type item struct {
+	p        store.Pending
+	class    policy.Class
+	dest     *Destination
+	lane     *lane
+	gauge    string // provider label it is counted under in the queued gauge
+	readyAt  time.Time
+	heapSlot int
+}
+
+// Start loads pending recipients from the store and starts scheduling.
+func (q *Queue) Start(ctx context.Context) error {
+	q.ctx, q.cancel = context.WithCancel(ctx)
+	n := 0
+	err := q.store.Pending(ctx, func(p store.Pending) error {
+		q.add(p)
+		n++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	q.log.Info("queue started", "pending", n)
+	q.wg.Add(1)
+	go q.scheduler()
+	return nil
+}
+
+// Add queues recipients that the store has just made durable.
+func (q *Queue) Add(ps ...store.Pending) {
+	for _, p := range ps {
+		q.add(p)
+	}
+}
+
+func (q *Queue) add(p store.Pending) {
+	class, ok := policy.ParseClass(p.Class)
+	if !ok {
+		class = policy.ClassBulk
+	}
+	it := &item{p: p, class: class, gauge: "unrouted"}
+	q.mu.Lock()
+	q.count++
+	q.mu.Unlock()
+	q.metrics.Queued.WithLabelValues(it.gauge, string(class)).Inc()
+	q.schedule(it)
+}
+
+// schedule puts an item in the waiting heap, or routes it now when due.
+func (q *Queue) schedule(it *item) {
+	if !it.p.NextAttempt.After(q.now()) {
+		q.route(it)
+		return
+	}
+	q.mu.Lock()
+	heap.Push(&q.sched, it)
+	first := q.sched[0] == it
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// scheduler moves items whose time has come into their lanes.
+func (q *Queue) scheduler() {
+	defer q.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		q.mu.Lock()
+		var due []*item
+		now := q.now()
+		for len(q.sched) > 0 && !q.sched[0].p.NextAttempt.After(now) {
+			due = append(due, heap.Pop(&q.sched).(*item))
+		}
+		wait := time.Hour
+		if len(q.sched) > 0 {
+			wait = q.sched[0].p.NextAttempt.Sub(now)
+		}
+		q.mu.Unlock()
+		for _, it := range due {
+			q.route(it)
+		}
+		timer.Reset(wait)
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// route resolves the recipient's destination and lane. Lookups that miss the
+// router's cache run on their own goroutine so DNS never stalls the queue.
+func (q *Queue) route(it *item) {
+	if q.ctx.Err() != nil {
+		return // shutting down; the store still has it
+	}
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		ctx, cancel := context.WithTimeout(q.ctx, 30*time.Second)
+		defer cancel()
+		dest, err := q.router.Resolve(ctx, it.p.Domain)
+		if err != nil {
+			var perm permanentError
+			res := Result{Network: true, Text: err.Error()}
+			if errors.As(err, &perm) {
+				res = Result{Code: 550, Enhanced: "5.1.2", Text: err.Error()}
+			}
+			q.finish(it, "none", res, nil)
+			return
+		}
+		var mx []string
+		if dest.MX {
+			mx = dest.Hosts
+		}
+		pl := q.policy.Match(it.p.Domain, mx)
+		it.dest = dest
+		q.enqueueLane(it, pl)
+	}()
+}
+
+func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
+	q.mu.Lock()
+	l := q.lanes[pl.Key()]
+	if l == nil {
+		l = &lane{q: q, pl: pl}
+		l.ready[0].init()
+		l.ready[1].init()
+		q.lanes[pl.Key()] = l
+	}
+	it.lane = l
+	it.readyAt = q.now()
+	l.ready[classIndex(it.class)].push(it)
+	spawn := l.workers < pl.ConnectionLimit() && l.workers < l.size()
+	if spawn {
+		l.workers++
+	}
+	q.mu.Unlock()
+	q.regauge(it, pl.Name())
+	if spawn {
+		q.wg.Add(1)
+		go l.work()
+	}
+}
+
+func (q *Queue) regauge(it *item, label string) {
+	if it.gauge == label {
+		return
+	}
+	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
+	q.metrics.Queued.WithLabelValues(label, string(it.class)).Inc()
+	it.gauge = label
+}
+
+func classIndex(c policy.Class) int {
+	if c == policy.ClassTransactional {
+		return 0
+	}
+	return 1
+}
+
+// lane is the runtime side of a policy lane: ready items and workers.
+type lane struct {
+	q       *Queue
+	pl      *policy.Lane
+	ready   [2]destQueues // [0] transactional, [1] bulk
+	workers int
+}
+
+func (l *lane) size() int { return l.ready[0].n + l.ready[1].n }
+
+// pop takes the most urgent item, preferring the destination the worker
+// already has a connection to within that class. Called with q.mu held.
+func (l *lane) pop(preferKey string) *item {
+	for i := range l.ready {
+		if it := l.ready[i].pop(preferKey); it != nil {
+			return it
+		}
+	}
+	return nil
+}
+
+// work is one connection's worth of delivery in a lane: wait for the rate,
+// take the most urgent item, deliver it on a reused connection if it goes to
+// the same place, and stop when the lane is empty.
+func (l *lane) work() {
+	q := l.q
+	defer q.wg.Done()
+	var conn *Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	for {
+		q.mu.Lock()
+		if l.size() == 0 || q.ctx.Err() != nil {
+			l.workers--
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		if _, err := l.pl.Wait(q.ctx); err != nil {
+			q.mu.Lock()
+			l.workers--
+			q.mu.Unlock()
+			return
+		}
+		prefer := ""
+		if conn != nil {
+			prefer = conn.Dest.Key
+		}
+		q.mu.Lock()
+		it := l.pop(prefer)
+		if it == nil {
+			l.workers--
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		q.metrics.ShapingWait.WithLabelValues(l.pl.Name(), string(it.class)).Observe(q.now().Sub(it.readyAt).Seconds())
+
+		if conn != nil && (conn.Dest.Key != it.dest.Key || conn.Sent >= l.pl.MaxDeliveriesPerConnection()) {
+			conn.Close()
+			conn = nil
+		}
+		if conn == nil {
+			var res Result
+			conn, res = q.dialer.Dial(q.ctx, it.dest)
+			if conn == nil {
+				q.finish(it, l.pl.Name(), res, nil)
+				continue
+			}
+			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
+		}
+		data, err := q.store.Data(q.ctx, it.p.RecipientID)
+		if err != nil {
+			q.log.Error("queue: reading message data", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+			q.finish(it, l.pl.Name(), Result{Network: true, Text: "local: message data unavailable"}, nil)
+			continue
+		}
+		start := time.Now()
+		res := conn.Send(it.p.MailFrom, it.p.Address, data)
+		q.metrics.DeliveryDuration.WithLabelValues(l.pl.Name()).Observe(time.Since(start).Seconds())
+		if res.Network || res.Code == 421 {
+			conn.c.Close() // RFC 5321 3.8: 421 means the server is closing
+			conn = nil
+		}
+		l.pl.Observe(res.Code, res.Enhanced)
+		q.finish(it, l.pl.Name(), res, data)
+	}
+}
+
+// finish records an attempt's outcome and moves the item on: gone when
+// delivered or bounced, back to the heap when deferred.
+func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
+	now := q.now()
+	outcome := policy.Classify(res.Code, res.Network)
+	attempts := it.p.Attempts + 1
+	a := store.Attempt{RecipientID: it.p.RecipientID, MessageID: it.p.MessageID, Time: now, Provider: provider,
+		Host: res.Host, Code: res.Code, Reply: res.String()}
+	result := "delivered"
+	switch outcome {
+	case policy.Delivered:
+		a.State = store.StateDelivered
+	case policy.Bounced:
+		a.State, result = store.StateBounced, "bounced"
+	default:
+		next, giveUp := q.policy.NextAttempt(attempts, it.p.ReceivedAt, now)
+		if giveUp {
+			a.State, result = store.StateBounced, "bounced"
+			a.Reply = "gave up after " + now.Sub(it.p.ReceivedAt).Round(time.Second).String() + "; last: " + res.String()
+			res.Text = a.Reply
+		} else {
+			a.State, a.NextAttempt, result = store.StateQueued, next, "deferred"
+		}
+	}
+	q.metrics.DeliveryAttempts.WithLabelValues(provider, result, metrics.ReplyClass(res.Code)).Inc()
+	if a.State == store.StateBounced && q.bouncer != nil && it.p.MailFrom != "" {
+		// Before the attempt is recorded: the store may then drop the body
+		// whose headers the DSN quotes.
+		if data == nil {
+			data, _ = q.store.Data(context.Background(), it.p.RecipientID)
+		}
+		if err := q.bouncer.Bounce(context.Background(), it.p, res, data); err != nil {
+			q.log.Error("queue: generating DSN", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+		}
+	}
+	// Recorded even while shutting down: the attempt happened.
+	if err := q.store.RecordAttempt(context.Background(), a); err != nil {
+		q.log.Error("queue: recording attempt", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+	}
+	lat := now.Sub(it.p.ReceivedAt)
+	q.log.Info("delivery", "id", it.p.MessageID, "rcpt", it.p.Address, "provider", provider, "host", res.Host,
+		"result", result, "reply", res.String(), "attempt", attempts, "class", string(it.class), "age", lat.Round(time.Millisecond))
+	if a.State == store.StateQueued {
+		it.p.Attempts, it.p.NextAttempt = attempts, a.NextAttempt
+		q.regauge(it, provider)
+		q.schedule(it)
+		return
+	}
+	if a.State == store.StateDelivered {
+		q.metrics.DeliveryLatency.WithLabelValues(provider, string(it.class)).Observe(lat.Seconds())
+	}
+	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
+	q.mu.Lock()
+	q.count--
+	q.mu.Unlock()
+}
+
+// Len is the number of recipients the queue holds, in any stage.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.count
+}
+
+// Stop stops taking new work and waits until ctx ends for in-flight
+// deliveries to finish; what is not attempted stays in the store.
+func (q *Queue) Stop(ctx context.Context) error {
+	if q.cancel == nil {
+		return nil
+	}
+	q.cancel()
+	done := make(chan struct{})
+	go func() { q.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func boolLabel(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
+
+// destQueues holds one class's ready items as a FIFO per destination, with
+// the destinations in round-robin order, so that a worker can keep its
+// connection busy while no destination starves.
+type destQueues struct {
+	byKey map[string]*fifo
+	order []string
+	next  int
+	n     int
+}
+
+type fifo struct {
+	items []*item
+	head  int
+}
+
+func (d *destQueues) init() { d.byKey = map[string]*fifo{} }
+
+func (d *destQueues) push(it *item) {
+	f := d.byKey[it.dest.Key]
+	if f == nil {
+		f = &fifo{}
+		d.byKey[it.dest.Key] = f
+		d.order = append(d.order, it.dest.Key)
+	}
+	f.items = append(f.items, it)
+	d.n++
+}
+
+func (d *destQueues) pop(prefer string) *item {
+	if d.n == 0 {
+		return nil
+	}
+	key := prefer
+	if f := d.byKey[key]; f == nil {
+		d.next %= len(d.order)
+		key = d.order[d.next]
+		d.next++
+	}
+	f := d.byKey[key]
+	it := f.items[f.head]
+	f.items[f.head] = nil
+	f.head++
+	d.n--
+	if f.head == len(f.items) {
+		delete(d.byKey, key)
+		for i, k := range d.order {
+			if k == key {
+				d.order = append(d.order[:i], d.order[i+1:]...)
+				break
+			}
+		}
+	} else if f.head > 1024 && f.head*2 > len(f.items) {
+		f.items = append([]*item(nil), f.items[f.head:]...)
+		f.head = 0
+	}
+	return it
+}
+
+// schedHeap orders waiting items by their next attempt.
+type schedHeap []*item
+
+func (h schedHeap) Len() int           { return len(h) }
+func (h schedHeap) Less(i, j int) bool { return h[i].p.NextAttempt.Before(h[j].p.NextAttempt) }
+func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].heapSlot = i; h[j].heapSlot = j }
+func (h *schedHeap) Push(x any)        { it := x.(*item); it.heapSlot = len(*h); *h = append(*h, it) }
+func (h *schedHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return it
+}

@@ -1,0 +1,77 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+
+	"github.com/emersion/go-smtp"
+)
+
+// reply is a refusal the client sees: an SMTP code, an enhanced status code
+// (RFC 3463) and a text a person understands. reason labels the metric.
+type reply struct {
+	code     int
+	enhanced smtp.EnhancedCode
+	text     string
+	reason   string
+}
+
+func (r *reply) Error() string { return r.text }
+
+func newReply(code int, enhanced smtp.EnhancedCode, reason, text string) *reply {
+	return &reply{code: code, enhanced: enhanced, text: text, reason: reason}
+}
+
+// The replies certgate gives. Codes follow RFC 5321 4.2.2 and enhanced codes
+// RFC 3463.
+var (
+	// RFC 4954 6: 530 5.7.0 Authentication required.
+	errAuthRequired = newReply(530, smtp.EnhancedCode{5, 7, 0}, "auth_required", "Authentication required")
+	// RFC 4954 6: 538 5.7.11 when the mechanism needs TLS first.
+	errEncryptionRequired = newReply(538, smtp.EnhancedCode{5, 7, 11}, "tls_required", "Encryption required for requested authentication mechanism")
+	errAuthFailed         = newReply(535, smtp.EnhancedCode{5, 7, 8}, "auth_failed", "Authentication credentials invalid")
+	errTooManyRecipients  = newReply(452, smtp.EnhancedCode{4, 5, 3}, "recipients", "Too many recipients") // RFC 5321 4.5.3.1.10
+	errNeedMail           = newReply(503, smtp.EnhancedCode{5, 5, 1}, "sequence", "MAIL FROM first")
+	errSmuggling          = newReply(550, smtp.EnhancedCode{5, 6, 0}, "smuggling", "Message contains a bare CR or LF; lines must end in CRLF (RFC 5321 2.3.8)")
+	errTooBig             = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", "Message exceeds the maximum size")
+	errLineTooLong        = newReply(500, smtp.EnhancedCode{5, 5, 6}, "syntax", "Line too long")
+	errTempFail           = newReply(451, smtp.EnhancedCode{4, 3, 0}, "tempfail", "Temporary local problem, try again later")
+	errShuttingDown       = newReply(421, smtp.EnhancedCode{4, 3, 2}, "shutdown", "Service shutting down, try again later")
+	errLongHeader         = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
+)
+
+// toSMTP is the one boundary every session error leaves through: go-smtp
+// writes a *smtp.SMTPError as is, and anything else with its internal text
+// under 554 (or 454 for AUTH), so whatever is not one of our replies becomes
+// a bare generic temporary failure and its cause only goes to the log.
+func toSMTP(log *slog.Logger, err error) error {
+	if err == nil {
+		return nil
+	}
+	var r *reply
+	if errors.As(err, &r) {
+		return &smtp.SMTPError{Code: r.code, EnhancedCode: r.enhanced, Message: r.text}
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: se.Message}
+	}
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		return toSMTP(log, errLineTooLong)
+	}
+	log.Error("smtp session: internal error", "err", err)
+	return toSMTP(log, errTempFail)
+}
+
+// reasonOf labels a refusal for the rejected-by-reason metric.
+func reasonOf(err error) string {
+	var r *reply
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code == smtp.ErrDataTooLarge.Code && se.EnhancedCode == smtp.ErrDataTooLarge.EnhancedCode {
+		return "size"
+	}
+	return "tempfail"
+}

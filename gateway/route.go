@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// Resolver is the DNS the delivery engine needs. net.Resolver satisfies it
+// in production; tests and the demo inject a static table.
+type Resolver interface {
+	LookupMX(ctx context.Context, domain string) ([]*net.MX, error)
+	LookupHost(ctx context.Context, host string) ([]string, error)
+}
+
+// TLSMode is a route's policy for STARTTLS.
+type TLSMode string
+
+const (
+	TLSRequired      TLSMode = "required"      // STARTTLS with a verified certificate, or defer
+	TLSOpportunistic TLSMode = "opportunistic" // STARTTLS when offered, unverified; plaintext otherwise
+	TLSNone          TLSMode = "none"          // never
+)
+
+// Destination is where mail for one domain goes.
+type Destination struct {
+	Key     string   // equal keys may share a connection
+	Hosts   []string // MX hosts in preference order, or the one static host
+	Port    int
+	MX      bool // Hosts came from MX records (used for provider matching)
+	TLS     TLSMode
+	TLSConf *tls.Config // roots for TLSRequired; nil means the system's
+	User    string      // smarthost AUTH, "" for none
+	Pass    string
+}
+
+// permanentError marks a routing failure that no retry can fix.
+type permanentError struct{ error }
+
+func (e permanentError) Unwrap() error { return e.error }
+
+type route struct {
+	domains []string
+	mx      bool
+	host    string
+	port    int
+	tls     TLSMode
+	tlsConf *tls.Config
+	user    string
+	pass    string
+}
+
+// Router maps recipient domains to destinations: the first configured route
+// whose domains match wins ("*" matches all, ".example" a suffix), and an MX
+// route asks the resolver. Answers are cached for a few minutes.
+type Router struct {
+	routes   []route
+	resolver Resolver
+	mxPort   int
+
+	mu    sync.Mutex
+	cache map[string]cachedDest
+	ttl   time.Duration
+}
+
+type cachedDest struct {
+	dest    *Destination
+	err     error
+	expires time.Time
+}
+
+// NewRouter builds the routes; readSecret reads smarthost passwords.
+func NewRouter(cfg config.Delivery, resolver Resolver, readSecret func(file, env string) (string, error)) (*Router, error) {
+	r := &Router{resolver: resolver, mxPort: cfg.MXPort, cache: map[string]cachedDest{}, ttl: 5 * time.Minute}
+	if r.mxPort == 0 {
+		r.mxPort = 25
+	}
+	for i, rc := range cfg.Routes {
+		rt := route{mx: rc.MX, tls: TLSMode(rc.TLS)}
+		if rt.tls == "" {
+			rt.tls = TLSOpportunistic
+		}
+		for _, d := range rc.Domains {
+			rt.domains = append(rt.domains, strings.ToLower(strings.TrimSuffix(d, ".")))
+		}
+		if rc.Host != "" {
+			h, p, err := net.SplitHostPort(rc.Host)
+			if err != nil {
+				return nil, fmt.Errorf("delivery.routes[%d].host: %w", i, err)
+			}
+			rt.host = h
+			if rt.port, err = strconv.Atoi(p); err != nil {
+				return nil, fmt.Errorf("delivery.routes[%d].host: bad port", i)
+			}
+		}
+		if rc.CAFile != "" {
+			pem, err := os.ReadFile(rc.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("delivery.routes[%d].ca_file: %w", i, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("delivery.routes[%d].ca_file: no certificates in %s", i, rc.CAFile)
+			}
+			rt.tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		if rc.Auth != nil {
+			rt.user = rc.Auth.Username
+			pass, err := readSecret(rc.Auth.PasswordFile, rc.Auth.PasswordEnv)
+			if err != nil {
+				return nil, fmt.Errorf("delivery.routes[%d].auth: %w", i, err)
+			}
+			rt.pass = pass
+		}
+		r.routes = append(r.routes, rt)
+	}
+	return r, nil
+}
+
+func (r *Router) match(domain string) *route {
+	for i := range r.routes {
+		for _, d := range r.routes[i].domains {
+			if d == "*" || d == domain || (strings.HasPrefix(d, ".") && strings.HasSuffix(domain, d)) {
+				return &r.routes[i]
+			}
+		}
+	}
+	return nil
+}
+
+// Resolve returns the destination for a recipient domain. A permanentError
+// means the domain cannot receive mail at all.
+func (r *Router) Resolve(ctx context.Context, domain string) (*Destination, error) {
+	now := time.Now()
+	r.mu.Lock()
+	c, ok := r.cache[domain]
+	r.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.dest, c.err
+	}
+	dest, err := r.resolve(ctx, domain)
+	ttl := r.ttl
+	if err != nil {
+		ttl = 30 * time.Second // retry lookups soon after a failure
+	}
+	r.mu.Lock()
+	r.cache[domain] = cachedDest{dest, err, now.Add(ttl)}
+	r.mu.Unlock()
+	return dest, err
+}
+
+func (r *Router) resolve(ctx context.Context, domain string) (*Destination, error) {
+	rt := r.match(domain)
+	if rt == nil {
+		return nil, permanentError{fmt.Errorf("no delivery route matches %s", domain)}
+	}
+	d := &Destination{TLS: rt.tls, TLSConf: rt.tlsConf, User: rt.user, Pass: rt.pass}
+	if !rt.mx {
+		d.Hosts, d.Port = []string{rt.host}, rt.port
+		d.Key = "host:" + net.JoinHostPort(rt.host, strconv.Itoa(rt.port))
+		return d, nil
+	}
+	d.MX, d.Port = true, r.mxPort
+	mxs, err := r.resolver.LookupMX(ctx, domain)
+	var dnsErr *net.DNSError
+	switch {
+	case err != nil && errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		// Go reports a domain without MX records like one that does not
+		// exist; an address record tells them apart (implicit MX below).
+		if addrs, herr := r.resolver.LookupHost(ctx, domain); herr != nil || len(addrs) == 0 {
+			return nil, permanentError{fmt.Errorf("domain %s has no MX and no address records", domain)}
+		}
+		mxs = nil
+	case err != nil:
+		return nil, fmt.Errorf("MX lookup for %s: %w", domain, err)
+	}
+	if len(mxs) == 1 && (mxs[0].Host == "." || mxs[0].Host == "") {
+		return nil, permanentError{fmt.Errorf("domain %s accepts no mail (null MX, RFC 7505)", domain)}
+	}
+	if len(mxs) == 0 {
+		// RFC 5321 5.1: no MX records, the domain itself is the implicit MX.
+		d.Hosts = []string{domain}
+	} else {
+		// RFC 5321 5.1: lowest preference first, equal preferences shuffled.
+		rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
+		sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+		for _, mx := range mxs {
+			d.Hosts = append(d.Hosts, strings.ToLower(strings.TrimSuffix(mx.Host, ".")))
+		}
+	}
+	key := append([]string(nil), d.Hosts...)
+	sort.Strings(key)
+	d.Key = "mx:" + strings.Join(key, ",")
+	return d, nil
+}
+
+// StaticResolver answers from fixed tables, for tests, staging and the demo.
+type StaticResolver struct {
+	MX    map[string][]string // domain -> hosts in preference order
+	Hosts map[string][]string // host -> addresses
+}
+
+func (s StaticResolver) LookupMX(_ context.Context, domain string) ([]*net.MX, error) {
+	hosts, ok := s.MX[strings.ToLower(strings.TrimSuffix(domain, "."))]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: domain, IsNotFound: true}
+	}
+	var out []*net.MX
+	for i, h := range hosts {
+		out = append(out, &net.MX{Host: h, Pref: uint16(10 * (i + 1))})
+	}
+	return out, nil
+}
+
+func (s StaticResolver) LookupHost(_ context.Context, host string) ([]string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return []string{host}, nil
+	}
+	addrs, ok := s.Hosts[strings.ToLower(strings.TrimSuffix(host, "."))]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return addrs, nil
+}

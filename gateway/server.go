@@ -1,0 +1,184 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/metrics"
+)
+
+// ServerConfig is the submission server's share of the configuration.
+type ServerConfig struct {
+	Hostname            string
+	TLS                 *tls.Config // nil: no STARTTLS
+	MaxMessageBytes     int64
+	MaxRecipients       int
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	ReadTimeout         time.Duration
+	WriteTimeout        time.Duration
+	AuthFailureDelay    time.Duration
+}
+
+// Acceptor takes a complete, checked submission and makes it durable; only
+// when it returns nil does the client get 250.
+type Acceptor interface {
+	Accept(ctx context.Context, env *Envelope, data []byte) (queueID string, err error)
+}
+
+// Envelope is what the SMTP session learned about a submission.
+type Envelope struct {
+	Tenant   *Tenant
+	AuthUser string
+	ClientIP netip.Addr
+	Helo     string
+	TLS      bool
+	From     string
+	Rcpts    []string
+}
+
+// Server is the SMTP submission server.
+type Server struct {
+	cfg      ServerConfig
+	dir      *Directory
+	acceptor Acceptor
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	throttle *authThrottle
+
+	smtp     *smtp.Server
+	closing  atomic.Bool
+	mu       sync.Mutex
+	limiters []*limitListener
+}
+
+// NewServer builds a submission server; Serve starts it on listeners.
+func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay)}
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = cfg.Hostname
+	srv.TLSConfig = cfg.TLS
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	// Checked in Rcpt with the right reply; go-smtp's own would be a 552.
+	srv.MaxRecipients = 0
+	// DATA lines over 998 octets are re-encoded, not refused, so the line
+	// limit only bounds memory (it applies to commands and DATA alike).
+	srv.MaxLineLength = 64 << 10
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	// Plaintext AUTH is allowed by go-smtp so that the session can decide:
+	// loopback only (see AuthMechanisms).
+	srv.AllowInsecureAuth = true
+	srv.ErrorLog = slogPrinter{log}
+	s.smtp = srv
+	return s
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	ll := &limitListener{Listener: l, max: s.cfg.MaxConnections, perIP: s.cfg.MaxConnectionsPerIP, per: map[netip.Addr]int{}, srv: s}
+	s.mu.Lock()
+	s.limiters = append(s.limiters, ll)
+	s.mu.Unlock()
+	err := s.smtp.Serve(ll)
+	if errors.Is(err, smtp.ErrServerClosed) || s.closing.Load() {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting mail: new transactions get 421 4.3.2, listeners
+// close, and sessions get until ctx ends to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closing.Store(true)
+	return s.smtp.Shutdown(ctx)
+}
+
+// limitListener enforces the total and per-address connection limits before
+// go-smtp sees the connection: a client over the limit gets 421 4.7.0 and is
+// closed (RFC 5321 3.8).
+type limitListener struct {
+	net.Listener
+	max, perIP int
+	srv        *Server
+
+	mu    sync.Mutex
+	total int
+	per   map[netip.Addr]int
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := remoteIP(c)
+		l.mu.Lock()
+		over := (l.max > 0 && l.total >= l.max) || (l.perIP > 0 && l.per[ip] >= l.perIP)
+		if !over {
+			l.total++
+			l.per[ip]++
+		}
+		l.mu.Unlock()
+		if over {
+			l.srv.metrics.SMTPRejected.WithLabelValues("connections").Inc()
+			go refuse(c)
+			continue
+		}
+		l.srv.metrics.SMTPConnections.Inc()
+		return &countedConn{Conn: c, release: func() {
+			l.mu.Lock()
+			l.total--
+			if l.per[ip]--; l.per[ip] <= 0 {
+				delete(l.per, ip)
+			}
+			l.mu.Unlock()
+			l.srv.metrics.SMTPConnections.Dec()
+		}}, nil
+	}
+}
+
+func refuse(c net.Conn) {
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	w := bufio.NewWriter(c)
+	w.WriteString("421 4.7.0 Too many connections, try again later\r\n")
+	w.Flush()
+	c.Close()
+}
+
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// slogPrinter adapts go-smtp's Logger to slog.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) {
+	p.log.Warn("smtp server", "detail", sprintf(format, v...))
+}
+func (p slogPrinter) Println(v ...any) { p.log.Warn("smtp server", "detail", sprint(v...)) }

@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+var (
+	sprintf = fmt.Sprintf
+	sprint  = fmt.Sprint
+)
+
+// session is one SMTP connection. Every method returns through s.out so
+// that each refusal is counted and reaches the client as a bare SMTP reply.
+type session struct {
+	srv  *Server
+	conn *smtp.Conn
+	ip   netip.Addr
+
+	tenant   *Tenant // from AUTH, or from a trusted network at MAIL
+	authUser string
+	from     string
+	rcpts    []string
+	seen     map[string]bool
+}
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	return &session{srv: s, conn: c, ip: remoteIP(c.Conn())}, nil
+}
+
+func (s *session) out(err error) error {
+	if err == nil {
+		return nil
+	}
+	s.srv.metrics.SMTPRejected.WithLabelValues(reasonOf(err)).Inc()
+	return toSMTP(s.srv.log, err)
+}
+
+func (s *session) isTLS() bool {
+	_, ok := s.conn.TLSConnectionState()
+	return ok
+}
+
+// AuthMechanisms offers PLAIN and LOGIN only where the password cannot be
+// read on the wire: under TLS, or from loopback.
+func (s *session) AuthMechanisms() []string { return s.authMechanismsFor(s.isTLS()) }
+
+func (s *session) authMechanismsFor(tls bool) []string {
+	if tls || s.ip.IsLoopback() {
+		return []string{sasl.Plain, sasl.Login}
+	}
+	return nil
+}
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if s.authMechanismsFor(s.isTLS()) == nil {
+		return nil, s.out(errEncryptionRequired)
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && identity != username {
+				return s.authFailed(username)
+			}
+			return s.login(username, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(s.login), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// login checks credentials. A SASL callback's plain error would become a
+// 454 temporary failure, so failures return smtp.ErrAuthFailed (535 5.7.8).
+func (s *session) login(username, password string) error {
+	t, ok := s.srv.dir.Authenticate(username, password)
+	if !ok {
+		return s.authFailed(username)
+	}
+	s.tenant, s.authUser = t, username
+	s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
+	return nil
+}
+
+func (s *session) authFailed(username string) error {
+	s.srv.metrics.SMTPAuthFailures.Inc()
+	delay := s.srv.throttle.failed(s.ip, time.Now())
+	s.srv.log.Warn("smtp auth failed", "user", username, "client", s.ip, "delay", delay)
+	time.Sleep(delay)
+	return smtp.ErrAuthFailed
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	return s.out(s.mail(from, opts))
+}
+
+func (s *session) mail(from string, opts *smtp.MailOptions) error {
+	if s.srv.closing.Load() {
+		return errShuttingDown
+	}
+	// No open relay, ever: without AUTH only a trusted network may submit,
+	// and nothing else about the envelope is looked at first.
+	t := s.tenant
+	if t == nil {
+		t = s.srv.dir.Trusted(s.ip)
+	}
+	if t == nil {
+		return errAuthRequired
+	}
+	if from == "" {
+		return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment", "The null sender is not accepted for submission")
+	}
+	addr, _, domain, err := parseAddress(from)
+	if err != nil {
+		return err
+	}
+	if !domainIn(domain, t.FromDomains) {
+		return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment",
+			sprintf("Sender domain %s is not one of the from_domains of tenant %s", domain, t.Name))
+	}
+	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
+		return errTooBig // RFC 1870 6.1
+	}
+	s.tenant, s.from, s.rcpts, s.seen = t, addr, nil, map[string]bool{}
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return s.out(s.rcpt(to))
+}
+
+func (s *session) rcpt(to string) error {
+	if s.from == "" {
+		return errNeedMail
+	}
+	if max := s.srv.cfg.MaxRecipients; max > 0 && len(s.rcpts) >= max {
+		return errTooManyRecipients
+	}
+	addr, _, _, err := parseAddress(to)
+	if err != nil {
+		return err
+	}
+	if key := strings.ToLower(addr); !s.seen[key] {
+		s.seen[key] = true
+		s.rcpts = append(s.rcpts, addr)
+	}
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	return s.out(s.data(r))
+}
+
+func (s *session) data(r io.Reader) error {
+	if s.from == "" || len(s.rcpts) == 0 {
+		return errNeedMail
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r); err != nil {
+		return err
+	}
+	start := time.Now()
+	data := buf.Bytes()
+	if err := checkLineEndings(data); err != nil {
+		return err
+	}
+	env := &Envelope{
+		Tenant: s.tenant, AuthUser: s.authUser, ClientIP: s.ip, Helo: s.conn.Hostname(),
+		TLS: s.isTLS(), From: s.from, Rcpts: s.rcpts,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := s.srv.acceptor.Accept(ctx, env, data)
+	s.srv.metrics.SMTPAcceptDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return err
+	}
+	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", len(data), "client", s.ip)
+	return nil
+}
+
+func (s *session) Reset() {
+	s.from, s.rcpts, s.seen = "", nil, nil
+	if s.authUser == "" {
+		s.tenant = nil
+	}
+}
+
+func (s *session) Logout() error { return nil }
+
+// checkLineEndings refuses bare CR, bare LF and NUL in DATA. go-smtp passes
+// them through, and a receiver that treats a bare LF as a line end can be
+// made to see a second, smuggled message after "\n.\n" (RFC 5321 2.3.8,
+// 4.1.1.4; CVE-2023-51766 and friends). 8BITMIME data may not hold NUL
+// (RFC 6152 3).
+func checkLineEndings(b []byte) error {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '\r':
+			if i+1 >= len(b) || b[i+1] != '\n' {
+				return errSmuggling
+			}
+			i++
+		case '\n':
+			return errSmuggling
+		case 0:
+			return newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "Message contains a NUL octet")
+		}
+	}
+	return nil
+}
