@@ -37,8 +37,11 @@ func FixLongLines(msg []byte) (out []byte, changed bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	out, err = rewrite(msg, root, func(p *Part, decoded []byte) ([]byte, bool, error) {
-		return decoded, maxLine(p.Raw) > MaxLineLength, nil
+	// Only the leaves with long lines are decoded: a malformed part that
+	// needs no change is no reason to fail.
+	long := func(e *entity) bool { return maxLine(msg[e.hdrEnd:e.end]) > MaxLineLength }
+	out, err = rewrite(msg, root, long, func(p *Part, decoded []byte) ([]byte, bool, error) {
+		return decoded, true, nil
 	})
 	if err != nil {
 		return nil, false, err

@@ -40,7 +40,7 @@ func Rewrite(msg []byte, edit EditFunc) (out []byte, err error) {
 	if err != nil {
 		return nil, err
 	}
-	return rewrite(msg, root, edit)
+	return rewrite(msg, root, nil, edit)
 }
 
 // Walk calls fn for every leaf part of msg with its decoded body, like
@@ -58,9 +58,14 @@ type splice struct {
 	data       []byte
 }
 
-func rewrite(msg []byte, root *entity, edit EditFunc) ([]byte, error) {
+// rewrite is Rewrite on a parsed message. If want is not nil, only the
+// leaves it selects are decoded and given to edit.
+func rewrite(msg []byte, root *entity, want func(e *entity) bool, edit EditFunc) ([]byte, error) {
 	var splices []splice
 	err := root.leaves(func(e *entity) error {
+		if want != nil && !want(e) {
+			return nil
+		}
 		raw := msg[e.hdrEnd:e.end]
 		decoded, err := decode(e.encoding, raw)
 		if err != nil {

@@ -424,6 +424,14 @@ func TestFixLongLinesErrors(t *testing.T) {
 			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
 		}
 	}
+	// A malformed part without long lines does not stop the others.
+	msg := msgOf("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\nbad\x01qp\n--b\n\n" + long + "\n--b--\n")
+	out, changed, err := FixLongLines(msg)
+	if err != nil || !changed {
+		t.Fatalf("malformed neighbour: changed=%v err=%v", changed, err)
+	}
+	checkLines(t, out, MaxLineLength)
+
 	// Long lines in QP and base64 are re-encoded in the same encoding.
 	for _, enc := range []string{"quoted-printable", "base64"} {
 		body := strings.Repeat("=41", 400)
