@@ -8,17 +8,17 @@ import "time"
 // Config is the whole configuration file. The YAML key names are a contract
 // with operators and scripts (docs/config.md documents every one).
 type Config struct {
-	Hostname  string      `yaml:"hostname"`
-	DataDir   string      `yaml:"data_dir"`
-	Storage   Storage     `yaml:"storage"`
-	SMTP      SMTP        `yaml:"smtp"`
-	HTTP      HTTP        `yaml:"http"`
-	Tenants   []Tenant    `yaml:"tenants"`
-	DKIM      []DKIMKey   `yaml:"dkim"`
-	Delivery  Delivery    `yaml:"delivery"`
-	Providers []Provider  `yaml:"providers"`
-	API       API         `yaml:"api"`
-	Log       Log         `yaml:"log"`
+	Hostname  string     `yaml:"hostname"`
+	DataDir   string     `yaml:"data_dir"`
+	Storage   Storage    `yaml:"storage"`
+	SMTP      SMTP       `yaml:"smtp"`
+	HTTP      HTTP       `yaml:"http"`
+	Tenants   []Tenant   `yaml:"tenants"`
+	DKIM      []DKIMKey  `yaml:"dkim"`
+	Delivery  Delivery   `yaml:"delivery"`
+	Providers []Provider `yaml:"providers"`
+	API       API        `yaml:"api"`
+	Log       Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`
@@ -80,10 +80,10 @@ type User struct {
 
 // Links configures gated download links (issue 3 fills this in).
 type Links struct {
-	Gate   []string `yaml:"gate"`
-	Enable string   `yaml:"enable"` // on_release, on_delivery (default), immediately
-	TTL    Duration `yaml:"ttl"`
-	MaxUses int     `yaml:"max_uses"`
+	Gate    []string `yaml:"gate"`
+	Enable  string   `yaml:"enable"` // on_release, on_delivery (default), immediately
+	TTL     Duration `yaml:"ttl"`
+	MaxUses int      `yaml:"max_uses"`
 }
 
 // DKIMKey is one signing key. Algorithm is read from the key itself.
@@ -116,10 +116,10 @@ type StaticDNS struct {
 // Route says how mail for some recipient domains leaves. The first route
 // whose domains match wins; "*" matches every domain.
 type Route struct {
-	Domains []string   `yaml:"domains"`
-	MX      bool       `yaml:"mx"`   // look up MX records
-	Host    string     `yaml:"host"` // host:port of a static next hop or smarthost
-	TLS     string     `yaml:"tls"`  // required, opportunistic (default), none
+	Domains []string `yaml:"domains"`
+	MX      bool     `yaml:"mx"`   // look up MX records
+	Host    string   `yaml:"host"` // host:port of a static next hop or smarthost
+	TLS     string   `yaml:"tls"`  // required, opportunistic (default), none
 	// CAFile verifies the next hop's certificate with these roots instead of the system's (tls: required).
 	CAFile string     `yaml:"ca_file"`
 	Auth   *RouteAuth `yaml:"auth"` // smarthost credentials

@@ -1,0 +1,78 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+)
+
+// ReadSecret returns a secret from a file or from an environment variable,
+// whichever is named (exactly one must be), with surrounding white space
+// (the final newline) trimmed. An empty secret is an error. Errors name the
+// file or the variable, never the value.
+func ReadSecret(file, env string) (string, error) {
+	switch {
+	case file != "" && env != "":
+		return "", errors.New("secret: name a file or an environment variable, not both")
+	case file != "":
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("secret file %s: %v", file, pathErrText(err))
+		}
+		s := strings.TrimSpace(string(data))
+		if s == "" {
+			return "", fmt.Errorf("secret file %s is empty", file)
+		}
+		return s, nil
+	case env != "":
+		val, ok := os.LookupEnv(env)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set", env)
+		}
+		s := strings.TrimSpace(val)
+		if s == "" {
+			return "", fmt.Errorf("environment variable %s is empty", env)
+		}
+		return s, nil
+	}
+	return "", errors.New("secret: neither a file nor an environment variable is named")
+}
+
+// DSN returns the PostgreSQL connection string from dsn_file or dsn_env.
+func (s Storage) DSN() (string, error) { return ReadSecret(s.DSNFile, s.DSNEnv) }
+
+// Password returns the smarthost password from password_file or password_env.
+func (a RouteAuth) Password() (string, error) { return ReadSecret(a.PasswordFile, a.PasswordEnv) }
+
+// Token returns the bearer token from token_file or token_env.
+func (t APIToken) Token() (string, error) { return ReadSecret(t.TokenFile, t.TokenEnv) }
+
+// HasScope reports whether the token holds scope.
+func (t APIToken) HasScope(scope string) bool { return slices.Contains(t.Scopes, scope) }
+
+// ReadPasswordHash returns the user's bcrypt hash: password_hash, or the
+// trimmed contents of password_hash_file.
+func (u User) ReadPasswordHash() (string, error) {
+	if u.PasswordHash != "" {
+		return u.PasswordHash, nil
+	}
+	if u.PasswordHashFile == "" {
+		return "", fmt.Errorf("user %s has neither password_hash nor password_hash_file", u.Username)
+	}
+	return ReadSecret(u.PasswordHashFile, "")
+}
+
+// Networks returns trusted_networks parsed; entries that do not parse
+// (Validate reports them) are left out.
+func (t Tenant) Networks() []netip.Prefix {
+	var out []netip.Prefix
+	for _, n := range t.TrustedNetworks {
+		if p, err := parseNetwork(n); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}

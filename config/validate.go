@@ -1,0 +1,854 @@
+package config
+
+import (
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/net/publicsuffix"
+)
+
+// Validate checks a Config built in code (or changed after Parse), with
+// the same rules as Parse, and normalizes it the same way (domains lower
+// case, trusted networks as CIDRs). Problems carry no line numbers. It does
+// not apply defaults: call SetDefaults first.
+func (c *Config) Validate() error {
+	v := &validator{}
+	v.validate(c)
+	if len(v.problems) == 0 {
+		return nil
+	}
+	for i := range v.problems {
+		v.problems[i].File = c.Path
+	}
+	sortProblems(v.problems)
+	return &Errors{Problems: v.problems}
+}
+
+// validator collects problems. ix (nil for a Config built in code) gives
+// lines; bad lists paths whose decoding already failed, under which
+// validation stays quiet rather than report the same mistake twice.
+type validator struct {
+	ix       *index
+	bad      []string
+	problems []Problem
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	if v.isBad(path) {
+		return
+	}
+	v.problems = append(v.problems, Problem{Line: v.ix.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// addAbout is add for a problem at path that is about some of its keys
+// together (set one of a and b): it stays quiet when one of them failed to
+// decode, as the problem may only be an echo of that.
+func (v *validator) addAbout(path string, keys []string, format string, args ...any) {
+	for _, k := range keys {
+		if v.isBad(path + "." + k) {
+			return
+		}
+	}
+	v.add(path, format, args...)
+}
+
+func (v *validator) isBad(path string) bool {
+	for _, b := range v.bad {
+		if under(path, b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) has(path string) bool { return v.ix != nil && v.ix.has(path) }
+
+// under reports whether path is root or inside it.
+func under(path, root string) bool {
+	if root == "" {
+		return true
+	}
+	if !strings.HasPrefix(path, root) {
+		return false
+	}
+	rest := path[len(root):]
+	return rest == "" || rest[0] == '.' || rest[0] == '['
+}
+
+func (v *validator) validate(c *Config) {
+	v.general(c)
+	v.smtp(&c.SMTP)
+	v.http(c)
+	v.tenants(c.Tenants)
+	v.dkim(c.DKIM)
+	v.alignment(c)
+	v.delivery(&c.Delivery)
+	v.providers(c.Providers)
+	v.api(c.API)
+}
+
+func (v *validator) general(c *Config) {
+	c.Hostname = strings.TrimSuffix(c.Hostname, ".")
+	switch {
+	case c.Hostname == "" && v.has("hostname"):
+		v.add("hostname", "must not be empty")
+	case c.Hostname == "":
+		v.add("hostname", "not set, and the system host name could not be read; set it")
+	case isIP(c.Hostname):
+		v.add("hostname", "%q is an IP address; it must be a DNS name (it is the EHLO name and the Message-ID domain)", c.Hostname)
+	case !isDNSName(c.Hostname):
+		v.add("hostname", "%q is not a valid DNS name", c.Hostname)
+	}
+	if c.DataDir == "" {
+		v.add("data_dir", "must not be empty")
+	}
+
+	s := c.Storage
+	switch s.Driver {
+	case "sqlite":
+		if s.DSNFile != "" {
+			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
+		if s.DSNEnv != "" {
+			v.add("storage.dsn_env", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
+	case "postgres":
+		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv)
+	default:
+		v.add("storage.driver", "%q is not sqlite or postgres", s.Driver)
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		v.add("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+func (v *validator) smtp(s *SMTP) {
+	if len(s.Listen) == 0 {
+		v.add("smtp.listen", "list at least one host:port to listen on")
+	}
+	seen := map[string]bool{}
+	for i, l := range s.Listen {
+		p := indexPath("smtp.listen", i)
+		if seen[l] {
+			v.add(p, "%q is listed twice", l)
+			continue
+		}
+		seen[l] = true
+		v.hostPort(p, l, false)
+	}
+
+	t := s.TLS
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		v.add("smtp.tls.key_file", "required when cert_file is set")
+	case t.CertFile == "" && t.KeyFile != "":
+		v.add("smtp.tls.cert_file", "required when key_file is set")
+	case t.CertFile != "":
+		certOK := v.file("smtp.tls.cert_file", t.CertFile)
+		keyOK := v.file("smtp.tls.key_file", t.KeyFile)
+		if certOK && keyOK {
+			if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+				v.add("smtp.tls", "cannot load the certificate and key: %v", err)
+			}
+		}
+	}
+
+	v.positive("smtp.max_message_bytes", s.MaxMessageBytes)
+	v.positive("smtp.max_recipients", int64(s.MaxRecipients))
+	v.positive("smtp.max_connections", int64(s.MaxConnections))
+	v.positive("smtp.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
+	v.positiveDuration("smtp.read_timeout", s.ReadTimeout)
+	v.positiveDuration("smtp.write_timeout", s.WriteTimeout)
+	if s.AuthFailureDelay < 0 {
+		v.add("smtp.auth_failure_delay", "must not be negative, not %s", s.AuthFailureDelay)
+	}
+}
+
+func (v *validator) http(c *Config) {
+	v.hostPort("http.listen", c.HTTP.Listen, false)
+	switch {
+	case c.HTTP.PublicURL == "" && v.has("http.public_url"):
+		v.add("http.public_url", "must not be empty; leave the key out to use http:// and http.listen")
+	case c.HTTP.PublicURL == "":
+		// http.listen is invalid and reported; nothing to derive from.
+	default:
+		if msg := urlProblem(c.HTTP.PublicURL, false); msg != "" {
+			v.add("http.public_url", "%s", msg)
+		} else {
+			c.HTTP.PublicURL = strings.TrimRight(c.HTTP.PublicURL, "/")
+		}
+	}
+}
+
+func (v *validator) tenants(ts []Tenant) {
+	if len(ts) == 0 {
+		v.add("tenants", "define at least one tenant; without one nobody can submit mail")
+	}
+	names := map[string]int{}
+	users := map[string]int{}
+	for i := range ts {
+		t := &ts[i]
+		at := indexPath("tenants", i)
+		if t.Name == "" {
+			v.add(at+".name", "required")
+		} else if k, dup := names[t.Name]; dup {
+			v.add(at+".name", "%q is already the name of tenants[%d]", t.Name, k)
+		} else {
+			names[t.Name] = i
+		}
+
+		for j, u := range t.Users {
+			up := indexPath(at+".users", j)
+			if u.Username == "" {
+				v.add(up+".username", "required")
+			} else if k, dup := users[u.Username]; dup {
+				v.add(up+".username", "%q is already a user of tenants[%d]; usernames are unique across all tenants", u.Username, k)
+			} else {
+				users[u.Username] = i
+			}
+			v.user(up, u)
+		}
+
+		for j, n := range t.TrustedNetworks {
+			np := indexPath(at+".trusted_networks", j)
+			p, err := parseNetwork(n)
+			switch {
+			case err != nil:
+				v.add(np, "%q is not a CIDR (such as 192.0.2.0/24) or an IP address", n)
+			case p.Bits() == 0:
+				v.add(np, "%s trusts every address: anyone who reaches smtp.listen could send as this tenant without a password; list the issuer's own networks", p)
+			default:
+				t.TrustedNetworks[j] = p.String()
+			}
+		}
+		if len(t.Users) == 0 && len(t.TrustedNetworks) == 0 {
+			v.addAbout(at, []string{"users", "trusted_networks"}, "no way to submit: give the tenant users (SMTP AUTH) or trusted_networks")
+		}
+
+		if len(t.FromDomains) == 0 {
+			v.add(at+".from_domains", "list at least one domain the tenant sends from")
+		}
+		for j := range t.FromDomains {
+			v.domain(indexPath(at+".from_domains", j), &t.FromDomains[j], true)
+		}
+
+		switch t.DefaultClass {
+		case "bulk", "transactional":
+		default:
+			v.add(at+".default_class", "%q is not bulk or transactional", t.DefaultClass)
+		}
+
+		l := &t.Links
+		for j, g := range l.Gate {
+			if msg := urlProblem(g, true); msg != "" {
+				v.add(indexPath(at+".links.gate", j), "%s", msg)
+			}
+		}
+		switch l.Enable {
+		case "on_release", "on_delivery", "immediately":
+		default:
+			v.add(at+".links.enable", "%q is not one of on_release, on_delivery, immediately", l.Enable)
+		}
+		v.positiveDuration(at+".links.ttl", l.TTL)
+		if l.MaxUses < 1 {
+			v.add(at+".links.max_uses", "must be at least 1, not %d", l.MaxUses)
+		}
+	}
+}
+
+func (v *validator) user(at string, u User) {
+	switch {
+	case u.PasswordHash != "" && u.PasswordHashFile != "":
+		v.add(at, "set only one of password_hash and password_hash_file")
+	case u.PasswordHash == "" && u.PasswordHashFile == "":
+		v.addAbout(at, []string{"password_hash", "password_hash_file"}, "set password_hash or password_hash_file")
+	case u.PasswordHash != "":
+		if msg := bcryptProblem(u.PasswordHash); msg != "" {
+			v.add(at+".password_hash", "%s", msg)
+		}
+	default:
+		p := at + ".password_hash_file"
+		if !v.file(p, u.PasswordHashFile) {
+			return
+		}
+		data, err := readSmall(u.PasswordHashFile, 4096)
+		if err != nil {
+			v.add(p, "%v", err)
+		} else if msg := bcryptProblem(strings.TrimSpace(string(data))); msg != "" {
+			v.add(p, "%s: %s", u.PasswordHashFile, msg)
+		}
+	}
+}
+
+func (v *validator) dkim(keys []DKIMKey) {
+	seen := map[[2]string]int{}
+	for i := range keys {
+		k := &keys[i]
+		at := indexPath("dkim", i)
+		domainOK := v.domain(at+".domain", &k.Domain, true)
+		k.Selector = strings.ToLower(k.Selector)
+		selectorOK := false
+		switch {
+		case k.Selector == "":
+			v.add(at+".selector", "required")
+		case !isDNSName(k.Selector):
+			v.add(at+".selector", "%q is not a valid selector (DNS labels of letters, digits and -)", k.Selector)
+		default:
+			selectorOK = true
+		}
+		if domainOK && selectorOK {
+			id := [2]string{k.Domain, k.Selector}
+			if j, dup := seen[id]; dup {
+				v.add(at, "%s with selector %s is already defined by dkim[%d]", k.Domain, k.Selector, j)
+			} else {
+				seen[id] = i
+			}
+		}
+		if k.KeyFile == "" {
+			v.add(at+".key_file", "required")
+		} else if v.file(at+".key_file", k.KeyFile) {
+			data, err := readSmall(k.KeyFile, 1<<20)
+			if err != nil {
+				v.add(at+".key_file", "%v", err)
+			} else if msg := dkimKeyProblem(data); msg != "" {
+				v.add(at+".key_file", "%s: %s", k.KeyFile, msg)
+			}
+		}
+	}
+}
+
+// alignment checks that every from domain has a DKIM key whose domain has
+// the same organizational domain (relaxed DMARC alignment).
+func (v *validator) alignment(c *Config) {
+	if v.isBad("dkim") {
+		return
+	}
+	orgs := map[string]bool{}
+	for _, k := range c.DKIM {
+		if isDNSName(k.Domain) {
+			orgs[orgDomain(k.Domain)] = true
+		}
+	}
+	for i, t := range c.Tenants {
+		for j, d := range t.FromDomains {
+			if !isDNSName(d) || !strings.Contains(d, ".") {
+				continue // reported already
+			}
+			if !orgs[orgDomain(d)] {
+				v.add(indexPath(indexPath("tenants", i)+".from_domains", j),
+					"no DKIM key aligned with %s; mail from it would fail DMARC (add a dkim entry for %s or a subdomain of it)", d, orgDomain(d))
+			}
+		}
+	}
+}
+
+// orgDomain is the organizational domain of d (its registrable part,
+// eTLD+1, from the public suffix list), or d when it has none.
+func orgDomain(d string) string {
+	if o, err := publicsuffix.EffectiveTLDPlusOne(d); err == nil {
+		return o
+	}
+	return d
+}
+
+func (v *validator) delivery(d *Delivery) {
+	if len(d.Routes) == 0 {
+		v.add("delivery.routes", "list at least one route; leave the key out for MX delivery of every domain")
+	}
+	seen := map[string]int{}
+	catchAll := -1
+	for i := range d.Routes {
+		r := &d.Routes[i]
+		at := indexPath("delivery.routes", i)
+		v.route(at, r)
+		if catchAll >= 0 {
+			v.add(at, "never used: delivery.routes[%d] before it matches every domain (\"*\")", catchAll)
+			continue
+		}
+		for j, dom := range r.Domains {
+			if dom == "*" {
+				catchAll = i
+				continue
+			}
+			if k, dup := seen[dom]; dup && k != i {
+				v.add(indexPath(at+".domains", j), "%s is routed by delivery.routes[%d] already; this entry is never used", dom, k)
+			} else {
+				seen[dom] = i
+			}
+		}
+	}
+
+	if d.MXPort < 1 || d.MXPort > 65535 {
+		v.add("delivery.mx_port", "must be a port from 1 to 65535, not %d", d.MXPort)
+	}
+	v.positiveDuration("delivery.connect_timeout", d.ConnectTimeout)
+	v.positiveDuration("delivery.command_timeout", d.CommandTimeout)
+	v.positiveDuration("delivery.data_timeout", d.DataTimeout)
+
+	r := d.Retry
+	if len(r.Schedule) == 0 {
+		v.add("delivery.retry.schedule", "list at least one step, such as [1m, 5m, 15m]; leave the key out for the default")
+	}
+	for i, s := range r.Schedule {
+		v.positiveDuration(indexPath("delivery.retry.schedule", i), s)
+	}
+	v.positiveDuration("delivery.retry.max_age", r.MaxAge)
+	if !(r.Jitter >= 0 && r.Jitter < 1) {
+		v.add("delivery.retry.jitter", "must be at least 0 and below 1, not %v", r.Jitter)
+	}
+
+	if d.StaticDNS != nil {
+		v.staticDNS(d.StaticDNS)
+	}
+}
+
+func (v *validator) route(at string, r *Route) {
+	if len(r.Domains) == 0 {
+		v.add(at+".domains", "list at least one domain, or \"*\" for every domain")
+	}
+	for j := range r.Domains {
+		if r.Domains[j] == "*" {
+			continue
+		}
+		v.domain(indexPath(at+".domains", j), &r.Domains[j], false)
+	}
+	switch {
+	case r.MX && r.Host != "":
+		v.add(at, "set mx: true or host, not both")
+	case !r.MX && r.Host == "":
+		v.addAbout(at, []string{"mx", "host"}, "set mx: true (deliver to the domain's MX hosts) or host (a fixed next hop, host:port)")
+	case r.Host != "":
+		v.hostPort(at+".host", r.Host, true)
+	}
+	switch r.TLS {
+	case "required", "opportunistic", "none":
+	default:
+		v.add(at+".tls", "%q is not one of required, opportunistic, none", r.TLS)
+	}
+	if r.CAFile != "" && v.file(at+".ca_file", r.CAFile) {
+		data, err := readSmall(r.CAFile, 16<<20)
+		if err != nil {
+			v.add(at+".ca_file", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(data) {
+			v.add(at+".ca_file", "%s holds no PEM certificate", r.CAFile)
+		}
+	}
+	if a := r.Auth; a != nil {
+		ap := at + ".auth"
+		if r.Host == "" {
+			v.add(ap, "smarthost credentials need host; with mx: true they would be offered to every receiving server")
+		}
+		if a.Username == "" {
+			v.add(ap+".username", "required")
+		}
+		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv)
+		if r.TLS == "none" {
+			v.add(at+".tls", "none would send the smarthost password in clear; use required with auth")
+		}
+	}
+}
+
+func (v *validator) staticDNS(sd *StaticDNS) {
+	const base = "delivery.static_dns"
+	addrs := map[string]bool{}
+	for _, h := range slices.Sorted(maps.Keys(sd.Hosts)) {
+		kp := childPath(base+".hosts", h)
+		if !isDNSName(h) {
+			v.add(kp, "%q is not a host name", h)
+		}
+		if len(sd.Hosts[h]) == 0 {
+			v.add(kp, "list at least one IP address")
+		}
+		for j, a := range sd.Hosts[h] {
+			if !isIP(a) {
+				v.add(indexPath(kp, j), "%q is not an IP address", a)
+			}
+		}
+		addrs[normName(h)] = true
+	}
+	for _, dom := range slices.Sorted(maps.Keys(sd.MX)) {
+		kp := childPath(base+".mx", dom)
+		if !isDNSName(dom) {
+			v.add(kp, "%q is not a domain name", dom)
+		}
+		if len(sd.MX[dom]) == 0 {
+			v.add(kp, "list at least one MX host")
+		}
+		for j, h := range sd.MX[dom] {
+			switch {
+			case isIP(h):
+			case !isDNSName(h):
+				v.add(indexPath(kp, j), "%q is not a host name", h)
+			case !addrs[normName(h)]:
+				v.add(indexPath(kp, j), "MX host %s has no address in %s.hosts; static_dns replaces DNS, so it cannot be reached", h, base)
+			}
+		}
+	}
+
+	// Normalize names to lower case without the trailing dot.
+	norm := func(m map[string][]string, values bool) map[string][]string {
+		if m == nil {
+			return nil
+		}
+		out := make(map[string][]string, len(m))
+		for k, vs := range m {
+			if values {
+				vs = slices.Clone(vs)
+				for i := range vs {
+					vs[i] = normName(vs[i])
+				}
+			}
+			out[normName(k)] = append(out[normName(k)], vs...)
+		}
+		return out
+	}
+	sd.MX = norm(sd.MX, true)
+	sd.Hosts = norm(sd.Hosts, false)
+}
+
+var providerName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+
+func (v *validator) providers(ps []Provider) {
+	names := map[string]int{}
+	for i := range ps {
+		p := &ps[i]
+		at := indexPath("providers", i)
+		switch k, dup := names[p.Name]; {
+		case p.Name == "":
+			v.add(at+".name", "required")
+		case !providerName.MatchString(p.Name):
+			v.add(at+".name", "%q: use lower-case letters, digits, _ and - only", p.Name)
+		case dup:
+			v.add(at+".name", "%q is already the name of providers[%d]", p.Name, k)
+		default:
+			names[p.Name] = i
+		}
+		for j := range p.Domains {
+			v.domain(indexPath(at+".domains", j), &p.Domains[j], false)
+		}
+		for j, s := range p.MXSuffixes {
+			sp := indexPath(at+".mx_suffixes", j)
+			s = normName(s)
+			p.MXSuffixes[j] = s
+			switch {
+			case strings.HasPrefix(s, "*"):
+				if strings.Trim(s, "*") == "" {
+					v.add(sp, "%q matches every host; write a substring between the stars, such as *zimbra*", s)
+				}
+			case strings.HasPrefix(s, "."):
+				if !isDNSName(s[1:]) {
+					v.add(sp, "%q is not a domain suffix such as .google.com", s)
+				}
+			case !isDNSName(s):
+				v.add(sp, "%q is neither a suffix starting with \".\" (.google.com) nor a full host name", s)
+			}
+		}
+		if p.MaxMessageRate.Count < 0 || (p.MaxMessageRate.Count > 0 && p.MaxMessageRate.Period <= 0) {
+			v.add(at+".max_message_rate", "%d per %s is not a rate", p.MaxMessageRate.Count, p.MaxMessageRate.Period)
+		}
+		if p.ConnectionLimit < 0 {
+			v.add(at+".connection_limit", "must not be negative, not %d", p.ConnectionLimit)
+		}
+		if p.MaxDeliveriesPerConnection < 0 {
+			v.add(at+".max_deliveries_per_connection", "must not be negative, not %d", p.MaxDeliveriesPerConnection)
+		}
+	}
+}
+
+// Scopes an API token may hold.
+const (
+	ScopeRead    = "read"
+	ScopeRelease = "release"
+	ScopeAdmin   = "admin"
+)
+
+func (v *validator) api(a API) {
+	names := map[string]int{}
+	for i, t := range a.Tokens {
+		at := indexPath("api.tokens", i)
+		if t.Name == "" {
+			v.add(at+".name", "required")
+		} else if k, dup := names[t.Name]; dup {
+			v.add(at+".name", "%q is already the name of api.tokens[%d]", t.Name, k)
+		} else {
+			names[t.Name] = i
+		}
+		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv)
+		if len(t.Scopes) == 0 {
+			v.add(at+".scopes", "list at least one of read, release, admin")
+		}
+		for j, s := range t.Scopes {
+			switch s {
+			case ScopeRead, ScopeRelease, ScopeAdmin:
+			default:
+				v.add(indexPath(at+".scopes", j), "%q is not one of read, release, admin", s)
+			}
+		}
+	}
+}
+
+// ---- shared checks ----
+
+// secretSource checks that exactly one of a file and an environment
+// variable is named, and that the one named can be used.
+func (v *validator) secretSource(at, fileKey, file, envKey, env string) {
+	switch {
+	case file != "" && env != "":
+		v.add(at, "set only one of %s and %s", fileKey, envKey)
+	case file == "" && env == "":
+		v.addAbout(at, []string{fileKey, envKey}, "set %s or %s", fileKey, envKey)
+	case file != "":
+		v.file(at+"."+fileKey, file)
+	default:
+		if !envName.MatchString(env) {
+			// Never echo it: it may be the secret itself, pasted in the wrong key.
+			v.add(at+"."+envKey, "must be the name of an environment variable (letters, digits and _), not its value")
+		}
+	}
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// file checks that name is a readable regular file.
+func (v *validator) file(path, name string) bool {
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		v.add(path, "file %s does not exist", name)
+	case err != nil:
+		v.add(path, "cannot use file %s: %v", name, pathErrText(err))
+	case fi.IsDir():
+		v.add(path, "%s is a directory, not a file", name)
+	case !fi.Mode().IsRegular():
+		v.add(path, "%s is not a regular file", name)
+	default:
+		f, err := os.Open(name)
+		if err != nil {
+			v.add(path, "cannot read file %s: %v", name, pathErrText(err))
+			return false
+		}
+		f.Close()
+		return true
+	}
+	return false
+}
+
+func pathErrText(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// readSmall reads a file of at most limit bytes.
+func readSmall(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read file %s: %v", name, pathErrText(err))
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read file %s: %v", name, pathErrText(err))
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("file %s is larger than %d bytes; is it the right file?", name, limit)
+	}
+	return data, nil
+}
+
+func (v *validator) positive(path string, n int64) {
+	if n <= 0 {
+		v.add(path, "must be positive, not %d", n)
+	}
+}
+
+func (v *validator) positiveDuration(path string, d Duration) {
+	if d <= 0 {
+		v.add(path, "must be a positive duration, not %s", d)
+	}
+}
+
+// hostPort checks a host:port. A listen address (needHost false) may leave
+// the host out (all addresses) and use port 0 (any free port, for tests).
+func (v *validator) hostPort(path, s string, needHost bool) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		v.add(path, "%q is not host:port, such as 127.0.0.1:2525", s)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	low := 0
+	if needHost {
+		low = 1
+	}
+	if err != nil || n < low || n > 65535 {
+		v.add(path, "%q: the port must be a number from %d to 65535", s, low)
+	}
+	switch {
+	case host == "" && needHost:
+		v.add(path, "%q has no host", s)
+	case host != "" && !isIP(host) && !isDNSName(host):
+		v.add(path, "%q: %q is neither an IP address nor a host name", s, host)
+	}
+}
+
+// domain normalizes *d (lower case, no trailing dot) and checks it is a
+// domain name; full asks for at least two labels.
+func (v *validator) domain(path string, d *string, full bool) bool {
+	*d = normName(*d)
+	switch {
+	case *d == "":
+		v.add(path, "empty domain")
+	case !isDNSName(*d):
+		v.add(path, "%q is not a valid domain name", *d)
+	case full && !strings.Contains(*d, "."):
+		v.add(path, "%q is not a full domain name (such as issuer.example)", *d)
+	default:
+		return true
+	}
+	return false
+}
+
+func normName(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// isDNSName reports whether s is a host or domain name: dot-separated
+// labels of letters, digits and hyphens, not starting or ending with a
+// hyphen, at most 63 characters each and 253 in all.
+func isDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	// An all-numeric last label is an IP address, not a name.
+	last := s[strings.LastIndexByte(s, '.')+1:]
+	return strings.Trim(last, "0123456789") != ""
+}
+
+// urlProblem checks an absolute http(s) URL; prefix allows a path prefix
+// (gate URLs) and forbids nothing more than public_url does.
+func urlProblem(s string, prefix bool) string {
+	example := "https://gate.issuer.example"
+	if prefix {
+		example = "https://issuer.example/download/"
+	}
+	u, err := url.Parse(s)
+	if err == nil && u.User != nil {
+		// Never echo it: it holds a user name and maybe a password.
+		return "must not contain a user name or password"
+	}
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Opaque != "" {
+		return fmt.Sprintf("%q is not an absolute http(s) URL such as %s", s, example)
+	}
+	if u.Fragment != "" || strings.HasSuffix(s, "#") {
+		return fmt.Sprintf("%q must not have a #fragment", s)
+	}
+	if !prefix && (u.RawQuery != "" || u.ForceQuery) {
+		return fmt.Sprintf("%q must not have a ?query", s)
+	}
+	return ""
+}
+
+func bcryptProblem(h string) string {
+	const how = ` (htpasswd -bnBC 12 "" 'password' | tr -d ':\n' makes one)`
+	if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
+		return "not a bcrypt hash: it must start with $2a$, $2b$ or $2y$" + how
+	}
+	if len(h) != 60 {
+		return fmt.Sprintf("not a bcrypt hash: it must be 60 characters long, not %d", len(h))
+	}
+	if _, err := bcrypt.Cost([]byte(h)); err != nil {
+		return "not a valid bcrypt hash: " + strings.TrimPrefix(err.Error(), "crypto/bcrypt: ") + how
+	}
+	return ""
+}
+
+func dkimKeyProblem(data []byte) string {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return "no PEM data (expected an RSA or Ed25519 private key)"
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return fmt.Sprintf("PEM block %q is not a private key (expected RSA PRIVATE KEY or PRIVATE KEY)", block.Type)
+	}
+	if err != nil {
+		return "cannot parse the private key: " + err.Error()
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 1024 {
+			return fmt.Sprintf("an RSA key of %d bits is too short: receivers ignore DKIM keys under 1024 bits (use 2048)", k.N.BitLen())
+		}
+	case ed25519.PrivateKey:
+	default:
+		return fmt.Sprintf("a %T key; DKIM signs with RSA or Ed25519 only", key)
+	}
+	return ""
+}
+
+// parseNetwork reads a CIDR or a bare IP address (a /32 or /128).
+func parseNetwork(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("an address with a zone is not a network")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
