@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway"
+	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/store"
+	"github.com/certgate/certgate/store/sqlite"
+)
+
+// daemon is one running certgate: store, queue, SMTP and HTTP.
+type daemon struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	store   store.Store
+	queue   *gateway.Queue
+	smtp    *gateway.Server
+	http    *http.Server
+
+	smtpAddrs []net.Addr
+	httpAddr  net.Addr
+	wg        sync.WaitGroup
+	ready     chan struct{}
+}
+
+type daemonOptions struct {
+	// Resolver replaces DNS (and any static_dns table) when set.
+	Resolver gateway.Resolver
+}
+
+// newDaemon builds every part from a validated configuration; nothing
+// listens yet.
+func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOptions) (*daemon, error) {
+	d := &daemon{cfg: cfg, log: log, metrics: metrics.New(), ready: make(chan struct{})}
+	if cfg.Storage.Driver != "" && cfg.Storage.Driver != "sqlite" {
+		return nil, fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "certgate.db"), sqlite.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	d.store = st
+
+	var keys []*signer.Key
+	for _, k := range cfg.DKIM {
+		key, err := signer.LoadKey(k.Domain, k.Selector, k.KeyFile)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("dkim key %s/%s: %w", k.Domain, k.Selector, err)
+		}
+		keys = append(keys, key)
+	}
+	pol, err := policy.New(cfg.Providers, cfg.Delivery.Retry)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	resolver := opts.Resolver
+	if resolver == nil && cfg.Delivery.StaticDNS != nil {
+		resolver = gateway.StaticResolver{MX: cfg.Delivery.StaticDNS.MX, Hosts: cfg.Delivery.StaticDNS.Hosts}
+	}
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	router, err := gateway.NewRouter(cfg.Delivery, resolver, config.ReadSecret)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	dialer := &gateway.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
+		ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),
+		DataTimeout: cfg.Delivery.DataTimeout.D()}
+	d.queue = gateway.NewQueue(st, pol, router, dialer, d.metrics, log)
+	prep := gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
+	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
+
+	dir, err := gateway.NewDirectory(cfg.Tenants, func(u config.User) (string, error) {
+		return config.ReadSecret(u.PasswordHashFile, "")
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	var tlsConf *tls.Config
+	if cfg.SMTP.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLS.CertFile, cfg.SMTP.TLS.KeyFile)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("smtp.tls: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	d.smtp = gateway.NewServer(gateway.ServerConfig{
+		Hostname: cfg.Hostname, TLS: tlsConf, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
+		MaxConnections: cfg.SMTP.MaxConnections, MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
+		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
+	}, dir, relay, d.metrics, log)
+
+	tokens, err := loadTokens(cfg.API.Tokens)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	d.http = &http.Server{Handler: newRouter(d, tokens), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	return d, nil
+}
+
+// start opens the listeners (so that a port in use fails at once), loads
+// the queue and serves.
+func (d *daemon) start(ctx context.Context) error {
+	var ls []net.Listener
+	for _, addr := range d.cfg.SMTP.Listen {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			closeAll(ls)
+			return fmt.Errorf("smtp.listen %s: %w", addr, err)
+		}
+		ls = append(ls, l)
+		d.smtpAddrs = append(d.smtpAddrs, l.Addr())
+	}
+	hl, err := net.Listen("tcp", d.cfg.HTTP.Listen)
+	if err != nil {
+		closeAll(ls)
+		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
+	}
+	d.httpAddr = hl.Addr()
+	if err := d.queue.Start(ctx); err != nil {
+		closeAll(append(ls, hl))
+		return err
+	}
+	for _, l := range ls {
+		d.wg.Add(1)
+		go func(l net.Listener) {
+			defer d.wg.Done()
+			if err := d.smtp.Serve(l); err != nil {
+				d.log.Error("smtp listener stopped", "addr", l.Addr(), "err", err)
+			}
+		}(l)
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http listener stopped", "err", err)
+		}
+	}()
+	close(d.ready)
+	d.log.Info("certgate started", "smtp", d.smtpAddrs, "http", d.httpAddr, "hostname", d.cfg.Hostname)
+	return nil
+}
+
+// shutdown stops intake first, then lets in-flight deliveries finish, then
+// closes the store: nothing acknowledged is lost, whatever is cut short is
+// retried at the next start.
+func (d *daemon) shutdown(ctx context.Context) {
+	d.log.Info("certgate shutting down")
+	if err := d.smtp.Shutdown(ctx); err != nil {
+		d.log.Warn("smtp shutdown", "err", err)
+	}
+	if err := d.queue.Stop(ctx); err != nil {
+		d.log.Warn("queue shutdown", "err", err)
+	}
+	if err := d.http.Shutdown(ctx); err != nil {
+		d.log.Warn("http shutdown", "err", err)
+	}
+	d.wg.Wait()
+	if err := d.store.Close(); err != nil {
+		d.log.Error("store close", "err", err)
+	}
+	d.log.Info("certgate stopped")
+}
+
+func closeAll(ls []net.Listener) {
+	for _, l := range ls {
+		l.Close()
+	}
+}

@@ -1,0 +1,574 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/sim"
+)
+
+//go:embed demomail/*.eml
+var demoMail embed.FS
+
+// demoProvider is one simulated receiving provider and the recipient
+// domains it hosts, each with the MX host name real DNS would give.
+type demoProvider struct {
+	name    string
+	ip      string
+	domains map[string]string // recipient domain -> MX host
+}
+
+var demoProviders = []demoProvider{
+	{"google", "127.0.0.11", map[string]string{"gmail.com": "gmail-smtp-in.l.google.com", "empresa.example": "aspmx.l.google.com"}},
+	{"microsoft", "127.0.0.12", map[string]string{"outlook.com": "outlook-com.olc.protection.outlook.com", "contoso.example": "contoso-example.mail.protection.outlook.com"}},
+	{"yahoo", "127.0.0.13", map[string]string{"yahoo.com": "mta5.am0.yahoodns.net"}},
+	{"issuer", "127.0.0.14", map[string]string{"ca.example": "mx.ca.example", "certs.example": "mx.certs.example", "ac.example": "mx.ac.example"}},
+}
+
+// bounceAddress is refused by the simulated Microsoft MX, to show a DSN.
+const bounceAddress = "no.such.user@contoso.example"
+
+func cmdDemo(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", stderr)
+	keep := fs.Bool("keep", false, "keep certgate running after the demo, until interrupted")
+	bulk := fs.Int("messages", 300, "bulk certificate mails in the wave")
+	urgent := fs.Int("urgent", 5, "urgent token mails submitted behind the wave")
+	verbose := fs.Bool("v", false, "log every SMTP session and delivery")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	dir, err := os.MkdirTemp("", "certgate-demo-")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	out := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	out("certgate demo: data in %s", dir)
+
+	// DKIM keys: RSA-2048 for each issuer domain, plus Ed25519 for ca.example.
+	txt := map[string][]string{}
+	var keyCfg []config.DKIMKey
+	for _, k := range []struct{ alg, domain, sel string }{
+		{"rsa2048", "ca.example", "s2026"}, {"ed25519", "ca.example", "e2026"},
+		{"rsa2048", "certs.example", "s2026"}, {"rsa2048", "ac.example", "s2026"},
+	} {
+		key, pemBytes, err := signer.Generate(k.alg, k.domain, k.sel)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, k.sel+"."+k.domain+".pem")
+		if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+			return err
+		}
+		name, value := key.DNSRecord()
+		txt[strings.TrimSuffix(name, ".")] = []string{value}
+		keyCfg = append(keyCfg, config.DKIMKey{Domain: k.domain, Selector: k.sel, KeyFile: path})
+	}
+	lookupTXT := func(domain string) ([]string, error) {
+		if v, ok := txt[strings.TrimSuffix(domain, ".")]; ok {
+			return v, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: domain, IsNotFound: true}
+	}
+
+	// The simulated providers, all on one port as real MXes are all on 25.
+	var opts []sim.Options
+	for _, p := range demoProviders {
+		var domains []string
+		for d := range p.domains {
+			domains = append(domains, d)
+		}
+		o := sim.Options{Name: p.name, Domains: domains, MXHost: firstMX(p), IP: p.ip, LookupTXT: lookupTXT}
+		if p.name == "microsoft" {
+			o.Respond = func(_, rcpt string) *smtp.SMTPError {
+				if strings.EqualFold(rcpt, bounceAddress) {
+					return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "Recipient address rejected: user unknown"}
+				}
+				return nil
+			}
+		}
+		opts = append(opts, o)
+	}
+	sims, port, err := sim.StartGroup(opts)
+	if err != nil {
+		return fmt.Errorf("starting simulated providers: %w", err)
+	}
+	defer func() {
+		for _, s := range sims {
+			s.Close()
+		}
+	}()
+
+	cfgPath, password, token, err := writeDemoConfig(dir, port, keyCfg)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	logLevel := slog.LevelWarn
+	if *verbose {
+		logLevel = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
+	if err != nil {
+		return err
+	}
+	if err := d.start(ctx); err != nil {
+		d.store.Close()
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.shutdown(sctx)
+	}()
+	smtpAddr := d.smtpAddrs[0].String()
+	httpBase := "http://" + d.httpAddr.String()
+	out("certgate listening: SMTP %s (STARTTLS, AUTH as app), HTTP %s", smtpAddr, httpBase)
+	for _, s := range sims {
+		out("  simulated provider %-9s MX %-45s at %s", s.Name(), s.MXHost(), s.Addr())
+	}
+
+	// The wave: bulk certificate mail to every provider, then urgent tokens.
+	wave, err := demoWave(*bulk, *urgent)
+	if err != nil {
+		return err
+	}
+	sub := &submitter{addr: smtpAddr, password: password, accepted: map[string]time.Time{}}
+	out("\nsubmitting %d bulk certificate mails over 8 SMTP sessions, then %d urgent token mails behind them...", *bulk, *urgent)
+	start := time.Now()
+	subDone := make(chan error, 1)
+	go func() {
+		if err := sub.run(ctx, wave[:len(wave)-*urgent], 8); err != nil {
+			subDone <- err
+			return
+		}
+		subDone <- sub.run(ctx, wave[len(wave)-*urgent:], 1)
+	}()
+
+	// Live progress until every copy has landed (and the DSN has).
+	expected := map[string]int{}
+	for _, m := range wave {
+		for _, r := range m.rcpts {
+			if r != bounceAddress {
+				expected[providerOf(r)]++
+			}
+		}
+	}
+	expected["issuer"]++ // the DSN for the refused address
+	deadline := time.Now().Add(3 * time.Minute)
+	submitted := false
+	for {
+		select {
+		case err := <-subDone:
+			if err != nil {
+				return err
+			}
+			submitted = true
+		default:
+		}
+		done := submitted
+		var parts []string
+		for _, s := range sims {
+			n := s.Stats().Received
+			parts = append(parts, fmt.Sprintf("%s %d/%d", s.Name(), n, expected[s.Name()]))
+			if n < expected[s.Name()] {
+				done = false
+			}
+		}
+		out("  [%5.1fs] accepted %3d/%d  delivered: %s  queued: %d", time.Since(start).Seconds(), sub.count(), len(wave), strings.Join(parts, "  "), d.queue.Len())
+		if done || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+
+	// Summary.
+	out("\nsummary")
+	out("  accepted:   %d messages, %d recipients", len(wave), sub.rcptCount)
+	total, pass := 0, 0
+	var bulkLat, urgentLat []time.Duration
+	for _, s := range sims {
+		st := s.Stats()
+		total += st.Received
+		pass += st.DKIMPass
+		out("  %-10s  %4d delivered, DKIM verified at the receiver %4d/%d, max %d concurrent connections, up to %d per connection",
+			s.Name(), st.Received, st.DKIMPass, st.Received, st.MaxConcurrent, st.DeliveriesPerConnectionMax)
+		for _, m := range s.Messages() {
+			at, ok := sub.acceptedAt(m.To)
+			if !ok {
+				continue
+			}
+			if strings.HasPrefix(m.To, "token") {
+				urgentLat = append(urgentLat, m.Received.Sub(at))
+			} else {
+				bulkLat = append(bulkLat, m.Received.Sub(at))
+			}
+		}
+	}
+	out("  DKIM:       %d of %d delivered copies verified at the receiving side", pass, total)
+	out("  bounce:     %s refused with 550 5.1.1; a DSN went back to the sender (see the issuer provider)", bounceAddress)
+	out("  waiting from 250 to delivery:")
+	out("    bulk    p50 %-8s p95 %-8s max %s", pct(bulkLat, 50), pct(bulkLat, 95), pct(bulkLat, 100))
+	out("    urgent  p50 %-8s p95 %-8s max %s   (submitted behind the whole wave)", pct(urgentLat, 50), pct(urgentLat, 95), pct(urgentLat, 100))
+	out("\n  metrics:    %s/metrics", httpBase)
+	out("  API:        curl -H 'Authorization: Bearer %s' %s/api/v1/messages/ID", token, httpBase)
+	for _, s := range sims {
+		for _, m := range s.Messages() {
+			if strings.HasPrefix(m.To, "cliente0007@") {
+				if id := queueIDOf(m); id != "" {
+					showMessage(out, httpBase, token, id)
+				}
+			}
+		}
+	}
+	if *keep {
+		out("\ncertgate keeps running (--keep); SMTP %s, user app, password %s. Ctrl-C to stop.", smtpAddr, password)
+		<-ctx.Done()
+	}
+	return nil
+}
+
+func firstMX(p demoProvider) string {
+	var hosts []string
+	for _, h := range p.domains {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	return hosts[0]
+}
+
+func providerOf(addr string) string {
+	domain := addr[strings.LastIndexByte(addr, '@')+1:]
+	for _, p := range demoProviders {
+		if _, ok := p.domains[domain]; ok {
+			return p.name
+		}
+	}
+	return ""
+}
+
+func pct(ds []time.Duration, p int) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := (len(s) - 1) * p / 100
+	return s[i].Round(10 * time.Millisecond).String()
+}
+
+// writeDemoConfig writes the demo's configuration as an operator would,
+// so that the demo runs through the same loading and validation.
+func writeDemoConfig(dir string, mxPort int, keys []config.DKIMKey) (path, password, token string, err error) {
+	password, token = randomHex(12), randomHex(24)
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", "", "", err
+	}
+	certFile, keyFile, err := selfSignedCert(dir, "relay.ca.example")
+	if err != nil {
+		return "", "", "", err
+	}
+	tokenFile := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		return "", "", "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# certgate demo configuration, written by 'certgate demo'\n")
+	fmt.Fprintf(&b, "hostname: relay.ca.example\ndata_dir: %s\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "smtp:\n  listen: [\"127.0.0.1:0\"]\n  tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile)
+	fmt.Fprintf(&b, "http:\n  listen: \"127.0.0.1:0\"\n")
+	fmt.Fprintf(&b, "tenants:\n  - name: issuer\n    users: [{username: app, password_hash: %q}]\n", string(hash))
+	fmt.Fprintf(&b, "    from_domains: [ca.example, certs.example, ac.example]\n")
+	fmt.Fprintf(&b, "dkim:\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  - {domain: %s, selector: %s, key_file: %s}\n", k.Domain, k.Selector, k.KeyFile)
+	}
+	fmt.Fprintf(&b, "delivery:\n  mx_port: %d\n  retry: {schedule: [2s, 5s, 10s], max_age: 1h}\n  static_dns:\n    mx:\n", mxPort)
+	for _, p := range demoProviders {
+		for d, mx := range p.domains {
+			fmt.Fprintf(&b, "      %s: [%s]\n", d, mx)
+		}
+	}
+	fmt.Fprintf(&b, "    hosts:\n")
+	for _, p := range demoProviders {
+		for _, mx := range p.domains {
+			fmt.Fprintf(&b, "      %s: [%s]\n", mx, p.ip)
+		}
+	}
+	// Limits scaled down from production so the demo shows shaping in seconds.
+	fmt.Fprintf(&b, "providers:\n")
+	fmt.Fprintf(&b, "  - {name: gmail, max_message_rate: 1800/min, connection_limit: 3}\n")
+	fmt.Fprintf(&b, "  - {name: microsoft365, max_message_rate: 1200/min, connection_limit: 2}\n")
+	fmt.Fprintf(&b, "  - {name: outlook, max_message_rate: 900/min, connection_limit: 2}\n")
+	fmt.Fprintf(&b, "  - {name: yahoo, max_message_rate: 600/min, connection_limit: 2}\n")
+	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release]}]\n", tokenFile)
+	path = filepath.Join(dir, "certgate.yaml")
+	return path, password, token, os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// demoMessage is one submission of the demo wave.
+type demoMessage struct {
+	from  string
+	rcpts []string
+	data  []byte
+}
+
+// demoWave builds bulk mails from the sample certificate mails, addressed
+// round-robin to the simulated providers, plus urgent token mails.
+func demoWave(bulk, urgent int) ([]demoMessage, error) {
+	names, _ := demoMail.ReadDir("demomail")
+	var bulkTemplates [][]byte
+	var tokenTemplate []byte
+	for _, n := range names {
+		b, err := demoMail.ReadFile("demomail/" + n.Name())
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(n.Name(), "token") {
+			tokenTemplate = b
+		} else {
+			bulkTemplates = append(bulkTemplates, b)
+		}
+	}
+	domains := []string{"gmail.com", "empresa.example", "outlook.com", "contoso.example", "yahoo.com"}
+	var wave []demoMessage
+	for i := 0; i < bulk; i++ {
+		rcpt := fmt.Sprintf("cliente%04d@%s", i, domains[i%len(domains)])
+		rcpts := []string{rcpt}
+		if i == 7 {
+			rcpts = append(rcpts, bounceAddress)
+		}
+		m, err := readdress(bulkTemplates[i%len(bulkTemplates)], rcpts)
+		if err != nil {
+			return nil, err
+		}
+		wave = append(wave, m)
+	}
+	for i := 0; i < urgent; i++ {
+		m, err := readdress(tokenTemplate, []string{fmt.Sprintf("token%02d@%s", i, domains[i%len(domains)])})
+		if err != nil {
+			return nil, err
+		}
+		wave = append(wave, m)
+	}
+	return wave, nil
+}
+
+// readdress sets To to the demo recipients and drops the sample's
+// Message-ID so certgate gives each copy its own.
+func readdress(tmpl []byte, rcpts []string) (demoMessage, error) {
+	hb, body, err := mimeedit.SplitHeader(tmpl)
+	if err != nil {
+		return demoMessage{}, err
+	}
+	h, err := mimeedit.ParseHeader(hb)
+	if err != nil {
+		return demoMessage{}, err
+	}
+	from := h.Get("From")
+	if i := strings.LastIndexByte(from, '<'); i >= 0 {
+		from = strings.Trim(from[i:], "<> ")
+	}
+	h.Del("To")
+	h.Del("Cc")
+	h.Del("Message-ID")
+	h.Add("To", strings.Join(rcpts, ", "))
+	return demoMessage{from: from, rcpts: rcpts, data: append(h.Bytes(), body...)}, nil
+}
+
+// submitter plays the issuer's system: SMTP sessions with STARTTLS and AUTH.
+type submitter struct {
+	addr, password string
+	mu             sync.Mutex
+	accepted       map[string]time.Time // recipient -> when 250 came
+	rcptCount      int
+	msgCount       int
+}
+
+func (s *submitter) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgCount
+}
+
+func (s *submitter) acceptedAt(rcpt string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.accepted[strings.ToLower(rcpt)]
+	return t, ok
+}
+
+func (s *submitter) run(ctx context.Context, msgs []demoMessage, sessions int) error {
+	work := make(chan demoMessage)
+	errs := make(chan error, sessions)
+	var wg sync.WaitGroup
+	for i := 0; i < sessions; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- s.session(work)
+		}()
+	}
+	for _, m := range msgs {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (s *submitter) session(work <-chan demoMessage) error {
+	c, err := smtp.DialStartTLS(s.addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return fmt.Errorf("submitting: %w", err)
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "app", s.password)); err != nil {
+		return fmt.Errorf("submitting: %w", err)
+	}
+	for m := range work {
+		if err := c.SendMail(m.from, m.rcpts, strings.NewReader(string(m.data))); err != nil {
+			return fmt.Errorf("submitting to %v: %w", m.rcpts, err)
+		}
+		now := time.Now()
+		s.mu.Lock()
+		for _, r := range m.rcpts {
+			s.accepted[strings.ToLower(r)] = now
+		}
+		s.rcptCount += len(m.rcpts)
+		s.msgCount++
+		s.mu.Unlock()
+	}
+	return c.Quit()
+}
+
+// queueIDOf finds certgate's queue id in the Received field certgate
+// added to a delivered copy ("... (certgate) with ESMTPSA id ID;").
+func queueIDOf(m sim.Message) string {
+	const marker = ") with ESMTPSA id "
+	s := string(m.Data)
+	i := strings.Index(s, marker)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(marker):]
+	if j := strings.IndexByte(s, ';'); j > 0 {
+		return s[:j]
+	}
+	return ""
+}
+
+// showMessage fetches one message through the API, as the helpdesk would.
+func showMessage(out func(string, ...any), base, token, id string) {
+	req, _ := http.NewRequest("GET", base+"/api/v1/messages/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		out("  API error: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	var m struct {
+		ID         string `json:"id"`
+		Subject    string `json:"subject"`
+		Recipients []struct {
+			Address   string `json:"address"`
+			State     string `json:"state"`
+			Provider  string `json:"provider"`
+			LastReply string `json:"last_reply"`
+			Attempts  int    `json:"attempts"`
+		} `json:"recipients"`
+		Events []struct{ Kind string } `json:"events"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil || resp.StatusCode != http.StatusOK {
+		out("  API answered %s", resp.Status)
+		return
+	}
+	out("  GET /api/v1/messages/%s -> %q, %d events", m.ID, m.Subject, len(m.Events))
+	for _, r := range m.Recipients {
+		out("    %-32s %-9s via %-12s after %d attempt(s): %s", r.Address, r.State, r.Provider, r.Attempts, r.LastReply)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// selfSignedCert makes a throwaway certificate for the demo's STARTTLS.
+func selfSignedCert(dir, host string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "smtp.crt"), filepath.Join(dir, "smtp.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
+}

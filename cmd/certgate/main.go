@@ -1,0 +1,151 @@
+// Command certgate is the certgate daemon and its tools: serve, demo,
+// check-config, dkim keygen, version.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `certgate: the mail gateway for certificate issuers
+
+Usage:
+  certgate serve --config FILE          run the daemon
+  certgate demo [--keep]                run a demo on loopback with simulated providers
+  certgate check-config --config FILE   report every configuration problem, with file and line
+  certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
+  certgate version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = cmdServe(args[1:], stderr)
+	case "demo":
+		err = cmdDemo(args[1:], stdout, stderr)
+	case "check-config":
+		err = cmdCheckConfig(args[1:], stdout)
+	case "dkim":
+		err = cmdDKIM(args[1:], stdout)
+	case "version", "--version":
+		fmt.Fprintln(stdout, versionString())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "certgate: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "certgate: %v\n", err)
+			return 2
+		}
+		fmt.Fprintf(stderr, "certgate: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ error }
+
+func versionString() string {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		return fmt.Sprintf("certgate %s %s", v, bi.GoVersion)
+	}
+	return "certgate " + v
+}
+
+func newFlags(name string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return fs
+}
+
+func cmdServe(args []string, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("config", "/etc/certgate/certgate.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
+	if err != nil {
+		return err
+	}
+	if err := d.start(context.Background()); err != nil {
+		d.store.Close()
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d.shutdown(sctx)
+	return nil
+}
+
+func cmdCheckConfig(args []string, stdout io.Writer) error {
+	fs := newFlags("check-config", stdout)
+	path := fs.String("config", "/etc/certgate/certgate.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if _, err := config.Load(*path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return nil
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	switch strings.ToLower(c.Level) {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway"
+)
+
+// apiToken is a bearer token as certgate keeps it: only its SHA-256. Tokens
+// are long random strings, so a fast hash is enough; what matters is that
+// the configured secret is not kept and the comparison is constant time.
+type apiToken struct {
+	name   string
+	hash   [32]byte
+	scopes []string
+}
+
+func loadTokens(cfg []config.APIToken) ([]apiToken, error) {
+	var out []apiToken
+	for _, t := range cfg {
+		secret, err := config.ReadSecret(t.TokenFile, t.TokenEnv)
+		if err != nil {
+			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
+		}
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("api token %s: shorter than 16 characters", t.Name)
+		}
+		out = append(out, apiToken{name: t.Name, hash: sha256.Sum256([]byte(secret)), scopes: t.Scopes})
+	}
+	return out, nil
+}
+
+// authenticate finds the token presented in the Authorization header. Every
+// configured token is compared, so the time taken does not depend on which
+// one matched.
+func authenticate(tokens []apiToken, r *http.Request) *apiToken {
+	auth := r.Header.Get("Authorization")
+	secret, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || secret == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(secret))
+	var found *apiToken
+	for i := range tokens {
+		if subtle.ConstantTimeCompare(sum[:], tokens[i].hash[:]) == 1 {
+			found = &tokens[i]
+		}
+	}
+	return found
+}
+
+// requireScope guards an API handler: 401 without a valid token, 403 when
+// the token lacks the scope (admin holds every scope).
+func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := authenticate(tokens, r)
+		if t == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="certgate"`)
+			gateway.WriteError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+			return
+		}
+		if !slices.Contains(t.scopes, scope) && !slices.Contains(t.scopes, "admin") {
+			gateway.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.name, scope))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// newRouter assembles the HTTP surface: metrics and health for operations,
+// the API for the helpdesk and the issuer's systems.
+func newRouter(d *daemon, tokens []apiToken) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", d.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-d.ready:
+			w.Write([]byte("ready\n"))
+		default:
+			http.Error(w, "starting\n", http.StatusServiceUnavailable)
+		}
+	})
+	mux.Handle("GET /api/v1/messages/{id}", requireScope(tokens, "read", gateway.MessageHandler(d.store, d.log)))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		gateway.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
