@@ -220,12 +220,14 @@ func readReply(br *bufio.Reader) (int, string, error) {
 		if err != nil {
 			return 0, "", err
 		}
-		line = strings.TrimRight(line, "\r\n")
-		if len(line) < 3 {
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		// RFC 5321 4.2: a three-digit code whose first digit is 2 to 5,
+		// and no stray CR or control characters in the text.
+		if len(line) < 3 || line[0] < '2' || line[0] > '5' || strings.ContainsFunc(line, isControl) {
 			return 0, "", fmt.Errorf("malformed reply %q", line)
 		}
 		code, err := strconv.Atoi(line[:3])
-		if err != nil {
+		if err != nil || code < 200 {
 			return 0, "", fmt.Errorf("malformed reply %q", line)
 		}
 		rest := ""
@@ -239,6 +241,8 @@ func readReply(br *bufio.Reader) (int, string, error) {
 	}
 	return 0, "", errors.New("reply too long")
 }
+
+func isControl(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
 
 func (d *Dialer) tlsBroken(host string) bool {
 	d.mu.Lock()

@@ -77,7 +77,8 @@ type Header struct {
 // ParseHeader parses a header block as returned by SplitHeader (with or
 // without the final empty line). A line that is neither a field nor a
 // continuation of one (RFC 5322 2.2, 3.6.8) is ErrMalformed; bare LF or CR
-// is ErrNotCRLF.
+// is ErrNotCRLF. The Header refers to header's bytes, which must not change
+// while it is in use.
 func ParseHeader(header []byte) (*Header, error) {
 	h := &Header{}
 	pos := 0

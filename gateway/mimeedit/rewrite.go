@@ -66,7 +66,7 @@ func rewrite(msg []byte, root *entity, want func(e *entity) bool, edit EditFunc)
 		if want != nil && !want(e) {
 			return nil
 		}
-		raw := msg[e.hdrEnd:e.end]
+		raw := msg[e.hdrEnd:e.end:e.end] // an append by edit cannot reach msg
 		decoded, err := decode(e.encoding, raw)
 		if err != nil {
 			return &PartError{e.partPath(), err}
