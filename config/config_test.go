@@ -569,6 +569,11 @@ func TestProblems(t *testing.T) {
 			}},
 
 		// delivery
+		{"route domain patterns", "", edit{"domains: [partner.example]", "domains: [partner.example, .sub.partner.example, \"*.other.example\", bad_one.example]"},
+			[]wantProblem{
+				{"delivery.routes[0].domains[2]", "domains: [partner.example", `write a suffix as ".other.example"`},
+				{"delivery.routes[0].domains[3]", "domains: [partner.example", "not a valid domain name"},
+			}},
 		{"route without domains", "", edit{`{domains: ["*"], mx: true}`, `{domains: [], mx: true}`},
 			[]wantProblem{{"delivery.routes[1].domains", "{domains: [], mx: true}", "at least one domain"}}},
 		{"route mx and host", "", edit{`{domains: ["*"], mx: true}`, `{domains: ["*"], mx: true, host: "a.example:25"}`},
@@ -876,6 +881,8 @@ func TestRate(t *testing.T) {
 		{"Unlimited", Rate{}, math.Inf(1), "unlimited", ""},
 		{"300", Rate{}, 0, "", "has no period"},
 		{"0/min", Rate{}, 0, "", "would stop all traffic"},
+		{"fast", Rate{}, 0, "", "is not a rate"},
+		{"1.5", Rate{}, 0, "", "is not a rate"},
 		{"-1/s", Rate{}, 0, "", "whole number"},
 		{"+1/s", Rate{}, 0, "", "whole number"},
 		{"1.5/s", Rate{}, 0, "", "whole number"},
@@ -1008,7 +1015,7 @@ func TestUserAndTenantHelpers(t *testing.T) {
 	if len(nets) != 2 || nets[0].String() != "10.1.0.0/16" || nets[1].String() != "192.0.2.7/32" {
 		t.Errorf("Networks = %v", nets)
 	}
-	if !cfg.API.Tokens[0].HasScope("release") || cfg.API.Tokens[0].HasScope("admin") {
+	if !cfg.API.Tokens[0].HasScope("release") || cfg.API.Tokens[0].HasScope("admin") || !cfg.API.Tokens[1].HasScope("release") {
 		t.Error("HasScope")
 	}
 }
@@ -1027,6 +1034,64 @@ func TestPaths(t *testing.T) {
 	}
 	if p := parentPath("tenants[0].users[1]"); p != "tenants[0].users" {
 		t.Errorf("parentPath = %q", p)
+	}
+}
+
+// TestExampleFile keeps deploy/certgate.example.yaml valid: its only
+// problems may be the files it names, which do not exist here.
+func TestExampleFile(t *testing.T) {
+	const path = "../deploy/certgate.example.yaml"
+	_, err := Load(path)
+	if err == nil {
+		return
+	}
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatal(err)
+	}
+	for _, p := range errs.Problems {
+		if !strings.Contains(p.Msg, "does not exist") {
+			t.Errorf("%s", p)
+		}
+	}
+}
+
+// TestDocsExample keeps the short example at the top of docs/config.md
+// valid, but for the files it names.
+func TestDocsExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in docs/config.md")
+	}
+	_, err = Parse("docs/config.md", []byte(example))
+	var errs *Errors
+	if err != nil && !errors.As(err, &errs) {
+		t.Fatal(err)
+	}
+	if errs != nil {
+		for _, p := range errs.Problems {
+			if !strings.Contains(p.Msg, "does not exist") {
+				t.Errorf("%s", p)
+			}
+		}
+	}
+}
+
+// TestDocsListEveryKey keeps docs/config.md complete.
+func TestDocsListEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range SchemaPaths() {
+		if !strings.Contains(string(doc), "`"+p+"`") {
+			t.Errorf("docs/config.md does not document `%s`", p)
+		}
 	}
 }
 

@@ -192,10 +192,11 @@ type entry struct {
 type index struct {
 	entries []entry
 	byPath  map[string]int
+	byLine  map[int][]int // entries whose key or value starts on a line
 }
 
 func newIndex(doc *yaml.Node) *index {
-	ix := &index{byPath: map[string]int{}}
+	ix := &index{byPath: map[string]int{}, byLine: map[int][]int{}}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
 		ix.walk(doc.Content[0], "")
 	}
@@ -223,10 +224,25 @@ func (ix *index) walk(n *yaml.Node, path string) {
 }
 
 func (ix *index) add(e entry) {
+	i := len(ix.entries)
 	if _, dup := ix.byPath[e.path]; !dup {
-		ix.byPath[e.path] = len(ix.entries)
+		ix.byPath[e.path] = i
 	}
 	ix.entries = append(ix.entries, e)
+	ix.byLine[e.val.Line] = append(ix.byLine[e.val.Line], i)
+	if e.key != nil && e.key.Line != e.val.Line {
+		ix.byLine[e.key.Line] = append(ix.byLine[e.key.Line], i)
+	}
+}
+
+// onLine returns the entries whose key or value starts on line, in
+// document order.
+func (ix *index) onLine(line int) []entry {
+	var out []entry
+	for _, i := range ix.byLine[line] {
+		out = append(out, ix.entries[i])
+	}
+	return out
 }
 
 var simpleKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
@@ -358,7 +374,7 @@ func (ix *index) typeProblem(msg string) (p Problem, bad string, isBad bool) {
 
 	if m[2] != "" { // our own unmarshalers: line and column of the value
 		col, _ := strconv.Atoi(m[2])
-		for _, e := range ix.entries {
+		for _, e := range ix.onLine(line) {
 			if e.val.Line == line && e.val.Column == col {
 				p.Path = e.path
 				break
@@ -402,7 +418,7 @@ func (ix *index) typeProblem(msg string) (p Problem, bad string, isBad bool) {
 
 // keyAt finds the first key named name on line.
 func (ix *index) keyAt(line int, name string) string {
-	for _, e := range ix.entries {
+	for _, e := range ix.onLine(line) {
 		if e.key != nil && e.key.Line == line && e.key.Value == name {
 			return e.path
 		}
@@ -414,7 +430,7 @@ func (ix *index) keyAt(line int, name string) string {
 // later one).
 func (ix *index) lastKeyAt(line int, name string) string {
 	path := ""
-	for _, e := range ix.entries {
+	for _, e := range ix.onLine(line) {
 		if e.key != nil && e.key.Line == line && e.key.Value == name {
 			path = e.path
 		}
@@ -427,7 +443,7 @@ func (ix *index) lastKeyAt(line int, name string) string {
 // Of several matches the deepest wins.
 func (ix *index) valueAt(line int, tag, val string) string {
 	best, bestDepth := "", -1
-	for _, e := range ix.entries {
+	for _, e := range ix.onLine(line) {
 		n := e.val
 		if n.Line != line {
 			continue

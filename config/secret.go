@@ -50,8 +50,10 @@ func (a RouteAuth) Password() (string, error) { return ReadSecret(a.PasswordFile
 // Token returns the bearer token from token_file or token_env.
 func (t APIToken) Token() (string, error) { return ReadSecret(t.TokenFile, t.TokenEnv) }
 
-// HasScope reports whether the token holds scope.
-func (t APIToken) HasScope(scope string) bool { return slices.Contains(t.Scopes, scope) }
+// HasScope reports whether the token holds scope; admin holds every scope.
+func (t APIToken) HasScope(scope string) bool {
+	return slices.Contains(t.Scopes, scope) || slices.Contains(t.Scopes, ScopeAdmin)
+}
 
 // ReadPasswordHash returns the user's bcrypt hash: password_hash, or the
 // trimmed contents of password_hash_file.

@@ -109,6 +109,9 @@ func ParseRate(s string) (Rate, error) {
 	}
 	num, unit, ok := strings.Cut(s, "/")
 	if !ok {
+		if _, err := strconv.Atoi(s); err != nil {
+			return Rate{}, fmt.Errorf("%q is not a rate; write one such as 300/min, 10/s or unlimited", s)
+		}
 		return Rate{}, fmt.Errorf("%q has no period; write a rate such as %s/min or %s/s (or unlimited)", s, s, s)
 	}
 	num, unit = strings.TrimSpace(num), strings.ToLower(strings.TrimSpace(unit))

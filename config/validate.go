@@ -432,10 +432,20 @@ func (v *validator) route(at string, r *Route) {
 		v.add(at+".domains", "list at least one domain, or \"*\" for every domain")
 	}
 	for j := range r.Domains {
-		if r.Domains[j] == "*" {
-			continue
+		d := &r.Domains[j]
+		dp := indexPath(at+".domains", j)
+		*d = normName(*d)
+		switch {
+		case *d == "*":
+		case strings.HasPrefix(*d, "*"):
+			v.add(dp, "%q: write a suffix as %q (it matches every subdomain)", *d, strings.TrimLeft(*d, "*"))
+		case strings.HasPrefix(*d, "."):
+			if !isDNSName((*d)[1:]) {
+				v.add(dp, "%q is not a domain suffix such as .partner.example", *d)
+			}
+		default:
+			v.domain(dp, d, false)
 		}
-		v.domain(indexPath(at+".domains", j), &r.Domains[j], false)
 	}
 	switch {
 	case r.MX && r.Host != "":
