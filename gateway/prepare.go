@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -29,14 +30,20 @@ const ClassHeader = "X-Certgate-Class"
 // Preparer turns an accepted submission into signed per-recipient copies.
 type Preparer struct {
 	hostname string
-	signer   *signer.Signer
+	signer   atomic.Pointer[signer.Signer] // swapped whole on reload
 	metrics  *metrics.Metrics
 }
 
 // NewPreparer builds a preparer that signs with the given signer.
 func NewPreparer(hostname string, s *signer.Signer, m *metrics.Metrics) *Preparer {
-	return &Preparer{hostname: hostname, signer: s, metrics: m}
+	p := &Preparer{hostname: hostname, metrics: m}
+	p.signer.Store(s)
+	return p
 }
+
+// SetSigner replaces the signing keys (on reload); messages being prepared
+// finish with the keys they started with.
+func (p *Preparer) SetSigner(s *signer.Signer) { p.signer.Store(s) }
 
 // Prepared is a message ready to be made durable.
 type Prepared struct {
@@ -85,7 +92,8 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	if !domainIn(fromDomain, env.Tenant.FromDomains) {
 		return nil, alignmentError("From domain %s is not one of the from_domains of tenant %s", fromDomain, env.Tenant.Name)
 	}
-	keys := p.signer.KeysFor(fromDomain)
+	sg := p.signer.Load()
+	keys := sg.KeysFor(fromDomain)
 	if len(keys) == 0 {
 		return nil, alignmentError("No DKIM key aligned with From domain %s: the mail would fail DMARC", fromDomain)
 	}
@@ -114,7 +122,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	}
 
 	msg := append(h.Bytes(), body...)
-	sig, err := p.sign(msg, keys)
+	sig, err := p.sign(sg, msg, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -139,8 +147,9 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 // reporting host name, and addresses it from the null sender.
 func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) (*Prepared, error) {
 	content := dsn
-	if keys := p.signer.KeysFor(p.hostname); len(keys) > 0 {
-		sig, err := p.sign(dsn, keys)
+	sg := p.signer.Load()
+	if keys := sg.KeysFor(p.hostname); len(keys) > 0 {
+		sig, err := p.sign(sg, dsn, keys)
 		if err != nil {
 			return nil, err
 		}
@@ -161,9 +170,9 @@ func newRecipient(addr string, now time.Time) store.NewRecipient {
 		State: store.StateQueued, NextAttempt: now}
 }
 
-func (p *Preparer) sign(msg []byte, keys []*signer.Key) ([]byte, error) {
+func (p *Preparer) sign(sg *signer.Signer, msg []byte, keys []*signer.Key) ([]byte, error) {
 	start := time.Now()
-	sig, err := p.signer.Sign(msg, keys)
+	sig, err := sg.Sign(msg, keys)
 	if err != nil {
 		return nil, fmt.Errorf("dkim signing: %w", err)
 	}

@@ -29,6 +29,7 @@ type daemon struct {
 	metrics *metrics.Metrics
 	store   store.Store
 	queue   *gateway.Queue
+	prep    *gateway.Preparer
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -59,14 +60,10 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	d.store = st
 
-	var keys []*signer.Key
-	for _, k := range cfg.DKIM {
-		key, err := signer.LoadKey(k.Domain, k.Selector, k.KeyFile)
-		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("dkim key %s/%s: %w", k.Domain, k.Selector, err)
-		}
-		keys = append(keys, key)
+	keys, err := loadKeys(cfg.DKIM)
+	if err != nil {
+		st.Close()
+		return nil, err
 	}
 	pol, err := policy.New(cfg.Providers, cfg.Delivery.Retry)
 	if err != nil {
@@ -90,6 +87,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		DataTimeout: cfg.Delivery.DataTimeout.D()}
 	d.queue = gateway.NewQueue(st, pol, router, dialer, d.metrics, log)
 	prep := gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
+	d.prep = prep
 	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
 
 	dir, err := gateway.NewDirectory(cfg.Tenants, func(u config.User) (string, error) {
@@ -187,6 +185,36 @@ func (d *daemon) shutdown(ctx context.Context) {
 		d.log.Error("store close", "err", err)
 	}
 	d.log.Info("certgate stopped")
+}
+
+// loadKeys parses every DKIM key once, so signing never touches the files.
+func loadKeys(cfg []config.DKIMKey) ([]*signer.Key, error) {
+	var keys []*signer.Key
+	for _, k := range cfg {
+		key, err := signer.LoadKey(k.Domain, k.Selector, k.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("dkim key %s/%s: %w", k.Domain, k.Selector, err)
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// reloadKeys re-reads the configuration file and swaps the DKIM keys, the
+// part of the configuration operators rotate while mail flows. A file with
+// problems changes nothing.
+func (d *daemon) reloadKeys(path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	keys, err := loadKeys(cfg.DKIM)
+	if err != nil {
+		return err
+	}
+	d.prep.SetSigner(signer.New(keys))
+	d.log.Info("dkim keys reloaded", "keys", len(keys))
+	return nil
 }
 
 func closeAll(ls []net.Listener) {

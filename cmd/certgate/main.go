@@ -113,7 +113,18 @@ func cmdServe(args []string, stderr io.Writer) error {
 		d.store.Close()
 		return err
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-hup:
+			if err := d.reloadKeys(*path); err != nil {
+				log.Error("reload refused; keeping the keys in use", "err", err)
+			}
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d.shutdown(sctx)
