@@ -12,6 +12,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -40,10 +41,18 @@ type Options struct {
 	// BusyTimeout is how long a connection waits for a lock held by
 	// another process (an operator's sqlite3 shell, a backup). Default 5s.
 	BusyTimeout time.Duration
+	// PageSize is the SQLite page size for a new database; an existing
+	// file keeps its own. Default 16 KiB (see setDefaults).
+	PageSize int
+	// Logger receives what the store cannot return to a caller, such as
+	// a failed background checkpoint. Default slog.Default().
+	Logger *slog.Logger
 
 	// beforeBatch lets this package's tests hold the writer still while
 	// they line requests up, to make batching deterministic.
 	beforeBatch func()
+	// checkpointBytes overrides the checkpoint threshold in tests.
+	checkpointBytes int
 }
 
 func (o *Options) setDefaults() {
@@ -59,6 +68,15 @@ func (o *Options) setDefaults() {
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = 5 * time.Second
 	}
+	if o.PageSize <= 0 {
+		o.PageSize = 16 << 10
+	}
+	if o.checkpointBytes <= 0 {
+		o.checkpointBytes = checkpointBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
 }
 
 // Stats counts the writer's work since Open. Requests/Commits is the mean
@@ -73,6 +91,7 @@ type Store struct {
 	rdb *sql.DB // read pool, query_only
 	wdb *sql.DB // holds the single write connection
 	w   *writer
+	ck  *checkpointer
 
 	// mu orders submissions against Close: senders hold it shared while
 	// they hand a request to the writer, Close takes it exclusively to
@@ -104,15 +123,17 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	// FULL makes every commit fsync the WAL: nothing is acknowledged
 	// before it would survive a power cut, not only a process crash.
 	q.Add("_pragma", "synchronous(FULL)")
+	// Each request's savepoint copies the pages it first touches into a
+	// sub-journal; on disk that was most of the writer's syscalls.
+	q.Add("_pragma", "temp_store(MEMORY)")
 
-	wq := cloneValues(q)
-	wq.Add("_pragma", "journal_mode(WAL)")
-	wdb, err := sql.Open("sqlite", path+"?"+wq.Encode())
+	wdb, err := sql.Open("sqlite", path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
-	wdb.SetMaxOpenConns(1)
-	wdb.SetMaxIdleConns(1)
+	// Two connections: the writer's and the checkpointer's.
+	wdb.SetMaxOpenConns(2)
+	wdb.SetMaxIdleConns(2)
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 	conn, err := wdb.Conn(ctx)
@@ -125,8 +146,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
+	// page_size only takes on a database that has no pages yet, and only
+	// before it switches to WAL, hence here and in this order.
+	if _, err := conn.ExecContext(ctx, "PRAGMA page_size = "+strconv.Itoa(opts.PageSize)); err != nil {
+		return fail(err)
+	}
 	var mode string
-	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return fail(err)
 	}
 	if !strings.EqualFold(mode, "wal") {
@@ -136,6 +162,25 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	if err := migrate(ctx, conn); err != nil {
 		return fail(err)
+	}
+	backstop := backstopPages(opts.checkpointBytes, opts.PageSize)
+	if _, err := conn.ExecContext(ctx, "PRAGMA wal_autocheckpoint = "+strconv.Itoa(backstop)); err != nil {
+		return fail(err)
+	}
+	// After a burst the WAL file keeps its size unless told otherwise.
+	if _, err := conn.ExecContext(ctx, "PRAGMA journal_size_limit = "+strconv.Itoa(2*backstop*opts.PageSize)); err != nil {
+		return fail(err)
+	}
+	ckconn, err := wdb.Conn(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	ck := newCheckpointer(ckconn, opts.checkpointBytes, opts.Logger)
+	fail = func(err error) (*Store, error) {
+		ckconn.Close()
+		conn.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 
 	rq := cloneValues(q)
@@ -147,12 +192,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	rdb.SetMaxOpenConns(opts.ReadConns)
 	rdb.SetMaxIdleConns(opts.ReadConns)
 
-	s := &Store{rdb: rdb, wdb: wdb}
+	s := &Store{rdb: rdb, wdb: wdb, ck: ck}
 	s.w, err = newWriter(ctx, s, conn, opts)
 	if err != nil {
 		rdb.Close()
 		return fail(err)
 	}
+	go s.ck.loop()
 	go s.w.loop()
 	return s, nil
 }
@@ -179,7 +225,7 @@ func (s *Store) Close() error {
 		close(s.w.reqs)
 		s.mu.Unlock()
 		<-s.w.done
-		s.closeErr = errors.Join(s.w.close(), s.wdb.Close(), s.rdb.Close())
+		s.closeErr = errors.Join(s.w.close(), s.ck.stop(), s.wdb.Close(), s.rdb.Close())
 	})
 	return s.closeErr
 }

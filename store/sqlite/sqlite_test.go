@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -41,6 +42,9 @@ func TestPragmas(t *testing.T) {
 		{"synchronous", "2"}, // FULL
 		{"foreign_keys", "1"},
 		{"busy_timeout", "5000"},
+		{"temp_store", "2"}, // MEMORY
+		{"page_size", "16384"},
+		{"wal_autocheckpoint", fmt.Sprint(backstopPages(checkpointBytes, 16384))},
 	} {
 		var got string
 		if err := s.w.conn.QueryRowContext(ctx, "PRAGMA "+c.pragma).Scan(&got); err != nil {
@@ -54,6 +58,53 @@ func TestPragmas(t *testing.T) {
 	if err := s.rdb.QueryRowContext(ctx, "PRAGMA query_only").Scan(&qo); err != nil || qo != "1" {
 		t.Errorf("read pool query_only = %q, %v; want 1", qo, err)
 	}
+}
+
+// TestWALStaysBounded writes far more than the checkpoint thresholds and
+// checks that the WAL file does not grow with it. Under continuous writes a
+// background checkpoint never quite catches up, so it is the writer's
+// backstop checkpoint that lets the WAL start over; the background one
+// makes that backstop cheap.
+func TestWALStaysBounded(t *testing.T) {
+	// Thresholds scaled down 16 times, so 10 MiB stand for 160.
+	const threshold = checkpointBytes / 16
+	path := filepath.Join(t.TempDir(), "certgate.db")
+	s, err := Open(context.Background(), path, Options{checkpointBytes: threshold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	body := make([]byte, 16<<10)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Go(func() {
+			for i := range 20 {
+				id := fmt.Sprintf("wal-%d-%d", w, i)
+				_, err := s.Enqueue(context.Background(), store.Message{ID: id}, [][]byte{body},
+					[]store.NewRecipient{{Address: "a@example.com", TrackingID: id, State: store.StateQueued}})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backstop fires at 2 MiB; what a batch and the frames appended
+	// while it runs add must stay well below the 10 MiB written.
+	if limit := int64(2 * backstopMultiplier * threshold); fi.Size() > limit {
+		t.Errorf("WAL is %d bytes after writing 10 MiB, want at most %d", fi.Size(), limit)
+	}
+	t.Logf("WAL is %d bytes after writing 10 MiB", fi.Size())
 }
 
 func TestReopenKeepsDataAndSchema(t *testing.T) {

@@ -239,6 +239,11 @@ func (w *writer) runBatch(batch []*request) {
 	}
 	w.s.commits.Add(1)
 	w.s.requests.Add(uint64(len(live)))
+	bytes := 0
+	for _, r := range live {
+		bytes += r.bytes
+	}
+	w.s.ck.committed(bytes)
 	for i, r := range live {
 		r.done <- errs[i]
 	}
