@@ -420,3 +420,17 @@ func TestDomainOf(t *testing.T) {
 		}
 	}
 }
+
+// TestPanickingRequest checks that a bug in one write fails that write only:
+// the writer goroutine lives on and serves the next caller.
+func TestPanickingRequest(t *testing.T) {
+	s := openTest(t, Options{})
+	defer s.Close()
+	err := s.submit(context.Background(), &request{run: func(*writer, time.Time) error { panic("boom") }})
+	if err == nil {
+		t.Fatal("panicking request reported success")
+	}
+	if err := enqueueOne(s, "after-panic"); err != nil {
+		t.Fatalf("enqueue after a panicking request: %v", err)
+	}
+}

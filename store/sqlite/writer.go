@@ -212,7 +212,7 @@ func (w *writer) runBatch(batch []*request) {
 			w.abort(live, fmt.Errorf("store/sqlite: savepoint: %w", err))
 			return
 		}
-		errs[i] = r.run(w, now)
+		errs[i] = runSafely(r, w, now)
 		if errs[i] == nil {
 			if _, err := w.release.ExecContext(ctx); err != nil {
 				w.abort(live, fmt.Errorf("store/sqlite: release savepoint: %w", err))
@@ -247,6 +247,18 @@ func (w *writer) runBatch(batch []*request) {
 	for i, r := range live {
 		r.done <- errs[i]
 	}
+}
+
+// runSafely turns a panic in a request into that request's error: the
+// writer goroutine serves every SMTP session, and a bug in one write must
+// not leave all of them waiting forever.
+func runSafely(r *request, w *writer, now time.Time) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store/sqlite: write panicked: %v", p)
+		}
+	}()
+	return r.run(w, now)
 }
 
 // abort rolls the batch back and fails every request in it.
