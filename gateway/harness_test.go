@@ -163,7 +163,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
 	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
-		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass}}, nil)
+		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,9 +46,9 @@ type user struct {
 	hash   []byte
 }
 
-// NewDirectory builds the directory from validated configuration. Password
-// hashes must already be resolved (inline or read from their files).
-func NewDirectory(tenants []config.Tenant, readHash func(config.User) (string, error)) (*Directory, error) {
+// NewDirectory builds the directory from validated configuration, reading
+// password hashes kept in files.
+func NewDirectory(tenants []config.Tenant) (*Directory, error) {
 	d := &Directory{users: map[string]user{}, verified: map[string][]byte{}, cacheKey: make([]byte, 32)}
 	if _, err := rand.Read(d.cacheKey); err != nil {
 		return nil, err
@@ -66,19 +66,11 @@ func NewDirectory(tenants []config.Tenant, readHash func(config.User) (string, e
 		if c, ok := policy.ParseClass(tc.DefaultClass); ok {
 			t.DefaultClass = c
 		}
-		for _, n := range tc.TrustedNetworks {
-			p, err := parsePrefix(n)
-			if err != nil {
-				return nil, fmt.Errorf("tenant %s: trusted network %q: %w", tc.Name, n, err)
-			}
-			t.Networks = append(t.Networks, p)
-		}
+		t.Networks = tc.Networks()
 		for _, u := range tc.Users {
-			h := u.PasswordHash
-			if h == "" && readHash != nil {
-				if h, err = readHash(u); err != nil {
-					return nil, fmt.Errorf("tenant %s: user %s: %w", tc.Name, u.Username, err)
-				}
+			h, err := u.ReadPasswordHash()
+			if err != nil {
+				return nil, fmt.Errorf("tenant %s: %w", tc.Name, err)
 			}
 			if _, dup := d.users[u.Username]; dup {
 				return nil, fmt.Errorf("user %s is defined twice", u.Username)
@@ -88,18 +80,6 @@ func NewDirectory(tenants []config.Tenant, readHash func(config.User) (string, e
 		d.tenants = append(d.tenants, t)
 	}
 	return d, nil
-}
-
-func parsePrefix(s string) (netip.Prefix, error) {
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		return p.Masked(), err
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Trusted returns the tenant whose trusted networks hold ip, or nil.

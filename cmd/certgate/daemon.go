@@ -90,9 +90,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	d.prep = prep
 	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
 
-	dir, err := gateway.NewDirectory(cfg.Tenants, func(u config.User) (string, error) {
-		return config.ReadSecret(u.PasswordHashFile, "")
-	})
+	dir, err := gateway.NewDirectory(cfg.Tenants)
 	if err != nil {
 		st.Close()
 		return nil, err

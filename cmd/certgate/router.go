@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/certgate/certgate/config"
@@ -16,22 +15,21 @@ import (
 // are long random strings, so a fast hash is enough; what matters is that
 // the configured secret is not kept and the comparison is constant time.
 type apiToken struct {
-	name   string
-	hash   [32]byte
-	scopes []string
+	hash [32]byte
+	cfg  config.APIToken
 }
 
 func loadTokens(cfg []config.APIToken) ([]apiToken, error) {
 	var out []apiToken
 	for _, t := range cfg {
-		secret, err := config.ReadSecret(t.TokenFile, t.TokenEnv)
+		secret, err := t.Token()
 		if err != nil {
 			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
 		}
 		if len(secret) < 16 {
 			return nil, fmt.Errorf("api token %s: shorter than 16 characters", t.Name)
 		}
-		out = append(out, apiToken{name: t.Name, hash: sha256.Sum256([]byte(secret)), scopes: t.Scopes})
+		out = append(out, apiToken{hash: sha256.Sum256([]byte(secret)), cfg: t})
 	}
 	return out, nil
 }
@@ -65,8 +63,8 @@ func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler 
 			gateway.WriteError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
 			return
 		}
-		if !slices.Contains(t.scopes, scope) && !slices.Contains(t.scopes, "admin") {
-			gateway.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.name, scope))
+		if !t.cfg.HasScope(scope) {
+			gateway.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -6,13 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/certgate/certgate/config"
 )
 
 func TestBearerScopes(t *testing.T) {
 	tokens := []apiToken{
-		{name: "helpdesk", hash: sha256.Sum256([]byte("helpdesk-token-0123456789")), scopes: []string{"read"}},
-		{name: "ops", hash: sha256.Sum256([]byte("ops-token-0123456789abcdef")), scopes: []string{"admin"}},
-		{name: "releaser", hash: sha256.Sum256([]byte("release-token-0123456789ab")), scopes: []string{"release"}},
+		{hash: sha256.Sum256([]byte("helpdesk-token-0123456789")), cfg: config.APIToken{Name: "helpdesk", Scopes: []string{"read"}}},
+		{hash: sha256.Sum256([]byte("ops-token-0123456789abcdef")), cfg: config.APIToken{Name: "ops", Scopes: []string{"admin"}}},
+		{hash: sha256.Sum256([]byte("release-token-0123456789ab")), cfg: config.APIToken{Name: "releaser", Scopes: []string{"release"}}},
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	srv := httptest.NewServer(requireScope(tokens, "read", ok))
