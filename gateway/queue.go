@@ -243,6 +243,16 @@ func (l *lane) pop(preferKey string) *item {
 	return nil
 }
 
+// takeDest removes every ready item bound for one destination. Called
+// with q.mu held.
+func (l *lane) takeDest(key string) []*item {
+	var out []*item
+	for i := range l.ready {
+		out = append(out, l.ready[i].take(key)...)
+	}
+	return out
+}
+
 // work is one connection's worth of delivery in a lane: wait for the rate,
 // take the most urgent item, deliver it on a reused connection if it goes to
 // the same place, and stop when the lane is empty.
@@ -291,7 +301,14 @@ func (l *lane) work() {
 			var res Result
 			conn, res = q.dialer.Dial(q.ctx, it.dest)
 			if conn == nil {
-				q.finish(it, l.pl.Name(), res, nil)
+				// The destination is down for everything queued to it: defer
+				// the lot now instead of spending a rate slot on each.
+				q.mu.Lock()
+				same := l.takeDest(it.dest.Key)
+				q.mu.Unlock()
+				for _, other := range append(same, it) {
+					q.finish(other, l.pl.Name(), res, nil)
+				}
 				continue
 			}
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
@@ -430,6 +447,28 @@ func (d *destQueues) push(it *item) {
 	d.n++
 }
 
+// take removes and returns all items queued for key.
+func (d *destQueues) take(key string) []*item {
+	f := d.byKey[key]
+	if f == nil {
+		return nil
+	}
+	items := f.items[f.head:]
+	d.n -= len(items)
+	d.drop(key)
+	return items
+}
+
+func (d *destQueues) drop(key string) {
+	delete(d.byKey, key)
+	for i, k := range d.order {
+		if k == key {
+			d.order = append(d.order[:i], d.order[i+1:]...)
+			break
+		}
+	}
+}
+
 func (d *destQueues) pop(prefer string) *item {
 	if d.n == 0 {
 		return nil
@@ -446,13 +485,7 @@ func (d *destQueues) pop(prefer string) *item {
 	f.head++
 	d.n--
 	if f.head == len(f.items) {
-		delete(d.byKey, key)
-		for i, k := range d.order {
-			if k == key {
-				d.order = append(d.order[:i], d.order[i+1:]...)
-				break
-			}
-		}
+		d.drop(key)
 	} else if f.head > 1024 && f.head*2 > len(f.items) {
 		f.items = append([]*item(nil), f.items[f.head:]...)
 		f.head = 0

@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/store"
@@ -572,5 +574,34 @@ func TestTransactionalOvertakesBulk(t *testing.T) {
 	}
 	if st := g.Stats(); st.DeliveriesPerConnectionMax < 2 {
 		t.Fatalf("no connection reuse: at most %d delivery per connection", st.DeliveriesPerConnectionMax)
+	}
+}
+
+func TestDeadDestinationDefersItsWholeQueue(t *testing.T) {
+	e := newEnv(t, envOptions{sinkDown: true, providers: []config.Provider{{Name: "gmail",
+		MaxMessageRate: config.Rate{Count: 2, Period: time.Second}, ConnectionLimit: 1}},
+		retry: config.Retry{Schedule: []config.Duration{config.Duration(time.Hour)}, MaxAge: config.Duration(24 * time.Hour)}})
+	c := e.client()
+	for i := 0; i < 30; i++ {
+		if err := e.send(c, "certificados@ca.example", []string{fmt.Sprintf("r%02d@gmail.com", i)}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every recipient to be deferred", 20*time.Second, func() bool {
+		n := 0
+		e.store.Pending(context.Background(), func(p store.Pending) error {
+			if p.Attempts == 1 {
+				n++
+			}
+			return nil
+		})
+		return n == 30
+	})
+	var m dto.Metric
+	e.metrics.ShapingWait.WithLabelValues("gmail", "bulk").(prometheus.Histogram).Write(&m)
+	// Each failed connection defers everything queued behind it, so far
+	// fewer than 30 items went through the lane's rate limiter.
+	if n := m.GetHistogram().GetSampleCount(); n >= 15 {
+		t.Fatalf("%d items went through shaping to reach a dead MX, want the queue deferred together", n)
 	}
 }
