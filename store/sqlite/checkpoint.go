@@ -15,9 +15,9 @@ import (
 // The writer's own auto-checkpoint stays on at a multiple of the threshold,
 // as a backstop should this goroutine fall behind.
 const (
-	checkpointBytes    = 4 << 20 // committed message bytes between checkpoints
-	checkpointCommits  = 256     // or this many commits of small writes
-	backstopMultiplier = 8
+	checkpointBytes    = 16 << 20 // committed message bytes between checkpoints
+	checkpointCommits  = 256      // or this many commits of small writes
+	backstopMultiplier = 4
 )
 
 // backstopPages is the writer's wal_autocheckpoint for a threshold.
