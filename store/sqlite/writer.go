@@ -17,7 +17,7 @@ type request struct {
 	// state settles the race between a caller giving up (ctx done) and
 	// the writer picking the request up: exactly one of them wins the
 	// swap away from waiting. A caller that loses waits for the outcome,
-	// so an error return always means nothing was written.
+	// so a context error always means nothing was written.
 	state atomic.Int32
 	done  chan error // buffered: the writer never blocks answering
 }
