@@ -133,11 +133,13 @@ run_tests() {
 	mkdir -p "$TMP/tmp"
 	chmod 0755 "$TMP/tmp"
 	# setsid: a process group of its own, which cleanup can stop as a whole.
+	# The output also goes to a file, for the summary's list of failures.
 	TMPDIR=$TMP/tmp CERTGATE_E2E=1 setsid go test "${race[@]}" -count=1 \
-		-timeout "${CHECK_TEST_TIMEOUT:-20m}" ./... &
+		-timeout "${CHECK_TEST_TIMEOUT:-20m}" ./... > >(tee "$TMP/go-test.log") 2>&1 &
 	TEST_PGID=$!
 	rc=0
 	wait "$TEST_PGID" || rc=$?
+	sleep 0.5 # let tee write the last lines
 	TEST_PGID=""
 	return "$rc"
 }
@@ -150,6 +152,10 @@ summary() {
 		printf '  %-28s %-16s %5ss\n' "$name" "$status" "$took"
 	done
 	printf '  %-28s %-16s %5ss\n' "total" "$([ "$FAILED" = 0 ] && echo PASS || echo FAIL)" "$total"
+	if [ -s "$TMP/go-test.log" ] && grep -qE '^(--- FAIL|FAIL|panic:)' "$TMP/go-test.log"; then
+		printf '\n  failed tests and packages:\n'
+		grep -E '^(--- FAIL|FAIL|panic:)' "$TMP/go-test.log" | grep -v '^FAIL$' | sed 's/^/    /'
+	fi
 }
 
 START=$(date +%s)
