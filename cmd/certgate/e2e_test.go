@@ -1123,8 +1123,7 @@ type e2ePostfix struct {
 // AUTH over mandatory STARTTLS, and stops it when the test ends.
 func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePostfix {
 	t.Helper()
-	dir := t.TempDir()
-	e2eMakeTraversable(t, dir)
+	dir := e2ePostfixDir(t)
 	p := &e2ePostfix{bin: requireTool(t, "postfix"), conf: filepath.Join(dir, "conf"), log: filepath.Join(dir, "maillog")}
 	queue := filepath.Join(dir, "queue")
 	for _, d := range []string{p.conf, queue} { // data_directory is left to Postfix: it must be mail_owner's
@@ -1281,26 +1280,46 @@ func e2ePostfixProcesses(conf string) []int {
 	return pids
 }
 
-// e2eMakeTraversable opens dir and its parent (both made by t.TempDir with
-// mode 0700) to other users: Postfix's daemons run as the postfix user and
-// must reach the queue. Higher directories must already allow it.
-func e2eMakeTraversable(t *testing.T, dir string) {
+// e2ePostfixDir returns an empty directory for a Postfix instance that
+// the postfix user can reach: Postfix's daemons run as that user and must
+// get to their queue. It is the test's temporary directory opened to others
+// (t.TempDir makes it and its parent 0700), or, when a directory above it is
+// closed (TMPDIR under a home directory, say), one under /tmp.
+func e2ePostfixDir(t *testing.T) string {
 	t.Helper()
+	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for d := filepath.Dir(filepath.Dir(dir)); ; d = filepath.Dir(d) {
-		fi, err := os.Stat(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm()&0o001 == 0 {
-			t.Fatalf("%s is not searchable by other users, so Postfix's daemons cannot reach their queue under %s; set TMPDIR to a directory they can reach", d, dir)
+	closed := e2eClosedAncestor(filepath.Dir(filepath.Dir(dir)))
+	if closed == "" {
+		return dir
+	}
+	alt, err := os.MkdirTemp("/tmp", "certgate-e2e-postfix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(alt) })
+	if err := os.Chmod(alt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if c := e2eClosedAncestor("/tmp"); c != "" {
+		e2eMissing(t, "neither %s nor %s is searchable by other users, so Postfix's daemons (user postfix) cannot reach a queue under %s or /tmp", closed, c, dir)
+	}
+	return alt
+}
+
+// e2eClosedAncestor returns the first of dir and the directories above it
+// that other users cannot search, or "".
+func e2eClosedAncestor(dir string) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return d
 		}
 		if d == filepath.Dir(d) {
-			return
+			return ""
 		}
 	}
 }
