@@ -30,6 +30,7 @@
 #                      into this file (needs perf)
 #   WAIT_IDLE=0        wait up to this many seconds for other processes to go quiet
 #                      (under 0.3 cores busy) before the load
+#   DKIM_ALGORITHM=rsa2048  or ed25519 (to see what RSA signing costs)
 #
 # Nothing listens beyond 127.0.0.1. Every wait is bounded.
 set -Eeuo pipefail
@@ -45,6 +46,7 @@ LOG_LEVEL=${LOG_LEVEL:-info}
 KEEP=${KEEP:-0}
 CERTGATE_BIN=${CERTGATE_BIN:-}
 PERF_DATA=${PERF_DATA:-}
+DKIM_ALGORITHM=${DKIM_ALGORITHM:-rsa2048}
 WAIT_IDLE=${WAIT_IDLE:-0}
 
 usage() { sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -124,7 +126,7 @@ fi
 CG=$WORK/certgate
 
 mkdir -p "$WORK/dkim" "$WORK/data"
-"$CG" dkim keygen --domain ca.example --selector bench --algorithm rsa2048 --out "$WORK/dkim" >/dev/null
+"$CG" dkim keygen --domain ca.example --selector bench --algorithm "$DKIM_ALGORITHM" --out "$WORK/dkim" >/dev/null
 KEY=$WORK/dkim/bench._domainkey.ca.example.pem
 TXT=$WORK/dkim/bench._domainkey.ca.example.txt
 [ -s "$KEY" ] && [ -s "$TXT" ] || die "certgate dkim keygen wrote no key"
@@ -285,6 +287,9 @@ sink_field() { # sink_field JSON KEY: a number from the sink's flat JSON
 proc_cpu() { # user+system seconds of a pid
 	awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print ($12 + $13) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
+proc_cpu_split() { # "user system" seconds of a pid
+	awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); print $12 / hz, $13 / hz}' "/proc/$1/stat" 2>/dev/null || echo 0 0
+}
 sys_cpu() { # "busy total" jiffies of the whole machine
 	awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat
 }
@@ -296,7 +301,6 @@ children_cpu() { # children_cpu FILE: user+system seconds of the reaped children
 SRC=(smtp-source -c -s "$SESSIONS" -m "$COUNT" -F "$MSG" -f sender@ca.example -t rcpt@sink.example)
 [ "$REUSE" = 1 ] && SRC+=(-d)
 SRC+=("127.0.0.1:$SMTP_PORT")
-log "load: ${SRC[*]} (message $MSG_BYTES bytes on the wire)"
 
 if [ "$WAIT_IDLE" -gt 0 ]; then
 	# A shared machine skews every figure: wait (bounded) for a quiet moment.
@@ -312,6 +316,8 @@ if [ "$WAIT_IDLE" -gt 0 ]; then
 		log "waiting for the machine to be idle ($busy cores in use by others)"
 	done
 fi
+log "load: ${SRC[*]} (message $MSG_BYTES bytes on the wire)"
+
 PERF_PID=
 if [ -n "$PERF_DATA" ]; then
 	perf record -F 499 -g -p "$CG_PID" -o "$PERF_DATA" >"$WORK/perf.log" 2>&1 &
@@ -320,15 +326,20 @@ if [ -n "$PERF_DATA" ]; then
 	sleep 0.5
 fi
 CG_CPU0=$(proc_cpu "$CG_PID")
+CG_SPLIT0=$(proc_cpu_split "$CG_PID")
 SINK_CPU0=$(proc_cpu "$SINK_PID")
 SYS0=$(sys_cpu)
 times >"$WORK/times0" # a builtin in this shell: a subshell would count only its own children
 LOADAVG=$(cut -d" " -f1-3 /proc/loadavg)
 T0=$(now)
-set +e
-timeout "$TIMEOUT" "${SRC[@]}" >"$WORK/smtp-source.out" 2>"$WORK/smtp-source.err"
-SRC_RC=$?
-set -e
+# In the background so that a signal to this script is handled at once
+# (bash runs traps only between foreground commands); wait reaps it, so
+# `times` counts its CPU.
+timeout "$TIMEOUT" "${SRC[@]}" >"$WORK/smtp-source.out" 2>"$WORK/smtp-source.err" &
+SRC_PID=$!
+PIDS+=("$SRC_PID")
+SRC_RC=0
+wait "$SRC_PID" || SRC_RC=$?
 T1=$(now)
 times >"$WORK/times1"
 SRC_CPU=$(echo "$(children_cpu "$WORK/times1") - $(children_cpu "$WORK/times0")" | bc -l)
@@ -357,6 +368,7 @@ done
 [ -n "$PERF_PID" ] && { kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null || true; }
 T2=$(now)
 CG_CPU1=$(proc_cpu "$CG_PID")
+CG_SPLIT1=$(proc_cpu_split "$CG_PID")
 SINK_CPU1=$(proc_cpu "$SINK_PID")
 SYS1=$(sys_cpu)
 CG_HWM=$(awk '/^VmHWM/ {print $2}' "/proc/$CG_PID/status")
@@ -418,6 +430,7 @@ E2E_RATE=n/a
 [ "${LAST_NS:-0}" -gt 0 ] && E2E_RATE=$(rate "$GOT" "$E2E_S")
 SINK_RATE=$(sink_field "$STATS" rate_per_s)
 CG_CPU=$(echo "$CG_CPU1 - $CG_CPU0" | bc -l)
+CG_SYS_PCT=$(echo "$CG_SPLIT0 $CG_SPLIT1" | awk '{u = $3 - $1; s = $4 - $2; if (u + s > 0) printf "%.0f", 100 * s / (u + s); else print 0}')
 SINK_CPU=$(echo "$SINK_CPU1 - $SINK_CPU0" | bc -l)
 WALL=$(echo "$T2 - $T0" | bc -l)
 SYS_BUSY=$(echo "$SYS0 $SYS1" | awk '{if ($4 > $2) printf "%.0f", 100 * ($3 - $1) / ($4 - $2); else print "?"}')
@@ -442,7 +455,7 @@ cat <<EOF
 certgate relay benchmark  ($(date -u +%FT%TZ), $(nproc) CPUs, $(go version | awk '{print $3}'))
   load:     ${SRC[*]}
   message:  $MSG_BYTES bytes (multipart: text, HTML, base64 certificate), 1 recipient each
-  certgate: RSA-2048 DKIM, SQLite spool (WAL, synchronous=FULL) in $WORK/data, log level $LOG_LEVEL
+  certgate: DKIM $DKIM_ALGORITHM, SQLite spool (WAL, synchronous=FULL) in $WORK/data, log level $LOG_LEVEL
   sink:     $SINK_SMTP, DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), after the 250)" || echo off)
 
   -----------------------------------------------------------------------------
@@ -455,8 +468,9 @@ certgate relay benchmark  ($(date -u +%FT%TZ), $(nproc) CPUs, $(go version | awk
   delivery latency p50 / p99 (accept -> sink)  $(quantile 0.5 certgate_delivery_latency_seconds) / $(quantile 0.99 certgate_delivery_latency_seconds)
   certgate peak RSS (VmHWM)                    $((CG_HWM / 1024)) MiB
   DKIM at the sink                             $DKIM   (verify waits $DKIM_WAITS)
-  CPU over $(f "$WALL") s, in cores:  certgate $(cores "$CG_CPU") ($(echo "scale=0; $CG_CPU * 1000000 / ($ACCEPTED + 1)" | bc -l) us/msg), smtp-source $(cores "$SRC_CPU"), sink $(cores "$SINK_CPU") (peak RSS $((SINK_HWM / 1024)) MiB),
-                                     everything else on the machine $(cores "$OTHER_CPU"); machine busy $SYS_BUSY% of $(nproc) CPUs
+  CPU, in cores over $(f "$WALL") s            certgate $(cores "$CG_CPU") ($(echo "scale=0; $CG_CPU * 1000000 / ($ACCEPTED + 1)" | bc -l) us/msg, $CG_SYS_PCT% in the kernel), smtp-source $(cores "$SRC_CPU"), sink $(cores "$SINK_CPU")
+                                               other processes $(cores "$OTHER_CPU"); machine busy $SYS_BUSY% of $(nproc) CPUs
+  sink peak RSS                                $((SINK_HWM / 1024)) MiB
   -----------------------------------------------------------------------------
   Accept latency is certgate's histogram certgate_smtp_accept_duration_seconds (end of
   DATA to reply: preparation, signing, durable spooling), interpolated within buckets.
@@ -466,6 +480,6 @@ if [ "$(echo "$OTHER_CPU / $WALL > 0.25" | bc -l)" = 1 ]; then
 	log "WARNING: other processes used $(cores "$OTHER_CPU") cores during the run (load average before: $LOADAVG); the figures understate certgate"
 fi
 if [ "$SRC_RC" != 0 ] || [ "$GOT" -lt "$ACCEPTED" ]; then
-	log "incomplete run; logs in $WORK (re-run with KEEP=1 to keep them)"
+	log "incomplete run (work dir $WORK$([ "$KEEP" = 1 ] || echo ", removed: re-run with KEEP=1 to keep its logs"))"
 	exit 1
 fi

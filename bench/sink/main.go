@@ -118,7 +118,7 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(st.snapshot(b.verify))
+		json.NewEncoder(w).Encode(st.snapshot(b.verify != nil))
 	})
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
@@ -147,7 +147,7 @@ wait:
 		select {
 		case s := <-sigs:
 			if s == syscall.SIGUSR1 {
-				printStats(st.snapshot(b.verify))
+				printStats(st.snapshot(b.verify != nil))
 				continue
 			}
 			break wait
@@ -171,7 +171,7 @@ wait:
 		}
 	}
 	hs.Shutdown(ctx)
-	printStats(st.snapshot(nil))
+	printStats(st.snapshot(b.verify != nil))
 }
 
 // stats are the sink's counters. Times are Unix nanoseconds.
@@ -181,7 +181,7 @@ type stats struct {
 	sessions, maxSessions       atomic.Int64
 	connections                 atomic.Int64
 	pass, fail, none            atomic.Int64
-	verifyWaits                 atomic.Int64
+	verifyWaits, queued         atomic.Int64
 
 	mu          sync.Mutex
 	failSamples []string
@@ -207,12 +207,12 @@ type DKIMStats struct {
 	Pass        int64    `json:"pass"`
 	Fail        int64    `json:"fail"`
 	None        int64    `json:"none"`
-	Pending     int      `json:"pending"`      // waiting in the queue now
+	Pending     int64    `json:"pending"`      // received but not yet verified
 	VerifyWaits int64    `json:"verify_waits"` // times a session waited for queue room
 	FailSamples []string `json:"fail_samples,omitempty"`
 }
 
-func (s *stats) snapshot(queue chan *bytes.Buffer) Snapshot {
+func (s *stats) snapshot(verifying bool) Snapshot {
 	out := Snapshot{
 		Messages: s.messages.Load(), Recipients: s.recipients.Load(), Bytes: s.bytes.Load(),
 		Connections: s.connections.Load(), Sessions: s.sessions.Load(), MaxSessions: s.maxSessions.Load(),
@@ -221,11 +221,11 @@ func (s *stats) snapshot(queue chan *bytes.Buffer) Snapshot {
 	if out.Messages > 1 && out.LastNS > out.FirstNS {
 		out.Rate = float64(out.Messages-1) / (float64(out.LastNS-out.FirstNS) / 1e9)
 	}
-	if p, f, n := s.pass.Load(), s.fail.Load(), s.none.Load(); queue != nil || p+f+n > 0 {
+	if p, f, n := s.pass.Load(), s.fail.Load(), s.none.Load(); verifying {
 		s.mu.Lock()
 		samples := append([]string(nil), s.failSamples...)
 		s.mu.Unlock()
-		out.DKIM = &DKIMStats{Pass: p, Fail: f, None: n, Pending: len(queue), VerifyWaits: s.verifyWaits.Load(), FailSamples: samples}
+		out.DKIM = &DKIMStats{Pass: p, Fail: f, None: n, Pending: s.queued.Load() - (p + f + n), VerifyWaits: s.verifyWaits.Load(), FailSamples: samples}
 	}
 	return out
 }
@@ -324,6 +324,9 @@ func (s *session) Data(r io.Reader) error {
 	if _, err := buf.ReadFrom(r); err != nil {
 		putBuffer(buf)
 		return err
+	}
+	if s.b.verify != nil {
+		s.b.stats.queued.Add(1) // before the message counts, so that pending never hides it
 	}
 	s.b.stats.received(buf.Len(), s.rcpts)
 	if s.b.dumpPath != "" && s.b.dumped.CompareAndSwap(false, true) {
