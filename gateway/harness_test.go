@@ -58,8 +58,7 @@ type envOptions struct {
 	respond      func(from, rcpt string) *smtp.SMTPError // scripted receiver replies (mailbox provider "inbox")
 	dir          string                                  // reuse a data dir (restart tests)
 	keys         []*signer.Key                           // reuse keys (restart tests)
-	noSims       bool
-	sinkDown     bool // route recipient mail to a closed port
+	sinkDown     bool                                    // route recipient mail to a closed port
 	defaultClass string
 }
 

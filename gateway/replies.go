@@ -29,7 +29,6 @@ var (
 	errAuthRequired = newReply(530, smtp.EnhancedCode{5, 7, 0}, "auth_required", "Authentication required")
 	// RFC 4954 6: 538 5.7.11 when the mechanism needs TLS first.
 	errEncryptionRequired = newReply(538, smtp.EnhancedCode{5, 7, 11}, "tls_required", "Encryption required for requested authentication mechanism")
-	errAuthFailed         = newReply(535, smtp.EnhancedCode{5, 7, 8}, "auth_failed", "Authentication credentials invalid")
 	errTooManyRecipients  = newReply(452, smtp.EnhancedCode{4, 5, 3}, "recipients", "Too many recipients") // RFC 5321 4.5.3.1.10
 	errNeedMail           = newReply(503, smtp.EnhancedCode{5, 5, 1}, "sequence", "MAIL FROM first")
 	errSmuggling          = newReply(550, smtp.EnhancedCode{5, 6, 0}, "smuggling", "Message contains a bare CR or LF; lines must end in CRLF (RFC 5321 2.3.8)")
