@@ -117,11 +117,11 @@ trap 'exit 130' INT TERM
 
 # --- build ------------------------------------------------------------------
 log "building into $WORK"
-(cd "$REPO" && timeout 600 go build -o "$WORK/sink" ./bench/sink) || die "building bench/sink"
+(cd "$REPO" && timeout 600 go build -buildvcs=false -o "$WORK/sink" ./bench/sink) || die "building bench/sink"
 if [ -n "$CERTGATE_BIN" ]; then
 	cp "$CERTGATE_BIN" "$WORK/certgate"
 else
-	(cd "$REPO" && timeout 600 go build -o "$WORK/certgate" ./cmd/certgate) || die "building certgate"
+	(cd "$REPO" && timeout 600 go build -buildvcs=false -o "$WORK/certgate" ./cmd/certgate) || die "building certgate"
 fi
 CG=$WORK/certgate
 
