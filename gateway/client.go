@@ -39,6 +39,9 @@ type Result struct {
 	Enhanced string // enhanced status code, "" if none
 	Text     string // reply text or the local error
 	Network  bool   // no SMTP reply: connection or timeout failure
+	// Stale: a reused connection failed before MAIL was answered; the
+	// server closed it while idle, and the message was not attempted.
+	Stale bool
 }
 
 func (r Result) String() string {
@@ -272,7 +275,9 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	c.Sent++
 	c.dirty = true
 	if err := c.c.Mail(from, &smtp.MailOptions{Size: int64(len(data))}); err != nil {
-		return resultOf(c.Host, err)
+		res := resultOf(c.Host, err)
+		res.Stale = res.Network && c.Sent > 1
+		return res
 	}
 	if err := c.c.Rcpt(to, nil); err != nil {
 		return resultOf(c.Host, err)

@@ -270,3 +270,60 @@ func TestDeliverThroughSmarthostWithAuth(t *testing.T) {
 		t.Fatalf("wrong smarthost password: conn %v, result %v", c != nil, res)
 	}
 }
+
+// A connection the server closed while it sat in the pool fails at MAIL;
+// that is reported as stale, not as an attempt at the message.
+func TestStaleReusedConnection(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		r := bufio.NewReader(c)
+		w := func(s string) { c.Write([]byte(s + "\r\n")) }
+		w("220 mx.example ESMTP")
+		inData := false
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch {
+			case inData && line == ".\r\n":
+				w("250 2.0.0 queued")
+				return // then drop the connection, as an idle timeout would
+			case inData:
+			case strings.HasPrefix(strings.ToUpper(line), "EHLO"):
+				w("250 mx.example")
+			case strings.HasPrefix(strings.ToUpper(line), "DATA"):
+				inData = true
+				w("354 go ahead")
+			default:
+				w("250 2.0.0 ok")
+			}
+		}
+	}()
+	host, port, _ := net.SplitHostPort(l.Addr().String())
+	portN, _ := strconv.Atoi(port)
+	d := &Dialer{Hostname: "out.ca.example", Resolver: StaticResolver{Hosts: map[string][]string{"mx.example": {host}}},
+		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
+	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: portN, TLS: TLSNone})
+	if c == nil {
+		t.Fatal(res)
+	}
+	defer c.Close()
+	if r := c.Send("a@ca.example", "b@x.example", plainMsg); r.Code != 250 {
+		t.Fatalf("first send: %v", r)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if r := c.Send("a@ca.example", "c@x.example", plainMsg); !r.Stale || !r.Network {
+		t.Fatalf("second send on a dropped connection: %+v, want stale", r)
+	}
+}

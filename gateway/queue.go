@@ -186,7 +186,7 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	q.mu.Lock()
 	l := q.lanes[pl.Key()]
 	if l == nil {
-		l = &lane{q: q, pl: pl}
+		l = &lane{q: q, pl: pl, arrived: make(chan struct{})}
 		l.ready[0].init()
 		l.ready[1].init()
 		q.lanes[pl.Key()] = l
@@ -194,6 +194,8 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	it.lane = l
 	it.readyAt = q.now()
 	l.ready[classIndex(it.class)].push(it)
+	close(l.arrived) // wake idle workers
+	l.arrived = make(chan struct{})
 	spawn := l.workers < pl.ConnectionLimit() && l.workers < l.size()
 	if spawn {
 		l.workers++
@@ -222,12 +224,19 @@ func classIndex(c policy.Class) int {
 	return 1
 }
 
+// connectionIdleTime is how long a worker keeps its connection open for
+// more mail after its lane runs dry (Postfix's connection cache keeps 2s):
+// long enough to ride out the gaps of a wave, short enough not to hog the
+// receiver.
+const connectionIdleTime = 2 * time.Second
+
 // lane is the runtime side of a policy lane: ready items and workers.
 type lane struct {
 	q       *Queue
 	pl      *policy.Lane
 	ready   [2]destQueues // [0] transactional, [1] bulk
 	workers int
+	arrived chan struct{} // closed and replaced when an item arrives
 }
 
 func (l *lane) size() int { return l.ready[0].n + l.ready[1].n }
@@ -241,6 +250,38 @@ func (l *lane) pop(preferKey string) *item {
 		}
 	}
 	return nil
+}
+
+// awaitWork returns true when the lane has work for this worker. A worker
+// holding a connection waits up to connectionIdleTime for more before it
+// gives up its place; false means the worker has left the lane.
+func (l *lane) awaitWork(hasConn bool) bool {
+	q := l.q
+	var timer *time.Timer
+	for {
+		q.mu.Lock()
+		if q.ctx.Err() == nil && l.size() > 0 {
+			q.mu.Unlock()
+			return true
+		}
+		if q.ctx.Err() != nil || !hasConn {
+			l.workers--
+			q.mu.Unlock()
+			return false
+		}
+		arrived := l.arrived
+		q.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(connectionIdleTime)
+			defer timer.Stop()
+		}
+		select {
+		case <-arrived:
+		case <-q.ctx.Done():
+		case <-timer.C:
+			hasConn = false // idle long enough: leave on the next check
+		}
+	}
 }
 
 // takeDest removes every ready item bound for one destination. Called
@@ -266,13 +307,9 @@ func (l *lane) work() {
 		}
 	}()
 	for {
-		q.mu.Lock()
-		if l.size() == 0 || q.ctx.Err() != nil {
-			l.workers--
-			q.mu.Unlock()
+		if !l.awaitWork(conn != nil) {
 			return
 		}
-		q.mu.Unlock()
 		if _, err := l.pl.Wait(q.ctx); err != nil {
 			q.mu.Lock()
 			l.workers--
@@ -285,12 +322,10 @@ func (l *lane) work() {
 		}
 		q.mu.Lock()
 		it := l.pop(prefer)
-		if it == nil {
-			l.workers--
-			q.mu.Unlock()
-			return
-		}
 		q.mu.Unlock()
+		if it == nil {
+			continue // another worker took it; wait for more or leave
+		}
 		q.metrics.ShapingWait.WithLabelValues(l.pl.Name(), string(it.class)).Observe(q.now().Sub(it.readyAt).Seconds())
 
 		if conn != nil && (conn.Dest.Key != it.dest.Key || conn.Sent >= l.pl.MaxDeliveriesPerConnection()) {
@@ -321,6 +356,18 @@ func (l *lane) work() {
 		}
 		start := time.Now()
 		res := conn.Send(it.p.MailFrom, it.p.Address, data)
+		if res.Stale {
+			// The server dropped the connection while it sat idle: that
+			// is no attempt at this message, so go again on a fresh one.
+			conn.c.Close()
+			var dres Result
+			if conn, dres = q.dialer.Dial(q.ctx, it.dest); conn == nil {
+				q.finish(it, l.pl.Name(), dres, nil)
+				continue
+			}
+			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
+			res = conn.Send(it.p.MailFrom, it.p.Address, data)
+		}
 		q.metrics.DeliveryDuration.WithLabelValues(l.pl.Name()).Observe(time.Since(start).Seconds())
 		if res.Network || res.Code == 421 {
 			conn.c.Close() // RFC 5321 3.8: 421 means the server is closing

@@ -605,3 +605,24 @@ func TestDeadDestinationDefersItsWholeQueue(t *testing.T) {
 		t.Fatalf("%d items went through shaping to reach a dead MX, want the queue deferred together", n)
 	}
 }
+
+// Gaps in a wave shorter than the idle time do not cost a new connection.
+func TestConnectionKeptAcrossGaps(t *testing.T) {
+	e := newEnv(t, envOptions{providers: []config.Provider{{Name: "gmail", ConnectionLimit: 1}}})
+	c := e.client()
+	g := e.sims["google"]
+	for i := 0; i < 5; i++ {
+		if err := e.send(c, "certificados@ca.example", []string{fmt.Sprintf("gap%d@gmail.com", i)}, sample(t, "04-pt-token-transactional.eml")); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := g.WaitFor(ctx, i+1); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		time.Sleep(200 * time.Millisecond) // the lane is empty for a moment
+	}
+	if st := g.Stats(); st.Connections != 1 || st.DeliveriesPerConnectionMax != 5 {
+		t.Fatalf("%d connections, at most %d deliveries on one; want 1 connection carrying all 5", st.Connections, st.DeliveriesPerConnectionMax)
+	}
+}
