@@ -171,10 +171,10 @@ func (b *e2eBuild) remove() {
 	}
 }
 
-// certgateBinary builds the certgate binary once and returns its path. It
+// e2eCertgateBinary builds the certgate binary once and returns its path. It
 // is built with -race when the tests are, so that a data race in the daemon
 // under the end-to-end traffic fails the test too.
-func certgateBinary(t testing.TB) string {
+func e2eCertgateBinary(t testing.TB) string {
 	t.Helper()
 	e2eBinary.once.Do(func() {
 		goTool, err := exec.LookPath("go") // go test puts GOROOT/bin first in PATH
@@ -405,7 +405,7 @@ func e2eTXTStrings(s string) (string, error) {
 			case c == '"':
 				closed = true
 				i++
-			case c == '\\' && i+3 < len(s) && isDigits(s[i+1:i+4]):
+			case c == '\\' && i+3 < len(s) && e2eIsDigits(s[i+1:i+4]):
 				n, _ := strconv.Atoi(s[i+1 : i+4])
 				b.WriteByte(byte(n))
 				i += 4
@@ -425,7 +425,7 @@ func e2eTXTStrings(s string) (string, error) {
 	return b.String(), nil
 }
 
-func isDigits(s string) bool {
+func e2eIsDigits(s string) bool {
 	for _, c := range s {
 		if c < '0' || c > '9' {
 			return false
@@ -527,7 +527,7 @@ var e2eRcptDomains = []string{"empresa.example", "client.example", "loja.example
 // configuration and starts "certgate serve".
 func newE2ESetup(t *testing.T) *e2eSetup {
 	t.Helper()
-	s := &e2eSetup{t: t, bin: certgateBinary(t), dir: t.TempDir(), mxHost: "mx.e2e.example",
+	s := &e2eSetup{t: t, bin: e2eCertgateBinary(t), dir: t.TempDir(), mxHost: "mx.e2e.example",
 		username: "issuer-app", samples: e2eSamples(t)}
 	s.password = e2eRandomHex(t, 12)
 	s.token = e2eRandomHex(t, 24)
@@ -1331,7 +1331,7 @@ func e2eClosedAncestor(dir string) string {
 // key. The same file goes through run() in-process, and a good file passes.
 func TestE2ECheckConfig(t *testing.T) {
 	e2eStart(t)
-	bin := certgateBinary(t)
+	bin := e2eCertgateBinary(t)
 	dir := t.TempDir()
 	cert, key, _ := e2eSelfSigned(t, dir, "relay.e2e.example")
 	k := e2eKeygen(t, bin, filepath.Join(dir, "dkim"), "ca.example", "rsa2026", "rsa2048")
