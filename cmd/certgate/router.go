@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 
 	"github.com/certgate/certgate/config"
@@ -88,6 +89,12 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 		}
 	})
 	mux.Handle("GET /api/v1/messages/{id}", requireScope(tokens, "read", gateway.MessageHandler(d.store, d.log)))
+	// Profiling a live relay under load is how throughput problems are
+	// found; it reveals internals, so it takes the admin scope.
+	mux.Handle("GET /debug/pprof/", requireScope(tokens, "admin", http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", requireScope(tokens, "admin", http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", requireScope(tokens, "admin", http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /debug/pprof/symbol", requireScope(tokens, "admin", http.HandlerFunc(pprof.Symbol)))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		gateway.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
