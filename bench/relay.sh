@@ -31,6 +31,10 @@
 #   WAIT_IDLE=0        wait up to this many seconds for other processes to go quiet
 #                      (under 0.3 cores busy) before the load
 #   DKIM_ALGORITHM=rsa2048  or ed25519 (to see what RSA signing costs)
+#   PROFILE=           write a CPU profile of certgate during the load to this
+#                      file, from its /debug/pprof (admin token); read it with
+#                      `go tool pprof -top FILE`
+#   PROFILE_SECONDS=8  how long to profile
 #
 # Nothing listens beyond 127.0.0.1. Every wait is bounded.
 set -Eeuo pipefail
@@ -47,6 +51,8 @@ KEEP=${KEEP:-0}
 CERTGATE_BIN=${CERTGATE_BIN:-}
 PERF_DATA=${PERF_DATA:-}
 DKIM_ALGORITHM=${DKIM_ALGORITHM:-rsa2048}
+PROFILE=${PROFILE:-}
+PROFILE_SECONDS=${PROFILE_SECONDS:-8}
 WAIT_IDLE=${WAIT_IDLE:-0}
 
 usage() { sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -251,9 +257,12 @@ delivery:
     - {domains: ["*"], host: "$SINK_SMTP", tls: none}
 providers:
   - {name: sink, domains: [sink.example], max_message_rate: "0", connection_limit: 50, max_deliveries_per_connection: 1000}
+api:
+  tokens: [{name: bench, token_file: $WORK/admin-token, scopes: [admin]}]
 log: {level: $LOG_LEVEL}
 EOF
 }
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/admin-token"
 CG_PID=
 for attempt in 1 2 3 4 5; do
 	SMTP_PORT=$(pick_port)
@@ -325,6 +334,13 @@ if [ -n "$PERF_DATA" ]; then
 	PIDS+=("$PERF_PID")
 	sleep 0.5
 fi
+PROF_PID=
+if [ -n "$PROFILE" ]; then
+	curl -fsS -m $((PROFILE_SECONDS + 30)) -H "Authorization: Bearer $(cat "$WORK/admin-token")" \
+		-o "$PROFILE" "$METRICS/debug/pprof/profile?seconds=$PROFILE_SECONDS" &
+	PROF_PID=$!
+	PIDS+=("$PROF_PID")
+fi
 CG_CPU0=$(proc_cpu "$CG_PID")
 CG_SPLIT0=$(proc_cpu_split "$CG_PID")
 SINK_CPU0=$(proc_cpu "$SINK_PID")
@@ -366,6 +382,9 @@ while :; do
 	sleep 0.2
 done
 [ -n "$PERF_PID" ] && { kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null || true; }
+if [ -n "$PROF_PID" ]; then
+	if wait "$PROF_PID"; then log "CPU profile in $PROFILE"; else log "CPU profile failed"; fi
+fi
 T2=$(now)
 CG_CPU1=$(proc_cpu "$CG_PID")
 CG_SPLIT1=$(proc_cpu_split "$CG_PID")
