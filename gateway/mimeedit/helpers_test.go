@@ -8,7 +8,8 @@ import (
 	"testing"
 )
 
-const sampleDir = "../../../shared/testdata/mail"
+// The shared sample certificate mails, kept in the repo once (the demo embeds them).
+const sampleDir = "../../cmd/certgate/demomail"
 
 type sample struct {
 	name string

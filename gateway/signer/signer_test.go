@@ -20,7 +20,8 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 )
 
-const sampleDir = "../../../shared/testdata/mail"
+// The shared sample certificate mails, kept in the repo once (the demo embeds them).
+const sampleDir = "../../cmd/certgate/demomail"
 
 type sample struct {
 	name string
