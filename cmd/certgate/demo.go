@@ -161,6 +161,11 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	for _, s := range sims {
 		out("  simulated provider %-9s MX %-45s at %s", s.Name(), s.MXHost(), s.Addr())
 	}
+	var limits []string
+	for _, p := range cfg.Providers {
+		limits = append(limits, fmt.Sprintf("%s %s over %d connections", p.Name, p.MaxMessageRate, p.ConnectionLimit))
+	}
+	out("  shaping lanes (matched by domain or MX name): %s", strings.Join(limits, ", "))
 
 	// The wave: bulk certificate mail to every provider, then urgent tokens.
 	wave, err := demoWave(*bulk, *urgent)
