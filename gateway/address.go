@@ -6,7 +6,10 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-var errBadAddress = newReply(553, smtp.EnhancedCode{5, 1, 3}, "syntax", "Address syntax not accepted: use a plain local-part@domain")
+var (
+	errBadAddress = newReply(553, smtp.EnhancedCode{5, 1, 3}, "syntax", "Address syntax not accepted: use a plain local-part@domain")
+	errBadSender  = newReply(553, smtp.EnhancedCode{5, 1, 7}, "syntax", "Sender address syntax not accepted: use a plain local-part@domain")
+)
 
 // parseAddress validates an envelope address as go-smtp hands it over and
 // returns it with its domain lower-cased. go-smtp has already dropped any

@@ -38,7 +38,10 @@ type Result struct {
 	Code     int    // SMTP reply code; 0 when no reply was had
 	Enhanced string // enhanced status code, "" if none
 	Text     string // reply text or the local error
-	Network  bool   // no SMTP reply: connection or timeout failure
+	// Network: not a reply to this message's transaction: the connection
+	// or a timeout failed, or the host refused the session itself (greeting,
+	// EHLO, STARTTLS, AUTH). Such failures defer; they never bounce.
+	Network bool
 	// Stale: a reused connection failed before MAIL was answered; the
 	// server closed it while idle, and the message was not attempted.
 	Stale bool
@@ -56,18 +59,30 @@ func (r Result) String() string {
 
 // Conn is an open SMTP session with one host, reused for several messages.
 type Conn struct {
-	c     *smtp.Client
-	Host  string
-	Dest  *Destination
-	TLS   bool
-	Sent  int
-	dirty bool // a transaction failed part way: RSET before the next
+	c           *smtp.Client
+	nc          net.Conn // what go-smtp reads and writes, for the DATA deadline
+	dataTimeout time.Duration
+	Host        string
+	Dest        *Destination
+	TLS         bool
+	Sent        int
+	LastUsed    time.Time
+	dirty       bool // a transaction failed part way: RSET before the next
 }
+
+// tlsFailure marks a STARTTLS handshake that failed after the server
+// agreed to it: only then may opportunistic delivery retry in plaintext.
+type tlsFailure struct{ error }
+
+func (e tlsFailure) Unwrap() error { return e.error }
 
 const noTLSMemory = time.Hour
 
-// Dial connects to the first host of dest that answers with a greeting,
-// following RFC 5321 5.1: every MX in order, every address of each.
+// Dial connects to the first host of dest that accepts a session,
+// following RFC 5321 5.1: every MX in order, every address of each. A host
+// that greets with 5xx is skipped like one that does not answer (Postfix's
+// smtp_skip_5xx_greeting). No failure here is about a message, so none
+// bounces: the result is always marked Network.
 func (d *Dialer) Dial(ctx context.Context, dest *Destination) (*Conn, Result) {
 	last := Result{Network: true, Text: "no host to connect to"}
 	for _, host := range dest.Hosts {
@@ -81,10 +96,8 @@ func (d *Dialer) Dial(ctx context.Context, dest *Destination) (*Conn, Result) {
 			if c != nil {
 				return c, res
 			}
+			res.Network = true
 			last = res
-			if res.Code >= 500 && dest.TLS != TLSRequired {
-				return nil, res // a 5xx greeting or EHLO is final for the domain
-			}
 		}
 	}
 	return nil, last
@@ -92,12 +105,12 @@ func (d *Dialer) Dial(ctx context.Context, dest *Destination) (*Conn, Result) {
 
 func (d *Dialer) dialHost(ctx context.Context, dest *Destination, host, addr string) (*Conn, Result) {
 	useTLS := dest.TLS == TLSRequired || (dest.TLS == TLSOpportunistic && !d.tlsBroken(host))
-	c, res := d.open(ctx, dest, host, addr, useTLS)
-	if c == nil && useTLS && dest.TLS == TLSOpportunistic && res.Code == 0 {
-		// go-smtp has no opportunistic STARTTLS: a failed handshake leaves
-		// the connection unusable, so redial in plaintext, as the route allows.
+	c, res, tlsFailed := d.open(ctx, dest, host, addr, useTLS)
+	if c == nil && tlsFailed && dest.TLS == TLSOpportunistic {
+		// A failed handshake leaves the connection unusable: redial in
+		// plaintext, as the route allows, and remember the host for a while.
 		d.markTLSBroken(host)
-		c, res = d.open(ctx, dest, host, addr, false)
+		c, res, _ = d.open(ctx, dest, host, addr, false)
 	}
 	if c == nil {
 		return nil, res
@@ -115,13 +128,15 @@ func (d *Dialer) dialHost(ctx context.Context, dest *Destination, host, addr str
 	return c, res
 }
 
-func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string, useTLS bool) (*Conn, Result) {
+// open makes one session with one address; tlsFailed reports a handshake
+// that failed after the server agreed to STARTTLS.
+func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string, useTLS bool) (_ *Conn, _ Result, tlsFailed bool) {
 	dctx, cancel := context.WithTimeout(ctx, d.ConnectTimeout)
 	defer cancel()
 	var nd net.Dialer
 	raw, err := nd.DialContext(dctx, "tcp", addr)
 	if err != nil {
-		return nil, Result{Host: host, Network: true, Text: "connect: " + err.Error()}
+		return nil, Result{Host: host, Network: true, Text: "connect: " + err.Error()}, false
 	}
 	deadline, _ := dctx.Deadline()
 	raw.SetDeadline(deadline)
@@ -133,13 +148,14 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 			raw.Close()
 			var se *smtp.SMTPError
 			if errors.As(err, &se) {
-				return nil, resultOf(host, err)
+				return nil, resultOf(host, err), false
 			}
-			return nil, Result{Host: host, Network: true, Text: "starttls: " + err.Error()}
+			var tf tlsFailure
+			return nil, Result{Host: host, Network: true, Text: "starttls: " + err.Error()}, errors.As(err, &tf)
 		}
 		if !tlsOn && dest.TLS == TLSRequired {
 			raw.Close()
-			return nil, Result{Host: host, Network: true, Text: "TLS required by route, but the server does not offer STARTTLS"}
+			return nil, Result{Host: host, Network: true, Text: "TLS required by route, but the server does not offer STARTTLS"}, false
 		}
 	}
 	c := smtp.NewClient(conn)
@@ -147,10 +163,10 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 	c.SubmissionTimeout = d.DataTimeout
 	if err := c.Hello(d.Hostname); err != nil {
 		c.Close()
-		return nil, resultOf(host, err)
+		return nil, resultOf(host, err), false
 	}
 	raw.SetDeadline(time.Time{})
-	return &Conn{c: c, Host: host, Dest: dest, TLS: tlsOn}, Result{Host: host}
+	return &Conn{c: c, nc: conn, dataTimeout: d.DataTimeout, Host: host, Dest: dest, TLS: tlsOn, LastUsed: time.Now()}, Result{Host: host}, false
 }
 
 // startTLS reads the greeting, says EHLO and, when STARTTLS is offered,
@@ -165,12 +181,20 @@ func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Con
 	} else if code != 220 {
 		return nil, false, &smtp.SMTPError{Code: code, Message: text}
 	}
+	plain := func() net.Conn {
+		// Go on in plaintext on this connection; go-smtp greets again
+		// (EHLO, or HELO if EHLO is refused).
+		return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), br)}
+	}
 	fmt.Fprintf(raw, "EHLO %s\r\n", d.Hostname)
 	code, text, err := readReply(br)
 	if err != nil {
 		return nil, false, err
 	}
 	if code != 250 {
+		if code >= 500 && code < 600 && dest.TLS != TLSRequired {
+			return plain(), false, nil // no EHLO, so no STARTTLS (RFC 3207 4)
+		}
 		return nil, false, &smtp.SMTPError{Code: code, Message: text}
 	}
 	offered := false
@@ -180,13 +204,17 @@ func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Con
 		}
 	}
 	if !offered {
-		// Keep going in plaintext on this connection; go-smtp EHLOs again.
-		return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), br)}, false, nil
+		return plain(), false, nil
 	}
 	fmt.Fprintf(raw, "STARTTLS\r\n")
 	if code, text, err = readReply(br); err != nil {
 		return nil, false, err
 	} else if code != 220 {
+		// RFC 3207 4: 454 "TLS not available"; the session goes on in
+		// plaintext, which only an opportunistic route accepts.
+		if dest.TLS != TLSRequired {
+			return plain(), false, nil
+		}
 		return nil, false, &smtp.SMTPError{Code: code, Message: text}
 	}
 	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
@@ -201,7 +229,7 @@ func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Con
 	}
 	tc := tls.Client(raw, conf)
 	if err := tc.Handshake(); err != nil {
-		return nil, false, err
+		return nil, false, tlsFailure{err}
 	}
 	return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), tc)}, true, nil
 }
@@ -266,9 +294,13 @@ func (d *Dialer) markTLSBroken(host string) {
 // Send delivers one copy in one transaction. The connection stays usable
 // unless the result is a network failure.
 func (c *Conn) Send(from, to string, data []byte) Result {
+	c.LastUsed = time.Now()
 	if c.dirty {
 		if err := c.c.Reset(); err != nil {
-			return resultOf(c.Host, err)
+			// Nothing of this message was sent: not an attempt.
+			res := resultOf(c.Host, err)
+			res.Stale, res.Network = true, true
+			return res
 		}
 		c.dirty = false
 	}
@@ -286,7 +318,13 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	if err != nil {
 		return resultOf(c.Host, err)
 	}
-	if _, err := w.Write(data); err != nil {
+	// go-smtp clears the deadline once DATA is answered and sets one only
+	// for the final reply: a receiver that stops reading must not hold
+	// this worker for ever.
+	c.nc.SetWriteDeadline(time.Now().Add(c.dataTimeout))
+	_, err = w.Write(data)
+	c.nc.SetWriteDeadline(time.Time{})
+	if err != nil {
 		w.Close()
 		return resultOf(c.Host, err)
 	}

@@ -118,7 +118,17 @@ func oneLine(s string) string {
 func wrapText(s string, width int) []string {
 	var lines []string
 	var cur strings.Builder
+	var words []string
 	for _, word := range strings.Fields(s) {
+		// A token longer than a line is cut, so that no line of the DSN
+		// can exceed RFC 5322's 998 octets whatever a receiver replied.
+		for len(word) > width {
+			words = append(words, word[:width])
+			word = word[width:]
+		}
+		words = append(words, word)
+	}
+	for _, word := range words {
 		if cur.Len() > 0 && cur.Len()+1+len(word) > width {
 			lines = append(lines, cur.String())
 			cur.Reset()

@@ -163,6 +163,9 @@ func (q *Queue) route(it *item) {
 		ctx, cancel := context.WithTimeout(q.ctx, 30*time.Second)
 		defer cancel()
 		dest, err := q.router.Resolve(ctx, it.p.Domain)
+		if err != nil && q.ctx.Err() != nil {
+			return // cut short by shutdown: no attempt; the store still has it
+		}
 		if err != nil {
 			var perm permanentError
 			res := Result{Network: true, Text: err.Error()}
@@ -200,8 +203,8 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	if spawn {
 		l.workers++
 	}
+	q.regauge(it, pl.Name()) // under q.mu: finish may already hold the item
 	q.mu.Unlock()
-	q.regauge(it, pl.Name())
 	if spawn {
 		q.wg.Add(1)
 		go l.work()
@@ -284,6 +287,13 @@ func (l *lane) awaitWork(hasConn bool) bool {
 	}
 }
 
+// leave gives up the worker's place in the lane.
+func (l *lane) leave() {
+	l.q.mu.Lock()
+	l.workers--
+	l.q.mu.Unlock()
+}
+
 // takeDest removes every ready item bound for one destination. Called
 // with q.mu held.
 func (l *lane) takeDest(key string) []*item {
@@ -311,9 +321,7 @@ func (l *lane) work() {
 			return
 		}
 		if _, err := l.pl.Wait(q.ctx); err != nil {
-			q.mu.Lock()
-			l.workers--
-			q.mu.Unlock()
+			l.leave()
 			return
 		}
 		prefer := ""
@@ -328,13 +336,21 @@ func (l *lane) work() {
 		}
 		q.metrics.ShapingWait.WithLabelValues(l.pl.Name(), string(it.class)).Observe(q.now().Sub(it.readyAt).Seconds())
 
-		if conn != nil && (conn.Dest.Key != it.dest.Key || conn.Sent >= l.pl.MaxDeliveriesPerConnection()) {
+		// A slow lane's rate can keep a connection idle longer than a
+		// receiver waits; such a connection is not worth trying.
+		if conn != nil && (conn.Dest.Key != it.dest.Key || conn.Sent >= l.pl.MaxDeliveriesPerConnection() ||
+			time.Since(conn.LastUsed) > connectionIdleTime) {
 			conn.Close()
 			conn = nil
 		}
 		if conn == nil {
 			var res Result
 			conn, res = q.dialer.Dial(q.ctx, it.dest)
+			if conn == nil && q.ctx.Err() != nil {
+				q.requeueOnStop(it)
+				l.leave()
+				return
+			}
 			if conn == nil {
 				// The destination is down for everything queued to it: defer
 				// the lot now instead of spending a rate slot on each.
@@ -349,6 +365,11 @@ func (l *lane) work() {
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
 		}
 		data, err := q.store.Data(q.ctx, it.p.RecipientID)
+		if err != nil && q.ctx.Err() != nil {
+			q.requeueOnStop(it)
+			l.leave()
+			return
+		}
 		if err != nil {
 			q.log.Error("queue: reading message data", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
 			q.finish(it, l.pl.Name(), Result{Network: true, Text: "local: message data unavailable"}, nil)
@@ -410,7 +431,11 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 			data, _ = q.store.Data(context.Background(), it.p.RecipientID)
 		}
 		if err := q.bouncer.Bounce(context.Background(), it.p, res, data); err != nil {
-			q.log.Error("queue: generating DSN", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+			// Recording a bounce whose DSN was lost would leave the sender
+			// unaware: keep the recipient and try again later.
+			q.log.Error("queue: generating DSN; recipient deferred", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+			a.State, a.NextAttempt, result = store.StateQueued, now.Add(time.Minute), "deferred"
+			a.Reply = "DSN could not be generated; last: " + res.String()
 		}
 	}
 	// Recorded even while shutting down: the attempt happened.
@@ -429,6 +454,15 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	if a.State == store.StateDelivered {
 		q.metrics.DeliveryLatency.WithLabelValues(provider, string(it.class)).Observe(lat.Seconds())
 	}
+	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
+	q.mu.Lock()
+	q.count--
+	q.mu.Unlock()
+}
+
+// requeueOnStop drops an item picked up as the queue stopped: it was not
+// attempted, and the store still lists it for the next start.
+func (q *Queue) requeueOnStop(it *item) {
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
 	q.mu.Lock()
 	q.count--

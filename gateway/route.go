@@ -52,6 +52,7 @@ type permanentError struct{ error }
 func (e permanentError) Unwrap() error { return e.error }
 
 type route struct {
+	index   int // position in delivery.routes: part of every destination key
 	domains []string
 	mx      bool
 	host    string
@@ -70,9 +71,16 @@ type Router struct {
 	resolver Resolver
 	mxPort   int
 
-	mu    sync.Mutex
-	cache map[string]cachedDest
-	ttl   time.Duration
+	mu       sync.Mutex
+	cache    map[string]cachedDest
+	inflight map[string]*resolveCall // one lookup per domain at a time
+	ttl      time.Duration
+}
+
+type resolveCall struct {
+	done chan struct{}
+	dest *Destination
+	err  error
 }
 
 type cachedDest struct {
@@ -83,12 +91,12 @@ type cachedDest struct {
 
 // NewRouter builds the routes; readSecret reads smarthost passwords.
 func NewRouter(cfg config.Delivery, resolver Resolver, readSecret func(file, env string) (string, error)) (*Router, error) {
-	r := &Router{resolver: resolver, mxPort: cfg.MXPort, cache: map[string]cachedDest{}, ttl: 5 * time.Minute}
+	r := &Router{resolver: resolver, mxPort: cfg.MXPort, cache: map[string]cachedDest{}, inflight: map[string]*resolveCall{}, ttl: 5 * time.Minute}
 	if r.mxPort == 0 {
 		r.mxPort = 25
 	}
 	for i, rc := range cfg.Routes {
-		rt := route{mx: rc.MX, tls: TLSMode(rc.TLS)}
+		rt := route{index: i, mx: rc.MX, tls: TLSMode(rc.TLS)}
 		if rt.tls == "" {
 			rt.tls = TLSOpportunistic
 		}
@@ -141,24 +149,41 @@ func (r *Router) match(domain string) *route {
 }
 
 // Resolve returns the destination for a recipient domain. A permanentError
-// means the domain cannot receive mail at all.
+// means the domain cannot receive mail at all. A wave of recipients at one
+// domain shares one lookup.
 func (r *Router) Resolve(ctx context.Context, domain string) (*Destination, error) {
 	now := time.Now()
 	r.mu.Lock()
-	c, ok := r.cache[domain]
-	r.mu.Unlock()
-	if ok && now.Before(c.expires) {
+	if c, ok := r.cache[domain]; ok && now.Before(c.expires) {
+		r.mu.Unlock()
 		return c.dest, c.err
 	}
-	dest, err := r.resolve(ctx, domain)
+	if call, ok := r.inflight[domain]; ok {
+		r.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.dest, call.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	call := &resolveCall{done: make(chan struct{})}
+	r.inflight[domain] = call
+	r.mu.Unlock()
+
+	call.dest, call.err = r.resolve(ctx, domain)
 	ttl := r.ttl
-	if err != nil {
+	if call.err != nil {
 		ttl = 30 * time.Second // retry lookups soon after a failure
 	}
 	r.mu.Lock()
-	r.cache[domain] = cachedDest{dest, err, now.Add(ttl)}
+	delete(r.inflight, domain)
+	if ctx.Err() == nil { // a lookup cut short by shutdown says nothing
+		r.cache[domain] = cachedDest{call.dest, call.err, now.Add(ttl)}
+	}
 	r.mu.Unlock()
-	return dest, err
+	close(call.done)
+	return call.dest, call.err
 }
 
 func (r *Router) resolve(ctx context.Context, domain string) (*Destination, error) {
@@ -167,9 +192,13 @@ func (r *Router) resolve(ctx context.Context, domain string) (*Destination, erro
 		return nil, permanentError{fmt.Errorf("no delivery route matches %s", domain)}
 	}
 	d := &Destination{TLS: rt.tls, TLSConf: rt.tlsConf, User: rt.user, Pass: rt.pass}
+	// Connections are shared by key; the route is part of it so that a
+	// connection made under one route's TLS and login never carries mail
+	// another route would send differently.
+	prefix := "route" + strconv.Itoa(rt.index) + "/"
 	if !rt.mx {
 		d.Hosts, d.Port = []string{rt.host}, rt.port
-		d.Key = "host:" + net.JoinHostPort(rt.host, strconv.Itoa(rt.port))
+		d.Key = prefix + "host:" + net.JoinHostPort(rt.host, strconv.Itoa(rt.port))
 		return d, nil
 	}
 	d.MX, d.Port = true, r.mxPort
@@ -179,7 +208,12 @@ func (r *Router) resolve(ctx context.Context, domain string) (*Destination, erro
 	case err != nil && errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		// Go reports a domain without MX records like one that does not
 		// exist; an address record tells them apart (implicit MX below).
-		if addrs, herr := r.resolver.LookupHost(ctx, domain); herr != nil || len(addrs) == 0 {
+		addrs, herr := r.resolver.LookupHost(ctx, domain)
+		var hostErr *net.DNSError
+		if herr != nil && !(errors.As(herr, &hostErr) && hostErr.IsNotFound) {
+			return nil, fmt.Errorf("address lookup for %s: %w", domain, herr) // temporary
+		}
+		if len(addrs) == 0 {
 			return nil, permanentError{fmt.Errorf("domain %s has no MX and no address records", domain)}
 		}
 		mxs = nil
@@ -202,7 +236,7 @@ func (r *Router) resolve(ctx context.Context, domain string) (*Destination, erro
 	}
 	key := append([]string(nil), d.Hosts...)
 	sort.Strings(key)
-	d.Key = "mx:" + strings.Join(key, ",")
+	d.Key = prefix + "mx:" + strings.Join(key, ",")
 	return d, nil
 }
 

@@ -60,11 +60,13 @@ type Server struct {
 	closing  atomic.Bool
 	mu       sync.Mutex
 	limiters []*limitListener
+	conns    map[*countedConn]struct{} // open sessions, to close at the deadline
 }
 
 // NewServer builds a submission server; Serve starts it on listeners.
 func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
-	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay)}
+	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay),
+		conns: map[*countedConn]struct{}{}}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
@@ -98,10 +100,21 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // Shutdown stops accepting mail: new transactions get 421 4.3.2, listeners
-// close, and sessions get until ctx ends to finish.
+// close, and sessions get until ctx ends to finish. go-smtp waits for idle
+// sessions too, so those left at the deadline are closed: a transaction cut
+// there was never answered 250, so the client still holds its message.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing.Store(true)
-	return s.smtp.Shutdown(ctx)
+	err := s.smtp.Shutdown(ctx)
+	if err != nil {
+		// go-smtp's Close does nothing once Shutdown has begun.
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Conn.Close()
+		}
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // limitListener enforces the total and per-address connection limits before
@@ -137,15 +150,23 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.srv.metrics.SMTPConnections.Inc()
-		return &countedConn{Conn: c, release: func() {
+		cc := &countedConn{Conn: c}
+		cc.release = func() {
 			l.mu.Lock()
 			l.total--
 			if l.per[ip]--; l.per[ip] <= 0 {
 				delete(l.per, ip)
 			}
 			l.mu.Unlock()
+			l.srv.mu.Lock()
+			delete(l.srv.conns, cc)
+			l.srv.mu.Unlock()
 			l.srv.metrics.SMTPConnections.Dec()
-		}}, nil
+		}
+		l.srv.mu.Lock()
+		l.srv.conns[cc] = struct{}{}
+		l.srv.mu.Unlock()
+		return cc, nil
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -64,18 +63,38 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if s.authMechanismsFor(s.isTLS()) == nil {
 		return nil, s.out(errEncryptionRequired)
 	}
+	if s.from != "" {
+		// RFC 4954 4: no AUTH during a mail transaction, or MAIL checked
+		// against one tenant would be filed under another.
+		return nil, s.out(newReply(503, smtp.EnhancedCode{5, 5, 1}, "sequence", "AUTH not permitted during a mail transaction"))
+	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, username, password string) error {
+		return saslReplies{sasl.NewPlainServer(func(identity, username, password string) error {
 			if identity != "" && identity != username {
 				return s.authFailed(username)
 			}
 			return s.login(username, password)
-		}), nil
+		})}, nil
 	case sasl.Login:
-		return newLoginServer(s.login), nil
+		return saslReplies{newLoginServer(s.login)}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// saslReplies keeps go-sasl's own error text from the client: go-smtp
+// sends a non-SMTP error as "454 4.7.0 <text>", a temporary failure for
+// what is a malformed response (RFC 4954 4: 501).
+type saslReplies struct{ sasl.Server }
+
+func (s saslReplies) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := s.Server.Next(response)
+	if err != nil {
+		if _, ok := err.(*smtp.SMTPError); !ok {
+			err = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2}, Message: "Malformed authentication response"}
+		}
+	}
+	return challenge, done, err
 }
 
 // login checks credentials. A SASL callback's plain error would become a
@@ -120,7 +139,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	}
 	addr, _, domain, err := parseAddress(from)
 	if err != nil {
-		return err
+		return errBadSender // RFC 3463 3.2: X.1.7 is the sender's address
 	}
 	if !domainIn(domain, t.FromDomains) {
 		return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment",
@@ -148,8 +167,10 @@ func (s *session) rcpt(to string) error {
 	if err != nil {
 		return err
 	}
-	if key := strings.ToLower(addr); !s.seen[key] {
-		s.seen[key] = true
+	// The domain is already lower case; the local part is the receiver's
+	// to interpret (RFC 5321 2.4), so only exact repeats are folded.
+	if !s.seen[addr] {
+		s.seen[addr] = true
 		s.rcpts = append(s.rcpts, addr)
 	}
 	return nil

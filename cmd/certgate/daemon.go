@@ -164,21 +164,44 @@ func (d *daemon) start(ctx context.Context) error {
 	return nil
 }
 
-// shutdown stops intake first, then lets in-flight deliveries finish, then
-// closes the store: nothing acknowledged is lost, whatever is cut short is
-// retried at the next start.
+// shutdown stops intake and deliveries together, each with its own share of
+// the time: SMTP sessions get a third of it (then are closed), deliveries in
+// flight the rest, and only then is the store closed, so that every
+// delivery made is also recorded. Whatever is cut short is retried at the
+// next start.
 func (d *daemon) shutdown(ctx context.Context) {
 	d.log.Info("certgate shutting down")
-	if err := d.smtp.Shutdown(ctx); err != nil {
-		d.log.Warn("smtp shutdown", "err", err)
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(30 * time.Second)
 	}
-	if err := d.queue.Stop(ctx); err != nil {
-		d.log.Warn("queue shutdown", "err", err)
-	}
+	smtpCtx, cancel := context.WithTimeout(ctx, time.Until(deadline)/3)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := d.smtp.Shutdown(smtpCtx); err != nil {
+			d.log.Warn("smtp sessions still open at the deadline were closed", "err", err)
+		}
+	}()
+	queueStopped := true
+	go func() {
+		defer wg.Done()
+		if err := d.queue.Stop(ctx); err != nil {
+			queueStopped = false
+			d.log.Error("deliveries still in flight at the deadline; they will be retried, and may be delivered twice", "err", err)
+		}
+	}()
+	wg.Wait()
 	if err := d.http.Shutdown(ctx); err != nil {
-		d.log.Warn("http shutdown", "err", err)
+		d.http.Close()
 	}
 	d.wg.Wait()
+	if !queueStopped {
+		// Give the stragglers' attempt records a last moment to land.
+		time.Sleep(time.Second)
+	}
 	if err := d.store.Close(); err != nil {
 		d.log.Error("store close", "err", err)
 	}
