@@ -247,11 +247,14 @@ func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 func readReply(br *bufio.Reader) (int, string, error) {
 	var lines []string
 	for n := 0; n < 100; n++ {
-		line, err := br.ReadString('\n')
+		// ReadSlice fails on a line longer than the reader's buffer (4 KiB),
+		// far above RFC 5321 4.5.3.1.5's 512 octets: a hostile server
+		// cannot make us buffer without end.
+		raw, err := br.ReadSlice('\n')
 		if err != nil {
 			return 0, "", err
 		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+		line := strings.TrimSuffix(strings.TrimSuffix(string(raw), "\n"), "\r")
 		// RFC 5321 4.2: a three-digit code whose first digit is 2 to 5,
 		// and no stray CR or control characters in the text.
 		if len(line) < 3 || line[0] < '2' || line[0] > '5' || strings.ContainsFunc(line, isControl) {

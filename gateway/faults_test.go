@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -301,4 +302,23 @@ func TestShutdownClosesIdleSessions(t *testing.T) {
 		t.Fatalf("the idle session is still open after shutdown (%v)", err)
 	}
 
+}
+
+func TestAuthThrottleCountsIPv6PerNetwork(t *testing.T) {
+	a := newAuthThrottle(time.Second)
+	now := time.Now()
+	a.failed(netip.MustParseAddr("2001:db8:1:2::1"), now)
+	if d := a.failed(netip.MustParseAddr("2001:db8:1:2:ffff::9"), now); d != 2*time.Second {
+		t.Fatalf("second failure from the same /64 paused %v, want 2s", d)
+	}
+	if d := a.failed(netip.MustParseAddr("2001:db8:1:3::1"), now); d != time.Second {
+		t.Fatalf("first failure from another /64 paused %v, want 1s", d)
+	}
+}
+
+func TestReadReplyRefusesEndlessLines(t *testing.T) {
+	long := "250 " + strings.Repeat("x", 10000) + "\r\n"
+	if _, _, err := readReply(bufio.NewReader(strings.NewReader(long))); err == nil {
+		t.Fatal("a 10,000-octet reply line was read")
+	}
 }

@@ -144,6 +144,11 @@ func newAuthThrottle(step time.Duration) *authThrottle {
 
 // failed records a failure and returns how long to pause before replying.
 func (a *authThrottle) failed(ip netip.Addr, now time.Time) time.Duration {
+	if ip.Is6() && !ip.Is4In6() {
+		// One IPv6 client holds a whole /64: count failures per network.
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.ips) > 10000 { // bound memory under a spray of addresses
