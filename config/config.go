@@ -18,6 +18,7 @@ type Config struct {
 	Delivery  Delivery   `yaml:"delivery"`
 	Providers []Provider `yaml:"providers"`
 	API       API        `yaml:"api"`
+	Gate      Gate       `yaml:"gate"`
 	Log       Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
@@ -68,6 +69,23 @@ type Tenant struct {
 	Links           Links    `yaml:"links"`
 	// DefaultClass applies when a message carries no X-Certgate-Class header.
 	DefaultClass string `yaml:"default_class"` // bulk (default) or transactional
+	// DisplayName and Support are shown to recipients on the gate pages.
+	DisplayName string  `yaml:"display_name"`
+	Support     Support `yaml:"support"`
+}
+
+// Support is how an issuer's customers reach its helpdesk.
+type Support struct {
+	Email string `yaml:"email"`
+	Phone string `yaml:"phone"`
+	URL   string `yaml:"url"`
+}
+
+// Gate tunes how the download gate tells people from link scanners.
+type Gate struct {
+	ScannerUserAgents []string `yaml:"scanner_user_agents"` // extra case-insensitive substrings
+	ScannerNetworks   []string `yaml:"scanner_networks"`    // CIDRs of scanners (Safe Links, Mimecast, ...)
+	MinHumanDelay     Duration `yaml:"min_human_delay"`     // least time from page to button press
 }
 
 // User is an SMTP AUTH identity. The password is kept as a bcrypt hash only,

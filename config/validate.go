@@ -102,6 +102,14 @@ func (v *validator) validate(c *Config) {
 	v.delivery(&c.Delivery)
 	v.providers(c.Providers)
 	v.api(c.API)
+	for i, n := range c.Gate.ScannerNetworks {
+		if _, err := parseNetwork(n); err != nil {
+			v.add(indexPath("gate.scanner_networks", i), "%q is not a network (CIDR) or an address", n)
+		}
+	}
+	if c.Gate.MinHumanDelay < 0 {
+		v.add("gate.min_human_delay", "must not be negative")
+	}
 }
 
 func (v *validator) general(c *Config) {
@@ -275,6 +283,14 @@ func (v *validator) tenants(ts []Tenant) {
 			v.add(at+".links.enable", "%q is not one of on_release, on_delivery, immediately", l.Enable)
 		}
 		v.positiveDuration(at+".links.ttl", l.TTL)
+		if e := t.Support.Email; e != "" && (!strings.Contains(e, "@") || strings.ContainsAny(e, " <>\"")) {
+			v.add(at+".support.email", "%q is not a plain address", e)
+		}
+		if u := t.Support.URL; u != "" {
+			if msg := urlProblem(u, false); msg != "" {
+				v.add(at+".support.url", "%s", msg)
+			}
+		}
 		if l.MaxUses < 1 {
 			v.add(at+".links.max_uses", "must be at least 1, not %d", l.MaxUses)
 		}

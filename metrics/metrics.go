@@ -33,6 +33,10 @@ type Metrics struct {
 	DeliveryDuration  *prometheus.HistogramVec // provider: one SMTP transaction
 	ConnectionsOpened *prometheus.CounterVec   // provider, tls
 	DSNSent           prometheus.Counter
+
+	GateViews    *prometheus.CounterVec // state
+	GateUses     prometheus.Counter
+	GateRefusals *prometheus.CounterVec // reason
 }
 
 // New registers every metric on a fresh registry, with Go and process
@@ -99,6 +103,18 @@ func New() *Metrics {
 			Name: "certgate_dsn_generated_total",
 			Help: "Delivery status notifications (bounces) generated to envelope senders.",
 		}),
+		GateViews: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_gate_views_total",
+			Help: "Gate pages shown (GET and HEAD, which never change a link), by the link's state (pending, enabled, used, expired, revoked, invalid).",
+		}, []string{"state"}),
+		GateUses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "certgate_gate_uses_total",
+			Help: "Link uses: button presses forwarded to the issuer's download.",
+		}),
+		GateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_gate_refusals_total",
+			Help: "Button presses not counted, by reason (scanner, too_fast, no_form, stale_form, pending, used, expired, revoked).",
+		}, []string{"reason"}),
 	}
 	f(m.SMTPConnections)
 	f(m.SMTPAccepted)
@@ -113,6 +129,9 @@ func New() *Metrics {
 	f(m.DeliveryDuration)
 	f(m.ConnectionsOpened)
 	f(m.DSNSent)
+	f(m.GateViews)
+	f(m.GateUses)
+	f(m.GateRefusals)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
