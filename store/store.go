@@ -47,10 +47,52 @@ type NewRecipient struct {
 	TrackingID string // unique id carried in the copy's tracking header
 	// Prefix is this copy's own header lines (CRLF-terminated), written before
 	// Contents[Content] when delivering.
-	Prefix      []byte
-	Content     int // index into the contents passed to Enqueue
-	State       State
+	Prefix  []byte
+	Content int   // index into the contents passed to Enqueue
+	State   State // StateQueued or StateHeld
+	// NextAttempt is when a queued copy is first due. A held copy has
+	// none until it is released: this field is then ignored.
 	NextAttempt time.Time
+	// Links are the gated download links written into this copy, stored
+	// with it in the same transaction.
+	Links []NewLink
+}
+
+// LinkState is where a gated download link stands.
+type LinkState string
+
+const (
+	LinkPending LinkState = "pending" // not yet usable: waits for delivery or release
+	LinkEnabled LinkState = "enabled" // the gate forwards a human to the URL
+	LinkUsed    LinkState = "used"    // every use spent
+	LinkExpired LinkState = "expired" // past its time to live
+	LinkRevoked LinkState = "revoked" // turned off by the helpdesk or an admin
+)
+
+// NewLink is a gated link created while preparing a recipient's copy. Only
+// the hash of its token is kept: the token itself is in the mail alone.
+type NewLink struct {
+	TokenHash [32]byte  // SHA-256 of the token, unique across the store
+	URL       string    // the issuer's original download URL
+	State     LinkState // LinkPending or LinkEnabled
+	MaxUses   int       // 0 for unlimited
+	ExpiresAt time.Time // the zero time for never
+}
+
+// Link is a gated link as stored.
+type Link struct {
+	ID          int64
+	TokenHash   [32]byte
+	MessageID   string
+	RecipientID int64
+	Tenant      string
+	URL         string
+	State       LinkState
+	Uses        int
+	MaxUses     int
+	ExpiresAt   time.Time
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
 }
 
 // Recipient is the delivery record of one recipient's copy.
@@ -104,7 +146,7 @@ type Event struct {
 	MessageID   string
 	RecipientID int64 // 0 for events about the whole message
 	Time        time.Time
-	Kind        string // accepted, delivered, deferred, bounced, dsn, released, ...
+	Kind        string // accepted, delivered, deferred, bounced, dsn, released, link_used, link_refused, link_<state>, ...
 	Actor       string // who: "smtp:app@192.0.2.1", "queue", "api:helpdesk@192.0.2.9"
 	Detail      string // human-readable detail
 }
@@ -113,7 +155,31 @@ type Event struct {
 type MessageView struct {
 	Message    Message
 	Recipients []Recipient
+	Links      []Link
 	Events     []Event
+}
+
+// LinkUse is the outcome of spending one use of a link.
+type LinkUse struct {
+	Link Link   // after the use (or the refusal)
+	OK   bool   // a use was counted: forward to Link.URL
+	Why  string // when refused: the link's state, "no uses left" or "expired"
+}
+
+// Query selects messages for search; zero fields do not filter, and the
+// filters given must all hold.
+type Query struct {
+	Tenant    string
+	Recipient string // exact address, case-insensitive domain
+	// State selects messages with at least one recipient in this state;
+	// with Recipient, that recipient must be in it.
+	State State
+	Since time.Time // received at or after
+	Until time.Time // received before
+	// After is the page token: the last message id of the previous page.
+	// Ids sort by time, so the next page has the ids below it.
+	After string
+	Limit int // at most this many, newest first (default 50, max 500)
 }
 
 // Store is the durable state behind certgate. Implementations must make every
@@ -133,8 +199,41 @@ type Store interface {
 	RecordAttempt(ctx context.Context, a Attempt) error
 	// AddEvent appends to a message's audit trail.
 	AddEvent(ctx context.Context, e Event) error
-	// Message returns a message with its recipients and events (oldest first).
+	// Message returns a message with its recipients, links and events
+	// (oldest first).
 	Message(ctx context.Context, id string) (*MessageView, error)
+	// Search returns messages matching q, newest (highest id) first.
+	Search(ctx context.Context, q Query) ([]Message, error)
+
+	// LinkByToken returns the link whose token hashes to hash. Lookup is by
+	// hash, so its time says nothing about how much of a token was right.
+	LinkByToken(ctx context.Context, hash [32]byte) (*Link, error)
+	// UseLink spends one use of an enabled, unexpired link with uses left,
+	// atomically, and records a "link_used" or "link_refused" event with
+	// the link's recipient, the actor and the detail (a refusal's detail
+	// starts with its Why). A pending or enabled link at or past its
+	// expiry (now >= ExpiresAt) becomes expired and is refused with Why
+	// "expired"; one whose last use is spent becomes used. Any other
+	// refusal changes nothing: Why is the link's state, or "no uses left"
+	// for an enabled link whose uses were spent before it was moved back
+	// to enabled. The returned Link is as stored after the call. An
+	// unknown id is ErrNotFound.
+	UseLink(ctx context.Context, id int64, now time.Time, actor, detail string) (LinkUse, error)
+	// SetLinkState moves links and records a "link_<state>" event each:
+	// all links of a message (recipientID 0) or of one recipient, from any
+	// of the states in from (for example pending -> enabled on delivery or
+	// release, or any -> revoked); an empty from means any state. A link
+	// already in state to does not move. Uses and expiry stay as they
+	// are. It returns how many moved; an unknown message, or a recipient
+	// not of that message, is ErrNotFound.
+	SetLinkState(ctx context.Context, messageID string, recipientID int64, from []LinkState, to LinkState, actor, detail string) (int, error)
+	// Release marks a message safe: held recipients become queued (due
+	// now), pending links become enabled ("link_enabled" events), and a
+	// "released" event is recorded with the actor, even when there was
+	// nothing to change (release is idempotent). It returns the
+	// recipients it queued, as Pending yields them, in recipient order.
+	// An unknown message is ErrNotFound.
+	Release(ctx context.Context, messageID string, now time.Time, actor, detail string) ([]Pending, error)
 	// Close flushes pending writes and releases resources.
 	Close() error
 }

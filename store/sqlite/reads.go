@@ -38,9 +38,7 @@ func (s *Store) Pending(ctx context.Context, fn func(store.Pending) error) error
 }
 
 func (s *Store) pendingPage(ctx context.Context, after int64, page []store.Pending) ([]store.Pending, error) {
-	rows, err := s.rdb.QueryContext(ctx, `
-		SELECT r.id, r.message_id, m.tenant, m.mail_from, r.address, r.domain, m.class,
-			m.size, r.attempts, r.next_attempt, m.received_at
+	rows, err := s.rdb.QueryContext(ctx, "SELECT "+pendingColumns+`
 		FROM recipients r JOIN messages m ON m.id = r.message_id
 		WHERE r.state = 'queued' AND r.id > ?
 		ORDER BY r.id LIMIT ?`, after, pendingPage)
@@ -49,18 +47,34 @@ func (s *Store) pendingPage(ctx context.Context, after int64, page []store.Pendi
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var p store.Pending
-		var next, received int64
-		if err := rows.Scan(&p.RecipientID, &p.MessageID, &p.Tenant, &p.MailFrom, &p.Address,
-			&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received); err != nil {
+		p, err := scanPending(rows)
+		if err != nil {
 			return page, err
 		}
-		p.NextAttempt = fromNanos(next)
-		p.ReceivedAt = fromNanos(received)
 		page = append(page, p)
 	}
 	return page, rows.Err()
 }
+
+// pendingColumns are what scanPending reads, from recipients r joined with
+// messages m.
+const pendingColumns = `r.id, r.message_id, m.tenant, m.mail_from, r.address, r.domain,
+	m.class, m.size, r.attempts, r.next_attempt, m.received_at`
+
+func scanPending(sc scanner) (store.Pending, error) {
+	var p store.Pending
+	var next, received int64
+	if err := sc.Scan(&p.RecipientID, &p.MessageID, &p.Tenant, &p.MailFrom, &p.Address,
+		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received); err != nil {
+		return p, err
+	}
+	p.NextAttempt = fromNanos(next)
+	p.ReceivedAt = fromNanos(received)
+	return p, nil
+}
+
+// scanner is a row: *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
 
 // Data returns the recipient's prefix followed by its content. Once the
 // message's contents were dropped it returns an error wrapping
@@ -96,8 +110,8 @@ func (s *Store) Data(ctx context.Context, recipientID int64) ([]byte, error) {
 	return out, nil
 }
 
-// Message returns the message, its recipients in enqueue order and its
-// events oldest first, all read from one snapshot.
+// Message returns the message, its recipients in enqueue order, its links
+// in id order and its events oldest first, all read from one snapshot.
 func (s *Store) Message(ctx context.Context, id string) (*store.MessageView, error) {
 	v, err := s.message(ctx, id)
 	if err != nil {
@@ -107,7 +121,7 @@ func (s *Store) Message(ctx context.Context, id string) (*store.MessageView, err
 }
 
 func (s *Store) message(ctx context.Context, id string) (*store.MessageView, error) {
-	// A read transaction gives the three queries one WAL snapshot, so a
+	// A read transaction gives the four queries one WAL snapshot, so a
 	// view never shows an event without the recipient state it describes.
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
@@ -151,6 +165,25 @@ func (s *Store) message(ctx context.Context, id string) (*store.MessageView, err
 		r.NextAttempt = fromNanos(next)
 		r.UpdatedAt = fromNanos(updated)
 		v.Recipients = append(v.Recipients, r)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+
+	rows, err = tx.QueryContext(ctx, "SELECT "+linkColumns+" FROM links WHERE message_id = ? ORDER BY id", id)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		v.Links = append(v.Links, l)
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err

@@ -73,11 +73,51 @@ CREATE TABLE events (
 );
 CREATE INDEX events_message ON events(message_id);
 `,
+
+	// 2: gated download links, and recipient search by address.
+	`
+-- address_key is the address with its domain lower-cased (addressKey), so
+-- that search by address can use an index while the local part stays
+-- exact. Rows from before this step get it here: everything up to the
+-- last '@' (rtrim drops every trailing character that is not an '@'),
+-- then the domain column, which was always stored lower-cased.
+ALTER TABLE recipients ADD COLUMN address_key TEXT NOT NULL DEFAULT '';
+UPDATE recipients SET address_key = CASE
+	WHEN instr(address, '@') = 0 THEN address
+	ELSE rtrim(address, replace(address, '@', '')) || domain
+END;
+CREATE INDEX recipients_address ON recipients(address_key);
+
+-- Only the SHA-256 of a link's token is kept; the token is in the mail
+-- alone. recipient_id is not a foreign key, like events.recipient_id:
+-- recipients only go with their message, and links with it too.
+CREATE TABLE links (
+	id           INTEGER PRIMARY KEY,
+	token_hash   BLOB NOT NULL UNIQUE, -- the unique index is the lookup by token
+	message_id   TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+	recipient_id INTEGER NOT NULL,
+	tenant       TEXT NOT NULL, -- the message's, so the gate needs no join
+	url          TEXT NOT NULL,
+	state        TEXT NOT NULL,
+	uses         INTEGER NOT NULL DEFAULT 0,
+	max_uses     INTEGER NOT NULL, -- 0 for unlimited
+	expires_at   INTEGER NOT NULL, -- Unix nanoseconds, 0 for never
+	created_at   INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL
+);
+CREATE INDEX links_message ON links(message_id);
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It
 // refuses a database written by a newer binary rather than guess at it.
-func migrate(ctx context.Context, conn *sql.Conn) (err error) {
+func migrate(ctx context.Context, conn *sql.Conn) error {
+	return migrateTo(ctx, conn, migrations)
+}
+
+// migrateTo applies steps, a prefix of migrations; tests use it to build a
+// database as an older binary left it.
+func migrateTo(ctx context.Context, conn *sql.Conn, steps []string) (err error) {
 	// IMMEDIATE takes the write lock up front, so two processes opening the
 	// same new file cannot both decide to create the schema.
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
@@ -102,15 +142,15 @@ func migrate(ctx context.Context, conn *sql.Conn) (err error) {
 	default:
 		return fmt.Errorf("read schema_version: %w", err)
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("database schema version %d is newer than this binary supports (%d)", version, len(migrations))
+	if version > len(steps) {
+		return fmt.Errorf("database schema version %d is newer than this binary supports (%d)", version, len(steps))
 	}
-	for i := version; i < len(migrations); i++ {
-		if _, err := conn.ExecContext(ctx, migrations[i]); err != nil {
+	for i := version; i < len(steps); i++ {
+		if _, err := conn.ExecContext(ctx, steps[i]); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
 		}
 	}
-	if _, err := conn.ExecContext(ctx, "UPDATE schema_version SET version = ?", len(migrations)); err != nil {
+	if _, err := conn.ExecContext(ctx, "UPDATE schema_version SET version = ?", len(steps)); err != nil {
 		return fmt.Errorf("record schema version: %w", err)
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {

@@ -48,6 +48,8 @@ type writer struct {
 	insEvent, updAttempt, messageExists  *sql.Stmt
 	recipientOf, hasLive, clearPrefixes  *sql.Stmt
 	dropContents                         *sql.Stmt
+	insLink, linkByID, linksOf           *sql.Stmt
+	updLink, heldOf, releaseHeld         *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -78,9 +80,9 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			subject, class, size, client_addr, auth_user, received_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&w.insContent, "INSERT INTO contents (message_id, data) VALUES (?, ?)"},
-		{&w.insRecipient, `INSERT INTO recipients (message_id, address, domain, tracking_id,
-			prefix, content_id, state, next_attempt, updated_at)
-			VALUES (?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`},
+		{&w.insRecipient, `INSERT INTO recipients (message_id, address, domain, address_key,
+			tracking_id, prefix, content_id, state, next_attempt, updated_at)
+			VALUES (?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`},
 		{&w.insEvent, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
 			VALUES (?, ?, ?, ?, ?, ?)`},
 		{&w.updAttempt, `UPDATE recipients SET state = ?, attempts = attempts + 1,
@@ -92,6 +94,16 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			AND state IN ('queued', 'held') LIMIT 1`},
 		{&w.clearPrefixes, "UPDATE recipients SET prefix = NULL, content_id = NULL WHERE message_id = ?"},
 		{&w.dropContents, "DELETE FROM contents WHERE message_id = ?"},
+		{&w.insLink, `INSERT INTO links (token_hash, message_id, recipient_id, tenant, url,
+			state, max_uses, expires_at, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.linkByID, "SELECT " + linkColumns + " FROM links WHERE id = ?"},
+		{&w.linksOf, "SELECT " + linkColumns + " FROM links WHERE message_id = ? ORDER BY id"},
+		{&w.updLink, "UPDATE links SET state = ?, uses = ?, updated_at = ? WHERE id = ?"},
+		{&w.heldOf, "SELECT " + pendingColumns + ` FROM recipients r JOIN messages m ON m.id = r.message_id
+			WHERE r.message_id = ? AND r.state = 'held' ORDER BY r.id`},
+		{&w.releaseHeld, `UPDATE recipients SET state = 'queued', next_attempt = ?, updated_at = ?
+			WHERE message_id = ? AND state = 'held'`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.query)
 		if err != nil {

@@ -11,9 +11,9 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// Enqueue stores the message, its contents, its recipients and an
-// "accepted" event in one savepoint of a group commit. It returns once
-// they are durable.
+// Enqueue stores the message, its contents, its recipients with their
+// links and an "accepted" event in one savepoint of a group commit. It
+// returns once they are durable.
 func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte, rcpts []store.NewRecipient) ([]int64, error) {
 	if err := checkEnqueue(m, contents, rcpts); err != nil {
 		return nil, err
@@ -24,6 +24,9 @@ func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte,
 	}
 	for _, r := range rcpts {
 		size += len(r.Prefix)
+		for _, l := range r.Links {
+			size += len(l.URL)
+		}
 	}
 	ids := make([]int64, len(rcpts))
 	req := &request{bytes: size, run: func(w *writer, now time.Time) error {
@@ -48,6 +51,14 @@ func checkEnqueue(m store.Message, contents [][]byte, rcpts []store.NewRecipient
 		}
 		if r.State != store.StateQueued && r.State != store.StateHeld {
 			return fmt.Errorf("store/sqlite: enqueue %s: recipient %d has state %q, want queued or held", m.ID, i, r.State)
+		}
+		for j, l := range r.Links {
+			if l.State != store.LinkPending && l.State != store.LinkEnabled {
+				return fmt.Errorf("store/sqlite: enqueue %s: link %d of recipient %d has state %q, want pending or enabled", m.ID, j, i, l.State)
+			}
+			if l.MaxUses < 0 {
+				return fmt.Errorf("store/sqlite: enqueue %s: link %d of recipient %d has max uses %d", m.ID, j, i, l.MaxUses)
+			}
 		}
 	}
 	return nil
@@ -80,13 +91,23 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 		if prefix == nil {
 			prefix = []byte{} // NULL means "contents dropped"
 		}
-		res, err := w.insRecipient.Exec(m.ID, r.Address, domainOf(r.Address), r.TrackingID,
-			prefix, contentIDs[r.Content], string(r.State), nanos(r.NextAttempt), nanos(now))
+		next := r.NextAttempt
+		if r.State == store.StateHeld {
+			next = time.Time{} // none until released
+		}
+		res, err := w.insRecipient.Exec(m.ID, r.Address, domainOf(r.Address), addressKey(r.Address),
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now))
 		if err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
 		if ids[i], err = res.LastInsertId(); err != nil {
 			return err
+		}
+		for j, l := range r.Links {
+			if _, err := w.insLink.Exec(l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
+				l.MaxUses, nanos(l.ExpiresAt), nanos(now), nanos(now)); err != nil {
+				return fmt.Errorf("insert link %d of recipient %d (%s): %w", j, i, r.Address, err)
+			}
 		}
 	}
 	actor := "smtp:" + m.ClientAddr

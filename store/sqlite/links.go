@@ -1,0 +1,288 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/certgate/certgate/store"
+)
+
+// linkColumns are what scanLink reads from the links table.
+const linkColumns = `id, token_hash, message_id, recipient_id, tenant, url, state, uses,
+	max_uses, expires_at, created_at, updated_at`
+
+func scanLink(sc scanner) (store.Link, error) {
+	var l store.Link
+	var hash []byte
+	var state string
+	var expires, created, updated int64
+	if err := sc.Scan(&l.ID, &hash, &l.MessageID, &l.RecipientID, &l.Tenant, &l.URL, &state,
+		&l.Uses, &l.MaxUses, &expires, &created, &updated); err != nil {
+		return l, err
+	}
+	if len(hash) != len(l.TokenHash) {
+		return l, fmt.Errorf("link %d: token hash of %d bytes, want %d", l.ID, len(hash), len(l.TokenHash))
+	}
+	copy(l.TokenHash[:], hash)
+	l.State = store.LinkState(state)
+	l.ExpiresAt = fromNanos(expires)
+	l.CreatedAt = fromNanos(created)
+	l.UpdatedAt = fromNanos(updated)
+	return l, nil
+}
+
+// validLink reports whether s is one of the link states of the contract.
+func validLink(s store.LinkState) bool {
+	switch s {
+	case store.LinkPending, store.LinkEnabled, store.LinkUsed, store.LinkExpired, store.LinkRevoked:
+		return true
+	}
+	return false
+}
+
+// LinkByToken returns the link stored under hash, or store.ErrNotFound.
+func (s *Store) LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, error) {
+	row := s.rdb.QueryRowContext(ctx, "SELECT "+linkColumns+" FROM links WHERE token_hash = ?", hash[:])
+	l, err := scanLink(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store/sqlite: link by token: %w", store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: link by token: %w", err)
+	}
+	return &l, nil
+}
+
+// Reasons a use is refused that are not a link state.
+const (
+	whyExpired = "expired"
+	whyNoUses  = "no uses left"
+)
+
+// UseLink spends one use of the link in the writer, so concurrent uses of
+// one link are counted one after the other and never past max_uses.
+func (s *Store) UseLink(ctx context.Context, id int64, now time.Time, actor, detail string) (store.LinkUse, error) {
+	var use store.LinkUse
+	req := &request{run: func(w *writer, batchNow time.Time) error {
+		at := now
+		if at.IsZero() {
+			at = batchNow
+		}
+		var err error
+		use, err = w.useLink(id, at, actor, detail)
+		return err
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return store.LinkUse{}, fmt.Errorf("store/sqlite: use link %d: %w", id, err)
+	}
+	return use, nil
+}
+
+func (w *writer) useLink(id int64, now time.Time, actor, detail string) (store.LinkUse, error) {
+	l, err := scanLink(w.linkByID.QueryRow(id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.LinkUse{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.LinkUse{}, err
+	}
+	use := decideUse(&l, now)
+	if use.changed {
+		l.UpdatedAt = now
+		if _, err := w.updLink.Exec(string(l.State), l.Uses, nanos(now), l.ID); err != nil {
+			return store.LinkUse{}, fmt.Errorf("update link: %w", err)
+		}
+	}
+	kind, text := "link_used", detail
+	if !use.ok {
+		kind, text = "link_refused", use.why
+		if detail != "" {
+			text += ": " + detail
+		}
+	}
+	if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, nanos(now), kind, actor, text); err != nil {
+		return store.LinkUse{}, fmt.Errorf("insert %s event: %w", kind, err)
+	}
+	return store.LinkUse{Link: l, OK: use.ok, Why: use.why}, nil
+}
+
+type useDecision struct {
+	ok      bool
+	why     string
+	changed bool // l was changed and must be written back
+}
+
+// decideUse applies one use at now to l, the rules of store.Store.UseLink:
+// a link that could still be used (pending or enabled) but is past its
+// expiry becomes expired; an enabled one with uses left counts one, and
+// becomes used when that was its last. Links that are used, revoked or
+// already expired keep their state, so the helpdesk's word stands.
+func decideUse(l *store.Link, now time.Time) useDecision {
+	live := l.State == store.LinkPending || l.State == store.LinkEnabled
+	if live && !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt) {
+		l.State = store.LinkExpired
+		return useDecision{why: whyExpired, changed: true}
+	}
+	if l.State != store.LinkEnabled {
+		return useDecision{why: string(l.State)}
+	}
+	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
+		// Only an enabled link with its uses spent gets here: one that
+		// was moved back to enabled, which gives no uses back.
+		return useDecision{why: whyNoUses}
+	}
+	l.Uses++
+	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
+		l.State = store.LinkUsed
+	}
+	return useDecision{ok: true, changed: true}
+}
+
+// SetLinkState moves the message's (or one recipient's) links whose state
+// is in from to the state to, in the writer, one event per link moved.
+func (s *Store) SetLinkState(ctx context.Context, messageID string, recipientID int64, from []store.LinkState, to store.LinkState, actor, detail string) (int, error) {
+	if !validLink(to) {
+		return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, to)
+	}
+	for _, f := range from {
+		if !validLink(f) {
+			return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, f)
+		}
+	}
+	var n int
+	req := &request{run: func(w *writer, now time.Time) error {
+		if err := w.exists(messageID, recipientID); err != nil {
+			return err
+		}
+		var err error
+		n, err = w.setLinkState(messageID, recipientID, from, to, now, actor, detail)
+		return err
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return 0, fmt.Errorf("store/sqlite: set links of %s to %s: %w", messageID, to, err)
+	}
+	return n, nil
+}
+
+// exists returns store.ErrNotFound unless the message exists and, when
+// recipientID is not 0, the recipient belongs to it.
+func (w *writer) exists(messageID string, recipientID int64) error {
+	var one int
+	var err error
+	if recipientID != 0 {
+		err = w.recipientOf.QueryRow(recipientID, messageID).Scan(&one)
+	} else {
+		err = w.messageExists.QueryRow(messageID).Scan(&one)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// setLinkState moves links; the message (and recipient) must exist. An
+// empty from means every state but to; a link already in to never moves.
+func (w *writer) setLinkState(messageID string, recipientID int64, from []store.LinkState, to store.LinkState, now time.Time, actor, detail string) (int, error) {
+	links, err := w.links(messageID)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range links {
+		if recipientID != 0 && l.RecipientID != recipientID {
+			continue
+		}
+		if l.State == to || (len(from) > 0 && !slices.Contains(from, l.State)) {
+			continue
+		}
+		if _, err := w.updLink.Exec(string(to), l.Uses, nanos(now), l.ID); err != nil {
+			return n, fmt.Errorf("update link %d: %w", l.ID, err)
+		}
+		if _, err := w.insEvent.Exec(messageID, l.RecipientID, nanos(now), "link_"+string(to), actor, detail); err != nil {
+			return n, fmt.Errorf("insert link_%s event: %w", to, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// links reads every link of a message in id order. A message has a few.
+func (w *writer) links(messageID string) ([]store.Link, error) {
+	rows, err := w.linksOf.Query(messageID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Link
+	for rows.Next() {
+		l, err := scanLink(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// Release queues the held recipients, enables the pending links and
+// records who released the message, in one savepoint of a group commit.
+func (s *Store) Release(ctx context.Context, messageID string, now time.Time, actor, detail string) ([]store.Pending, error) {
+	var out []store.Pending
+	req := &request{run: func(w *writer, batchNow time.Time) error {
+		at := now
+		if at.IsZero() {
+			at = batchNow
+		}
+		var err error
+		out, err = w.releaseMessage(messageID, at, actor, detail)
+		return err
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return nil, fmt.Errorf("store/sqlite: release %s: %w", messageID, err)
+	}
+	return out, nil
+}
+
+func (w *writer) releaseMessage(messageID string, now time.Time, actor, detail string) ([]store.Pending, error) {
+	if err := w.exists(messageID, 0); err != nil {
+		return nil, err
+	}
+	// The writer is the only one changing states, so the recipients read
+	// here are exactly those the update below moves.
+	rows, err := w.heldOf.Query(messageID)
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Pending
+	for rows.Next() {
+		p, err := scanPending(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		p.NextAttempt = now
+		out = append(out, p)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) > 0 {
+		if _, err := w.releaseHeld.Exec(nanos(now), nanos(now), messageID); err != nil {
+			return nil, fmt.Errorf("queue held recipients: %w", err)
+		}
+	}
+	if _, err := w.insEvent.Exec(messageID, 0, nanos(now), "released", actor, detail); err != nil {
+		return nil, fmt.Errorf("insert released event: %w", err)
+	}
+	if _, err := w.setLinkState(messageID, 0, []store.LinkState{store.LinkPending}, store.LinkEnabled, now, actor, detail); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
