@@ -45,6 +45,30 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentEnqueue", testConcurrentEnqueue},
 		{"CanceledContext", testCanceled},
 		{"WriteAfterClose", testWriteAfterClose},
+
+		{"LinksStoredAndInView", testLinksStored},
+		{"LinkByToken", testLinkByToken},
+		{"DuplicateTokenHashLeavesNothing", testDuplicateTokenHash},
+		{"InvalidLinks", testInvalidLinks},
+		{"UseLinkUntilUsed", testUseLinkUntilUsed},
+		{"UseLinkUnlimited", testUseLinkUnlimited},
+		{"UseLinkConcurrent", testUseLinkConcurrent},
+		{"UseLinkExpiry", testUseLinkExpiry},
+		{"UseLinkRefusals", testUseLinkRefusals},
+		{"UseLinkReenabledAfterUsed", testUseLinkReenabled},
+		{"SetLinkState", testSetLinkState},
+		{"SetLinkStateNotFound", testSetLinkStateNotFound},
+		{"Release", testRelease},
+		{"ReleaseIsIdempotent", testReleaseIdempotent},
+		{"ReleaseNotFound", testReleaseNotFound},
+		{"HeldHasNoNextAttempt", testHeldNoNextAttempt},
+
+		{"SearchTenant", testSearchTenant},
+		{"SearchRecipient", testSearchRecipient},
+		{"SearchState", testSearchState},
+		{"SearchTime", testSearchTime},
+		{"SearchPaging", testSearchPaging},
+		{"SearchLimits", testSearchLimits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
