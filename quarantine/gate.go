@@ -1,0 +1,309 @@
+package quarantine
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/store"
+)
+
+var fmtSscan = fmt.Sscan
+
+// TenantPage is what the gate says about an issuer: its name and how its
+// customers reach support.
+type TenantPage struct {
+	DisplayName  string
+	SupportEmail string
+	SupportPhone string
+	SupportURL   string
+}
+
+// GateOptions configures the gate.
+type GateOptions struct {
+	Tenants map[string]TenantPage
+	// ScannerAgents are extra user-agent substrings (case-insensitive) of
+	// link scanners; ScannerNets their address ranges.
+	ScannerAgents []string
+	ScannerNets   []netip.Prefix
+	// MinHumanDelay is the least time between showing the page and its
+	// button being pressed: scanners that submit forms do it at once.
+	MinHumanDelay time.Duration
+	// Key signs the page's form; nil makes one for this process (a page
+	// opened before a restart then asks for one more press).
+	Key []byte
+	Now func() time.Time
+}
+
+// builtinScannerAgents are user-agent marks of link scanners, preview
+// fetchers and scripts. Scanners that pose as a desktop browser are caught
+// by the form's timing and by the use budget instead.
+var builtinScannerAgents = []string{
+	"bingpreview", "mimecast", "proofpoint", "barracuda", "safelinks", "urldefense", "cisco", "fortiguard",
+	"headlesschrome", "phantomjs", "python-requests", "go-http-client", "curl/", "wget/", "libwww", "java/",
+	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot", "crawler", "spider", "scanner",
+}
+
+// Gate serves /d/{token}: a page that explains and, once the link is
+// enabled, a button whose POST spends one use and forwards to the issuer.
+type Gate struct {
+	store   store.Store
+	opts    GateOptions
+	agents  []string
+	metrics *metrics.Metrics
+	log     *slog.Logger
+}
+
+// NewGate builds the gate.
+func NewGate(st store.Store, opts GateOptions, m *metrics.Metrics, log *slog.Logger) *Gate {
+	if opts.Key == nil {
+		opts.Key = make([]byte, 32)
+		rand.Read(opts.Key)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MinHumanDelay == 0 {
+		opts.MinHumanDelay = 2 * time.Second
+	}
+	agents := append([]string(nil), builtinScannerAgents...)
+	for _, a := range opts.ScannerAgents {
+		agents = append(agents, strings.ToLower(a))
+	}
+	return &Gate{store: st, opts: opts, agents: agents, metrics: m, log: log}
+}
+
+// Register adds the gate's routes to mux.
+func (g *Gate) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /d/{token}", g.show) // GET also serves HEAD
+	mux.HandleFunc("POST /d/{token}", g.use)
+}
+
+// show renders the link's page. It never changes the link: scanners fetch
+// every link with GET and HEAD, before and after delivery.
+func (g *Gate) show(w http.ResponseWriter, r *http.Request) {
+	link, ok := g.lookup(w, r)
+	if !ok {
+		return
+	}
+	g.metrics.GateViews.WithLabelValues(string(link.State)).Inc()
+	view := string(link.State)
+	if link.State == store.LinkEnabled && !link.ExpiresAt.IsZero() && !g.opts.Now().Before(link.ExpiresAt) {
+		view = "expired"
+	}
+	g.render(w, r, http.StatusOK, view, link)
+}
+
+// use spends one use of the link and forwards to the issuer's URL.
+func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
+	link, ok := g.lookup(w, r)
+	if !ok {
+		return
+	}
+	who := g.describe(r)
+	if reason := g.refuse(r, link); reason != "" {
+		g.metrics.GateRefusals.WithLabelValues(reason).Inc()
+		g.store.AddEvent(r.Context(), store.Event{MessageID: link.MessageID, RecipientID: link.RecipientID, Time: g.opts.Now(),
+			Kind: "link_refused", Actor: who, Detail: "not counted: " + reason})
+		view := "tooquick"
+		if link.State != store.LinkEnabled {
+			view = string(link.State)
+		}
+		g.render(w, r, http.StatusOK, view, link)
+		return
+	}
+	res, err := g.store.UseLink(r.Context(), link.ID, g.opts.Now(), who, "download")
+	if err != nil {
+		g.log.Error("gate: using link", "message", link.MessageID, "err", err)
+		http.Error(w, "temporary problem, please try again", http.StatusServiceUnavailable)
+		return
+	}
+	if !res.OK {
+		g.metrics.GateRefusals.WithLabelValues(res.Why).Inc()
+		g.render(w, r, http.StatusOK, string(res.Link.State), &res.Link)
+		return
+	}
+	g.metrics.GateUses.Inc()
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	http.Redirect(w, r, res.Link.URL, http.StatusSeeOther)
+}
+
+func (g *Gate) lookup(w http.ResponseWriter, r *http.Request) (*store.Link, bool) {
+	token := r.PathValue("token")
+	var link *store.Link
+	var err error
+	if len(token) == 22 { // the shape NewToken makes; anything else cannot match
+		link, err = g.store.LinkByToken(r.Context(), HashToken(token))
+	} else {
+		err = store.ErrNotFound
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		g.metrics.GateViews.WithLabelValues("invalid").Inc()
+		g.render(w, r, http.StatusNotFound, "invalid", nil)
+		return nil, false
+	}
+	if err != nil {
+		g.log.Error("gate: looking up link", "err", err)
+		http.Error(w, "temporary problem, please try again", http.StatusServiceUnavailable)
+		return nil, false
+	}
+	return link, true
+}
+
+// refuse says why a POST is not counted: a known scanner, or a form that
+// was not shown by this gate to someone who then took the time a person
+// takes to press a button.
+func (g *Gate) refuse(r *http.Request, link *store.Link) string {
+	if link.State != store.LinkEnabled {
+		return "" // UseLink refuses it with the state as the reason
+	}
+	if g.isScanner(r) {
+		return "scanner"
+	}
+	issued, ok := g.checkNonce(r.PostFormValue("n"), r.PathValue("token"))
+	if !ok {
+		return "no_form"
+	}
+	age := g.opts.Now().Sub(issued)
+	if age < g.opts.MinHumanDelay {
+		return "too_fast"
+	}
+	if age > time.Hour {
+		return "stale_form"
+	}
+	return ""
+}
+
+func (g *Gate) isScanner(r *http.Request) bool {
+	ua := strings.ToLower(r.UserAgent())
+	if ua == "" {
+		return true
+	}
+	for _, a := range g.agents {
+		if strings.Contains(ua, a) {
+			return true
+		}
+	}
+	if ip, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		for _, p := range g.opts.ScannerNets {
+			if p.Contains(ip.Addr().Unmap()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nonce signs the time the page was shown, bound to the token.
+func (g *Gate) nonce(token string) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(g.opts.Now().UnixMilli()))
+	mac := hmac.New(sha256.New, g.opts.Key)
+	mac.Write(b[:])
+	mac.Write([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(append(b[:], mac.Sum(nil)[:16]...))
+}
+
+func (g *Gate) checkNonce(n, token string) (time.Time, bool) {
+	raw, err := base64.RawURLEncoding.DecodeString(n)
+	if err != nil || len(raw) != 24 {
+		return time.Time{}, false
+	}
+	mac := hmac.New(sha256.New, g.opts.Key)
+	mac.Write(raw[:8])
+	mac.Write([]byte(token))
+	if !hmac.Equal(mac.Sum(nil)[:16], raw[8:]) {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(int64(binary.BigEndian.Uint64(raw[:8]))), true
+}
+
+func (g *Gate) describe(r *http.Request) string {
+	kind := "browser"
+	if g.isScanner(r) {
+		kind = "scanner"
+	}
+	ua := r.UserAgent()
+	if len(ua) > 120 {
+		ua = ua[:120]
+	}
+	return fmt.Sprintf("%s:%s (%q)", kind, r.RemoteAddr, ua)
+}
+
+// contact is a support contact; Href is built here from configuration
+// checked at load (a plain address, digits of a phone number, an http(s)
+// URL), so the template may trust it.
+type contact struct {
+	Text string
+	Href template.URL
+}
+
+func phoneHref(phone string) template.URL {
+	var b strings.Builder
+	for i, r := range phone {
+		if r >= '0' && r <= '9' || (r == '+' && i == 0) {
+			b.WriteRune(r)
+		}
+	}
+	return template.URL("tel:" + b.String())
+}
+
+func (g *Gate) render(w http.ResponseWriter, r *http.Request, status int, view string, link *store.Link) {
+	lang := pickLanguage(r.Header.Get("Accept-Language"))
+	p, ok := texts[lang][view]
+	if !ok {
+		p = texts[lang]["invalid"]
+	}
+	data := struct {
+		page
+		Issuer, Action, Nonce string
+		Contacts              []contact
+	}{page: p, Action: r.URL.Path}
+	data.Lang = lang
+	data.Support = texts[lang]["support"].Support
+	if link != nil {
+		t := g.opts.Tenants[link.Tenant]
+		data.Issuer = t.DisplayName
+		if t.SupportEmail != "" {
+			data.Contacts = append(data.Contacts, contact{t.SupportEmail, template.URL("mailto:" + url.PathEscape(t.SupportEmail))})
+		}
+		if t.SupportPhone != "" {
+			data.Contacts = append(data.Contacts, contact{t.SupportPhone, phoneHref(t.SupportPhone)})
+		}
+		if u, err := url.Parse(t.SupportURL); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+			data.Contacts = append(data.Contacts, contact{t.SupportURL, template.URL(u.String())})
+		}
+	}
+	if p.Button != "" {
+		data.Nonce = g.nonce(r.PathValue("token"))
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Robots-Tag", "noindex, nofollow")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Language", lang)
+	h.Set("Vary", "Accept-Language")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if err := gateTemplate.Execute(w, data); err != nil {
+		g.log.Error("gate: rendering page", "err", err)
+	}
+}

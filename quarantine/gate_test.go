@@ -1,0 +1,246 @@
+package quarantine
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/store"
+	"github.com/certgate/certgate/store/sqlite"
+)
+
+const (
+	chromeUA   = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+	headlessUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0 Safari/537.36"
+	issuerURL  = "https://descargas.ca.example/certificado/descargar?pedido=88412&clave=Zk3p9QwX"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type gateEnv struct {
+	t     *testing.T
+	st    store.Store
+	srv   *httptest.Server
+	clock *clock
+	token string
+	msgID string
+}
+
+func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.Time) *gateEnv {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	token, hash := NewToken()
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	m := store.Message{ID: "06h0msg0000000000000000001", Tenant: "issuer", MailFrom: "certificados@ca.example", Class: "bulk", ReceivedAt: now}
+	_, err = st.Enqueue(context.Background(), m, [][]byte{[]byte("x")}, []store.NewRecipient{{
+		Address: "juan@empresa.example", TrackingID: "trk1", State: store.StateQueued, NextAttempt: now,
+		Links: []store.NewLink{{TokenHash: hash, URL: issuerURL, State: state, MaxUses: maxUses, ExpiresAt: expires}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: now}
+	g := NewGate(st, GateOptions{Now: c.now, Tenants: map[string]TenantPage{"issuer": {
+		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}},
+		metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	mux := http.NewServeMux()
+	g.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &gateEnv{t: t, st: st, srv: srv, clock: c, token: token, msgID: m.ID}
+}
+
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func (e *gateEnv) do(method, ua, lang string, form url.Values) (*http.Response, string) {
+	e.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+"/d/"+e.token, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("User-Agent", ua)
+	if lang != "" {
+		req.Header.Set("Accept-Language", lang)
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+var nonceField = regexp.MustCompile(`name="n" value="([^"]+)"`)
+
+// press shows the page as a browser would and presses its button after
+// wait; it returns the POST's response.
+func (e *gateEnv) press(ua string, wait time.Duration) (*http.Response, string) {
+	e.t.Helper()
+	_, page := e.do("GET", ua, "es", nil)
+	m := nonceField.FindStringSubmatch(page)
+	if m == nil {
+		e.t.Fatalf("no button on the page:\n%s", page)
+	}
+	e.clock.add(wait)
+	return e.do("POST", ua, "es", url.Values{"n": {m[1]}})
+}
+
+func (e *gateEnv) link() *store.Link {
+	e.t.Helper()
+	l, err := e.st.LinkByToken(context.Background(), HashToken(e.token))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return l
+}
+
+func TestGatePendingExplainsAndNeverChanges(t *testing.T) {
+	e := newGateEnv(t, store.LinkPending, 3, time.Time{})
+	for _, ua := range []string{chromeUA, headlessUA, "Mimecast-URL-Protect", ""} {
+		for _, method := range []string{"GET", "HEAD"} {
+			resp, _ := e.do(method, ua, "", nil)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s by %q: %d", method, ua, resp.StatusCode)
+			}
+		}
+	}
+	_, es := e.do("GET", chromeUA, "es-AR,es;q=0.9,en;q=0.5", nil)
+	for _, want := range []string{`lang="es"`, "Este enlace aún no está activo", "No es correo no deseado", "mesadeayuda@ca.example", "Autoridad Certificante Ejemplo"} {
+		if !strings.Contains(es, want) {
+			t.Errorf("Spanish pending page lacks %q", want)
+		}
+	}
+	_, pt := e.do("GET", chromeUA, "pt-BR", nil)
+	if !strings.Contains(pt, "Este link ainda não está ativo") {
+		t.Error("Portuguese page missing")
+	}
+	_, fr := e.do("GET", chromeUA, "fr-FR,fr;q=0.8", nil)
+	if !strings.Contains(fr, "Ce lien n’est pas encore actif") {
+		t.Error("French page missing")
+	}
+	if strings.Contains(es, `<form`) {
+		t.Error("a pending link's page offers the button")
+	}
+	// A POST on a pending link spends nothing.
+	e.do("POST", chromeUA, "", url.Values{"n": {"x"}})
+	if l := e.link(); l.State != store.LinkPending || l.Uses != 0 {
+		t.Fatalf("after GETs, HEADs and a POST: %s with %d uses", l.State, l.Uses)
+	}
+}
+
+// Scanners go first, as they do in real mailboxes; the person still gets
+// the certificate.
+func TestGateScannersCannotUseUpTheLink(t *testing.T) {
+	e := newGateEnv(t, store.LinkEnabled, 3, time.Time{})
+	// A scanner that says what it is: refused, whatever it waits.
+	if resp, _ := e.press(headlessUA, 5*time.Second); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("a headless browser was forwarded")
+	}
+	// A scanner posing as Chrome that renders and submits at once.
+	if resp, _ := e.press(chromeUA, 100*time.Millisecond); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("an instant form submission was forwarded")
+	}
+	// A forged or replayed form.
+	if resp, _ := e.do("POST", chromeUA, "", url.Values{"n": {"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("a forged form was forwarded")
+	}
+	if l := e.link(); l.Uses != 0 {
+		t.Fatalf("refused presses spent %d uses", l.Uses)
+	}
+	// A patient scanner that waits like a person costs one use of three.
+	if resp, _ := e.press(chromeUA, 3*time.Second); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("patient press: %d", resp.StatusCode)
+	}
+	// The person.
+	resp, _ := e.press(chromeUA, 4*time.Second)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != issuerURL {
+		t.Fatalf("the person got %d to %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// The events say who did what.
+	v, err := e.st.Message(context.Background(), e.msgID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, ev := range v.Events {
+		if strings.HasPrefix(ev.Kind, "link_") {
+			kinds = append(kinds, ev.Kind+"/"+strings.SplitN(ev.Actor, ":", 2)[0])
+		}
+	}
+	want := "link_refused/scanner link_refused/browser link_refused/browser link_used/browser link_used/browser"
+	if strings.Join(kinds, " ") != want {
+		t.Fatalf("audit trail %q, want %q", strings.Join(kinds, " "), want)
+	}
+	// The third use spends the budget; then the page says so.
+	e.press(chromeUA, 3*time.Second)
+	if l := e.link(); l.State != store.LinkUsed || l.Uses != 3 {
+		t.Fatalf("after three uses: %s, %d", l.State, l.Uses)
+	}
+	_, page := e.do("GET", chromeUA, "en", nil)
+	if !strings.Contains(page, "This link has been used") || strings.Contains(page, "<form") {
+		t.Fatalf("used page:\n%s", page)
+	}
+}
+
+func TestGateExpiredInvalidAndRevoked(t *testing.T) {
+	e := newGateEnv(t, store.LinkEnabled, 0, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
+	e.clock.add(2 * time.Hour)
+	if _, page := e.do("GET", chromeUA, "en", nil); !strings.Contains(page, "This link has expired") {
+		t.Fatalf("expired page:\n%s", page)
+	}
+	e.token = "AAAAAAAAAAAAAAAAAAAAAA"
+	if resp, page := e.do("GET", chromeUA, "en", nil); resp.StatusCode != 404 || !strings.Contains(page, "This link is not valid") {
+		t.Fatalf("unknown token: %d", resp.StatusCode)
+	}
+	r := newGateEnv(t, store.LinkEnabled, 0, time.Time{})
+	if n, err := r.st.SetLinkState(context.Background(), r.msgID, 0, nil, store.LinkRevoked, "api:helpdesk", "customer asked"); err != nil || n != 1 {
+		t.Fatalf("revoke: %d, %v", n, err)
+	}
+	if _, page := r.do("GET", chromeUA, "es", nil); strings.Contains(page, "<form") || !strings.Contains(page, "Este enlace fue retirado") {
+		t.Fatalf("revoked link's page:\n%s", page)
+	}
+	if resp, page := r.do("POST", chromeUA, "es", url.Values{"n": {"x"}}); resp.StatusCode == http.StatusSeeOther || !strings.Contains(page, "Este enlace fue retirado") {
+		t.Fatalf("POST on a revoked link: %d", resp.StatusCode)
+	}
+	if _, page := r.do("GET", chromeUA, "es", nil); !strings.Contains(page, `href="tel:&#43;541155550000"`) {
+		t.Errorf("phone link missing:\n%s", page)
+	}
+}
+
+func TestPickLanguage(t *testing.T) {
+	for in, want := range map[string]string{"": "en", "es": "es", "pt-BR,pt;q=0.9": "pt", "de-DE,fr;q=0.5": "fr",
+		"en;q=0.2,es;q=0.8": "es", "xx": "en", "fr;q=0": "en", "es;q=abc,pt": "pt"} {
+		if got := pickLanguage(in); got != want {
+			t.Errorf("pickLanguage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
