@@ -67,11 +67,17 @@ func (u User) ReadPasswordHash() (string, error) {
 	return ReadSecret(u.PasswordHashFile, "")
 }
 
+// Networks returns scanner_networks parsed; entries that do not parse
+// (Validate reports them) are left out.
+func (g Gate) Networks() []netip.Prefix { return parseNetworks(g.ScannerNetworks) }
+
 // Networks returns trusted_networks parsed; entries that do not parse
 // (Validate reports them) are left out.
-func (t Tenant) Networks() []netip.Prefix {
+func (t Tenant) Networks() []netip.Prefix { return parseNetworks(t.TrustedNetworks) }
+
+func parseNetworks(list []string) []netip.Prefix {
 	var out []netip.Prefix
-	for _, n := range t.TrustedNetworks {
+	for _, n := range list {
 		if p, err := parseNetwork(n); err == nil {
 			out = append(out, p)
 		}

@@ -231,7 +231,7 @@ func (a *recordingAcceptor) Accept(_ context.Context, env *Envelope, _ []byte) (
 func TestDeliverThroughSmarthostWithAuth(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("smarthost-secret"), bcrypt.MinCost)
 	dir, err := NewDirectory([]config.Tenant{{Name: "relay", FromDomains: []string{"ca.example"},
-		Users: []config.User{{Username: "outbound", PasswordHash: string(hash)}}}})
+		Users: []config.User{{Username: "outbound", PasswordHash: string(hash)}}}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,7 @@ type envOptions struct {
 	dir          string                                  // reuse a data dir (restart tests)
 	keys         []*signer.Key                           // reuse keys (restart tests)
 	sinkDown     bool                                    // route recipient mail to a closed port
+	links        config.Links
 	defaultClass string
 }
 
@@ -152,14 +153,14 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	dialer := &Dialer{Hostname: "relay.ca.example", Resolver: resolver, ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
 	e.queue = NewQueue(st, pol, router, dialer, e.metrics, log)
-	e.relay = NewRelay(NewPreparer("relay.ca.example", signer.New(keys), e.metrics), st, e.queue, e.metrics, log)
-
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
 	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
-		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass}})
+		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass,
+		Links: o.links}}, "https://gate.ca.example")
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.relay = NewRelay(dir, NewPreparer("relay.ca.example", signer.New(keys), e.metrics), st, e.queue, e.metrics, log)
 	serverTLS, clientTLS := testCerts(t)
 	e.tlsConf = clientTLS
 	cfg := ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20, MaxRecipients: 50,

@@ -16,6 +16,7 @@ import (
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 )
 
@@ -47,9 +48,9 @@ func (p *Preparer) SetSigner(s *signer.Signer) { p.signer.Store(s) }
 
 // Prepared is a message ready to be made durable.
 type Prepared struct {
-	Message store.Message
-	Content []byte // shared by every copy: trace, signatures, header, body
-	Rcpts   []store.NewRecipient
+	Message  store.Message
+	Contents [][]byte // trace, signatures, header, body: one shared, or one per copy with gated links
+	Rcpts    []store.NewRecipient
 }
 
 var errMalformed = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "Malformed message header or MIME structure")
@@ -122,23 +123,76 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	}
 
 	msg := append(h.Bytes(), body...)
-	sig, err := p.sign(sg, msg, keys)
+	received := p.received(env, id, now)
+	seal := func(m []byte) ([]byte, error) {
+		sig, err := p.sign(sg, m, keys)
+		if err != nil {
+			return nil, err
+		}
+		content := make([]byte, 0, len(received)+len(sig)+len(m))
+		return append(append(append(content, received...), sig...), m...), nil
+	}
+	out := &Prepared{
+		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: fromAddr,
+			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class),
+			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
+	}
+
+	// Gated links give every copy its own tokens, so its own body and
+	// signature; mail without them shares one of each.
+	if lp := env.Tenant.Links; lp.Rewriter != nil {
+		gated, err := p.gatedCopies(lp, msg, env.Rcpts, now, seal)
+		if err != nil {
+			return nil, err
+		}
+		if gated != nil {
+			out.Contents, out.Rcpts = gated.Contents, gated.Rcpts
+			out.Message.Size = int64(len(out.Contents[0]))
+			return out, nil
+		}
+	}
+	content, err := seal(msg)
 	if err != nil {
 		return nil, err
 	}
-	content := make([]byte, 0, len(sig)+len(msg)+256)
-	content = append(content, p.received(env, id, now)...)
-	content = append(content, sig...)
-	content = append(content, msg...)
-
-	out := &Prepared{
-		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: fromAddr,
-			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class), Size: int64(len(content)),
-			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
-		Content: content,
-	}
+	out.Contents, out.Message.Size = [][]byte{content}, int64(len(content))
 	for _, rcpt := range env.Rcpts {
 		out.Rcpts = append(out.Rcpts, newRecipient(rcpt, now))
+	}
+	return out, nil
+}
+
+// gatedCopies rewrites the gated links of every recipient's copy and signs
+// each; nil when the message has no gated link.
+func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
+	state := store.LinkPending // on_delivery and on_release
+	if lp.Enable == "immediately" {
+		state = store.LinkEnabled
+	}
+	out := &Prepared{}
+	for i, rcpt := range rcpts {
+		copyMsg, links, err := lp.Rewriter.Rewrite(msg)
+		if err != nil {
+			return nil, mimeError(err)
+		}
+		if len(links) == 0 {
+			return nil, nil // the same message for everyone: nothing gated
+		}
+		content, err := seal(copyMsg)
+		if err != nil {
+			return nil, err
+		}
+		nr := newRecipient(rcpt, now)
+		nr.Content = i
+		for _, l := range links {
+			nl := store.NewLink{TokenHash: quarantine.HashToken(l.Token), URL: l.URL, State: state, MaxUses: lp.MaxUses}
+			if lp.TTL > 0 {
+				nl.ExpiresAt = now.Add(lp.TTL)
+			}
+			nr.Links = append(nr.Links, nl)
+		}
+		out.Contents = append(out.Contents, content)
+		out.Rcpts = append(out.Rcpts, nr)
 	}
 	return out, nil
 }
@@ -159,8 +213,8 @@ func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) 
 		Message: store.Message{ID: id, Tenant: tenant, MailFrom: "", HeaderFrom: "MAILER-DAEMON@" + p.hostname,
 			MessageID: id + "@" + p.hostname, Subject: "Undelivered Mail Returned to Sender",
 			Class: string(policy.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
-		Content: content,
-		Rcpts:   []store.NewRecipient{newRecipient(to, now)},
+		Contents: [][]byte{content},
+		Rcpts:    []store.NewRecipient{newRecipient(to, now)},
 	}, nil
 }
 

@@ -13,10 +13,12 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// Bouncer turns a permanently failed recipient into a delivery status
-// notification to the envelope sender.
+// Bouncer hears what became of a recipient: a permanent failure, which it
+// turns into a delivery status notification to the envelope sender, or a
+// delivery.
 type Bouncer interface {
 	Bounce(ctx context.Context, p store.Pending, res Result, original []byte) error
+	Delivered(ctx context.Context, p store.Pending)
 }
 
 // Queue is the runner: it keeps every pending recipient in memory (no
@@ -453,6 +455,9 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	}
 	if a.State == store.StateDelivered {
 		q.metrics.DeliveryLatency.WithLabelValues(provider, string(it.class)).Observe(lat.Seconds())
+		if q.bouncer != nil {
+			q.bouncer.Delivered(context.Background(), it.p)
+		}
 	}
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
 	q.mu.Lock()

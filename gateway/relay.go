@@ -17,6 +17,7 @@ import (
 // submission, makes it durable, hands it to the queue, and turns permanent
 // failures into DSNs.
 type Relay struct {
+	tenants *Directory
 	prep    *Preparer
 	store   store.Store
 	queue   *Queue
@@ -25,9 +26,9 @@ type Relay struct {
 	now     func() time.Time
 }
 
-// NewRelay wires a relay; the queue's bouncer becomes the relay.
-func NewRelay(prep *Preparer, st store.Store, q *Queue, m *metrics.Metrics, log *slog.Logger) *Relay {
-	r := &Relay{prep: prep, store: st, queue: q, metrics: m, log: log, now: time.Now}
+// NewRelay wires a relay; the queue reports bounces and deliveries to it.
+func NewRelay(dir *Directory, prep *Preparer, st store.Store, q *Queue, m *metrics.Metrics, log *slog.Logger) *Relay {
+	r := &Relay{tenants: dir, prep: prep, store: st, queue: q, metrics: m, log: log, now: time.Now}
 	q.SetBouncer(r)
 	return r
 }
@@ -48,7 +49,7 @@ func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string,
 }
 
 func (r *Relay) enqueue(ctx context.Context, p *Prepared) error {
-	ids, err := r.store.Enqueue(ctx, p.Message, [][]byte{p.Content}, p.Rcpts)
+	ids, err := r.store.Enqueue(ctx, p.Message, p.Contents, p.Rcpts)
 	if err != nil {
 		return err
 	}
@@ -91,6 +92,19 @@ func (r *Relay) Bounce(ctx context.Context, p store.Pending, res Result, origina
 	r.metrics.DSNSent.Inc()
 	return r.store.AddEvent(ctx, store.Event{MessageID: p.MessageID, RecipientID: p.RecipientID, Time: now, Kind: "dsn",
 		Actor: "queue", Detail: fmt.Sprintf("DSN %s sent to %s for %s", id, p.MailFrom, p.Address)})
+}
+
+// Delivered turns on the links of a delivered copy whose tenant enables
+// them on delivery: the receiving MX accepted it, so the mail is out.
+func (r *Relay) Delivered(ctx context.Context, p store.Pending) {
+	t := r.tenants.Tenant(p.Tenant)
+	if t == nil || t.Links.Rewriter == nil || t.Links.Enable != "on_delivery" {
+		return
+	}
+	if _, err := r.store.SetLinkState(ctx, p.MessageID, p.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled,
+		"queue", "enabled on delivery"); err != nil {
+		r.log.Error("enabling links on delivery", "id", p.MessageID, "rcpt", p.Address, "err", err)
+	}
 }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/quarantine"
 )
 
 // Tenant is one issuer as the submission server sees it.
@@ -22,6 +23,15 @@ type Tenant struct {
 	FromDomains  []string
 	DefaultClass policy.Class
 	Networks     []netip.Prefix
+	Links        LinkPolicy
+}
+
+// LinkPolicy is how a tenant's download links are gated.
+type LinkPolicy struct {
+	Rewriter *quarantine.Rewriter // nil: the tenant gates no links
+	Enable   string               // immediately, on_delivery or on_release
+	TTL      time.Duration
+	MaxUses  int
 }
 
 // Directory knows the tenants, their users and their trusted networks.
@@ -47,8 +57,8 @@ type user struct {
 }
 
 // NewDirectory builds the directory from validated configuration, reading
-// password hashes kept in files.
-func NewDirectory(tenants []config.Tenant) (*Directory, error) {
+// password hashes kept in files. Gated links point under publicURL.
+func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error) {
 	d := &Directory{users: map[string]user{}, verified: map[string][]byte{}, cacheKey: make([]byte, 32)}
 	if _, err := rand.Read(d.cacheKey); err != nil {
 		return nil, err
@@ -67,6 +77,10 @@ func NewDirectory(tenants []config.Tenant) (*Directory, error) {
 			t.DefaultClass = c
 		}
 		t.Networks = tc.Networks()
+		if len(tc.Links.Gate) > 0 {
+			t.Links = LinkPolicy{Rewriter: quarantine.NewRewriter(tc.Links.Gate, publicURL), Enable: tc.Links.Enable,
+				TTL: tc.Links.TTL.D(), MaxUses: tc.Links.MaxUses}
+		}
 		for _, u := range tc.Users {
 			h, err := u.ReadPasswordHash()
 			if err != nil {
@@ -80,6 +94,16 @@ func NewDirectory(tenants []config.Tenant) (*Directory, error) {
 		d.tenants = append(d.tenants, t)
 	}
 	return d, nil
+}
+
+// Tenant returns the tenant of that name, or nil.
+func (d *Directory) Tenant(name string) *Tenant {
+	for _, t := range d.tenants {
+		if t.Name == name {
+			return t
+		}
+	}
+	return nil
 }
 
 // Trusted returns the tenant whose trusted networks hold ip, or nil.

@@ -18,6 +18,7 @@ import (
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
 )
@@ -30,6 +31,7 @@ type daemon struct {
 	store   store.Store
 	queue   *gateway.Queue
 	prep    *gateway.Preparer
+	gate    *quarantine.Gate
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -88,13 +90,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	d.queue = gateway.NewQueue(st, pol, router, dialer, d.metrics, log)
 	prep := gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
 	d.prep = prep
-	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
-
-	dir, err := gateway.NewDirectory(cfg.Tenants)
+	dir, err := gateway.NewDirectory(cfg.Tenants, cfg.HTTP.PublicURL)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	relay := gateway.NewRelay(dir, prep, st, d.queue, d.metrics, log)
 	var tlsConf *tls.Config
 	if cfg.SMTP.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLS.CertFile, cfg.SMTP.TLS.KeyFile)
@@ -115,6 +116,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		st.Close()
 		return nil, err
 	}
+	d.gate = quarantine.NewGate(st, gateOptions(cfg), d.metrics, log)
 	d.http = &http.Server{Handler: newRouter(d, tokens), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
@@ -206,6 +208,17 @@ func (d *daemon) shutdown(ctx context.Context) {
 		d.log.Error("store close", "err", err)
 	}
 	d.log.Info("certgate stopped")
+}
+
+// gateOptions tells the gate about each tenant and about scanners.
+func gateOptions(cfg *config.Config) quarantine.GateOptions {
+	o := quarantine.GateOptions{Tenants: map[string]quarantine.TenantPage{}, ScannerAgents: cfg.Gate.ScannerUserAgents,
+		MinHumanDelay: cfg.Gate.MinHumanDelay.D(), ScannerNets: cfg.Gate.Networks()}
+	for _, t := range cfg.Tenants {
+		o.Tenants[t.Name] = quarantine.TenantPage{DisplayName: t.DisplayName, SupportEmail: t.Support.Email,
+			SupportPhone: t.Support.Phone, SupportURL: t.Support.URL}
+	}
+	return o
 }
 
 // loadKeys parses every DKIM key once, so signing never touches the files.

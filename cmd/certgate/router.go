@@ -89,6 +89,8 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 		}
 	})
 	mux.Handle("GET /api/v1/messages/{id}", requireScope(tokens, "read", gateway.MessageHandler(d.store, d.log)))
+	// The download gate is public: the token in the path is the credential.
+	d.gate.Register(mux)
 	// Profiling a live relay under load is how throughput problems are
 	// found; it reveals internals, so it takes the admin scope.
 	mux.Handle("GET /debug/pprof/", requireScope(tokens, "admin", http.HandlerFunc(pprof.Index)))

@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"context"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/quarantine"
+	"github.com/certgate/certgate/store"
+)
+
+var gateToken = regexp.MustCompile(`https://gate\.ca\.example/d/([A-Za-z0-9_-]{22})`)
+
+func TestGatedLinksPerCopyEnabledOnDelivery(t *testing.T) {
+	e := newEnv(t, envOptions{links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
+		Enable: "on_delivery", TTL: config.Duration(72 * time.Hour), MaxUses: 3}})
+	c := e.client()
+	if err := e.send(c, "certificados@ca.example", []string{"ana@gmail.com", "luis@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	g := e.sims["google"]
+	if err := g.WaitFor(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]string{}
+	for _, m := range g.Messages() {
+		for _, r := range m.DKIM {
+			if r.Err != nil {
+				t.Errorf("%s: signature of the rewritten copy fails: %v", m.To, r.Err)
+			}
+		}
+		// The copy's own token, in its decoded text (quoted-printable).
+		text := decodeQP(t, m.Data)
+		got := gateToken.FindAllStringSubmatch(text, -1)
+		if len(got) != 2 || got[0][1] != got[1][1] {
+			t.Fatalf("%s: want the one token twice (text and HTML), got %v", m.To, got)
+		}
+		tokens[m.To] = got[0][1]
+	}
+	if tokens["ana@gmail.com"] == tokens["luis@gmail.com"] {
+		t.Fatal("two recipients share a token")
+	}
+	v := e.messageView(t, "ana@gmail.com")
+	waitFor(t, "links enabled on delivery", 5*time.Second, func() bool {
+		v, _ = e.store.Message(context.Background(), v.Message.ID)
+		n := 0
+		for _, l := range v.Links {
+			if l.State == store.LinkEnabled {
+				n++
+			}
+		}
+		return n == 2
+	})
+	l, err := e.store.LinkByToken(context.Background(), quarantine.HashToken(tokens["ana@gmail.com"]))
+	if err != nil || l.URL != "https://descargas.ca.example/certificado/descargar?pedido=88412&clave=Zk3p9QwX" || l.MaxUses != 3 {
+		t.Fatalf("link for ana: %+v, %v", l, err)
+	}
+}
+
+func TestGatedLinksWaitForRelease(t *testing.T) {
+	e := newEnv(t, envOptions{links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
+		Enable: "on_release", TTL: config.Duration(time.Hour), MaxUses: 1}})
+	c := e.client()
+	if err := e.send(c, "certificados@ca.example", []string{"ana@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := e.sims["google"].WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	v := e.messageView(t, "ana@gmail.com")
+	if len(v.Links) != 1 || v.Links[0].State != store.LinkPending {
+		t.Fatalf("links after delivery under on_release: %+v", v.Links)
+	}
+}
+
+func decodeQP(t *testing.T, msg []byte) string {
+	t.Helper()
+	var all []byte
+	if err := walkText(msg, func(b []byte) { all = append(all, b...) }); err != nil {
+		t.Fatal(err)
+	}
+	return string(all)
+}
+
+func walkText(msg []byte, f func([]byte)) error {
+	return mimeedit.Walk(msg, func(p *mimeedit.Part, d []byte) error {
+		f(d)
+		return nil
+	})
+}
