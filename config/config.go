@@ -70,8 +70,11 @@ type Tenant struct {
 	// DefaultClass applies when a message carries no X-Certgate-Class header.
 	DefaultClass string `yaml:"default_class"` // bulk (default) or transactional
 	// DisplayName and Support are shown to recipients on the gate pages.
-	DisplayName string  `yaml:"display_name"`
-	Support     Support `yaml:"support"`
+	DisplayName string `yaml:"display_name"`
+	// Hold keeps every message in certgate's quarantine until released
+	// through the API (review before sending).
+	Hold    bool    `yaml:"hold"`
+	Support Support `yaml:"support"`
 }
 
 // Support is how an issuer's customers reach its helpdesk.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,4 +95,42 @@ func walkText(msg []byte, f func([]byte)) error {
 		f(d)
 		return nil
 	})
+}
+
+func TestHeldMailWaitsForRelease(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.client()
+	held := append([]byte("X-Certgate-Hold: yes\r\n"), sample(t, "01-es-download-link-qp.eml")...)
+	if err := e.send(c, "certificados@ca.example", []string{"held@gmail.com"}, held); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.send(c, "certificados@ca.example", []string{"free@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	g := e.sims["google"]
+	if err := g.WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := e.store.Search(ctx, store.Query{Recipient: "held@gmail.com"})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("search: %v, %v", msgs, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(g.MessagesTo("held@gmail.com")); n != 0 {
+		t.Fatal("held mail was delivered before release")
+	}
+	pend, err := e.store.Release(ctx, msgs[0].ID, time.Now(), "test", "reviewed")
+	if err != nil || len(pend) != 1 {
+		t.Fatalf("release: %v, %v", pend, err)
+	}
+	e.queue.Add(pend...)
+	if err := g.WaitFor(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	m := g.MessagesTo("held@gmail.com")
+	if len(m) != 1 || strings.Contains(string(m[0].Data), "X-Certgate-Hold") {
+		t.Fatalf("released copy: %d, control header leaked: %v", len(m), len(m) > 0 && strings.Contains(string(m[0].Data), "X-Certgate-Hold"))
+	}
 }

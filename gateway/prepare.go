@@ -28,6 +28,9 @@ const TrackingHeader = "X-Certgate-Tracking-ID"
 // every X-Certgate-* field it is removed before signing.
 const ClassHeader = "X-Certgate-Class"
 
+// HoldHeader "yes" keeps a message in certgate's quarantine until released.
+const HoldHeader = "X-Certgate-Hold"
+
 // Preparer turns an accepted submission into signed per-recipient copies.
 type Preparer struct {
 	hostname string
@@ -107,6 +110,20 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 		}
 		class = c
 	}
+	state := store.StateQueued
+	hold := env.Tenant.Hold
+	if v := strings.ToLower(h.Get(HoldHeader)); v != "" {
+		switch v {
+		case "yes", "true", "1":
+			hold = true
+		case "no", "false", "0":
+		default:
+			return nil, newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", HoldHeader+" must be yes or no")
+		}
+	}
+	if hold {
+		state = store.StateHeld
+	}
 	// certgate's own control fields never leave, and nobody may forge the
 	// tracking header. Bcc must not reach the recipients (RFC 5322 3.6.3).
 	h.DelFunc(func(name string) bool {
@@ -141,7 +158,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	// Gated links give every copy its own tokens, so its own body and
 	// signature; mail without them shares one of each.
 	if lp := env.Tenant.Links; lp.Rewriter != nil {
-		gated, err := p.gatedCopies(lp, msg, env.Rcpts, now, seal)
+		gated, err := p.gatedCopies(lp, msg, env.Rcpts, state, now, seal)
 		if err != nil {
 			return nil, err
 		}
@@ -157,14 +174,14 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	}
 	out.Contents, out.Message.Size = [][]byte{content}, int64(len(content))
 	for _, rcpt := range env.Rcpts {
-		out.Rcpts = append(out.Rcpts, newRecipient(rcpt, now))
+		out.Rcpts = append(out.Rcpts, newRecipient(rcpt, state, now))
 	}
 	return out, nil
 }
 
 // gatedCopies rewrites the gated links of every recipient's copy and signs
 // each; nil when the message has no gated link.
-func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
+func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptState store.State, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
 	state := store.LinkPending // on_delivery and on_release
 	if lp.Enable == "immediately" {
 		state = store.LinkEnabled
@@ -182,7 +199,7 @@ func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, now ti
 		if err != nil {
 			return nil, err
 		}
-		nr := newRecipient(rcpt, now)
+		nr := newRecipient(rcpt, rcptState, now)
 		nr.Content = i
 		for _, l := range links {
 			nl := store.NewLink{TokenHash: quarantine.HashToken(l.Token), URL: l.URL, State: state, MaxUses: lp.MaxUses}
@@ -214,14 +231,14 @@ func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) 
 			MessageID: id + "@" + p.hostname, Subject: "Undelivered Mail Returned to Sender",
 			Class: string(policy.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
 		Contents: [][]byte{content},
-		Rcpts:    []store.NewRecipient{newRecipient(to, now)},
+		Rcpts:    []store.NewRecipient{newRecipient(to, store.StateQueued, now)},
 	}, nil
 }
 
-func newRecipient(addr string, now time.Time) store.NewRecipient {
+func newRecipient(addr string, state store.State, now time.Time) store.NewRecipient {
 	tid := newTrackingID()
 	return store.NewRecipient{Address: addr, TrackingID: tid, Prefix: []byte(TrackingHeader + ": " + tid + "\r\n"),
-		State: store.StateQueued, NextAttempt: now}
+		State: state, NextAttempt: now}
 }
 
 func (p *Preparer) sign(sg *signer.Signer, msg []byte, keys []*signer.Key) ([]byte, error) {

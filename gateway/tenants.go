@@ -24,6 +24,7 @@ type Tenant struct {
 	DefaultClass policy.Class
 	Networks     []netip.Prefix
 	Links        LinkPolicy
+	Hold         bool // every message waits for release
 }
 
 // LinkPolicy is how a tenant's download links are gated.
@@ -77,6 +78,7 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 			t.DefaultClass = c
 		}
 		t.Networks = tc.Networks()
+		t.Hold = tc.Hold
 		if len(tc.Links.Gate) > 0 {
 			t.Links = LinkPolicy{Rewriter: quarantine.NewRewriter(tc.Links.Gate, publicURL), Enable: tc.Links.Enable,
 				TTL: tc.Links.TTL.D(), MaxUses: tc.Links.MaxUses}

@@ -37,6 +37,7 @@ type Metrics struct {
 	GateViews    *prometheus.CounterVec // state
 	GateUses     prometheus.Counter
 	GateRefusals *prometheus.CounterVec // reason
+	Releases     *prometheus.CounterVec // scope
 }
 
 // New registers every metric on a fresh registry, with Go and process
@@ -115,6 +116,10 @@ func New() *Metrics {
 			Name: "certgate_gate_refusals_total",
 			Help: "Button presses not counted, by reason (scanner, too_fast, no_form, stale_form, pending, used, expired, revoked).",
 		}, []string{"reason"}),
+		Releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_releases_total",
+			Help: "Messages released through the API, by the scope of the token that asked (release or admin).",
+		}, []string{"scope"}),
 	}
 	f(m.SMTPConnections)
 	f(m.SMTPAccepted)
@@ -132,6 +137,7 @@ func New() *Metrics {
 	f(m.GateViews)
 	f(m.GateUses)
 	f(m.GateRefusals)
+	f(m.Releases)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

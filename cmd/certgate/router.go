@@ -1,15 +1,17 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"strings"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/gateway"
+	"github.com/certgate/certgate/quarantine"
 )
 
 // apiToken is a bearer token as certgate keeps it: only its SHA-256. Tokens
@@ -54,6 +56,19 @@ func authenticate(tokens []apiToken, r *http.Request) *apiToken {
 	return found
 }
 
+type tokenKey struct{}
+
+// caller returns the name of the token that authenticated r and the scope
+// it used (admin when it holds no narrower one).
+func caller(r *http.Request) (name, scope string) {
+	if c, ok := r.Context().Value(tokenKey{}).(callerInfo); ok {
+		return c.name, c.scope
+	}
+	return "", ""
+}
+
+type callerInfo struct{ name, scope string }
+
 // requireScope guards an API handler: 401 without a valid token, 403 when
 // the token lacks the scope (admin holds every scope).
 func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler {
@@ -61,14 +76,18 @@ func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler 
 		t := authenticate(tokens, r)
 		if t == nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="certgate"`)
-			gateway.WriteError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+			quarantine.WriteError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
 			return
 		}
 		if !t.cfg.HasScope(scope) {
-			gateway.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
+			quarantine.WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
 			return
 		}
-		h.ServeHTTP(w, r)
+		used := scope
+		if !slices.Contains(t.cfg.Scopes, scope) {
+			used = "admin"
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, callerInfo{t.cfg.Name, used})))
 	})
 }
 
@@ -88,7 +107,9 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 		}
 	})
-	mux.Handle("GET /api/v1/messages/{id}", requireScope(tokens, "read", gateway.MessageHandler(d.store, d.log)))
+	quarantine.NewAPI(d.store, d.queue, caller, d.metrics, d.log).Register(mux, func(scope string, h http.Handler) http.Handler {
+		return requireScope(tokens, scope, h)
+	})
 	// The download gate is public: the token in the path is the credential.
 	d.gate.Register(mux)
 	// Profiling a live relay under load is how throughput problems are
@@ -98,7 +119,7 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 	mux.Handle("GET /debug/pprof/trace", requireScope(tokens, "admin", http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /debug/pprof/symbol", requireScope(tokens, "admin", http.HandlerFunc(pprof.Symbol)))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		gateway.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
+		quarantine.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
 }

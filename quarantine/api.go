@@ -1,0 +1,389 @@
+package quarantine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/store"
+)
+
+// Requeuer takes released recipients back into delivery (the gateway's
+// queue).
+type Requeuer interface {
+	Add(ps ...store.Pending)
+}
+
+// Guard wraps a handler so that only a token holding scope reaches it; the
+// router provides it.
+type Guard func(scope string, h http.Handler) http.Handler
+
+// API is the helpdesk's and the issuer's JSON API: find mail, see what
+// became of it, release it, revoke its links. Every call that changes
+// something is recorded on the message with who asked and from where.
+type API struct {
+	store   store.Store
+	queue   Requeuer
+	actor   func(*http.Request) (name, scope string) // the caller's token, from the guard
+	metrics *metrics.Metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// NewAPI builds the API; actor names the authenticated caller of a request.
+func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name, scope string), m *metrics.Metrics, log *slog.Logger) *API {
+	return &API{store: st, queue: q, actor: actor, metrics: m, log: log, now: time.Now}
+}
+
+// Register adds the API's routes to mux behind guard.
+func (a *API) Register(mux *http.ServeMux, guard Guard) {
+	mux.Handle("GET /api/v1/messages", guard("read", http.HandlerFunc(a.search)))
+	mux.Handle("GET /api/v1/messages/{id}", guard("read", http.HandlerFunc(a.message)))
+	mux.Handle("POST /api/v1/messages/{id}/release", guard("release", http.HandlerFunc(a.releaseOne)))
+	mux.Handle("POST /api/v1/release", guard("release", http.HandlerFunc(a.releaseBatch)))
+	mux.Handle("POST /api/v1/messages/{id}/links/revoke", guard("release", http.HandlerFunc(a.revoke)))
+}
+
+// who is the audit trail's actor: "api:<token>@<client address>".
+func (a *API) who(r *http.Request) string {
+	name, _ := a.actor(r)
+	return "api:" + name + "@" + r.RemoteAddr
+}
+
+func (a *API) message(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	v, err := a.store.Message(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+		return
+	}
+	if err != nil {
+		a.internal(w, "reading message", err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, messageJSON(v))
+}
+
+// search: GET /api/v1/messages?recipient=&tenant=&state=&since=&until=&after=&limit=
+func (a *API) search(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	query := store.Query{Tenant: q.Get("tenant"), Recipient: q.Get("recipient"), State: store.State(q.Get("state")), After: q.Get("after")}
+	switch query.State {
+	case "", store.StateQueued, store.StateHeld, store.StateDelivered, store.StateBounced:
+	default:
+		WriteError(w, http.StatusBadRequest, "bad_request", "state must be queued, held, delivered or bounced")
+		return
+	}
+	for _, p := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &query.Since}, {"until", &query.Until}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				WriteError(w, http.StatusBadRequest, "bad_request", p.name+" must be an RFC 3339 time, such as 2026-11-20T09:30:00Z")
+				return
+			}
+			*p.to = t
+		}
+	}
+	query.Limit = 50
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			WriteError(w, http.StatusBadRequest, "bad_request", "limit must be a whole number from 1 to 500")
+			return
+		}
+		query.Limit = n
+	}
+	msgs, err := a.store.Search(r.Context(), query)
+	if err != nil {
+		a.internal(w, "searching", err)
+		return
+	}
+	out := struct {
+		Messages []apiSummary `json:"messages"`
+		Next     string       `json:"next,omitempty"` // pass as after= for the next page
+	}{Messages: []apiSummary{}}
+	for _, m := range msgs {
+		out.Messages = append(out.Messages, apiSummary{ID: m.ID, Tenant: m.Tenant, MailFrom: m.MailFrom, HeaderFrom: m.HeaderFrom,
+			MessageID: m.MessageID, Subject: m.Subject, Class: m.Class, ReceivedAt: m.ReceivedAt.UTC()})
+	}
+	if len(msgs) == query.Limit {
+		out.Next = msgs[len(msgs)-1].ID
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+type releaseResult struct {
+	ID       string   `json:"id"`
+	Requeued []string `json:"requeued"` // recipients certgate was holding, now queued for delivery
+}
+
+// releaseOne marks one message safe: held copies go out, pending links turn
+// on. Releasing again changes nothing but is recorded.
+func (a *API) releaseOne(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if !decodeOptional(w, r, &body) {
+		return
+	}
+	res, err := a.release(r, r.PathValue("id"), body.Reason)
+	if errors.Is(err, store.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+r.PathValue("id"))
+		return
+	}
+	if err != nil {
+		a.internal(w, "releasing", err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, res)
+}
+
+// releaseBatch: POST /api/v1/release {"ids": [...]} or {"recipient": "..."}.
+func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		IDs       []string `json:"ids"`
+		Recipient string   `json:"recipient"`
+		Tenant    string   `json:"tenant"`
+		Reason    string   `json:"reason"`
+	}
+	if !decodeOptional(w, r, &body) {
+		return
+	}
+	if (len(body.IDs) == 0) == (body.Recipient == "") {
+		WriteError(w, http.StatusBadRequest, "bad_request", `give either "ids" or "recipient"`)
+		return
+	}
+	if len(body.IDs) > 500 {
+		WriteError(w, http.StatusBadRequest, "bad_request", "at most 500 ids at once")
+		return
+	}
+	ids := body.IDs
+	if body.Recipient != "" {
+		msgs, err := a.store.Search(r.Context(), store.Query{Recipient: body.Recipient, Tenant: body.Tenant, Limit: 500})
+		if err != nil {
+			a.internal(w, "searching", err)
+			return
+		}
+		for _, m := range msgs {
+			ids = append(ids, m.ID)
+		}
+	}
+	out := struct {
+		Released []releaseResult `json:"released"`
+		NotFound []string        `json:"not_found"`
+	}{Released: []releaseResult{}, NotFound: []string{}}
+	for _, id := range ids {
+		res, err := a.release(r, id, body.Reason)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			out.NotFound = append(out.NotFound, id)
+		case err != nil:
+			a.internal(w, "releasing", err)
+			return
+		default:
+			out.Released = append(out.Released, res)
+		}
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
+	detail := "released"
+	if reason != "" {
+		detail += ": " + oneLine(reason, 200)
+	}
+	pend, err := a.store.Release(r.Context(), id, a.now(), a.who(r), detail)
+	if err != nil {
+		return releaseResult{}, err
+	}
+	a.queue.Add(pend...)
+	_, scope := a.actor(r)
+	a.metrics.Releases.WithLabelValues(scope).Inc()
+	res := releaseResult{ID: id, Requeued: []string{}}
+	for _, p := range pend {
+		res.Requeued = append(res.Requeued, p.Address)
+	}
+	return res, nil
+}
+
+// revoke: POST /api/v1/messages/{id}/links/revoke {"recipient": "...", "reason": "..."}
+func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Recipient string `json:"recipient"`
+		Reason    string `json:"reason"`
+	}
+	if !decodeOptional(w, r, &body) {
+		return
+	}
+	id := r.PathValue("id")
+	var rcptID int64
+	if body.Recipient != "" {
+		v, err := a.store.Message(r.Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+			return
+		} else if err != nil {
+			a.internal(w, "reading message", err)
+			return
+		}
+		for _, rc := range v.Recipients {
+			if strings.EqualFold(rc.Address, body.Recipient) {
+				rcptID = rc.ID
+			}
+		}
+		if rcptID == 0 {
+			WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
+			return
+		}
+	}
+	detail := "revoked"
+	if body.Reason != "" {
+		detail += ": " + oneLine(body.Reason, 200)
+	}
+	n, err := a.store.SetLinkState(r.Context(), id, rcptID, nil, store.LinkRevoked, a.who(r), detail)
+	if errors.Is(err, store.ErrNotFound) {
+		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+		return
+	}
+	if err != nil {
+		a.internal(w, "revoking", err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
+}
+
+func (a *API) internal(w http.ResponseWriter, what string, err error) {
+	a.log.Error("api: "+what, "err", err)
+	WriteError(w, http.StatusInternalServerError, "internal", what+" failed; try again")
+}
+
+// decodeOptional reads a JSON body if there is one (at most 64 KiB).
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength == 0 {
+		return true
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("the body is not the JSON this call takes: %v", err))
+		return false
+	}
+	return true
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max]
+	}
+	return s
+}
+
+type apiSummary struct {
+	ID         string    `json:"id"`
+	Tenant     string    `json:"tenant"`
+	MailFrom   string    `json:"mail_from"`
+	HeaderFrom string    `json:"header_from"`
+	MessageID  string    `json:"message_id"`
+	Subject    string    `json:"subject"`
+	Class      string    `json:"class"`
+	ReceivedAt time.Time `json:"received_at"`
+}
+
+type apiMessage struct {
+	apiSummary
+	Size       int64          `json:"size"`
+	ClientAddr string         `json:"client_addr"`
+	AuthUser   string         `json:"auth_user,omitempty"`
+	Recipients []apiRecipient `json:"recipients"`
+	Links      []apiLink      `json:"links"`
+	Events     []apiEvent     `json:"events"`
+}
+
+type apiRecipient struct {
+	Address     string     `json:"address"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	NextAttempt *time.Time `json:"next_attempt,omitempty"`
+	Provider    string     `json:"provider,omitempty"`
+	LastCode    int        `json:"last_code,omitempty"`
+	LastReply   string     `json:"last_reply,omitempty"`
+	TrackingID  string     `json:"tracking_id"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+}
+
+type apiLink struct {
+	ID        int64      `json:"id"`
+	Recipient string     `json:"recipient"`
+	URL       string     `json:"url"`
+	State     string     `json:"state"`
+	Uses      int        `json:"uses"`
+	MaxUses   int        `json:"max_uses"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+type apiEvent struct {
+	Time      time.Time `json:"time"`
+	Kind      string    `json:"kind"`
+	Actor     string    `json:"actor"`
+	Recipient string    `json:"recipient,omitempty"`
+	Detail    string    `json:"detail"`
+}
+
+func messageJSON(v *store.MessageView) apiMessage {
+	m := v.Message
+	out := apiMessage{apiSummary: apiSummary{ID: m.ID, Tenant: m.Tenant, MailFrom: m.MailFrom, HeaderFrom: m.HeaderFrom,
+		MessageID: m.MessageID, Subject: m.Subject, Class: m.Class, ReceivedAt: m.ReceivedAt.UTC()},
+		Size: m.Size, ClientAddr: m.ClientAddr, AuthUser: m.AuthUser,
+		Recipients: []apiRecipient{}, Links: []apiLink{}, Events: []apiEvent{}}
+	byID := map[int64]string{}
+	for _, r := range v.Recipients {
+		byID[r.ID] = r.Address
+		ar := apiRecipient{Address: r.Address, State: string(r.State), Attempts: r.Attempts, Provider: r.Provider,
+			LastCode: r.LastCode, LastReply: r.LastReply, TrackingID: r.TrackingID, UpdatedAt: r.UpdatedAt.UTC()}
+		if r.State == store.StateQueued {
+			t := r.NextAttempt.UTC()
+			ar.NextAttempt = &t
+		}
+		out.Recipients = append(out.Recipients, ar)
+	}
+	for _, l := range v.Links {
+		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: l.URL, State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses}
+		if !l.ExpiresAt.IsZero() {
+			t := l.ExpiresAt.UTC()
+			al.ExpiresAt = &t
+		}
+		out.Links = append(out.Links, al)
+	}
+	for _, e := range v.Events {
+		out.Events = append(out.Events, apiEvent{Time: e.Time.UTC(), Kind: e.Kind, Actor: e.Actor,
+			Recipient: byID[e.RecipientID], Detail: e.Detail})
+	}
+	return out
+}
+
+// WriteJSON writes v as the JSON body of a response.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// WriteError writes an API error: a machine-readable code and a reason a
+// person can act on.
+func WriteError(w http.ResponseWriter, status int, code, reason string) {
+	WriteJSON(w, status, map[string]string{"error": code, "reason": reason})
+}
