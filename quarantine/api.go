@@ -42,13 +42,34 @@ func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name, scope s
 	return &API{store: st, queue: q, actor: actor, metrics: m, log: log, now: time.Now}
 }
 
-// Register adds the API's routes to mux behind guard.
+// Route is one API endpoint and the scope it takes.
+type Route struct {
+	Method, Path, Scope string
+	handler             http.HandlerFunc
+}
+
+// Routes lists the API's endpoints; docs/openapi.yaml describes each one,
+// and a test holds the two together.
+func (a *API) Routes() []Route {
+	return []Route{
+		{"GET", "/api/v1/messages", "read", a.search},
+		{"GET", "/api/v1/messages/{id}", "read", a.message},
+		{"POST", "/api/v1/messages/{id}/release", "release", a.releaseOne},
+		{"POST", "/api/v1/release", "release", a.releaseBatch},
+		{"POST", "/api/v1/messages/{id}/links/revoke", "release", a.revoke},
+	}
+}
+
+// Register adds the API's routes to mux behind guard, and serves its
+// OpenAPI description without authentication.
 func (a *API) Register(mux *http.ServeMux, guard Guard) {
-	mux.Handle("GET /api/v1/messages", guard("read", http.HandlerFunc(a.search)))
-	mux.Handle("GET /api/v1/messages/{id}", guard("read", http.HandlerFunc(a.message)))
-	mux.Handle("POST /api/v1/messages/{id}/release", guard("release", http.HandlerFunc(a.releaseOne)))
-	mux.Handle("POST /api/v1/release", guard("release", http.HandlerFunc(a.releaseBatch)))
-	mux.Handle("POST /api/v1/messages/{id}/links/revoke", guard("release", http.HandlerFunc(a.revoke)))
+	for _, r := range a.Routes() {
+		mux.Handle(r.Method+" "+r.Path, guard(r.Scope, r.handler))
+	}
+	mux.HandleFunc("GET /api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(OpenAPI)
+	})
 }
 
 // who is the audit trail's actor: "api:<token>@<client address>".

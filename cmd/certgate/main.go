@@ -29,6 +29,7 @@ Usage:
   certgate demo [--keep]                run a demo on loopback with simulated providers
   certgate check-config --config FILE   report every configuration problem, with file and line
   certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
+  certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
   certgate version
 `
 
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheckConfig(args[1:], stdout)
 	case "dkim":
 		err = cmdDKIM(args[1:], stdout)
+	case "release":
+		err = cmdRelease(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
