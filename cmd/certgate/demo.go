@@ -129,7 +129,12 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
-	cfgPath, password, token, err := writeDemoConfig(dir, port, keyCfg)
+	downloads, err := startDownloadServer()
+	if err != nil {
+		return err
+	}
+	defer downloads.Close()
+	cfgPath, password, token, err := writeDemoConfig(dir, port, keyCfg, downloads.prefix)
 	if err != nil {
 		return err
 	}
@@ -263,6 +268,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	if err := demoGatedLink(ctx, out, smtpAddr, password, httpBase, token, sims[0], downloads); err != nil {
+		return err
+	}
 	if *keep {
 		out("\ncertgate keeps running (--keep); SMTP %s, user app, password %s. Ctrl-C to stop.", smtpAddr, password)
 		<-ctx.Done()
@@ -301,7 +309,7 @@ func pct(ds []time.Duration, p int) string {
 
 // writeDemoConfig writes the demo's configuration as an operator would,
 // so that the demo runs through the same loading and validation.
-func writeDemoConfig(dir string, mxPort int, keys []config.DKIMKey) (path, password, token string, err error) {
+func writeDemoConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix string) (path, password, token string, err error) {
 	password, token = randomHex(12), randomHex(24)
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
@@ -323,9 +331,20 @@ func writeDemoConfig(dir string, mxPort int, keys []config.DKIMKey) (path, passw
 	fmt.Fprintf(&b, "# certgate demo configuration, written by 'certgate demo'\n")
 	fmt.Fprintf(&b, "hostname: relay.ca.example\ndata_dir: %s\n", filepath.Join(dir, "data"))
 	fmt.Fprintf(&b, "smtp:\n  listen: [\"127.0.0.1:0\"]\n  tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile)
-	fmt.Fprintf(&b, "http:\n  listen: \"127.0.0.1:0\"\n")
+	// The gate's URLs go into the mail, so the HTTP port is chosen now.
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", "", err
+	}
+	httpAddr := hl.Addr().String()
+	hl.Close()
+	fmt.Fprintf(&b, "http:\n  listen: %q\n  public_url: \"http://%s\"\n", httpAddr, httpAddr)
 	fmt.Fprintf(&b, "tenants:\n  - name: issuer\n    users: [{username: app, password_hash: %q}]\n", string(hash))
 	fmt.Fprintf(&b, "    from_domains: [ca.example, certs.example, ac.example]\n")
+	fmt.Fprintf(&b, "  - name: portal\n    display_name: Service Certificats\n    users: [{username: portal, password_hash: %q}]\n", string(hash))
+	fmt.Fprintf(&b, "    from_domains: [certs.example]\n    support: {email: support@certs.example}\n")
+	fmt.Fprintf(&b, "    links: {gate: [%q], enable: on_release, max_uses: 3}\n", downloadPrefix)
+	fmt.Fprintf(&b, "gate: {min_human_delay: 500ms}\n")
 	fmt.Fprintf(&b, "dkim:\n")
 	for _, k := range keys {
 		fmt.Fprintf(&b, "  - {domain: %s, selector: %s, key_file: %s}\n", k.Domain, k.Selector, k.KeyFile)

@@ -23,6 +23,10 @@ func TestDemoEndToEnd(t *testing.T) {
 		"accepted:   27 messages, 28 recipients",
 		"no.such.user@contoso.example     bounced",
 		"250 2.0.0",
+		`recipient opens it (French browser):   "Ce lien n’est pas encore actif"`,
+		"/release -> 200 OK",
+		`recipient opens it again:               "Votre téléchargement est prêt"`,
+		"and gets the certificate: -----BEGIN CERTIFICATE-----",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/sim"
+)
+
+// downloadServer plays the issuer's download page: it hands out a
+// certificate to whoever reaches it, which is why the link is gated.
+type downloadServer struct {
+	prefix string // http://127.0.0.1:PORT/download/
+	srv    *http.Server
+	cert   []byte
+}
+
+func startDownloadServer() (*downloadServer, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	c, err := sim.SelfSigned("cliente.portal.example")
+	if err != nil {
+		return nil, err
+	}
+	ds := &downloadServer{prefix: "http://" + l.Addr().String() + "/download/", cert: c.CertPEM}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /download/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(ds.cert)
+	})
+	ds.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go ds.srv.Serve(l)
+	return ds, nil
+}
+
+func (ds *downloadServer) Close() { ds.srv.Close() }
+
+// portalMail is a certificate notice from the portal tenant, whose
+// download links wait for the helpdesk's release.
+func portalMail(prefix, rcpt string) string {
+	link := prefix + "7731/9f2c4e?formato=pem"
+	return "From: Service Certificats <no-reply@certs.example>\r\nTo: " + rcpt + "\r\n" +
+		"Subject: Votre certificat est disponible\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n" +
+		"--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		"Bonjour,\r\n\r\nVotre certificat est prêt : " + link + "\r\n\r\n" +
+		"--b1\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		"<p>Bonjour,</p><p><a href=\"" + strings.ReplaceAll(link, "&", "&amp;") + "\">Télécharger le certificat</a></p>\r\n" +
+		"--b1--\r\n"
+}
+
+var demoGateURL = regexp.MustCompile(`http://[0-9.:]+/d/[A-Za-z0-9_-]{22}`)
+var demoHeading = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+var demoNonce = regexp.MustCompile(`name="n" value="([^"]+)"`)
+
+// demoGatedLink plays the portal, the recipient and the helpdesk: a mail
+// whose link waits for release, the pending page, the release through the
+// API, and the certificate fetched through the gate.
+func demoGatedLink(ctx context.Context, out func(string, ...any), smtpAddr, password, httpBase, token string, google *sim.Provider, ds *downloadServer) error {
+	const rcpt = "cliente.portal@gmail.com"
+	out("\ngated download link (tenant portal: links.enable on_release)")
+	c, err := smtp.DialStartTLS(smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the demo's own throwaway certificate
+	if err != nil {
+		return err
+	}
+	if err := c.Auth(sasl.NewPlainClient("", "portal", password)); err != nil {
+		return err
+	}
+	if err := c.SendMail("no-reply@certs.example", []string{rcpt}, strings.NewReader(portalMail(ds.prefix, rcpt))); err != nil {
+		return err
+	}
+	c.Quit()
+	var gateURL string
+	for deadline := time.Now().Add(30 * time.Second); gateURL == "" && time.Now().Before(deadline) && ctx.Err() == nil; {
+		for _, m := range google.MessagesTo(rcpt) {
+			mimeedit.Walk(m.Data, func(_ *mimeedit.Part, d []byte) error {
+				if u := demoGateURL.Find(d); u != nil {
+					gateURL = string(u)
+				}
+				return nil
+			})
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if gateURL == "" {
+		return fmt.Errorf("the portal's mail did not arrive with a gated link")
+	}
+	out("  delivered to %s; its link now reads %s", rcpt, gateURL)
+
+	browser := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	page := func(method string, form url.Values) (*http.Response, string) {
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, gateURL, body)
+		req.Header.Set("User-Agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36")
+		req.Header.Set("Accept-Language", "fr-FR,fr;q=0.9")
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := browser.Do(req)
+		if err != nil {
+			return nil, err.Error()
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	heading := func(html string) string {
+		if m := demoHeading.FindStringSubmatch(html); m != nil {
+			return m[1]
+		}
+		return "?"
+	}
+	_, html := page("GET", nil)
+	out("  recipient opens it (French browser):   %q", heading(html))
+
+	// The helpdesk finds the message by recipient and releases it.
+	id, err := demoFindMessage(httpBase, token, rcpt)
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequest("POST", httpBase+"/api/v1/messages/"+id+"/release", strings.NewReader(`{"reason": "customer confirmed by phone"}`))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	out("  helpdesk: POST /api/v1/messages/%s/release -> %s", id, resp.Status)
+
+	_, html = page("GET", nil)
+	out("  recipient opens it again:               %q", heading(html))
+	nonce := demoNonce.FindStringSubmatch(html)
+	if nonce == nil {
+		return fmt.Errorf("the released link's page has no button")
+	}
+	time.Sleep(700 * time.Millisecond) // a person reads, then presses
+	resp, _ = page("POST", url.Values{"n": {nonce[1]}})
+	if resp == nil || resp.StatusCode != http.StatusSeeOther {
+		return fmt.Errorf("pressing the button did not forward to the download")
+	}
+	loc := resp.Header.Get("Location")
+	got, err := http.Get(loc)
+	if err != nil {
+		return err
+	}
+	cert, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	out("  presses the button: 303 to %s", loc)
+	out("  and gets the certificate: %s (%d bytes)", strings.SplitN(string(cert), "\n", 2)[0], len(cert))
+	return nil
+}
+
+func demoFindMessage(base, token, rcpt string) (string, error) {
+	req, _ := http.NewRequest("GET", base+"/api/v1/messages?recipient="+url.QueryEscape(rcpt), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Messages []struct {
+			ID string `json:"id"`
+		} `json:"messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || len(page.Messages) == 0 {
+		return "", fmt.Errorf("the API found no message to %s (%v)", rcpt, err)
+	}
+	return page.Messages[0].ID, nil
+}
