@@ -151,6 +151,15 @@ type Event struct {
 	Detail      string // human-readable detail
 }
 
+// EventRecord is an event as the event log yields it to consumers that
+// follow the whole log (webhooks): the event with its message's tenant and,
+// for a recipient's event, that recipient's address.
+type EventRecord struct {
+	Event
+	Tenant    string // the message's tenant
+	Recipient string // the recipient's address; "" for events about the whole message
+}
+
 // MessageView is a message with everything known about it.
 type MessageView struct {
 	Message    Message
@@ -234,6 +243,25 @@ type Store interface {
 	// recipients it queued, as Pending yields them, in recipient order.
 	// An unknown message is ErrNotFound.
 	Release(ctx context.Context, messageID string, now time.Time, actor, detail string) ([]Pending, error)
+
+	// EventsAfter returns at most limit (which must be positive) events
+	// with ids above afterID, in id order, each with its message's tenant
+	// and its recipient's address. A backend may return fewer than limit
+	// when more are there; only an empty result means none are.
+	// Ids only grow and are never reused: an event committed after a call
+	// returns has an id above every id that call returned, so a reader
+	// that resumes after the last id it saw misses nothing. (A backend
+	// whose transactions may commit out of id order, such as PostgreSQL
+	// with a sequence, must order event inserts or hold back the ids
+	// that an open transaction may still fill in.)
+	EventsAfter(ctx context.Context, afterID int64, limit int) ([]EventRecord, error)
+	// Cursor returns the event id stored under name by SetCursor, or 0
+	// for a name never set.
+	Cursor(ctx context.Context, name string) (int64, error)
+	// SetCursor durably stores id (not negative) under name (not empty),
+	// a consumer's position in the event log, replacing any earlier value.
+	SetCursor(ctx context.Context, name string, id int64) error
+
 	// Close flushes pending writes and releases resources.
 	Close() error
 }

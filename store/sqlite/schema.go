@@ -107,6 +107,20 @@ CREATE TABLE links (
 );
 CREATE INDEX links_message ON links(message_id);
 `,
+
+	// 3: consumers' positions in the event log (webhooks).
+	`
+-- EventsAfter walks events by id, and a consumer resumes after the id it
+-- stored here. That relies on event ids never being reused: SQLite gives
+-- a new row the largest id plus one, so events must never be deleted
+-- from the top of the table (nothing deletes them today; a retention job
+-- must keep the newest event or rebuild the table with AUTOINCREMENT).
+CREATE TABLE cursors (
+	name       TEXT PRIMARY KEY,
+	event_id   INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL -- Unix nanoseconds, UTC
+);
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

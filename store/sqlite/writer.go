@@ -50,6 +50,7 @@ type writer struct {
 	dropContents                         *sql.Stmt
 	insLink, linkByID, linksOf           *sql.Stmt
 	updLink, heldOf, releaseHeld         *sql.Stmt
+	setCursor                            *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -104,6 +105,8 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			WHERE r.message_id = ? AND r.state = 'held' ORDER BY r.id`},
 		{&w.releaseHeld, `UPDATE recipients SET state = 'queued', next_attempt = ?, updated_at = ?
 			WHERE message_id = ? AND state = 'held'`},
+		{&w.setCursor, `INSERT INTO cursors (name, event_id, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at`},
 	} {
 		st, err := conn.PrepareContext(ctx, p.query)
 		if err != nil {

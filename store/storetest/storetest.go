@@ -69,6 +69,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SearchTime", testSearchTime},
 		{"SearchPaging", testSearchPaging},
 		{"SearchLimits", testSearchLimits},
+
+		{"EventsAfter", testEventsAfter},
+		{"EventsAfterWhileWriting", testEventsAfterWhileWriting},
+		{"Cursor", testCursor},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
