@@ -45,6 +45,12 @@ func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string,
 		return "", fmt.Errorf("spooling: %w", err) // becomes 451 4.3.0 at the boundary
 	}
 	r.metrics.SMTPAccepted.WithLabelValues(p.Message.Tenant, p.Message.Class).Inc()
+	for _, rc := range p.Rcpts {
+		if rc.State == store.StateHeld {
+			r.metrics.Held.WithLabelValues(p.Message.Tenant).Inc()
+			break
+		}
+	}
 	return p.Message.ID, nil
 }
 

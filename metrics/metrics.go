@@ -38,6 +38,7 @@ type Metrics struct {
 	GateUses     prometheus.Counter
 	GateRefusals *prometheus.CounterVec // reason
 	Releases     *prometheus.CounterVec // scope
+	Held         *prometheus.GaugeVec   // tenant
 }
 
 // New registers every metric on a fresh registry, with Go and process
@@ -120,6 +121,10 @@ func New() *Metrics {
 			Name: "certgate_releases_total",
 			Help: "Messages released through the API, by the scope of the token that asked (release or admin).",
 		}, []string{"scope"}),
+		Held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certgate_held_messages",
+			Help: "Messages certgate holds in its own quarantine until released, by tenant.",
+		}, []string{"tenant"}),
 	}
 	f(m.SMTPConnections)
 	f(m.SMTPAccepted)
@@ -138,6 +143,7 @@ func New() *Metrics {
 	f(m.GateUses)
 	f(m.GateRefusals)
 	f(m.Releases)
+	f(m.Held)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -1,6 +1,7 @@
 package quarantine
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -228,6 +229,9 @@ func (a *API) release(r *http.Request, id, reason string) (releaseResult, error)
 		return releaseResult{}, err
 	}
 	a.queue.Add(pend...)
+	if len(pend) > 0 {
+		a.metrics.Held.WithLabelValues(pend[0].Tenant).Dec()
+	}
 	_, scope := a.actor(r)
 	a.metrics.Releases.WithLabelValues(scope).Inc()
 	res := releaseResult{ID: id, Requeued: []string{}}
@@ -281,6 +285,29 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
+}
+
+// CountHeld sets the held-messages gauge from the store, at start.
+func CountHeld(ctx context.Context, st store.Store, m *metrics.Metrics) error {
+	counts := map[string]int{}
+	after := ""
+	for {
+		page, err := st.Search(ctx, store.Query{State: store.StateHeld, After: after, Limit: 500})
+		if err != nil {
+			return err
+		}
+		for _, msg := range page {
+			counts[msg.Tenant]++
+		}
+		if len(page) < 500 {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	for tenant, n := range counts {
+		m.Held.WithLabelValues(tenant).Set(float64(n))
+	}
+	return nil
 }
 
 func (a *API) internal(w http.ResponseWriter, what string, err error) {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -32,6 +34,7 @@ func (r *requeued) Add(ps ...store.Pending) {
 }
 
 type apiEnv struct {
+	api *API
 	t   *testing.T
 	st  store.Store
 	srv *httptest.Server
@@ -51,7 +54,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	api.Register(mux, func(_ string, h http.Handler) http.Handler { return h }) // scopes are the router's (cmd/certgate tests)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &apiEnv{t: t, st: st, srv: srv, q: q}
+	return &apiEnv{api: api, t: t, st: st, srv: srv, q: q}
 }
 
 // enqueue stores a message at minute i of the day with one recipient.
@@ -203,4 +206,29 @@ func TestAPIBatchReleaseAndRevoke(t *testing.T) {
 	if code := e.call("GET", "/api/v1/messages/nope", "", &apiErr); code != 404 {
 		t.Fatalf("unknown message: %d", code)
 	}
+}
+
+func TestHeldGaugeCountsAtStartAndFallsOnRelease(t *testing.T) {
+	e := newAPIEnv(t)
+	id := e.enqueue(1, "a@empresa.example", store.StateHeld, store.LinkPending)
+	e.enqueue(2, "b@empresa.example", store.StateHeld, store.LinkPending)
+	e.enqueue(3, "c@empresa.example", store.StateQueued, store.LinkPending)
+	m := e.api.metrics
+	if err := CountHeld(context.Background(), e.st, m); err != nil {
+		t.Fatal(err)
+	}
+	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 2 {
+		t.Fatalf("held at start: %v, want 2", got)
+	}
+	e.call("POST", "/api/v1/messages/"+id+"/release", "", &map[string]any{})
+	e.call("POST", "/api/v1/messages/"+id+"/release", "", nil) // nothing left to release: no change
+	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 1 {
+		t.Fatalf("held after a release: %v, want 1", got)
+	}
+}
+
+func gaugeValue(g interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	g.Write(&m)
+	return m.GetGauge().GetValue()
 }

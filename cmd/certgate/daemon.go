@@ -141,6 +141,10 @@ func (d *daemon) start(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
 	}
 	d.httpAddr = hl.Addr()
+	if err := quarantine.CountHeld(ctx, d.store, d.metrics); err != nil {
+		closeAll(append(ls, hl))
+		return err
+	}
 	if err := d.queue.Start(ctx); err != nil {
 		closeAll(append(ls, hl))
 		return err
