@@ -21,7 +21,9 @@ ROOT=$(pwd)
 #   python3-dkim, python3-nacl the independent DKIM verifier (nacl: Ed25519)
 #   gcc, libc6-dev             cgo, which go test -race needs
 #   ca-certificates            HTTPS to the Go module proxy
-PACKAGES=(postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates)
+#   chromium, fonts-dejavu-core the headless browser that opens the gate's
+#                              pages (quarantine/browser_test.go), and a font
+PACKAGES=(postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core)
 
 # The tests run with TMPDIR inside TMP, so whatever they leave behind (when
 # killed, say) goes with it. The private Postfix instances live there too and
