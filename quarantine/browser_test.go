@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -327,18 +326,6 @@ func (tab *browserTab) press(t *testing.T) (*network.Response, []string, error) 
 	return nil, lines, err
 }
 
-// knownBug stops a test at a known product bug: a skip that says so, or
-// a failure under CERTGATE_E2E=1, so that the full check stays red until
-// the bug is fixed.
-func knownBug(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := "KNOWN BUG: " + fmt.Sprintf(format, args...)
-	if os.Getenv("CERTGATE_E2E") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + "\n(with CERTGATE_E2E=1 this is a failure)")
-}
-
 // box is an element's place on the screen, in CSS pixels.
 type box struct {
 	X       float64 `json:"x"`
@@ -585,13 +572,13 @@ func checkPage(t *testing.T, tab *browserTab, name string, want pageWant) {
 	screenshot(t, tab, name+"-desktop", l)
 	checkAccessibility(t, tab, want)
 
-	err := chromedp.Do(within(t, tab.ctx, 10*time.Second), chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateTouch))
+	err := chromedp.Do(within(t, tab.ctx, 10*time.Second), chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile, chromedp.EmulateTouch))
 	if err != nil {
 		t.Fatalf("phone viewport: %v", err)
 	}
 	l = tab.layout(t)
-	if l.ViewportW != 390 {
-		t.Errorf("phone viewport is %gpx wide, want 390", l.ViewportW)
+	if l.ViewportW != 360 {
+		t.Errorf("phone viewport is %gpx wide, want 360", l.ViewportW)
 	}
 	checkLayout(t, name+" (phone)", l, want)
 	screenshot(t, tab, name+"-phone", l)
@@ -628,14 +615,6 @@ func TestGatePagesInChromium(t *testing.T) {
 			}
 			resp, console, err := tab.press(t)
 			if err != nil {
-				for _, line := range console {
-					if strings.Contains(line, "form-action") {
-						knownBug(t, "Chromium refused to follow the gate's 303 to the issuer (%v), although the press "+
-							"spent a use (now %d): %s\nThe page's Content-Security-Policy says form-action 'self', and browsers "+
-							"apply form-action to the redirects of a form submission. The fix is in quarantine/gate.go (render): "+
-							"allow the link's origin in form-action on pages with a button.", err, g.link(t).Uses, line)
-					}
-				}
 				t.Fatalf("pressing the button: %v; console: %q", err, console)
 			}
 			if resp.URL != g.issuerURL || resp.Status != http.StatusOK {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 )
 
 var fmtSscan = fmt.Sscan
+
+// cspHost is a host[:port] safe to write into a CSP source list.
+var cspHost = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$`)
 
 // TenantPage is what the gate says about an issuer: its name and how its
 // customers reach support.
@@ -296,7 +300,16 @@ func (g *Gate) render(w http.ResponseWriter, r *http.Request, status int, view s
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Robots-Tag", "noindex, nofollow")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	// Browsers apply form-action to where the form's POST is redirected
+	// too, so the issuer's origin must be allowed, or the use is spent and
+	// the download never reached.
+	formAction := "'self'"
+	if p.Button != "" && link != nil {
+		if u, err := url.Parse(link.URL); err == nil && (u.Scheme == "https" || u.Scheme == "http") && cspHost.MatchString(u.Host) {
+			formAction += " " + u.Scheme + "://" + u.Host
+		}
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Content-Language", lang)
 	h.Set("Vary", "Accept-Language")
 	w.WriteHeader(status)

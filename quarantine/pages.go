@@ -100,7 +100,9 @@ ol{padding-left:1.3rem}
 button{font:inherit;font-size:1.1rem;background:#0b5cad;color:#fff;border:0;border-radius:6px;padding:.8rem 1.6rem;cursor:pointer}
 button:focus{outline:3px solid #f5a623;outline-offset:2px}
 .issuer{color:#5a6272;font-size:.9rem;margin-bottom:1.5rem}
-.support{margin-top:1.5rem;font-size:.95rem;color:#3a4150}
+.support{margin-top:1.5rem;font-size:.95rem;color:#3a4150;overflow-wrap:anywhere}
+.support a{color:#0b5cad}
+.support a[href^="tel:"]{white-space:nowrap}
 </style>
 </head>
 <body>
