@@ -19,6 +19,7 @@ type Config struct {
 	Providers []Provider `yaml:"providers"`
 	API       API        `yaml:"api"`
 	Gate      Gate       `yaml:"gate"`
+	Webhooks  []Webhook  `yaml:"webhooks"`
 	Log       Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
@@ -182,6 +183,28 @@ type APIToken struct {
 	TokenEnv  string   `yaml:"token_env"`
 	Scopes    []string `yaml:"scopes"` // read, release, admin
 }
+
+// Webhook is an endpoint that receives signed POSTs for events of the
+// audit trail; the signing secret comes from a file or an environment
+// variable.
+type Webhook struct {
+	Name       string   `yaml:"name"` // keys the endpoint's position in the event log
+	URL        string   `yaml:"url"`  // https, or http to a loopback host
+	SecretFile string   `yaml:"secret_file"`
+	SecretEnv  string   `yaml:"secret_env"`
+	Events     []string `yaml:"events"`  // of WebhookEvents
+	Tenants    []string `yaml:"tenants"` // empty for every tenant
+	Timeout    Duration `yaml:"timeout"` // per attempt
+}
+
+// Secret returns the signing secret from secret_file or secret_env.
+func (w Webhook) Secret() (string, error) { return ReadSecret(w.SecretFile, w.SecretEnv) }
+
+// WebhookEvents are the event kinds a webhook can receive.
+var WebhookEvents = []string{"delivered", "bounced", "released", "link_used", "link_refused"}
+
+// DefaultWebhookTimeout is webhooks[].timeout when the key is absent.
+const DefaultWebhookTimeout = Duration(10 * time.Second)
 
 // Log configures log/slog output.
 type Log struct {

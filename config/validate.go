@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -110,6 +111,7 @@ func (v *validator) validate(c *Config) {
 	if c.Gate.MinHumanDelay < 0 {
 		v.add("gate.min_human_delay", "must not be negative")
 	}
+	v.webhooks(c)
 }
 
 func (v *validator) general(c *Config) {
@@ -636,6 +638,104 @@ func (v *validator) api(a API) {
 			}
 		}
 	}
+}
+
+var webhookName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// webhooks checks the webhook endpoints. It also fills in the timeout
+// when the key is left out and makes a relative secret_file relative to
+// the configuration file, as Parse does for the other files.
+func (v *validator) webhooks(c *Config) {
+	tenants := map[string]bool{}
+	for _, t := range c.Tenants {
+		tenants[t.Name] = true
+	}
+	names := map[string]int{}
+	for i := range c.Webhooks {
+		w := &c.Webhooks[i]
+		at := indexPath("webhooks", i)
+		switch k, dup := names[w.Name]; {
+		case w.Name == "":
+			v.add(at+".name", "required")
+		case !webhookName.MatchString(w.Name):
+			v.add(at+".name", "%q: use letters, digits, ., _ and - only", w.Name)
+		case dup:
+			v.add(at+".name", "%q is already the name of webhooks[%d]", w.Name, k)
+		default:
+			names[w.Name] = i
+		}
+
+		if w.URL == "" {
+			v.add(at+".url", "required")
+		} else if msg := webhookURLProblem(w.URL); msg != "" {
+			v.add(at+".url", "%s", msg)
+		}
+
+		if w.SecretFile != "" && c.Path != "" && !filepath.IsAbs(w.SecretFile) {
+			w.SecretFile = filepath.Join(filepath.Dir(c.Path), w.SecretFile)
+		}
+		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv)
+
+		if len(w.Events) == 0 {
+			v.add(at+".events", "list at least one of %s", strings.Join(WebhookEvents, ", "))
+		}
+		seenEvents := map[string]bool{}
+		for j, e := range w.Events {
+			switch {
+			case !slices.Contains(WebhookEvents, e):
+				v.add(indexPath(at+".events", j), "%q is not one of %s", e, strings.Join(WebhookEvents, ", "))
+			case seenEvents[e]:
+				v.add(indexPath(at+".events", j), "%q is listed twice", e)
+			}
+			seenEvents[e] = true
+		}
+
+		seenTenants := map[string]bool{}
+		for j, t := range w.Tenants {
+			switch {
+			case !tenants[t] && !v.isBad("tenants"):
+				v.add(indexPath(at+".tenants", j), "%q is not the name of a tenant", t)
+			case seenTenants[t]:
+				v.add(indexPath(at+".tenants", j), "%q is listed twice", t)
+			}
+			seenTenants[t] = true
+		}
+
+		if !v.has(at+".timeout") && w.Timeout == 0 {
+			w.Timeout = DefaultWebhookTimeout
+		}
+		v.positiveDuration(at+".timeout", w.Timeout)
+	}
+}
+
+// webhookURLProblem checks a webhook URL: absolute https, or http to a
+// loopback host (a receiver on the same machine); no user name or
+// fragment. A query is allowed.
+func webhookURLProblem(s string) string {
+	u, err := url.Parse(s)
+	if err == nil && u.User != nil {
+		// Never echo it: it holds a user name and maybe a password.
+		return "must not contain a user name or password"
+	}
+	// The URL is not echoed: receivers sometimes take a token in the query.
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Opaque != "" {
+		return "not an absolute https URL such as https://crm.issuer.example/hooks/certgate"
+	}
+	if u.Fragment != "" || strings.HasSuffix(s, "#") {
+		return "must not have a #fragment"
+	}
+	if u.Scheme == "http" && !isLoopbackHost(u.Hostname()) {
+		return fmt.Sprintf("use https: plain http is only allowed to a loopback host (localhost, 127.0.0.1, ::1), not %s", u.Hostname())
+	}
+	return ""
+}
+
+func isLoopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }
 
 // ---- shared checks ----
