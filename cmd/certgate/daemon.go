@@ -32,6 +32,7 @@ type daemon struct {
 	queue   *gateway.Queue
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
+	hooks   *quarantine.Dispatcher
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -117,6 +118,14 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return nil, err
 	}
 	d.gate = quarantine.NewGate(st, gateOptions(cfg), d.metrics, log)
+	hooks, err := quarantine.WebhookEndpoints(cfg.Webhooks)
+	if err == nil {
+		d.hooks, err = quarantine.NewDispatcher(st, hooks, quarantine.WebhookOptions{}, log)
+	}
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	d.http = &http.Server{Handler: newRouter(d, tokens), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
@@ -145,7 +154,12 @@ func (d *daemon) start(ctx context.Context) error {
 		closeAll(append(ls, hl))
 		return err
 	}
+	if err := d.hooks.Start(ctx); err != nil {
+		closeAll(append(ls, hl))
+		return err
+	}
 	if err := d.queue.Start(ctx); err != nil {
+		d.hooks.Stop(ctx)
 		closeAll(append(ls, hl))
 		return err
 	}
@@ -184,7 +198,7 @@ func (d *daemon) shutdown(ctx context.Context) {
 	smtpCtx, cancel := context.WithTimeout(ctx, time.Until(deadline)/3)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		if err := d.smtp.Shutdown(smtpCtx); err != nil {
@@ -197,6 +211,12 @@ func (d *daemon) shutdown(ctx context.Context) {
 		if err := d.queue.Stop(ctx); err != nil {
 			queueStopped = false
 			d.log.Error("deliveries still in flight at the deadline; they will be retried, and may be delivered twice", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := d.hooks.Stop(ctx); err != nil {
+			d.log.Warn("webhook notices still in flight at the deadline; they will be sent again", "err", err)
 		}
 	}()
 	wg.Wait()

@@ -1,0 +1,386 @@
+package quarantine
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/store"
+)
+
+// Webhooks tell the issuer's systems what became of their mail. They are an
+// outbox derived from the audit trail: for each endpoint a goroutine walks
+// the store's event log in id order, POSTs every event the endpoint asks
+// for, and stores the id of the last one delivered as the endpoint's
+// cursor. Delivery is therefore durable (nothing is lost across restarts),
+// in order per endpoint, and at least once: a POST whose answer is lost is
+// sent again. docs/config.md documents the payload and the signature.
+
+// minWebhookSecret is the shortest signing secret accepted, in bytes.
+const minWebhookSecret = 16
+
+// WebhookEndpoint is one receiver of signed event notices.
+type WebhookEndpoint struct {
+	Name    string // unique; keys the endpoint's cursor in the store
+	URL     string
+	Secret  []byte        // HMAC-SHA256 key
+	Events  []string      // event kinds to send
+	Tenants []string      // only these tenants' events; empty for all
+	Timeout time.Duration // per try; 10s when 0
+}
+
+// WebhookEndpoints turns the configured webhooks into endpoints, reading
+// their secrets. Errors name the secret's file or variable, never its value.
+func WebhookEndpoints(ws []config.Webhook) ([]WebhookEndpoint, error) {
+	var out []WebhookEndpoint
+	for _, w := range ws {
+		secret, err := w.Secret()
+		if err != nil {
+			return nil, fmt.Errorf("webhook %s: %w", w.Name, err)
+		}
+		if len(secret) < minWebhookSecret {
+			from := "file " + w.SecretFile
+			if w.SecretEnv != "" {
+				from = "environment variable " + w.SecretEnv
+			}
+			return nil, fmt.Errorf("webhook %s: the secret in %s is shorter than %d characters (make one with openssl rand -hex 32)",
+				w.Name, from, minWebhookSecret)
+		}
+		out = append(out, WebhookEndpoint{Name: w.Name, URL: w.URL, Secret: []byte(secret),
+			Events: slices.Clone(w.Events), Tenants: slices.Clone(w.Tenants), Timeout: w.Timeout.D()})
+	}
+	return out, nil
+}
+
+// WebhookOptions tune a Dispatcher; the zero value is what production uses.
+type WebhookOptions struct {
+	// BackoffBase is the wait before the first retry of a failed POST;
+	// it doubles with each further failure, up to BackoffMax. Defaults
+	// 1s and 5m.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// Poll is how often an endpoint that is up to date looks for new
+	// events. Default 1s.
+	Poll time.Duration
+	// PageSize is how many events one read of the log takes. Default 100.
+	PageSize int
+	// Client sends the POSTs. The default follows no redirects: a
+	// redirect is a failed try, so the body never goes where it was not
+	// configured to go.
+	Client *http.Client
+	// Now is the clock of the signature timestamps. Default time.Now.
+	Now func() time.Time
+}
+
+func (o *WebhookOptions) setDefaults() {
+	if o.BackoffBase <= 0 {
+		o.BackoffBase = time.Second
+	}
+	if o.BackoffMax <= 0 {
+		o.BackoffMax = 5 * time.Minute
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = 100
+	}
+	if o.Client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		o.Client = &http.Client{Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Dispatcher sends the event log to the webhook endpoints.
+type Dispatcher struct {
+	store store.Store
+	eps   []*endpoint
+	opts  WebhookOptions
+	log   *slog.Logger
+
+	// stopping ends waits (polls, backoff) and keeps new tries from
+	// starting; aborting also cuts the POSTs in flight. Stop cancels the
+	// first at once and the second when its own context runs out.
+	stopping context.Context
+	stop     context.CancelFunc
+	aborting context.Context
+	abort    context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+type endpoint struct {
+	WebhookEndpoint
+	url     *url.URL
+	events  map[string]bool
+	tenants map[string]bool // nil for every tenant
+	cursor  int64           // loaded by Start
+}
+
+// cursorName is the key of an endpoint's position in the store.
+func (ep *endpoint) cursorName() string { return "webhook:" + ep.Name }
+
+func (ep *endpoint) wants(e store.EventRecord) bool {
+	return ep.events[e.Kind] && (ep.tenants == nil || ep.tenants[e.Tenant])
+}
+
+// NewDispatcher checks the endpoints; nothing runs before Start.
+func NewDispatcher(st store.Store, eps []WebhookEndpoint, opts WebhookOptions, log *slog.Logger) (*Dispatcher, error) {
+	opts.setDefaults()
+	d := &Dispatcher{store: st, opts: opts, log: log}
+	seen := map[string]bool{}
+	for _, w := range eps {
+		switch {
+		case w.Name == "":
+			return nil, errors.New("webhook without a name")
+		case seen[w.Name]:
+			return nil, fmt.Errorf("webhook %s: the name is used twice", w.Name)
+		case len(w.Secret) == 0:
+			return nil, fmt.Errorf("webhook %s: no secret", w.Name)
+		case len(w.Events) == 0:
+			return nil, fmt.Errorf("webhook %s: no events", w.Name)
+		}
+		seen[w.Name] = true
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			// Not echoed: a receiver may take a token in the query.
+			return nil, fmt.Errorf("webhook %s: the URL is not an absolute http(s) URL", w.Name)
+		}
+		ep := &endpoint{WebhookEndpoint: w, url: u, events: map[string]bool{}}
+		if ep.Timeout <= 0 {
+			ep.Timeout = config.DefaultWebhookTimeout.D()
+		}
+		for _, k := range w.Events {
+			ep.events[k] = true
+		}
+		if len(w.Tenants) > 0 {
+			ep.tenants = map[string]bool{}
+			for _, t := range w.Tenants {
+				ep.tenants[t] = true
+			}
+		}
+		d.eps = append(d.eps, ep)
+	}
+	return d, nil
+}
+
+// Start reads every endpoint's cursor and starts sending. The dispatcher
+// runs until Stop, or until ctx is canceled.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	for _, ep := range d.eps {
+		c, err := d.store.Cursor(ctx, ep.cursorName())
+		if err != nil {
+			return fmt.Errorf("webhook %s: reading its position in the event log: %w", ep.Name, err)
+		}
+		ep.cursor = c
+	}
+	d.aborting, d.abort = context.WithCancel(ctx)
+	d.stopping, d.stop = context.WithCancel(d.aborting)
+	for _, ep := range d.eps {
+		d.log.Info("webhook started", "webhook", ep.Name, "after_event", ep.cursor)
+		d.wg.Add(1)
+		go d.run(ep)
+	}
+	return nil
+}
+
+// Stop starts no further tries and waits for the POSTs in flight to be
+// answered and recorded. When ctx ends first, they are cut short, and
+// their events are sent again after the next Start.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	if d.stop == nil {
+		return nil
+	}
+	d.stop()
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		d.abort()
+		return nil
+	case <-ctx.Done():
+		d.abort()
+		return ctx.Err()
+	}
+}
+
+// run is one endpoint's loop: read a page of the log after the cursor,
+// send what the endpoint wants, one event at a time, and move the cursor.
+func (d *Dispatcher) run(ep *endpoint) {
+	defer d.wg.Done()
+	for d.stopping.Err() == nil {
+		page, err := d.store.EventsAfter(d.stopping, ep.cursor, d.opts.PageSize)
+		if err != nil {
+			if d.stopping.Err() == nil {
+				d.log.Warn("webhook: reading the event log failed", "webhook", ep.Name, "after_event", ep.cursor, "err", err)
+			}
+			d.sleep(d.opts.Poll)
+			continue
+		}
+		if len(page) == 0 {
+			d.sleep(d.opts.Poll)
+			continue
+		}
+		stored := true // whether ep.cursor is the stored position
+		for _, e := range page {
+			if !ep.wants(e) {
+				ep.cursor, stored = e.ID, false
+				continue
+			}
+			if !d.deliver(ep, e) {
+				return // stopping; events passed over are passed over again
+			}
+			ep.cursor = e.ID
+			stored = d.setCursor(ep)
+		}
+		if !stored {
+			// Events the endpoint does not want move the cursor once a page.
+			d.setCursor(ep)
+		}
+	}
+}
+
+// setCursor stores ep.cursor. A failure is logged and otherwise ignored:
+// the events since the stored position are sent again after a restart,
+// which at-least-once delivery allows.
+func (d *Dispatcher) setCursor(ep *endpoint) bool {
+	if err := d.store.SetCursor(d.aborting, ep.cursorName(), ep.cursor); err != nil {
+		d.log.Warn("webhook: storing its position failed", "webhook", ep.Name, "event", ep.cursor, "err", err)
+		return false
+	}
+	return true
+}
+
+// sleep waits for dur or until the dispatcher stops.
+func (d *Dispatcher) sleep(dur time.Duration) bool {
+	t := time.NewTimer(dur)
+	defer t.Stop()
+	select {
+	case <-d.stopping.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// webhookBody is the JSON of a notice; docs/config.md documents it.
+type webhookBody struct {
+	ID        int64     `json:"id"`
+	Kind      string    `json:"kind"`
+	Time      time.Time `json:"time"`
+	MessageID string    `json:"message_id"`
+	Tenant    string    `json:"tenant"`
+	Recipient string    `json:"recipient"`
+	Actor     string    `json:"actor"`
+	Detail    string    `json:"detail"`
+}
+
+// deliver sends e to ep until the receiver takes it, waiting longer after
+// each failure; the endpoint's later events wait meanwhile. It reports
+// false when the dispatcher stops first.
+func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
+	body, err := json.Marshal(webhookBody{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
+		Tenant: e.Tenant, Recipient: e.Recipient, Actor: e.Actor, Detail: e.Detail})
+	if err != nil {
+		// Strings, numbers and a UTC time always encode; this is a bug.
+		d.log.Error("webhook: encoding an event failed; skipping it", "webhook", ep.Name, "event", e.ID, "err", err)
+		return true
+	}
+	for failures := 0; ; {
+		if d.stopping.Err() != nil {
+			return false
+		}
+		status, err := d.post(ep, e, body)
+		if err == nil {
+			d.log.Debug("webhook delivered", "webhook", ep.Name, "event", e.ID, "kind", e.Kind, "status", status)
+			return true
+		}
+		failures++
+		wait := d.backoff(failures)
+		attrs := []any{"webhook", ep.Name, "event", e.ID, "kind", e.Kind, "attempt", failures}
+		if status != 0 {
+			attrs = append(attrs, "status", status)
+		}
+		d.log.Warn("webhook delivery failed", append(attrs, "err", err, "retry_in", wait)...)
+		if !d.sleep(wait) {
+			return false
+		}
+	}
+}
+
+// backoff is the wait after the nth failure in a row: BackoffBase doubled
+// n-1 times, at most BackoffMax, less a random fifth at most, so that
+// endpoints failing together do not retry in step.
+func (d *Dispatcher) backoff(n int) time.Duration {
+	wait := d.opts.BackoffMax
+	if n <= 30 {
+		wait = min(d.opts.BackoffBase<<(n-1), d.opts.BackoffMax)
+	}
+	if wait <= 0 { // overflow
+		wait = d.opts.BackoffMax
+	}
+	return wait - rand.N(wait/5+1)
+}
+
+// post makes one try: it signs body with the current time and sends it.
+// A nil error means a 2xx answer.
+func (d *Dispatcher) post(ep *endpoint, e store.EventRecord, body []byte) (status int, err error) {
+	ctx, cancel := context.WithTimeout(d.aborting, ep.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url.String(), bytes.NewReader(body))
+	if err != nil {
+		return 0, errors.New("cannot build the request")
+	}
+	ts := strconv.FormatInt(d.opts.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "certgate-webhooks")
+	req.Header.Set("X-Certgate-Event", e.Kind)
+	req.Header.Set("X-Certgate-Delivery", strconv.FormatInt(e.ID, 10))
+	req.Header.Set("X-Certgate-Timestamp", ts)
+	req.Header.Set("X-Certgate-Signature", "sha256="+webhookSignature(ep.Secret, ts, body))
+	resp, err := d.opts.Client.Do(req)
+	if err != nil {
+		// A *url.Error repeats the URL, whose query may hold a token.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, err
+	}
+	// Read (some of) the answer so the connection can be reused; the
+	// status alone decides.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, fmt.Errorf("the receiver answered %s", resp.Status)
+	}
+	return resp.StatusCode, nil
+}
+
+// webhookSignature is the hex HMAC-SHA256, keyed with secret, of the
+// timestamp, a dot and the body.
+func webhookSignature(secret []byte, ts string, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}

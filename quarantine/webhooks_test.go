@@ -1,0 +1,796 @@
+package quarantine
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/store"
+	"github.com/certgate/certgate/store/sqlite"
+)
+
+// whNotice is one POST as the receiver saw it.
+type whNotice struct {
+	path   string
+	method string
+	header http.Header
+	body   []byte
+	at     time.Time
+	// decoded from body
+	ID        int64  `json:"id"`
+	Kind      string `json:"kind"`
+	Time      string `json:"time"`
+	MessageID string `json:"message_id"`
+	Tenant    string `json:"tenant"`
+	Recipient string `json:"recipient"`
+	Actor     string `json:"actor"`
+	Detail    string `json:"detail"`
+}
+
+// whReceiver is a real HTTP server on 127.0.0.1 that records every POST
+// on arrival and answers what status says (200 when nil). status may
+// block, to keep a POST in flight.
+type whReceiver struct {
+	t      *testing.T
+	srv    *httptest.Server
+	mu     sync.Mutex
+	got    []whNotice
+	status func(n whNotice, seen int) int // seen: tries of this id and path so far, this one included
+}
+
+func newWHReceiver(t *testing.T, status func(n whNotice, seen int) int) *whReceiver {
+	r := &whReceiver{t: t, status: status}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		n := whNotice{path: req.URL.Path, method: req.Method, header: req.Header.Clone(), body: body, at: time.Now()}
+		if err := json.Unmarshal(body, &n); err != nil {
+			t.Errorf("notice body %q: %v", body, err)
+		}
+		r.mu.Lock()
+		r.got = append(r.got, n)
+		seen := 0
+		for _, g := range r.got {
+			if g.path == n.path && g.ID == n.ID {
+				seen++
+			}
+		}
+		r.mu.Unlock()
+		code := http.StatusOK
+		if r.status != nil {
+			code = r.status(n, seen)
+		}
+		w.WriteHeader(code)
+		fmt.Fprintln(w, "thanks")
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+// notices returns what arrived on path ("" for every path), oldest first.
+func (r *whReceiver) notices(path string) []whNotice {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []whNotice
+	for _, n := range r.got {
+		if path == "" || n.path == path {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func ids(ns []whNotice) []int64 {
+	var out []int64
+	for _, n := range ns {
+		out = append(out, n.ID)
+	}
+	return out
+}
+
+// waitFor polls cond for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// verifyNotice checks a notice the way docs/config.md tells receivers to:
+// the HMAC of timestamp "." body, a timestamp within 5 minutes, and
+// headers that agree with the body.
+func verifyNotice(t *testing.T, secret string, n whNotice) {
+	t.Helper()
+	if n.method != http.MethodPost {
+		t.Errorf("notice %d: method %s", n.ID, n.method)
+	}
+	if ct := n.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("notice %d: Content-Type %q", n.ID, ct)
+	}
+	if k := n.header.Get("X-Certgate-Event"); k != n.Kind {
+		t.Errorf("notice %d: X-Certgate-Event %q, body kind %q", n.ID, k, n.Kind)
+	}
+	if id := n.header.Get("X-Certgate-Delivery"); id != strconv.FormatInt(n.ID, 10) {
+		t.Errorf("notice %d: X-Certgate-Delivery %q", n.ID, id)
+	}
+	ts := n.header.Get("X-Certgate-Timestamp")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		t.Errorf("notice %d: X-Certgate-Timestamp %q: %v", n.ID, ts, err)
+	} else if d := time.Since(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		t.Errorf("notice %d: timestamp %s is %s away", n.ID, ts, d)
+	}
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(ts + "." + string(n.body)))
+	want := "sha256=" + hex.EncodeToString(mac.Sum(nil))
+	if got := n.header.Get("X-Certgate-Signature"); !hmac.Equal([]byte(got), []byte(want)) {
+		t.Errorf("notice %d: X-Certgate-Signature %q, want %q", n.ID, got, want)
+	}
+	var keys map[string]any
+	if err := json.Unmarshal(n.body, &keys); err != nil {
+		t.Fatal(err)
+	}
+	wantKeys := []string{"actor", "detail", "id", "kind", "message_id", "recipient", "tenant", "time"}
+	if got := slices.Sorted(maps.Keys(keys)); !slices.Equal(got, wantKeys) {
+		t.Errorf("notice %d has keys %v, want %v", n.ID, got, wantKeys)
+	}
+	if _, err := time.Parse(time.RFC3339, n.Time); err != nil {
+		t.Errorf("notice %d: time %q is not RFC 3339: %v", n.ID, n.Time, err)
+	}
+}
+
+func whStore(t *testing.T, path string) *sqlite.Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "db")
+	}
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// whEnqueue stores a message of tenant for addrs, returning the
+// recipients' ids.
+func whEnqueue(t *testing.T, st store.Store, id, tenant string, state store.State, addrs []string, links ...store.NewLink) []int64 {
+	t.Helper()
+	var rs []store.NewRecipient
+	for i, a := range addrs {
+		r := store.NewRecipient{Address: a, TrackingID: id + "/" + a, State: state, NextAttempt: time.Now()}
+		if i == 0 {
+			r.Links = links
+		}
+		rs = append(rs, r)
+	}
+	rids, err := st.Enqueue(context.Background(), store.Message{ID: id, Tenant: tenant, MailFrom: "certificados@ca.example",
+		Class: "transactional", ClientAddr: "192.0.2.1", AuthUser: "portal"}, [][]byte{[]byte("x")}, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rids
+}
+
+func whAttempt(t *testing.T, st store.Store, msg string, rid int64, state store.State, code int, reply string) {
+	t.Helper()
+	next := time.Time{}
+	if state == store.StateQueued {
+		next = time.Now().Add(time.Minute)
+	}
+	if err := st.RecordAttempt(context.Background(), store.Attempt{RecipientID: rid, MessageID: msg, State: state,
+		NextAttempt: next, Provider: "default", Host: "mx.empresa.example", Code: code, Reply: reply}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syncBuffer is a log destination tests can read while the dispatcher writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newWHDispatcher(t *testing.T, st store.Store, eps []WebhookEndpoint, opts WebhookOptions, logTo io.Writer) *Dispatcher {
+	t.Helper()
+	if logTo == nil {
+		logTo = io.Discard
+	}
+	if opts.Poll == 0 {
+		opts.Poll = 10 * time.Millisecond
+	}
+	if opts.BackoffBase == 0 {
+		opts.BackoffBase = 10 * time.Millisecond
+	}
+	d, err := NewDispatcher(st, eps, opts, slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Stop(context.Background()) })
+	return d
+}
+
+var allKinds = []string{"delivered", "bounced", "released", "link_used", "link_refused"}
+
+const (
+	secretAll = "0f6b1d0e9c2a4b7e8d3f5a6c7b8e9d0a"
+	secretCA  = "c4f1e2d3a4b5c6d7e8f9a0b1c2d3e4f5"
+)
+
+// TestWebhooksSignedInOrder writes events through the store as the queue,
+// the API and the gate do, and checks that each endpoint receives the
+// ones it asks for, in order, correctly signed.
+func TestWebhooksSignedInOrder(t *testing.T) {
+	ctx := context.Background()
+	st := whStore(t, "")
+	rcv := newWHReceiver(t, nil)
+	_, hash := NewToken()
+	msgA := "068w3qk2v0yzj7a5c1m9rt4xa1"
+	ra := whEnqueue(t, st, msgA, "ca", store.StateQueued, []string{"juan@empresa.example", "ana@empresa.example"},
+		store.NewLink{TokenHash: hash, URL: issuerURL, State: store.LinkEnabled, MaxUses: 1})
+
+	d := newWHDispatcher(t, st, []WebhookEndpoint{
+		{Name: "all", URL: rcv.srv.URL + "/all", Secret: []byte(secretAll), Events: allKinds},
+		{Name: "ca-delivered", URL: rcv.srv.URL + "/ca", Secret: []byte(secretCA), Events: []string{"delivered"}, Tenants: []string{"ca"}},
+	}, WebhookOptions{}, nil)
+
+	whAttempt(t, st, msgA, ra[0], store.StateQueued, 451, "4.7.1 try later")
+	whAttempt(t, st, msgA, ra[0], store.StateDelivered, 250, "2.0.0 ok")
+	whAttempt(t, st, msgA, ra[1], store.StateBounced, 550, "5.1.1 no such user")
+	msgB := "068w3qk2v0yzj7a5c1m9rt4xb2"
+	rb := whEnqueue(t, st, msgB, "other", store.StateHeld, []string{"pedro@otra.example"})
+	if _, err := st.Release(ctx, msgB, time.Now(), "api:helpdesk@192.0.2.9", "released: ticket 4711"); err != nil {
+		t.Fatal(err)
+	}
+	whAttempt(t, st, msgB, rb[0], store.StateDelivered, 250, "2.0.0 ok")
+	link, err := st.LinkByToken(ctx, hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := st.UseLink(ctx, link.ID, time.Now(), "browser:192.0.2.50", "download"); err != nil || !u.OK {
+		t.Fatalf("UseLink = %+v, %v", u, err)
+	}
+	if u, err := st.UseLink(ctx, link.ID, time.Now(), "browser:192.0.2.50", "download"); err != nil || u.OK {
+		t.Fatalf("second UseLink = %+v, %v", u, err)
+	}
+
+	// The log as the store has it, to compare the notices with.
+	log, err := st.EventsAfter(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[int64]store.EventRecord{}
+	for _, e := range log {
+		byID[e.ID] = e
+	}
+	lastID := log[len(log)-1].ID
+
+	type want struct{ kind, msg, tenant, rcpt string }
+	wantAll := []want{
+		{"delivered", msgA, "ca", "juan@empresa.example"},
+		{"bounced", msgA, "ca", "ana@empresa.example"},
+		{"released", msgB, "other", ""},
+		{"delivered", msgB, "other", "pedro@otra.example"},
+		{"link_used", msgA, "ca", "juan@empresa.example"},
+		{"link_refused", msgA, "ca", "juan@empresa.example"},
+	}
+	wantCA := wantAll[:1]
+	cursor := func(name string) int64 {
+		c, err := st.Cursor(ctx, "webhook:"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// Both cursors reach the end of the log, the filtered one too: events
+	// it does not want move it along.
+	waitFor(t, "both endpoints to reach the end of the log", func() bool {
+		return cursor("all") == lastID && cursor("ca-delivered") == lastID
+	})
+	time.Sleep(50 * time.Millisecond) // a few more polls: nothing else may come
+	for _, c := range []struct {
+		path, secret string
+		want         []want
+	}{{"/all", secretAll, wantAll}, {"/ca", secretCA, wantCA}} {
+		got := rcv.notices(c.path)
+		if len(got) != len(c.want) {
+			t.Fatalf("%s received %d notices %v, want %d", c.path, len(got), ids(got), len(c.want))
+		}
+		for i, n := range got {
+			verifyNotice(t, c.secret, n)
+			w := c.want[i]
+			if n.Kind != w.kind || n.MessageID != w.msg || n.Tenant != w.tenant || n.Recipient != w.rcpt {
+				t.Errorf("%s notice %d = %s %s %s %q, want %s %s %s %q", c.path, i, n.Kind, n.MessageID, n.Tenant, n.Recipient,
+					w.kind, w.msg, w.tenant, w.rcpt)
+			}
+			if i > 0 && n.ID <= got[i-1].ID {
+				t.Errorf("%s: notice %d has id %d after %d", c.path, i, n.ID, got[i-1].ID)
+			}
+			e, ok := byID[n.ID]
+			if !ok {
+				t.Errorf("%s: notice id %d is no event", c.path, n.ID)
+				continue
+			}
+			at, _ := time.Parse(time.RFC3339, n.Time)
+			if n.Kind != e.Kind || n.Actor != e.Actor || n.Detail != e.Detail || !at.Equal(e.Time) {
+				t.Errorf("%s: notice %+v does not match event %+v", c.path, n, e)
+			}
+		}
+	}
+	got := rcv.notices("/all")
+	if got[0].Actor != "queue" || !strings.Contains(got[0].Detail, "250") || got[2].Actor != "api:helpdesk@192.0.2.9" ||
+		got[4].Actor != "browser:192.0.2.50" || !strings.HasPrefix(got[5].Detail, "used") {
+		t.Errorf("actors and details: %+v", got)
+	}
+
+	// A receiver with another secret, or a changed body, would not verify.
+	n := got[0]
+	mac := hmac.New(sha256.New, []byte(secretCA))
+	mac.Write([]byte(n.header.Get("X-Certgate-Timestamp") + "." + string(n.body)))
+	if "sha256="+hex.EncodeToString(mac.Sum(nil)) == n.header.Get("X-Certgate-Signature") {
+		t.Error("the notice verifies with another endpoint's secret")
+	}
+	if err := d.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// TestWebhooksRetryWithBackoff: a receiver that fails twice gets the same
+// event three times, with growing pauses, before any later event.
+func TestWebhooksRetryWithBackoff(t *testing.T) {
+	const base = 40 * time.Millisecond
+	st := whStore(t, "")
+	msg := "068w3qk2v0yzj7a5c1m9rt4xc3"
+	rids := whEnqueue(t, st, msg, "ca", store.StateQueued, []string{"a@empresa.example", "b@empresa.example", "c@empresa.example"})
+	for _, rid := range rids {
+		whAttempt(t, st, msg, rid, store.StateDelivered, 250, "2.0.0 ok")
+	}
+	log, err := st.EventsAfter(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivered []int64
+	for _, e := range log {
+		if e.Kind == "delivered" {
+			delivered = append(delivered, e.ID)
+		}
+	}
+	first := delivered[0]
+	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
+		if n.ID == first && seen <= 2 {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	logs := &syncBuffer{}
+	newWHDispatcher(t, st, []WebhookEndpoint{{Name: "crm", URL: rcv.srv.URL + "/hook?token=q-secret", Secret: []byte(secretAll),
+		Events: []string{"delivered"}}}, WebhookOptions{BackoffBase: base, BackoffMax: time.Second}, logs)
+
+	waitFor(t, "five notices", func() bool { return len(rcv.notices("")) >= 5 })
+	time.Sleep(50 * time.Millisecond)
+	got := rcv.notices("")
+	want := []int64{first, first, first, delivered[1], delivered[2]}
+	if !slices.Equal(ids(got), want) {
+		t.Fatalf("received ids %v, want %v", ids(got), want)
+	}
+	for _, n := range got {
+		verifyNotice(t, secretAll, n)
+	}
+	// Waits of base and 2*base, less at most a fifth for jitter.
+	if d := got[1].at.Sub(got[0].at); d < base*4/5 {
+		t.Errorf("first retry after %s, want at least %s", d, base*4/5)
+	}
+	if d := got[2].at.Sub(got[1].at); d < 2*base*4/5 {
+		t.Errorf("second retry after %s, want at least %s", d, 2*base*4/5)
+	}
+
+	out := logs.String()
+	if n := strings.Count(out, "webhook delivery failed"); n != 2 {
+		t.Errorf("%d failure lines, want 2:\n%s", n, out)
+	}
+	for _, s := range []string{"attempt=1", "attempt=2", "status=500", "webhook=crm", fmt.Sprintf("event=%d", first)} {
+		if !strings.Contains(out, s) {
+			t.Errorf("log lacks %q:\n%s", s, out)
+		}
+	}
+	for _, s := range []string{secretAll, "q-secret"} {
+		if strings.Contains(out, s) {
+			t.Errorf("log shows %q:\n%s", s, out)
+		}
+	}
+}
+
+// TestWebhooksBackoffGrowsToCap checks the schedule itself: doubling from
+// the base, never above the cap, jittered downwards by at most a fifth.
+func TestWebhooksBackoffGrowsToCap(t *testing.T) {
+	d, err := NewDispatcher(nil, nil, WebhookOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 8: 128 * time.Second,
+		9: 256 * time.Second, 10: 5 * time.Minute, 20: 5 * time.Minute, 64: 5 * time.Minute, 1000: 5 * time.Minute} {
+		for range 50 {
+			if got := d.backoff(n); got > want || got < want*4/5 {
+				t.Fatalf("backoff(%d) = %s, want within [%s, %s]", n, got, want*4/5, want)
+			}
+		}
+	}
+}
+
+// TestWebhooksRestart stops a dispatcher while a POST is in flight and
+// starts a new one on the same database: nothing is lost, and only the
+// event in flight arrives twice.
+func TestWebhooksRestart(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	st := whStore(t, path)
+	msg := "068w3qk2v0yzj7a5c1m9rt4xd4"
+	var addrs []string
+	for i := range 10 {
+		addrs = append(addrs, fmt.Sprintf("u%d@empresa.example", i))
+	}
+	rids := whEnqueue(t, st, msg, "ca", store.StateQueued, addrs)
+	for _, rid := range rids {
+		whAttempt(t, st, msg, rid, store.StateDelivered, 250, "2.0.0 ok")
+	}
+	evs, err := st.EventsAfter(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs = evs[1:] // after "accepted"
+
+	hold := evs[3].ID
+	inFlight := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
+		if n.ID == hold && seen == 1 {
+			once.Do(func() { close(inFlight) })
+			<-release
+		}
+		return http.StatusOK
+	})
+	ep := WebhookEndpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
+	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	select {
+	case <-inFlight:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the fourth event never arrived")
+	}
+	sctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = d1.Stop(sctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Stop with a POST held by the receiver = %v, want the deadline", err)
+	}
+	close(release)
+	if c, err := st.Cursor(ctx, "webhook:crm"); err != nil || c != evs[2].ID {
+		t.Errorf("cursor after the cut = %d, %v; want %d (the last event answered)", c, err, evs[2].ID)
+	}
+
+	// More mail while no dispatcher runs; then a new process on the file.
+	msg2 := "068w3qk2v0yzj7a5c1m9rt4xe5"
+	r2 := whEnqueue(t, st, msg2, "ca", store.StateQueued, []string{"v@empresa.example", "w@empresa.example"})
+	whAttempt(t, st, msg2, r2[0], store.StateDelivered, 250, "2.0.0 ok")
+	whAttempt(t, st, msg2, r2[1], store.StateBounced, 550, "5.1.1 no such user")
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st2 := whStore(t, path)
+	newWHDispatcher(t, st2, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	all, err := st2.EventsAfter(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, e := range all {
+		if e.Kind == "delivered" {
+			want = append(want, e.ID)
+			if e.ID == hold {
+				want = append(want, e.ID) // cut short once, sent again
+			}
+		}
+	}
+	waitFor(t, "every delivered event", func() bool { return len(rcv.notices("")) >= len(want) })
+	time.Sleep(50 * time.Millisecond)
+	if got := ids(rcv.notices("")); !slices.Equal(got, want) {
+		t.Errorf("received %v, want %v", got, want)
+	}
+	waitFor(t, "the cursor at the end of the log", func() bool {
+		c, err := st2.Cursor(ctx, "webhook:crm")
+		return err == nil && c == all[len(all)-1].ID
+	})
+}
+
+// TestWebhooksStopWaitsForAnswer: a Stop with time to spare lets the POST
+// in flight be answered and recorded, so a restart repeats nothing.
+func TestWebhooksStopWaitsForAnswer(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	st := whStore(t, path)
+	msg := "068w3qk2v0yzj7a5c1m9rt4xf6"
+	rids := whEnqueue(t, st, msg, "ca", store.StateQueued, []string{"a@empresa.example", "b@empresa.example", "c@empresa.example"})
+	for _, rid := range rids {
+		whAttempt(t, st, msg, rid, store.StateDelivered, 250, "2.0.0 ok")
+	}
+	inFlight := make(chan int64, 10)
+	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
+		inFlight <- n.ID
+		time.Sleep(100 * time.Millisecond) // a slow receiver
+		return http.StatusOK
+	})
+	ep := WebhookEndpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
+	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	held := <-inFlight
+	if err := d1.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if got := ids(rcv.notices("")); len(got) != 1 || got[0] != held {
+		t.Fatalf("received %v before stopping, want only %d", got, held)
+	}
+	if c, err := st.Cursor(ctx, "webhook:crm"); err != nil || c != held {
+		t.Errorf("cursor after a graceful stop = %d, %v; want %d", c, err, held)
+	}
+	newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	waitFor(t, "three notices", func() bool { return len(rcv.notices("")) >= 3 })
+	time.Sleep(150 * time.Millisecond)
+	got := ids(rcv.notices(""))
+	if len(got) != 3 || !slices.IsSorted(got) || got[0] == got[1] || got[1] == got[2] {
+		t.Errorf("received %v, want three events once each, in order", got)
+	}
+}
+
+// TestWebhooksReceiverDownAcrossRestart: a dispatcher waiting out a long
+// backoff stops at once, and the event waits in the log for the next one.
+func TestWebhooksReceiverDownAcrossRestart(t *testing.T) {
+	ctx := context.Background()
+	st := whStore(t, "")
+	msg := "068w3qk2v0yzj7a5c1m9rt4xg7"
+	rids := whEnqueue(t, st, msg, "ca", store.StateQueued, []string{"a@empresa.example"})
+	whAttempt(t, st, msg, rids[0], store.StateBounced, 550, "5.1.1 no such user")
+	var mu sync.Mutex
+	down := true
+	rcv := newWHReceiver(t, func(whNotice, int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if down {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	ep := WebhookEndpoint{Name: "siem", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"bounced"}}
+	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{BackoffBase: time.Hour}, nil)
+	waitFor(t, "the first try", func() bool { return len(rcv.notices("")) == 1 })
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := d1.Stop(sctx); err != nil {
+		t.Fatalf("Stop during a backoff of an hour: %v", err)
+	}
+	if c, err := st.Cursor(ctx, "webhook:siem"); err != nil || c != 0 {
+		t.Errorf("cursor after failures = %d, %v; want 0", c, err)
+	}
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	waitFor(t, "the second try", func() bool { return len(rcv.notices("")) == 2 })
+	got := rcv.notices("")
+	if got[0].ID != got[1].ID || got[1].Kind != "bounced" {
+		t.Errorf("notices %+v", got)
+	}
+	// 204 is a 2xx: taken.
+	waitFor(t, "the cursor to move", func() bool {
+		c, _ := st.Cursor(ctx, "webhook:siem")
+		return c == got[1].ID
+	})
+}
+
+func TestNewDispatcherRefuses(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ok := WebhookEndpoint{Name: "a", URL: "https://crm.example/h", Secret: []byte(secretAll), Events: []string{"delivered"}}
+	for name, eps := range map[string][]WebhookEndpoint{
+		"no name":    {{URL: ok.URL, Secret: ok.Secret, Events: ok.Events}},
+		"same name":  {ok, ok},
+		"no secret":  {{Name: "a", URL: ok.URL, Events: ok.Events}},
+		"no events":  {{Name: "a", URL: ok.URL, Secret: ok.Secret}},
+		"bad URL":    {{Name: "a", URL: "mailto:x@example.com?token=zz", Secret: ok.Secret, Events: ok.Events}},
+		"relative":   {{Name: "a", URL: "/hooks", Secret: ok.Secret, Events: ok.Events}},
+		"no scheme?": {{Name: "a", URL: "crm.example/h", Secret: ok.Secret, Events: ok.Events}},
+	} {
+		_, err := NewDispatcher(nil, eps, WebhookOptions{}, log)
+		if err == nil {
+			t.Errorf("%s: NewDispatcher succeeded", name)
+		} else if strings.Contains(err.Error(), "zz") {
+			t.Errorf("%s: error %q shows the URL", name, err)
+		}
+	}
+}
+
+func TestWebhookEndpointsReadSecrets(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "crm.secret")
+	if err := os.WriteFile(file, []byte(secretCA+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CERTGATE_TEST_WEBHOOK", " "+secretAll+" ")
+	eps, err := WebhookEndpoints([]config.Webhook{
+		{Name: "crm", URL: "https://crm.example/h", SecretFile: file, Events: []string{"delivered", "bounced"}, Tenants: []string{"ca"}, Timeout: config.Duration(3 * time.Second)},
+		{Name: "siem", URL: "http://127.0.0.1:9000/h", SecretEnv: "CERTGATE_TEST_WEBHOOK", Events: []string{"link_refused"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eps) != 2 || string(eps[0].Secret) != secretCA || string(eps[1].Secret) != secretAll ||
+		eps[0].Timeout != 3*time.Second || !slices.Equal(eps[0].Tenants, []string{"ca"}) || eps[1].URL != "http://127.0.0.1:9000/h" {
+		t.Errorf("endpoints = %+v", eps)
+	}
+
+	const short = "tooshort-123"
+	t.Setenv("CERTGATE_TEST_SHORT", short)
+	_, err = WebhookEndpoints([]config.Webhook{{Name: "x", URL: "https://crm.example/h", SecretEnv: "CERTGATE_TEST_SHORT", Events: []string{"delivered"}}})
+	if err == nil || strings.Contains(err.Error(), short) || !strings.Contains(err.Error(), "CERTGATE_TEST_SHORT") {
+		t.Errorf("a short secret: %v", err)
+	}
+	_, err = WebhookEndpoints([]config.Webhook{{Name: "x", URL: "https://crm.example/h", SecretEnv: "CERTGATE_TEST_UNSET", Events: []string{"delivered"}}})
+	if err == nil || !strings.Contains(err.Error(), "CERTGATE_TEST_UNSET") {
+		t.Errorf("an unset variable: %v", err)
+	}
+}
+
+// TestWebhookConfigChecks covers the webhooks section of the
+// configuration: config validates it, this package reads it.
+func TestWebhookConfigChecks(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "crm.secret"), []byte(secretCA), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := func() config.Webhook {
+		return config.Webhook{Name: "crm", URL: "https://crm.ca.example/hooks/certgate?token=x", SecretEnv: "CRM_SECRET",
+			Events: []string{"delivered", "bounced", "released", "link_used", "link_refused"}, Tenants: []string{"ca"}}
+	}
+	check := func(ws []config.Webhook) ([]config.Webhook, []string) {
+		t.Helper()
+		c := &config.Config{Path: filepath.Join(dir, "certgate.yaml"), Tenants: []config.Tenant{{Name: "ca"}, {Name: "other"}}, Webhooks: ws}
+		err := c.Validate()
+		var errs *config.Errors
+		if err != nil && !errors.As(err, &errs) {
+			t.Fatal(err)
+		}
+		var out []string
+		if errs != nil {
+			for _, p := range errs.Problems {
+				if strings.HasPrefix(p.Path, "webhooks") {
+					out = append(out, p.Path+": "+p.Msg)
+				}
+			}
+		}
+		return c.Webhooks, out
+	}
+
+	ws, problems := check([]config.Webhook{good()})
+	if len(problems) != 0 {
+		t.Errorf("a good webhook: %v", problems)
+	}
+	if ws[0].Timeout != config.DefaultWebhookTimeout {
+		t.Errorf("timeout left out = %s, want %s", ws[0].Timeout, config.DefaultWebhookTimeout)
+	}
+	rel := good()
+	rel.SecretEnv, rel.SecretFile = "", "crm.secret"
+	ws, problems = check([]config.Webhook{rel})
+	if len(problems) != 0 || ws[0].SecretFile != filepath.Join(dir, "crm.secret") {
+		t.Errorf("a relative secret_file: %q, %v", ws[0].SecretFile, problems)
+	}
+	for _, u := range []string{"http://127.0.0.1:9000/h", "http://localhost/h", "http://[::1]:8080/h", "https://10.0.0.5/h"} {
+		w := good()
+		w.URL = u
+		if _, problems := check([]config.Webhook{w}); len(problems) != 0 {
+			t.Errorf("url %s: %v", u, problems)
+		}
+	}
+
+	twice := good()
+	_, problems = check([]config.Webhook{good(), twice})
+	if !slices.Contains(problems, `webhooks[1].name: "crm" is already the name of webhooks[0]`) {
+		t.Errorf("a name used twice: %v", problems)
+	}
+	for _, c := range []struct {
+		name   string
+		change func(w *config.Webhook)
+		want   string // a problem containing this
+	}{
+		{"no name", func(w *config.Webhook) { w.Name = "" }, "webhooks[0].name: required"},
+		{"odd name", func(w *config.Webhook) { w.Name = "crm hooks" }, "webhooks[0].name:"},
+		{"no url", func(w *config.Webhook) { w.URL = "" }, "webhooks[0].url: required"},
+		{"http", func(w *config.Webhook) { w.URL = "http://crm.ca.example/h" }, "webhooks[0].url: use https"},
+		{"ftp", func(w *config.Webhook) { w.URL = "ftp://crm.ca.example/h" }, "webhooks[0].url: not an absolute https URL"},
+		{"relative url", func(w *config.Webhook) { w.URL = "/hooks" }, "webhooks[0].url: not an absolute"},
+		{"fragment", func(w *config.Webhook) { w.URL += "#x" }, "webhooks[0].url: must not have a #fragment"},
+		{"password", func(w *config.Webhook) { w.URL = "https://u:hunter2@crm.ca.example/h" }, "webhooks[0].url: must not contain a user name"},
+		{"two secrets", func(w *config.Webhook) { w.SecretFile = "crm.secret" }, "webhooks[0]: set only one of secret_file and secret_env"},
+		{"no secret", func(w *config.Webhook) { w.SecretEnv = "" }, "webhooks[0]: set secret_file or secret_env"},
+		{"missing file", func(w *config.Webhook) { w.SecretEnv, w.SecretFile = "", "nope" }, "webhooks[0].secret_file: file"},
+		{"secret as env", func(w *config.Webhook) { w.SecretEnv = "s3cr3t-value!" }, "webhooks[0].secret_env: must be the name"},
+		{"no events", func(w *config.Webhook) { w.Events = nil }, "webhooks[0].events: list at least one"},
+		{"other event", func(w *config.Webhook) { w.Events = []string{"accepted"} }, `webhooks[0].events[0]: "accepted" is not one of`},
+		{"event twice", func(w *config.Webhook) { w.Events = []string{"bounced", "bounced"} }, `webhooks[0].events[1]: "bounced" is listed twice`},
+		{"unknown tenant", func(w *config.Webhook) { w.Tenants = []string{"ca", "nobody"} }, `webhooks[0].tenants[1]: "nobody" is not the name of a tenant`},
+		{"negative timeout", func(w *config.Webhook) { w.Timeout = -1 }, "webhooks[0].timeout: must be a positive duration"},
+	} {
+		w := good()
+		c.change(&w)
+		_, problems := check([]config.Webhook{w})
+		found := false
+		for _, p := range problems {
+			found = found || strings.Contains(p, c.want)
+			if strings.Contains(p, "hunter2") || strings.Contains(p, "s3cr3t-value") || strings.Contains(p, "token=x") {
+				t.Errorf("%s: a problem shows a secret: %s", c.name, p)
+			}
+		}
+		if !found {
+			t.Errorf("%s: problems %v, want one containing %q", c.name, problems, c.want)
+		}
+	}
+
+	// From a file: line numbers, and a timeout written as 0 is kept and refused.
+	yaml := `tenants: [{name: ca, trusted_networks: [192.0.2.1], from_domains: [ca.example]}]
+webhooks:
+  - {name: crm, url: "https://crm.ca.example/h", secret_env: CRM_SECRET, events: [delivered], timeout: 0}
+`
+	_, err := config.Parse(filepath.Join(dir, "certgate.yaml"), []byte(yaml))
+	var errs *config.Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse: %v", err)
+	}
+	found := false
+	for _, p := range errs.Problems {
+		if p.Path == "webhooks[0].timeout" && p.Line == 3 {
+			found = true
+		}
+		if strings.HasPrefix(p.Path, "webhooks") && p.Path != "webhooks[0].timeout" {
+			t.Errorf("unexpected problem %s", p)
+		}
+	}
+	if !found {
+		t.Errorf("timeout: 0 not refused on line 3: %v", errs)
+	}
+}
