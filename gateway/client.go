@@ -47,6 +47,15 @@ type Result struct {
 	Stale bool
 }
 
+// Detail is the reply without its code, as the store keeps it (the code is
+// kept apart): "2.0.0 OK: queued", or the local error.
+func (r Result) Detail() string {
+	if r.Code != 0 && r.Enhanced != "" {
+		return r.Enhanced + " " + r.Text
+	}
+	return r.Text
+}
+
 func (r Result) String() string {
 	if r.Code == 0 {
 		return r.Text

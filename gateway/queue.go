@@ -408,7 +408,7 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	outcome := policy.Classify(res.Code, res.Network)
 	attempts := it.p.Attempts + 1
 	a := store.Attempt{RecipientID: it.p.RecipientID, MessageID: it.p.MessageID, Time: now, Provider: provider,
-		Host: res.Host, Code: res.Code, Reply: res.String()}
+		Host: res.Host, Code: res.Code, Reply: res.Detail()}
 	result := "delivered"
 	switch outcome {
 	case policy.Delivered:

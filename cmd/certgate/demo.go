@@ -550,6 +550,7 @@ func showMessage(out func(string, ...any), base, token, id string) {
 			Address   string `json:"address"`
 			State     string `json:"state"`
 			Provider  string `json:"provider"`
+			LastCode  int    `json:"last_code"`
 			LastReply string `json:"last_reply"`
 			Attempts  int    `json:"attempts"`
 		} `json:"recipients"`
@@ -561,7 +562,7 @@ func showMessage(out func(string, ...any), base, token, id string) {
 	}
 	out("  GET /api/v1/messages/%s -> %q, %d events", m.ID, m.Subject, len(m.Events))
 	for _, r := range m.Recipients {
-		out("    %-32s %-9s via %-12s after %d attempt(s): %s", r.Address, r.State, r.Provider, r.Attempts, r.LastReply)
+		out("    %-32s %-9s via %-12s after %d attempt(s): %d %s", r.Address, r.State, r.Provider, r.Attempts, r.LastCode, r.LastReply)
 	}
 }
 
