@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -22,9 +21,6 @@ import (
 )
 
 var fmtSscan = fmt.Sscan
-
-// cspHost is a host[:port] safe to write into a CSP source list.
-var cspHost = regexp.MustCompile(`^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$`)
 
 // TenantPage is what the gate says about an issuer: its name and how its
 // customers reach support.
@@ -57,7 +53,7 @@ type GateOptions struct {
 var builtinScannerAgents = []string{
 	"bingpreview", "mimecast", "proofpoint", "barracuda", "safelinks", "urldefense", "cisco", "fortiguard",
 	"headlesschrome", "phantomjs", "python-requests", "go-http-client", "curl/", "wget/", "libwww", "java/",
-	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot", "crawler", "spider", "scanner",
+	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot/", "bot.htm", "crawler", "spider", "scanner",
 }
 
 // Gate serves /d/{token}: a page that explains and, once the link is
@@ -102,11 +98,8 @@ func (g *Gate) show(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	g.metrics.GateViews.WithLabelValues(string(link.State)).Inc()
-	view := string(link.State)
-	if link.State == store.LinkEnabled && !link.ExpiresAt.IsZero() && !g.opts.Now().Before(link.ExpiresAt) {
-		view = "expired"
-	}
+	view := g.view(link)
+	g.metrics.GateViews.WithLabelValues(view).Inc()
 	g.render(w, r, http.StatusOK, view, link)
 }
 
@@ -116,14 +109,15 @@ func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10) // the form is one short field
 	who := g.describe(r)
 	if reason := g.refuse(r, link); reason != "" {
 		g.metrics.GateRefusals.WithLabelValues(reason).Inc()
 		g.store.AddEvent(r.Context(), store.Event{MessageID: link.MessageID, RecipientID: link.RecipientID, Time: g.opts.Now(),
 			Kind: "link_refused", Actor: who, Detail: "not counted: " + reason})
-		view := "tooquick"
-		if link.State != store.LinkEnabled {
-			view = string(link.State)
+		view := g.view(link)
+		if view == string(store.LinkEnabled) {
+			view = "tooquick"
 		}
 		g.render(w, r, http.StatusOK, view, link)
 		return
@@ -171,9 +165,9 @@ func (g *Gate) lookup(w http.ResponseWriter, r *http.Request) (*store.Link, bool
 // was not shown by this gate to someone who then took the time a person
 // takes to press a button.
 func (g *Gate) refuse(r *http.Request, link *store.Link) string {
-	if link.State != store.LinkEnabled {
-		return "" // UseLink refuses it with the state as the reason
-	}
+	// Checked whatever the state read here: the link may be enabled (on
+	// delivery, on release) before UseLink runs. A page without a button
+	// has no form, so its POSTs stop here too.
 	if g.isScanner(r) {
 		return "scanner"
 	}
@@ -189,6 +183,14 @@ func (g *Gate) refuse(r *http.Request, link *store.Link) string {
 		return "stale_form"
 	}
 	return ""
+}
+
+// view is the page a link gets: its state, or expired once past its time.
+func (g *Gate) view(link *store.Link) string {
+	if (link.State == store.LinkEnabled || link.State == store.LinkPending) && !link.ExpiresAt.IsZero() && !g.opts.Now().Before(link.ExpiresAt) {
+		return string(store.LinkExpired)
+	}
+	return string(link.State)
 }
 
 func (g *Gate) isScanner(r *http.Request) bool {
@@ -300,16 +302,11 @@ func (g *Gate) render(w http.ResponseWriter, r *http.Request, status int, view s
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Robots-Tag", "noindex, nofollow")
 	h.Set("X-Content-Type-Options", "nosniff")
-	// Browsers apply form-action to where the form's POST is redirected
-	// too, so the issuer's origin must be allowed, or the use is spent and
-	// the download never reached.
-	formAction := "'self'"
-	if p.Button != "" && link != nil {
-		if u, err := url.Parse(link.URL); err == nil && (u.Scheme == "https" || u.Scheme == "http") && cspHost.MatchString(u.Host) {
-			formAction += " " + u.Scheme + "://" + u.Host
-		}
-	}
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	// No form-action: browsers apply it to every hop of the redirect that
+	// follows the POST, and an issuer's download often redirects again (a
+	// CDN, http to https); the use would be spent and the download never
+	// reached. The page has no injected content for it to guard.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Content-Language", lang)
 	h.Set("Vary", "Accept-Language")
 	w.WriteHeader(status)

@@ -244,3 +244,42 @@ func TestPickLanguage(t *testing.T) {
 		}
 	}
 }
+
+func TestGateScannerMarksSparePhones(t *testing.T) {
+	g := NewGate(nil, GateOptions{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for ua, scanner := range map[string]bool{
+		"Mozilla/5.0 (Linux; Android 12; CUBOT_X50) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36": false,
+		chromeUA: false,
+		"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)": true,
+		"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": true,
+		headlessUA:                 true,
+		"python-requests/2.31.0":   true,
+		"":                         true,
+	} {
+		r := httptest.NewRequest("POST", "/d/x", nil)
+		r.Header.Set("User-Agent", ua)
+		if got := g.isScanner(r); got != scanner {
+			t.Errorf("isScanner(%q) = %v", ua, got)
+		}
+	}
+}
+
+func TestGatePendingPastItsTimeSaysExpired(t *testing.T) {
+	e := newGateEnv(t, store.LinkPending, 3, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
+	e.clock.add(2 * time.Hour)
+	if _, page := e.do("GET", chromeUA, "en", nil); !strings.Contains(page, "This link has expired") {
+		t.Fatalf("a pending link past its time:\n%s", page)
+	}
+}
+
+// Browsers apply CSP form-action to every hop of the redirect after the
+// POST; an issuer whose download redirects (CDN, http to https) would see
+// the use spent and the download blocked.
+func TestGatePageDoesNotRestrictFormRedirects(t *testing.T) {
+	e := newGateEnv(t, store.LinkEnabled, 3, time.Time{})
+	resp, _ := e.do("GET", chromeUA, "es", nil)
+	csp := resp.Header.Get("Content-Security-Policy")
+	if strings.Contains(csp, "form-action") || !strings.Contains(csp, "default-src 'none'") {
+		t.Fatalf("CSP %q", csp)
+	}
+}
