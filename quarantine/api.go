@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -406,7 +407,7 @@ func messageJSON(v *store.MessageView) apiMessage {
 		out.Recipients = append(out.Recipients, ar)
 	}
 	for _, l := range v.Links {
-		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: l.URL, State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses}
+		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: urlOrigin(l.URL), State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses}
 		if !l.ExpiresAt.IsZero() {
 			t := l.ExpiresAt.UTC()
 			al.ExpiresAt = &t
@@ -418,6 +419,16 @@ func messageJSON(v *store.MessageView) apiMessage {
 			Recipient: byID[e.RecipientID], Detail: e.Detail})
 	}
 	return out
+}
+
+// urlOrigin is what the API shows of an issuer's download URL: its path and
+// query are the credential the gate protects, so only the origin is shown.
+func urlOrigin(u string) string {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return ""
+	}
+	return p.Scheme + "://" + p.Host + "/…"
 }
 
 // WriteJSON writes v as the JSON body of a response.

@@ -250,11 +250,11 @@ func TestGateScannerMarksSparePhones(t *testing.T) {
 	for ua, scanner := range map[string]bool{
 		"Mozilla/5.0 (Linux; Android 12; CUBOT_X50) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36": false,
 		chromeUA: false,
-		"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)": true,
+		"Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)":  true,
 		"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)": true,
-		headlessUA:                 true,
-		"python-requests/2.31.0":   true,
-		"":                         true,
+		headlessUA:               true,
+		"python-requests/2.31.0": true,
+		"":                       true,
 	} {
 		r := httptest.NewRequest("POST", "/d/x", nil)
 		r.Header.Set("User-Agent", ua)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"html"
+	neturl "net/url"
 	"strings"
 
 	"github.com/certgate/certgate/gateway/mimeedit"
@@ -102,6 +103,13 @@ func (r *Rewriter) replace(body []byte, isHTML bool, tokenFor func(string) strin
 			// attribute); the browser would request it unescaped.
 			url = html.UnescapeString(raw)
 		}
+		if !r.sameOrigin(url) {
+			// "https://issuer.example@evil.example/" starts with the
+			// prefix "https://issuer.example" but goes elsewhere: the gate
+			// must never forward anywhere but the issuer.
+			i = end
+			continue
+		}
 		out.Write(body[last:i])
 		out.WriteString(r.gateBase)
 		out.WriteString(tokenFor(url))
@@ -141,6 +149,23 @@ func (r *Rewriter) matchAt(body []byte, i int) int {
 		return end
 	}
 	return -1
+}
+
+// sameOrigin reports whether u has the scheme and host of the prefix it
+// matched (RFC 3986 3.2: userinfo and a longer host name differ).
+func (r *Rewriter) sameOrigin(u string) bool {
+	cand, err := neturl.Parse(u)
+	if err != nil || cand.User != nil {
+		return false
+	}
+	for _, p := range r.prefixes {
+		pre, err := neturl.Parse(p)
+		if err == nil && strings.EqualFold(pre.Scheme, cand.Scheme) && strings.EqualFold(pre.Host, cand.Host) &&
+			len(u) >= len(p) && strings.EqualFold(u[:len(p)], p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isURLByte(c byte) bool {

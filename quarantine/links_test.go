@@ -187,3 +187,22 @@ func FuzzRewrite(f *testing.F) {
 		}
 	})
 }
+
+func TestRewriteOnlyTheIssuersOwnHost(t *testing.T) {
+	r := NewRewriter([]string{"https://issuer.example"}, "https://g.example")
+	var seen []string
+	tok := func(u string) string { seen = append(seen, u); return "T" }
+	for in, want := range map[string]string{
+		"https://issuer.example/dl/1":           "https://g.example/d/T",
+		"https://issuer.example@evil.example/x": "https://issuer.example@evil.example/x",
+		"https://issuer.example.evil.example/x": "https://issuer.example.evil.example/x",
+		"https://issuer.example:8443/x":         "https://issuer.example:8443/x",
+	} {
+		if got, _ := r.replace([]byte(in), false, tok); string(got) != want {
+			t.Errorf("replace(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if len(seen) != 1 {
+		t.Fatalf("gated %v, want only the issuer's own URL", seen)
+	}
+}
