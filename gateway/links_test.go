@@ -2,10 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/mimeedit"
@@ -132,5 +136,26 @@ func TestHeldMailWaitsForRelease(t *testing.T) {
 	m := g.MessagesTo("held@gmail.com")
 	if len(m) != 1 || strings.Contains(string(m[0].Data), "X-Certgate-Hold") {
 		t.Fatalf("released copy: %d, control header leaked: %v", len(m), len(m) > 0 && strings.Contains(string(m[0].Data), "X-Certgate-Hold"))
+	}
+}
+
+func TestGatedCopiesAreBounded(t *testing.T) {
+	e := newEnv(t, envOptions{maxBytes: 8 << 20, maxRcpts: 200, links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
+		Enable: "immediately", TTL: config.Duration(time.Hour), MaxUses: 3}})
+	c := e.client()
+	big := []byte("From: <certificados@ca.example>\r\nSubject: big\r\n\r\nhttps://descargas.ca.example/certificado/x\r\n" +
+		strings.Repeat(strings.Repeat("x", 76)+"\r\n", 14000)) // about 1 MB
+	var rcpts []string
+	for i := 0; i < 150; i++ { // 150 copies of 1 MB: over the bound
+		rcpts = append(rcpts, fmt.Sprintf("r%d@gmail.com", i))
+	}
+	err := e.send(c, "certificados@ca.example", rcpts, big)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 552 || !strings.Contains(se.Message, "send to fewer recipients") {
+		t.Fatalf("150 gated copies of 1 MB: %v", err)
+	}
+	c.Reset()
+	if err := e.send(c, "certificados@ca.example", rcpts[:20], big); err != nil {
+		t.Fatalf("20 gated copies of 1 MB: %v", err)
 	}
 }

@@ -179,6 +179,11 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	return out, nil
 }
 
+// maxGatedExpansion bounds what one submission may grow to when every
+// recipient needs a copy of its own: all copies are held and spooled in one
+// transaction, so 500 recipients of a 25 MB message would be 12 GB.
+const maxGatedExpansion = 128 << 20
+
 // gatedCopies rewrites the gated links of every recipient's copy and signs
 // each; nil when the message has no gated link.
 func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptState store.State, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
@@ -194,6 +199,11 @@ func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptSt
 		}
 		if len(links) == 0 {
 			return nil, nil // the same message for everyone: nothing gated
+		}
+		if i == 0 && len(copyMsg)*len(rcpts) > maxGatedExpansion {
+			return nil, newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf(
+				"With gated links every recipient gets a copy of its own: %d copies of %d KB exceed %d MB; send to fewer recipients at once",
+				len(rcpts), len(copyMsg)>>10, maxGatedExpansion>>20))
 		}
 		content, err := seal(copyMsg)
 		if err != nil {
