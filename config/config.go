@@ -59,6 +59,9 @@ type TLS struct {
 type HTTP struct {
 	Listen    string `yaml:"listen"`
 	PublicURL string `yaml:"public_url"`
+	// TrustedProxies are reverse proxies whose X-Forwarded-For names the
+	// client (for scanner networks and the audit trail).
+	TrustedProxies []string `yaml:"trusted_proxies"`
 }
 
 // Tenant is one issuer (or one of its systems) submitting mail.

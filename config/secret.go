@@ -67,6 +67,10 @@ func (u User) ReadPasswordHash() (string, error) {
 	return ReadSecret(u.PasswordHashFile, "")
 }
 
+// Proxies returns trusted_proxies parsed; entries that do not parse
+// (Validate reports them) are left out.
+func (h HTTP) Proxies() []netip.Prefix { return parseNetworks(h.TrustedProxies) }
+
 // Networks returns scanner_networks parsed; entries that do not parse
 // (Validate reports them) are left out.
 func (g Gate) Networks() []netip.Prefix { return parseNetworks(g.ScannerNetworks) }

@@ -201,6 +201,11 @@ func (v *validator) smtp(s *SMTP) {
 
 func (v *validator) http(c *Config) {
 	v.hostPort("http.listen", c.HTTP.Listen, false)
+	for i, n := range c.HTTP.TrustedProxies {
+		if _, err := parseNetwork(n); err != nil {
+			v.add(indexPath("http.trusted_proxies", i), "%q is not a network (CIDR) or an address", n)
+		}
+	}
 	switch {
 	case c.HTTP.PublicURL == "" && v.has("http.public_url"):
 		v.add("http.public_url", "must not be empty; leave the key out to use http:// and http.listen")

@@ -126,7 +126,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		st.Close()
 		return nil, err
 	}
-	d.http = &http.Server{Handler: newRouter(d, tokens), ReadHeaderTimeout: 10 * time.Second,
+	d.http = &http.Server{Handler: clientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
 }
