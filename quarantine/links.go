@@ -91,7 +91,7 @@ func (r *Rewriter) replace(body []byte, isHTML bool, tokenFor func(string) strin
 	var out bytes.Buffer
 	n, last := 0, 0
 	for i := 0; i < len(body); {
-		end := r.matchAt(body, i)
+		end := r.matchAt(body, i, isHTML)
 		if end < 0 {
 			i++
 			continue
@@ -128,7 +128,7 @@ func (r *Rewriter) replace(body []byte, isHTML bool, tokenFor func(string) strin
 // 3986 6.2.2.1); the URL runs to the first character that cannot be part of
 // one (RFC 3986 2, Appendix C: white space, quotes, angle brackets), less
 // trailing sentence punctuation.
-func (r *Rewriter) matchAt(body []byte, i int) int {
+func (r *Rewriter) matchAt(body []byte, i int, isHTML bool) int {
 	if body[i] != 'h' && body[i] != 'H' {
 		return -1
 	}
@@ -138,6 +138,19 @@ func (r *Rewriter) matchAt(body []byte, i int) int {
 		}
 		end := i + len(p)
 		for end < len(body) && isURLByte(body[end]) {
+			if isHTML && body[end] == '&' {
+				// An entity ends the URL unless it stands for a character a
+				// URL may hold (&amp; in a query): "&nbsp;(7 days)" does.
+				n := entityEnd(body[end:])
+				if n == 0 {
+					break
+				}
+				if d := html.UnescapeString(string(body[end : end+n])); len(d) != 1 || !isURLByte(d[0]) {
+					break
+				}
+				end += n
+				continue
+			}
 			end++
 		}
 		for end > i+len(p) && strings.IndexByte(".,;:!?", body[end-1]) >= 0 {
@@ -166,6 +179,24 @@ func (r *Rewriter) sameOrigin(u string) bool {
 		}
 	}
 	return false
+}
+
+// entityEnd returns the length of the character reference starting b
+// ("&amp;", "&#38;"), or 0 when b does not start with one.
+func entityEnd(b []byte) int {
+	for j := 1; j < len(b) && j <= 32; j++ {
+		switch c := b[j]; {
+		case c == ';':
+			if j == 1 {
+				return 0
+			}
+			return j + 1
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '#' && j == 1:
+		default:
+			return 0
+		}
+	}
+	return 0
 }
 
 func isURLByte(c byte) bool {

@@ -206,3 +206,17 @@ func TestRewriteOnlyTheIssuersOwnHost(t *testing.T) {
 		t.Fatalf("gated %v, want only the issuer's own URL", seen)
 	}
 }
+
+func TestReplaceHTMLEntitiesAroundURLs(t *testing.T) {
+	r := NewRewriter([]string{"https://dl.example/get/"}, "https://g.example")
+	var seen []string
+	tok := func(u string) string { seen = append(seen, u); return "T" }
+	got, _ := r.replace([]byte(`<p>https://dl.example/get/abc&nbsp;(7 days) <a href="https://dl.example/get/q?a=1&amp;b=2&#38;c=3">x</a></p>`), true, tok)
+	want := `<p>https://g.example/d/T&nbsp;(7 days) <a href="https://g.example/d/T">x</a></p>`
+	if string(got) != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	if len(seen) != 2 || seen[0] != "https://dl.example/get/abc" || seen[1] != "https://dl.example/get/q?a=1&b=2&c=3" {
+		t.Fatalf("URLs seen: %q", seen)
+	}
+}
