@@ -93,6 +93,7 @@ type Gate struct {
 	ScannerUserAgents []string `yaml:"scanner_user_agents"` // extra case-insensitive substrings
 	ScannerNetworks   []string `yaml:"scanner_networks"`    // CIDRs of scanners (Safe Links, Mimecast, ...)
 	MinHumanDelay     Duration `yaml:"min_human_delay"`     // least time from page to button press
+	FormKeyFile       string   `yaml:"form_key_file"`       // key signing the gate's form, shared by a cluster
 }
 
 // User is an SMTP AUTH identity. The password is kept as a bcrypt hash only,

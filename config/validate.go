@@ -111,6 +111,11 @@ func (v *validator) validate(c *Config) {
 	if c.Gate.MinHumanDelay < 0 {
 		v.add("gate.min_human_delay", "must not be negative")
 	}
+	if f := c.Gate.FormKeyFile; f != "" && v.file("gate.form_key_file", f) {
+		if b, err := readSmall(f, 4096); err != nil || len(strings.TrimSpace(string(b))) < 32 {
+			v.add("gate.form_key_file", "must hold at least 32 characters of random key (openssl rand -hex 32)")
+		}
+	}
 	v.webhooks(c)
 }
 

@@ -283,3 +283,22 @@ func TestGatePageDoesNotRestrictFormRedirects(t *testing.T) {
 		t.Fatalf("CSP %q", csp)
 	}
 }
+
+// Nodes of a cluster that share the form key accept each other's pages.
+func TestGateFormKeySharedAcrossNodes(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	c := &clock{t: time.Now()}
+	a := NewGate(nil, GateOptions{Key: key, Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := NewGate(nil, GateOptions{Key: key, Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	other := NewGate(nil, GateOptions{Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	n := a.nonce("tok")
+	if _, ok := b.checkNonce(n, "tok"); !ok {
+		t.Fatal("a node with the same key refused the form")
+	}
+	if _, ok := other.checkNonce(n, "tok"); ok {
+		t.Fatal("a node with its own key accepted the form")
+	}
+	if _, ok := b.checkNonce(n, "another-token"); ok {
+		t.Fatal("a form was accepted for another link")
+	}
+}

@@ -117,7 +117,16 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		st.Close()
 		return nil, err
 	}
-	d.gate = quarantine.NewGate(st, gateOptions(cfg), d.metrics, log)
+	gopts := gateOptions(cfg)
+	if f := cfg.Gate.FormKeyFile; f != "" {
+		key, err := config.ReadSecret(f, "")
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("gate.form_key_file: %w", err)
+		}
+		gopts.Key = []byte(key)
+	}
+	d.gate = quarantine.NewGate(st, gopts, d.metrics, log)
 	hooks, err := quarantine.WebhookEndpoints(cfg.Webhooks)
 	if err == nil {
 		d.hooks, err = quarantine.NewDispatcher(st, hooks, quarantine.WebhookOptions{}, log)
