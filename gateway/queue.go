@@ -18,7 +18,9 @@ import (
 // delivery.
 type Bouncer interface {
 	Bounce(ctx context.Context, p store.Pending, res Result, original []byte) error
-	Delivered(ctx context.Context, p store.Pending)
+	// EnablesOnDelivery says whether the tenant's links turn on when a
+	// copy is delivered; the store does it with the delivery record.
+	EnablesOnDelivery(tenant string) bool
 }
 
 // Queue is the runner: it keeps every pending recipient in memory (no
@@ -413,6 +415,7 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	switch outcome {
 	case policy.Delivered:
 		a.State = store.StateDelivered
+		a.EnableLinks = q.bouncer != nil && q.bouncer.EnablesOnDelivery(it.p.Tenant)
 	case policy.Bounced:
 		a.State, result = store.StateBounced, "bounced"
 	default:
@@ -455,9 +458,6 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	}
 	if a.State == store.StateDelivered {
 		q.metrics.DeliveryLatency.WithLabelValues(provider, string(it.class)).Observe(lat.Seconds())
-		if q.bouncer != nil {
-			q.bouncer.Delivered(context.Background(), it.p)
-		}
 	}
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
 	q.mu.Lock()

@@ -100,17 +100,11 @@ func (r *Relay) Bounce(ctx context.Context, p store.Pending, res Result, origina
 		Actor: "queue", Detail: fmt.Sprintf("DSN %s sent to %s for %s", id, p.MailFrom, p.Address)})
 }
 
-// Delivered turns on the links of a delivered copy whose tenant enables
-// them on delivery: the receiving MX accepted it, so the mail is out.
-func (r *Relay) Delivered(ctx context.Context, p store.Pending) {
-	t := r.tenants.Tenant(p.Tenant)
-	if t == nil || t.Links.Rewriter == nil || t.Links.Enable != "on_delivery" {
-		return
-	}
-	if _, err := r.store.SetLinkState(ctx, p.MessageID, p.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled,
-		"queue", "enabled on delivery"); err != nil {
-		r.log.Error("enabling links on delivery", "id", p.MessageID, "rcpt", p.Address, "err", err)
-	}
+// EnablesOnDelivery reports whether the tenant's links turn on once the
+// receiving MX accepted a copy (links.enable: on_delivery).
+func (r *Relay) EnablesOnDelivery(tenant string) bool {
+	t := r.tenants.Tenant(tenant)
+	return t != nil && t.Links.Rewriter != nil && t.Links.Enable == "on_delivery"
 }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

@@ -138,6 +138,10 @@ type Attempt struct {
 	Host        string // the host that answered, "" if none did
 	Code        int    // SMTP reply code, 0 for network errors
 	Reply       string // reply text with enhanced code, or the network error
+	// EnableLinks, with StateDelivered, moves the recipient's pending links
+	// to enabled in the same transaction (links.enable: on_delivery), so a
+	// delivered copy can never be left with links that wait for nothing.
+	EnableLinks bool
 }
 
 // Event is one line of a message's audit trail.

@@ -187,6 +187,11 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 	if _, err := w.insEvent.Exec(msgID, a.RecipientID, nanos(at), kind, "queue", attemptDetail(a, next)); err != nil {
 		return fmt.Errorf("insert %s event: %w", kind, err)
 	}
+	if a.EnableLinks && a.State == store.StateDelivered {
+		if _, err := w.setLinkState(msgID, a.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled, at, "queue", "enabled on delivery"); err != nil {
+			return fmt.Errorf("enable links on delivery: %w", err)
+		}
+	}
 	if a.State == store.StateQueued {
 		return nil // still live: nothing to drop
 	}

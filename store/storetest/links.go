@@ -575,3 +575,31 @@ func testHeldNoNextAttempt(t *testing.T, s store.Store) {
 		t.Errorf("held recipient is pending")
 	}
 }
+
+// testRecordAttemptEnablesLinks: a delivery recorded with EnableLinks turns
+// that recipient's pending links on in the same write; a deferral does not.
+func testRecordAttemptEnablesLinks(t *testing.T, s store.Store) {
+	id, ids, _ := withLinks(t, s, store.StateQueued,
+		[]store.NewLink{newLink("del0", store.LinkPending, 3, time.Time{})},
+		[]store.NewLink{newLink("del1", store.LinkPending, 3, time.Time{})})
+	ctx := context.Background()
+	if err := s.RecordAttempt(ctx, store.Attempt{RecipientID: ids[1], MessageID: id, Time: base.Add(time.Minute),
+		State: store.StateQueued, NextAttempt: base.Add(time.Hour), Code: 451, Reply: "4.7.1 later", EnableLinks: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAttempt(ctx, store.Attempt{RecipientID: ids[0], MessageID: id, Time: base.Add(2 * time.Minute),
+		State: store.StateDelivered, Code: 250, Reply: "2.0.0 ok", Host: "mx.example", EnableLinks: true}); err != nil {
+		t.Fatal(err)
+	}
+	v := view(t, s, id)
+	states := map[int64]store.LinkState{}
+	for _, l := range v.Links {
+		states[l.RecipientID] = l.State
+	}
+	if states[ids[0]] != store.LinkEnabled || states[ids[1]] != store.LinkPending {
+		t.Fatalf("links after a delivery and a deferral with EnableLinks: %v", states)
+	}
+	if n := len(eventsOf(v, "link_enabled")); n != 1 {
+		t.Fatalf("%d link_enabled events, want 1", n)
+	}
+}

@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"UseLinkRefusals", testUseLinkRefusals},
 		{"UseLinkReenabledAfterUsed", testUseLinkReenabled},
 		{"SetLinkState", testSetLinkState},
+		{"RecordAttemptEnablesLinks", testRecordAttemptEnablesLinks},
 		{"SetLinkStateNotFound", testSetLinkStateNotFound},
 		{"Release", testRelease},
 		{"ReleaseIsIdempotent", testReleaseIdempotent},
