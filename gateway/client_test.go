@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -20,14 +19,6 @@ import (
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/sim"
 )
-
-// mxCert makes a certificate for host and the pool that trusts it.
-func mxCert(t *testing.T, host string) (*tls.Config, *x509.CertPool) {
-	t.Helper()
-	server, client := testCerts(t)
-	_ = host
-	return server, client.RootCAs
-}
 
 func startSim(t *testing.T, opts sim.Options) (*sim.Provider, *Dialer, *Destination) {
 	t.Helper()
@@ -49,9 +40,9 @@ func startSim(t *testing.T, opts sim.Options) (*sim.Provider, *Dialer, *Destinat
 var plainMsg = []byte("From: <a@ca.example>\r\nTo: <b@gmail.com>\r\nSubject: hi\r\n\r\nbody\r\n")
 
 func TestDeliverTLSRequiredVerified(t *testing.T) {
-	serverTLS, pool := mxCert(t, "relay.ca.example")
+	serverTLS, clientTLS := testCerts(t)
 	p, d, dest := startSim(t, sim.Options{TLS: serverTLS})
-	dest.TLS, dest.TLSConf = TLSRequired, &tls.Config{RootCAs: pool}
+	dest.TLS, dest.TLSConf = TLSRequired, &tls.Config{RootCAs: clientTLS.RootCAs}
 	c, res := d.Dial(context.Background(), dest)
 	if c == nil {
 		t.Fatalf("dial: %v", res)
@@ -75,7 +66,7 @@ func TestDeliverTLSRequiredVerified(t *testing.T) {
 }
 
 func TestDeliverTLSRequiredRefusesUnverifiedOrMissing(t *testing.T) {
-	serverTLS, _ := mxCert(t, "relay.ca.example")
+	serverTLS, _ := testCerts(t)
 	_, d, dest := startSim(t, sim.Options{TLS: serverTLS})
 	dest.TLS = TLSRequired // system roots: the test certificate does not verify
 	if c, res := d.Dial(context.Background(), dest); c != nil || !res.Network {

@@ -60,13 +60,12 @@ func (q *Queue) SetBouncer(b Bouncer) { q.bouncer = b }
 
 // item is one recipient in the queue.
 type item struct {
-	p        store.Pending
-	class    policy.Class
-	dest     *Destination
-	lane     *lane
-	gauge    string // provider label it is counted under in the queued gauge
-	readyAt  time.Time
-	heapSlot int
+	p       store.Pending
+	class   policy.Class
+	dest    *Destination
+	lane    *lane
+	gauge   string // provider label it is counted under in the queued gauge
+	readyAt time.Time
 }
 
 // Start loads pending recipients from the store and starts scheduling.
@@ -584,8 +583,8 @@ type schedHeap []*item
 
 func (h schedHeap) Len() int           { return len(h) }
 func (h schedHeap) Less(i, j int) bool { return h[i].p.NextAttempt.Before(h[j].p.NextAttempt) }
-func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].heapSlot = i; h[j].heapSlot = j }
-func (h *schedHeap) Push(x any)        { it := x.(*item); it.heapSlot = len(*h); *h = append(*h, it) }
+func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *schedHeap) Push(x any)        { *h = append(*h, x.(*item)) }
 func (h *schedHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -56,11 +57,10 @@ type Server struct {
 	log      *slog.Logger
 	throttle *authThrottle
 
-	smtp     *smtp.Server
-	closing  atomic.Bool
-	mu       sync.Mutex
-	limiters []*limitListener
-	conns    map[*countedConn]struct{} // open sessions, to close at the deadline
+	smtp    *smtp.Server
+	closing atomic.Bool
+	mu      sync.Mutex
+	conns   map[*countedConn]struct{} // open sessions, to close at the deadline
 }
 
 // NewServer builds a submission server; Serve starts it on listeners.
@@ -89,9 +89,6 @@ func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.M
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
 	ll := &limitListener{Listener: l, max: s.cfg.MaxConnections, perIP: s.cfg.MaxConnectionsPerIP, per: map[netip.Addr]int{}, srv: s}
-	s.mu.Lock()
-	s.limiters = append(s.limiters, ll)
-	s.mu.Unlock()
 	err := s.smtp.Serve(ll)
 	if errors.Is(err, smtp.ErrServerClosed) || s.closing.Load() {
 		return nil
@@ -200,6 +197,6 @@ func remoteIP(c net.Conn) netip.Addr {
 type slogPrinter struct{ log *slog.Logger }
 
 func (p slogPrinter) Printf(format string, v ...any) {
-	p.log.Warn("smtp server", "detail", sprintf(format, v...))
+	p.log.Warn("smtp server", "detail", fmt.Sprintf(format, v...))
 }
-func (p slogPrinter) Println(v ...any) { p.log.Warn("smtp server", "detail", sprint(v...)) }
+func (p slogPrinter) Println(v ...any) { p.log.Warn("smtp server", "detail", fmt.Sprint(v...)) }

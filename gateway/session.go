@@ -12,11 +12,6 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-var (
-	sprintf = fmt.Sprintf
-	sprint  = fmt.Sprint
-)
-
 // session is one SMTP connection. Every method returns through s.out so
 // that each refusal is counted and reaches the client as a bare SMTP reply.
 type session struct {
@@ -143,7 +138,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	}
 	if !domainIn(domain, t.FromDomains) {
 		return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment",
-			sprintf("Sender domain %s is not one of the from_domains of tenant %s", domain, t.Name))
+			fmt.Sprintf("Sender domain %s is not one of the from_domains of tenant %s", domain, t.Name))
 	}
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return errTooBig // RFC 1870 6.1

@@ -38,6 +38,7 @@ type LinkPolicy struct {
 // Directory knows the tenants, their users and their trusted networks.
 type Directory struct {
 	tenants []*Tenant
+	byName  map[string]*Tenant
 	users   map[string]user
 
 	// verified caches credentials that bcrypt has accepted, keyed by an HMAC
@@ -60,7 +61,7 @@ type user struct {
 // NewDirectory builds the directory from validated configuration, reading
 // password hashes kept in files. Gated links point under publicURL.
 func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error) {
-	d := &Directory{users: map[string]user{}, verified: map[string][]byte{}, cacheKey: make([]byte, 32)}
+	d := &Directory{byName: map[string]*Tenant{}, users: map[string]user{}, verified: map[string][]byte{}, cacheKey: make([]byte, 32)}
 	if _, err := rand.Read(d.cacheKey); err != nil {
 		return nil, err
 	}
@@ -94,19 +95,13 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 			d.users[u.Username] = user{tenant: t, hash: []byte(h)}
 		}
 		d.tenants = append(d.tenants, t)
+		d.byName[t.Name] = t
 	}
 	return d, nil
 }
 
 // Tenant returns the tenant of that name, or nil.
-func (d *Directory) Tenant(name string) *Tenant {
-	for _, t := range d.tenants {
-		if t.Name == name {
-			return t
-		}
-	}
-	return nil
-}
+func (d *Directory) Tenant(name string) *Tenant { return d.byName[name] }
 
 // Trusted returns the tenant whose trusted networks hold ip, or nil.
 func (d *Directory) Trusted(ip netip.Addr) *Tenant {

@@ -20,8 +20,6 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-var fmtSscan = fmt.Sscan
-
 // TenantPage is what the gate says about an issuer: its name and how its
 // customers reach support.
 type TenantPage struct {

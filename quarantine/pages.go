@@ -2,6 +2,7 @@ package quarantine
 
 import (
 	"html/template"
+	"strconv"
 	"strings"
 )
 
@@ -70,7 +71,8 @@ func pickLanguage(acceptLanguage string) string {
 		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
 		q := 1.0
 		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
-			if _, err := fmtSscan(v, &q); err != nil {
+			var err error
+			if q, err = strconv.ParseFloat(v, 64); err != nil {
 				continue
 			}
 		}

@@ -63,12 +63,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "certgate: %v\n", err)
+		fmt.Fprintf(stderr, "certgate: %v\n", err)
+		if errors.As(err, new(usageError)) {
 			return 2
 		}
-		fmt.Fprintf(stderr, "certgate: %v\n", err)
 		return 1
 	}
 	return 0
