@@ -8,19 +8,22 @@ import "time"
 // Config is the whole configuration file. The YAML key names are a contract
 // with operators and scripts (docs/config.md documents every one).
 type Config struct {
-	Hostname  string     `yaml:"hostname"`
-	DataDir   string     `yaml:"data_dir"`
-	Storage   Storage    `yaml:"storage"`
-	SMTP      SMTP       `yaml:"smtp"`
-	HTTP      HTTP       `yaml:"http"`
-	Tenants   []Tenant   `yaml:"tenants"`
-	DKIM      []DKIMKey  `yaml:"dkim"`
-	Delivery  Delivery   `yaml:"delivery"`
-	Providers []Provider `yaml:"providers"`
-	API       API        `yaml:"api"`
-	Gate      Gate       `yaml:"gate"`
-	Webhooks  []Webhook  `yaml:"webhooks"`
-	Log       Log        `yaml:"log"`
+	Hostname string    `yaml:"hostname"`
+	DataDir  string    `yaml:"data_dir"`
+	Storage  Storage   `yaml:"storage"`
+	SMTP     SMTP      `yaml:"smtp"`
+	HTTP     HTTP      `yaml:"http"`
+	Tenants  []Tenant  `yaml:"tenants"`
+	DKIM     []DKIMKey `yaml:"dkim"`
+	// DKIMEngine chooses what makes RSA signatures: auto (OpenSSL when
+	// libcrypto is usable, else Go), openssl (required), or go.
+	DKIMEngine string     `yaml:"dkim_engine"`
+	Delivery   Delivery   `yaml:"delivery"`
+	Providers  []Provider `yaml:"providers"`
+	API        API        `yaml:"api"`
+	Gate       Gate       `yaml:"gate"`
+	Webhooks   []Webhook  `yaml:"webhooks"`
+	Log        Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`

@@ -281,8 +281,9 @@ func TestParseFull(t *testing.T) {
 			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []string{"read", "release"}},
 			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []string{"admin"}},
 		}},
-		Log:  Log{Level: "debug", Format: "json"},
-		Path: f.path(),
+		DKIMEngine: "auto",
+		Log:        Log{Level: "debug", Format: "json"},
+		Path:       f.path(),
 	}
 	if !reflect.DeepEqual(got, want) {
 		gy, _ := yaml.Marshal(got)
@@ -337,8 +338,9 @@ func TestParseDefaults(t *testing.T) {
 			CommandTimeout: Duration(5 * time.Minute),
 			DataTimeout:    Duration(10 * time.Minute),
 		},
-		Log:  Log{Level: "info", Format: "text"},
-		Path: f.path(),
+		DKIMEngine: "auto",
+		Log:        Log{Level: "info", Format: "text"},
+		Path:       f.path(),
 	}
 	if !reflect.DeepEqual(got, want) {
 		gy, _ := yaml.Marshal(got)

@@ -32,6 +32,7 @@ const (
 	DefaultDataTimeout         = Duration(10 * time.Minute)
 	DefaultRetryMaxAge         = Duration(72 * time.Hour)
 	DefaultRetryJitter         = 0.1
+	DefaultDKIMEngine          = "auto"
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "text"
 )
@@ -158,6 +159,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		d.Retry.Jitter = DefaultRetryJitter
 	}
 
+	if unset("dkim_engine", c.DKIMEngine == "") {
+		c.DKIMEngine = DefaultDKIMEngine
+	}
 	if unset("log.level", c.Log.Level == "") {
 		c.Log.Level = DefaultLogLevel
 	}

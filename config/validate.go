@@ -150,6 +150,11 @@ func (v *validator) general(c *Config) {
 		v.add("storage.driver", "%q is not sqlite or postgres", s.Driver)
 	}
 
+	switch c.DKIMEngine {
+	case "auto", "openssl", "go":
+	default:
+		v.add("dkim_engine", "%q is not one of auto, openssl, go", c.DKIMEngine)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

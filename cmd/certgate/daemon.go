@@ -63,7 +63,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	d.store = st
 
-	keys, err := loadKeys(cfg.DKIM)
+	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -254,14 +254,24 @@ func gateOptions(cfg *config.Config) quarantine.GateOptions {
 	return o
 }
 
-// loadKeys parses every DKIM key once, so signing never touches the files.
-func loadKeys(cfg []config.DKIMKey) ([]*signer.Key, error) {
+// loadKeys parses every DKIM key once, so signing never touches the files,
+// and hands RSA keys to OpenSSL as dkim_engine says.
+func loadKeys(cfg *config.Config, log *slog.Logger) ([]*signer.Key, error) {
 	var keys []*signer.Key
-	for _, k := range cfg {
+	for _, k := range cfg.DKIM {
 		key, err := signer.LoadKey(k.Domain, k.Selector, k.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("dkim key %s/%s: %w", k.Domain, k.Selector, err)
 		}
+		if cfg.DKIMEngine != "go" {
+			if err := key.UseOpenSSL(); err != nil {
+				if cfg.DKIMEngine == "openssl" {
+					return nil, fmt.Errorf("dkim key %s/%s: dkim_engine openssl: %w", k.Domain, k.Selector, err)
+				}
+				log.Warn("dkim: signing RSA with Go", "key", key.String(), "reason", err)
+			}
+		}
+		log.Info("dkim key loaded", "key", key.String(), "engine", key.Engine)
 		keys = append(keys, key)
 	}
 	return keys, nil
@@ -275,7 +285,7 @@ func (d *daemon) reloadKeys(path string) error {
 	if err != nil {
 		return err
 	}
-	keys, err := loadKeys(cfg.DKIM)
+	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
 		return err
 	}

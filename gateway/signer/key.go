@@ -40,8 +40,39 @@ type Key struct {
 	// Bits is the RSA modulus size, or 256 for Ed25519. An RSA key below
 	// RecommendedRSABits works but deserves a warning (see Weak).
 	Bits int
+	// Engine is what makes its signatures: EngineGo, or EngineOpenSSL
+	// after UseOpenSSL.
+	Engine string
 
-	signer crypto.Signer
+	priv   crypto.Signer // Go's key, kept for marshalling
+	signer crypto.Signer // what signs: priv, or OpenSSL holding the same key
+}
+
+// Signing engines. Both make the same bytes: RSASSA-PKCS1-v1_5 is
+// deterministic (RFC 8017 8.2.1).
+const (
+	EngineGo      = "go"
+	EngineOpenSSL = "openssl"
+)
+
+// OpenSSLVersion loads OpenSSL's libcrypto (once) and returns its version,
+// or why it cannot be used.
+func OpenSSLVersion() (string, error) { return loadOpenSSL() }
+
+// UseOpenSSL makes an RSA key sign with OpenSSL, about three times faster
+// than Go on current x86 CPUs. Ed25519 keys are left to Go (they are cheap)
+// and return nil. On error the key keeps signing with Go.
+func (k *Key) UseOpenSSL() error {
+	priv, ok := k.priv.(*rsa.PrivateKey)
+	if !ok {
+		return nil
+	}
+	s, err := newOpenSSLRSA(priv)
+	if err != nil {
+		return err
+	}
+	k.signer, k.Engine = s, EngineOpenSSL
+	return nil
 }
 
 // LoadKey reads a PEM file holding a PKCS#8 ("PRIVATE KEY") RSA or Ed25519
@@ -95,7 +126,7 @@ func ParseKey(domain, selector string, pemData []byte) (*Key, error) {
 }
 
 func newKey(domain, selector string, priv any) (*Key, error) {
-	k := &Key{Domain: domain, Selector: selector}
+	k := &Key{Domain: domain, Selector: selector, Engine: EngineGo}
 	switch priv := priv.(type) {
 	case *rsa.PrivateKey:
 		bits := priv.N.BitLen()
@@ -109,9 +140,9 @@ func newKey(domain, selector string, priv any) (*Key, error) {
 			return nil, fmt.Errorf("dkim key: %w", err)
 		}
 		priv.Precompute() // once, here, not per message
-		k.Algorithm, k.Bits, k.signer = AlgRSASHA256, bits, priv
+		k.Algorithm, k.Bits, k.priv, k.signer = AlgRSASHA256, bits, priv, priv
 	case ed25519.PrivateKey:
-		k.Algorithm, k.Bits, k.signer = AlgEd25519SHA256, 256, priv
+		k.Algorithm, k.Bits, k.priv, k.signer = AlgEd25519SHA256, 256, priv, priv
 	default:
 		return nil, fmt.Errorf("dkim key: %T is not usable for DKIM, which signs with RSA or Ed25519 only (RFC 8463)", priv)
 	}
@@ -187,7 +218,7 @@ func Generate(algorithm, domain, selector string) (k *Key, pemBytes []byte, err 
 }
 
 func (k *Key) marshalPEM() ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k.signer)
+	der, err := x509.MarshalPKCS8PrivateKey(k.priv)
 	if err != nil {
 		return nil, fmt.Errorf("dkim key: %w", err)
 	}
@@ -195,7 +226,7 @@ func (k *Key) marshalPEM() ([]byte, error) {
 }
 
 // Public returns the public key: *rsa.PublicKey or ed25519.PublicKey.
-func (k *Key) Public() crypto.PublicKey { return k.signer.Public() }
+func (k *Key) Public() crypto.PublicKey { return k.priv.Public() }
 
 // Weak reports whether the key is RSA below RecommendedRSABits: it signs,
 // but the operator should be warned (RFC 8301 3.2).
