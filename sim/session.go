@@ -55,6 +55,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		p.log.Debug("rate limited", "rcpt", to)
 		return s.reply(errRate)
 	}
+	if err := s.rcptFault(to); err != nil {
+		return err
+	}
 	if p.opts.Respond != nil {
 		if e := p.opts.Respond(s.from, to); e != nil && e.Code >= 400 {
 			return s.reject(e)
@@ -66,6 +69,15 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 func (s *session) Data(r io.Reader) error {
 	p := s.p
+	fault := noFault
+	if len(s.rcpts) > 0 {
+		fault = s.dataFault()
+	}
+	if fault == fDropMidData {
+		io.Copy(io.Discard, io.LimitReader(r, midDataBytes))
+		s.conn.Close()
+		return errHungUp
+	}
 	data, err := io.ReadAll(r)
 	if err != nil {
 		if se, ok := errors.AsType[*smtp.SMTPError](err); ok {
@@ -110,8 +122,22 @@ func (s *session) Data(r io.Reader) error {
 	if scripted != nil && scripted.Code >= 400 {
 		return s.reject(scripted)
 	}
+	switch fault {
+	case fData451:
+		return errFault451
+	case fData550:
+		return errFaultData550
+	}
 	p.store(s.conn, msgs)
-	p.log.Debug("accepted", "from", s.from, "rcpts", s.rcpts, "bytes", len(data), "tls", isTLS)
+	p.log.Debug("accepted", "from", s.from, "rcpts", s.rcpts, "bytes", len(data), "tls", isTLS, "fault", fault)
+	switch fault {
+	case fDropAfterData:
+		s.conn.Close()
+		return errHungUp
+	case fStallAfterData:
+		p.hangUp(s.conn, p.opts.Faults.stall())
+		return errHungUp
+	}
 	if scripted != nil {
 		return scripted // a scripted 2xx text
 	}

@@ -58,6 +58,9 @@ type Options struct {
 	// Folder; the first non-nil reply is sent, and a code of 400 or above
 	// rejects the whole message.
 	DataRespond func(msg *Message) *smtp.SMTPError
+	// Faults inject the failures of broken and hostile receivers (see
+	// Faults); the zero value injects none.
+	Faults Faults
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -98,8 +101,10 @@ type Provider struct {
 	stats   Stats
 	limiter *rate.Limiter
 	conns   map[*conn]struct{} // open connections
+	seq     int                // connections accepted, refused ones included
 	busy    int                // sessions inside a mail transaction
 	closing bool
+	faults  faultState
 }
 
 // Start listens on opts.IP and opts.Port and serves until Close.
@@ -193,6 +198,9 @@ func normalize(o Options, defaultIP string) (Options, error) {
 	if o.Port < 0 || o.Port > 65535 {
 		return o, fmt.Errorf("sim: %s: bad port %d", o.Name, o.Port)
 	}
+	if err := o.Faults.check(o.TLS != nil); err != nil {
+		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -208,6 +216,7 @@ func serve(opts Options, ln net.Listener) *Provider {
 		changed:   make(chan struct{}),
 		limiter:   newLimiter(opts.RatePerSecond),
 		conns:     make(map[*conn]struct{}),
+		faults:    newFaultState(),
 	}
 	for _, d := range opts.Domains {
 		p.domains[strings.ToLower(d)] = true
@@ -219,7 +228,7 @@ func serve(opts Options, ln net.Listener) *Provider {
 	if srv.Domain == "" {
 		srv.Domain = "localhost"
 	}
-	srv.TLSConfig = opts.TLS
+	srv.TLSConfig = p.tlsConfig()
 	srv.MaxMessageBytes = maxMessageBytes
 	srv.MaxRecipients = 100 // Gmail's limit per transaction
 	srv.ReadTimeout = 2 * time.Minute
@@ -232,6 +241,26 @@ func serve(opts Options, ln net.Listener) *Provider {
 		srv.Serve(p.ln)
 	}()
 	return p
+}
+
+// tlsConfig is Options.TLS, made to break the handshakes Faults.TLSBreak
+// picks.
+func (p *Provider) tlsConfig() *tls.Config {
+	base := p.opts.TLS
+	if base == nil || p.opts.Faults.TLSBreak == 0 {
+		return base
+	}
+	conf := base.Clone()
+	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if c, ok := hello.Conn.(*conn); ok && p.breakTLS(c) {
+			return nil, errHungUp
+		}
+		if base.GetConfigForClient != nil {
+			return base.GetConfigForClient(hello)
+		}
+		return nil, nil
+	}
+	return conf
 }
 
 func newLimiter(perSecond float64) *rate.Limiter {
@@ -343,6 +372,8 @@ func (p *Provider) admit(c net.Conn) *conn {
 		c.Close()
 		return nil
 	}
+	seq := p.seq
+	p.seq++
 	if limit := p.opts.MaxConnections; limit > 0 && len(p.conns) >= limit {
 		p.stats.ConnectionsRefused++
 		p.refusals.Add(1)
@@ -354,7 +385,10 @@ func (p *Provider) admit(c net.Conn) *conn {
 		}()
 		return nil
 	}
-	tc := &conn{Conn: c, p: p}
+	if p.greetingFault(c, seq) {
+		return nil
+	}
+	tc := &conn{Conn: c, p: p, seq: seq}
 	p.conns[tc] = struct{}{}
 	p.stats.Connections++
 	p.stats.MaxConcurrent = max(p.stats.MaxConcurrent, len(p.conns))
@@ -367,6 +401,7 @@ func (p *Provider) admit(c net.Conn) *conn {
 type conn struct {
 	net.Conn
 	p         *Provider
+	seq       int // order of acceptance, from 0: what connection faults are drawn for
 	once      sync.Once
 	delivered int // guarded by p.mu
 }

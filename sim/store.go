@@ -43,12 +43,13 @@ type Stats struct {
 	Received                   int // stored copies, one per recipient
 	DKIMPass                   int // stored copies with at least one passing signature
 	DKIMFail                   int // stored copies with signatures, none passing
-	Rejected                   int // 4xx/5xx replies to MAIL, RCPT or DATA, except rate limiting
+	Rejected                   int // 4xx/5xx replies to MAIL, RCPT or DATA, except rate limiting and Faults
 	RateLimited                int // 421 4.7.28 replies
 	Connections                int // connections accepted
 	ConnectionsRefused         int // connections refused over MaxConnections
 	MaxConcurrent              int // most connections open at once
 	DeliveriesPerConnectionMax int // most messages accepted on one connection
+	Faults                     FaultStats
 }
 
 // Messages returns copies of all stored messages in the order received.
@@ -101,12 +102,15 @@ func (p *Provider) WaitFor(ctx context.Context, n int) error {
 	}
 }
 
-// Reset forgets stored messages, zeroes the counters and refills the rate
-// limiter, so one provider can serve several test cases.
+// Reset forgets stored messages, zeroes the counters, refills the rate
+// limiter and starts the faults afresh (greylisting forgets every triplet),
+// so one provider can serve several test cases.
 func (p *Provider) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.msgs = nil
+	p.seq = 0
+	p.faults = newFaultState()
 	p.stats = Stats{MaxConcurrent: len(p.conns)}
 	for c := range p.conns {
 		c.delivered = 0
