@@ -22,7 +22,7 @@ import (
 type Dialer struct {
 	Hostname       string // EHLO name
 	Resolver       Resolver
-	ConnectTimeout time.Duration // TCP connect plus greeting and EHLO
+	ConnectTimeout time.Duration // TCP connect and greeting (with STARTTLS, up to the handshake's end)
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 
@@ -149,10 +149,22 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 	}
 	deadline, _ := dctx.Deadline()
 	raw.SetDeadline(deadline)
-	conn := raw
+	// The greeting is read here, under the connect timeout, whatever the
+	// route's TLS: go-smtp's client would wait for it as long as for any
+	// command (RFC 5321 4.5.3.2.1's 5 minutes), holding a lane's worker on
+	// a server that accepts and says nothing.
+	br := bufio.NewReader(raw)
+	if code, text, err := readReply(br); err != nil {
+		raw.Close()
+		return nil, Result{Host: host, Network: true, Text: "greeting: " + err.Error()}, false
+	} else if code != 220 {
+		raw.Close()
+		return nil, resultOf(host, &smtp.SMTPError{Code: code, Message: text}), false
+	}
+	conn := regreet(raw, host, br)
 	tlsOn := false
 	if useTLS {
-		conn, tlsOn, err = d.startTLS(raw, dest, host)
+		conn, tlsOn, err = d.startTLS(raw, br, dest, host)
 		if err != nil {
 			raw.Close()
 			var se *smtp.SMTPError
@@ -178,22 +190,17 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 	return &Conn{c: c, nc: conn, dataTimeout: d.DataTimeout, Host: host, Dest: dest, TLS: tlsOn, LastUsed: time.Now()}, Result{Host: host}, false
 }
 
-// startTLS reads the greeting, says EHLO and, when STARTTLS is offered,
-// upgrades the connection (RFC 3207 4). It returns a connection that replays
-// a greeting so that go-smtp's client can take over and EHLO again, as RFC
-// 3207 4.2 requires after TLS. go-smtp's own NewClientStartTLS would say
-// EHLO localhost, which receivers hold against a sender.
-func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Conn, bool, error) {
-	br := bufio.NewReader(raw)
-	if code, text, err := readReply(br); err != nil {
-		return nil, false, err
-	} else if code != 220 {
-		return nil, false, &smtp.SMTPError{Code: code, Message: text}
-	}
+// startTLS, after the greeting read from br, says EHLO and, when STARTTLS
+// is offered, upgrades the connection (RFC 3207 4). It returns a connection
+// that replays a greeting so that go-smtp's client can take over and EHLO
+// again, as RFC 3207 4.2 requires after TLS. go-smtp's own
+// NewClientStartTLS would say EHLO localhost, which receivers hold against
+// a sender.
+func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, host string) (net.Conn, bool, error) {
 	plain := func() net.Conn {
 		// Go on in plaintext on this connection; go-smtp greets again
 		// (EHLO, or HELO if EHLO is refused).
-		return &replayConn{Conn: raw, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), br)}
+		return regreet(raw, host, br)
 	}
 	fmt.Fprintf(raw, "EHLO %s\r\n", d.Hostname)
 	code, text, err := readReply(br)
@@ -240,13 +247,19 @@ func (d *Dialer) startTLS(raw net.Conn, dest *Destination, host string) (net.Con
 	if err := tc.Handshake(); err != nil {
 		return nil, false, tlsFailure{err}
 	}
-	return &replayConn{Conn: tc, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), tc)}, true, nil
+	return regreet(tc, host, tc), true, nil
 }
 
 // replayConn is a connection whose first bytes read are a synthetic greeting.
 type replayConn struct {
 	net.Conn
 	r io.Reader
+}
+
+// regreet hands go-smtp's client c, reading from r, behind a greeting of
+// its own: the server's was read already.
+func regreet(c net.Conn, host string, r io.Reader) net.Conn {
+	return &replayConn{Conn: c, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), r)}
 }
 
 func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
