@@ -55,6 +55,7 @@ type envOptions struct {
 	sinkDown     bool                                    // route recipient mail to a closed port
 	links        config.Links
 	defaultClass string
+	freshBudget  int64 // queue's in-memory budget for fresh copies; 0: the default
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -153,6 +154,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	dialer := &Dialer{Hostname: "relay.ca.example", Resolver: resolver, ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
 	e.queue = NewQueue(st, pol, router, dialer, e.metrics, log)
+	if o.freshBudget != 0 {
+		e.queue.freshBudget = o.freshBudget
+	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
 	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
 		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass,

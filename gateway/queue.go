@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certgate/certgate/metrics"
@@ -46,12 +47,23 @@ type Queue struct {
 	lanes map[string]*lane
 	wake  chan struct{}
 	count int // recipients held by the queue in any stage
+
+	// heldBytes is what items carry of their contents (see AddAccepted),
+	// kept under freshBudget.
+	heldBytes   atomic.Int64
+	freshBudget int64
 }
+
+// defaultFreshBudget bounds the contents the queue keeps in memory for
+// mail it was just handed: enough for every copy in flight at a thousand
+// messages a second, and small against a backlog, which reads from the
+// store.
+const defaultFreshBudget = 32 << 20
 
 // NewQueue builds a queue runner; Start loads the store's pending recipients.
 func NewQueue(st store.Store, pol *policy.Policy, router *Router, dialer *Dialer, m *metrics.Metrics, log *slog.Logger) *Queue {
 	q := &Queue{store: st, policy: pol, router: router, dialer: dialer, metrics: m, log: log, now: time.Now,
-		lanes: map[string]*lane{}, wake: make(chan struct{}, 1)}
+		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), freshBudget: defaultFreshBudget}
 	return q
 }
 
@@ -66,6 +78,11 @@ type item struct {
 	lane    *lane
 	gauge   string // provider label it is counted under in the queued gauge
 	readyAt time.Time
+
+	// prefix and body are the copy's bytes when the queue got them with
+	// the recipient (AddAccepted), so the first attempt need not read
+	// them back from the store; nil otherwise, and after that attempt.
+	prefix, body []byte
 }
 
 // Start loads pending recipients from the store and starts scheduling.
@@ -93,12 +110,54 @@ func (q *Queue) Add(ps ...store.Pending) {
 	}
 }
 
-func (q *Queue) add(p store.Pending) {
+// AddAccepted queues recipients just made durable together with their
+// copies' bytes (prefix then body, as store.Data would return them): fresh
+// mail usually leaves within milliseconds, and reading back what the
+// store just wrote costs as much as writing it. Bytes over freshBudget are
+// not kept; those copies are read from the store as usual.
+func (q *Queue) AddAccepted(ps []store.Pending, prefixes, bodies [][]byte) {
+	for i, p := range ps {
+		it := q.newItem(p)
+		if n := int64(len(prefixes[i]) + len(bodies[i])); q.heldBytes.Add(n) <= q.freshBudget {
+			it.prefix, it.body = prefixes[i], bodies[i]
+		} else {
+			q.heldBytes.Add(-n)
+		}
+		q.enter(it)
+	}
+}
+
+func (q *Queue) add(p store.Pending) { q.enter(q.newItem(p)) }
+
+func (q *Queue) newItem(p store.Pending) *item {
 	class, ok := policy.ParseClass(p.Class)
 	if !ok {
 		class = policy.ClassBulk
 	}
-	it := &item{p: p, class: class, gauge: "unrouted"}
+	return &item{p: p, class: class, gauge: "unrouted"}
+}
+
+// takeData returns the copy's bytes the item carries, if any, and lets go
+// of them: whatever the attempt's outcome, a later one reads the store.
+func (q *Queue) takeData(it *item) []byte {
+	if it.body == nil {
+		return nil
+	}
+	data := make([]byte, 0, len(it.prefix)+len(it.body))
+	data = append(append(data, it.prefix...), it.body...)
+	q.dropData(it)
+	return data
+}
+
+func (q *Queue) dropData(it *item) {
+	if it.body != nil {
+		q.heldBytes.Add(-int64(len(it.prefix) + len(it.body)))
+		it.prefix, it.body = nil, nil
+	}
+}
+
+func (q *Queue) enter(it *item) {
+	class := it.class
 	q.mu.Lock()
 	q.count++
 	q.mu.Unlock()
@@ -367,7 +426,11 @@ func (l *lane) work() {
 			}
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
 		}
-		data, err := q.store.Data(q.ctx, it.p.RecipientID)
+		data := q.takeData(it)
+		var err error
+		if data == nil {
+			data, err = q.store.Data(q.ctx, it.p.RecipientID)
+		}
 		if err != nil && q.ctx.Err() != nil {
 			q.requeueOnStop(it)
 			l.leave()
@@ -405,6 +468,7 @@ func (l *lane) work() {
 // finish records an attempt's outcome and moves the item on: gone when
 // delivered or bounced, back to the heap when deferred.
 func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
+	q.dropData(it)
 	now := q.now()
 	outcome := policy.Classify(res.Code, res.Network)
 	attempts := it.p.Attempts + 1
@@ -467,6 +531,7 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 // requeueOnStop drops an item picked up as the queue stopped: it was not
 // attempted, and the store still lists it for the next start.
 func (q *Queue) requeueOnStop(it *item) {
+	q.dropData(it)
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
 	q.mu.Lock()
 	q.count--

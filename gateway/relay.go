@@ -61,6 +61,7 @@ func (r *Relay) enqueue(ctx context.Context, p *Prepared) error {
 	}
 	m := p.Message
 	pend := make([]store.Pending, 0, len(ids))
+	var prefixes, bodies [][]byte
 	for i, id := range ids {
 		rc := p.Rcpts[i]
 		if rc.State != store.StateQueued {
@@ -69,8 +70,9 @@ func (r *Relay) enqueue(ctx context.Context, p *Prepared) error {
 		_, _, domain, _ := parseAddress(rc.Address)
 		pend = append(pend, store.Pending{RecipientID: id, MessageID: m.ID, Tenant: m.Tenant, MailFrom: m.MailFrom,
 			Address: rc.Address, Domain: domain, Class: m.Class, Size: m.Size, NextAttempt: rc.NextAttempt, ReceivedAt: m.ReceivedAt})
+		prefixes, bodies = append(prefixes, rc.Prefix), append(bodies, p.Contents[rc.Content])
 	}
-	r.queue.Add(pend...)
+	r.queue.AddAccepted(pend, prefixes, bodies)
 	return nil
 }
 

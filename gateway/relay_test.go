@@ -184,6 +184,38 @@ func TestSubmitSignDeliverSamples(t *testing.T) {
 		}
 	}
 	waitFor(t, "queue to drain", 5*time.Second, func() bool { return e.queue.Len() == 0 })
+	if n := e.queue.heldBytes.Load(); n != 0 {
+		t.Errorf("queue still holds %d bytes of delivered copies", n)
+	}
+}
+
+// Copies over the queue's memory budget are read back from the store, and
+// arrive the same: signed, with their own tracking header.
+func TestCopiesBeyondTheMemoryBudgetComeFromTheStore(t *testing.T) {
+	e := newEnv(t, envOptions{freshBudget: 30 << 10}) // about one sample copy
+	c := e.client()
+	to := []string{"a@gmail.com", "b@gmail.com", "c@gmail.com", "d@gmail.com"}
+	if err := e.send(c, "certificados@ca.example", to, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	g := e.sims["google"]
+	if err := g.WaitFor(ctx, len(to)); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, m := range g.Messages() {
+		hdr := string(m.Data[:bytes.Index(m.Data, []byte("\r\n\r\n"))])
+		ids[headerValue(hdr, TrackingHeader)] = true
+	}
+	if st := g.Stats(); st.DKIMPass != len(to) || len(ids) != len(to) {
+		t.Errorf("DKIM pass %d, distinct tracking ids %d, want %d each", st.DKIMPass, len(ids), len(to))
+	}
+	waitFor(t, "queue to drain", 5*time.Second, func() bool { return e.queue.Len() == 0 })
+	if n := e.queue.heldBytes.Load(); n != 0 {
+		t.Errorf("queue still holds %d bytes", n)
+	}
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -597,6 +629,10 @@ func TestDeadDestinationDefersItsWholeQueue(t *testing.T) {
 		})
 		return n == 30
 	})
+	// A deferred copy lets go of its bytes: a backlog lives in the store.
+	if n := e.queue.heldBytes.Load(); n != 0 {
+		t.Errorf("queue holds %d bytes of deferred copies", n)
+	}
 	var m dto.Metric
 	e.metrics.ShapingWait.WithLabelValues("gmail", "bulk").(prometheus.Histogram).Write(&m)
 	// Each failed connection defers everything queued behind it, so far
