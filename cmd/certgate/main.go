@@ -96,8 +96,14 @@ func newFlags(name string, out io.Writer) *flag.FlagSet {
 func cmdServe(args []string, stderr io.Writer) error {
 	fs := newFlags("serve", stderr)
 	path := fs.String("config", "/etc/certgate/certgate.yaml", "configuration file")
+	// Below the service manager's stop timeout (systemd's TimeoutStopSec),
+	// so that certgate closes its spool itself before it would be killed.
+	grace := fs.Duration("shutdown-timeout", 30*time.Second, "time SIGTERM gives sessions and deliveries in flight before they are cut")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *grace <= 0 {
+		return usageError{fmt.Errorf("--shutdown-timeout must be positive, not %v", *grace)}
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
@@ -126,7 +132,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 			}
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
 	d.shutdown(sctx)
 	return nil
