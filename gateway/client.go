@@ -26,10 +26,17 @@ type Dialer struct {
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
 
-	// noTLS remembers hosts whose STARTTLS failed, so that opportunistic
-	// delivery does not pay a failed handshake on every connection.
+	// noTLS remembers hosts whose STARTTLS handshake failed, so that
+	// opportunistic delivery does not pay a failed handshake on every
+	// connection.
 	mu    sync.Mutex
-	noTLS map[string]time.Time
+	noTLS map[string]tlsMemory
+}
+
+// tlsMemory is what the dialer remembers of a host's failed handshakes.
+type tlsMemory struct {
+	until time.Time // plaintext until then
+	fails int       // failed handshakes in a row
 }
 
 // Result is what one delivery attempt came to.
@@ -85,7 +92,15 @@ type tlsFailure struct{ error }
 
 func (e tlsFailure) Unwrap() error { return e.error }
 
-const noTLSMemory = time.Hour
+// A failed handshake sends a host's mail in plaintext for noTLSFirst, each
+// further failure in a row for twice as long, up to noTLSMemory; a
+// handshake that works forgets the failures. One broken or tampered-with
+// connection must not put an hour of certificates in the clear, while a
+// host whose TLS is really broken soon costs no handshake at all.
+const (
+	noTLSFirst  = time.Minute
+	noTLSMemory = time.Hour
+)
 
 // Dial connects to the first host of dest that accepts a session,
 // following RFC 5321 5.1: every MX in order, every address of each. A host
@@ -124,6 +139,9 @@ func (d *Dialer) dialHost(ctx context.Context, dest *Destination, host, addr str
 	if c == nil {
 		return nil, res
 	}
+	if c.TLS {
+		d.markTLSWorks(host)
+	}
 	if dest.User != "" {
 		if !c.TLS && !isLoopbackAddr(addr) {
 			c.Close()
@@ -159,7 +177,7 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 		return nil, Result{Host: host, Network: true, Text: "greeting: " + err.Error()}, false
 	} else if code != 220 {
 		raw.Close()
-		return nil, resultOf(host, &smtp.SMTPError{Code: code, Message: text}), false
+		return nil, resultOf(host, replyError(code, text)), false
 	}
 	conn := regreet(raw, host, br)
 	tlsOn := false
@@ -211,7 +229,7 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 		if code >= 500 && code < 600 && dest.TLS != TLSRequired {
 			return plain(), false, nil // no EHLO, so no STARTTLS (RFC 3207 4)
 		}
-		return nil, false, &smtp.SMTPError{Code: code, Message: text}
+		return nil, false, replyError(code, text)
 	}
 	offered := false
 	for _, line := range strings.Split(text, "\n") {
@@ -231,7 +249,7 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 		if dest.TLS != TLSRequired {
 			return plain(), false, nil
 		}
-		return nil, false, &smtp.SMTPError{Code: code, Message: text}
+		return nil, false, replyError(code, text)
 	}
 	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if dest.TLS == TLSRequired {
@@ -298,22 +316,55 @@ func readReply(br *bufio.Reader) (int, string, error) {
 	return 0, "", errors.New("reply too long")
 }
 
+// replyError is a reply read by readReply as go-smtp's client would report
+// it: with the enhanced status code that starts its text (RFC 2034 4) taken
+// out, so that results from the greeting, EHLO and STARTTLS carry it like
+// those of later commands.
+func replyError(code int, text string) *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: code, Message: text}
+	first, rest, ok := strings.Cut(text, " ")
+	parts := strings.Split(first, ".")
+	if !ok || len(parts) != 3 || parts[0] != strconv.Itoa(code/100) {
+		return e
+	}
+	var ec smtp.EnhancedCode
+	for i, part := range parts {
+		n, err := strconv.Atoi(part)
+		if err != nil || n < 0 || n > 999 {
+			return e
+		}
+		ec[i] = n
+	}
+	// Continuation lines repeat the code; keep only their text.
+	e.EnhancedCode, e.Message = ec, strings.ReplaceAll(rest, "\n"+first+" ", "\n")
+	return e
+}
+
 func isControl(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
 
 func (d *Dialer) tlsBroken(host string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	t, ok := d.noTLS[host]
-	return ok && time.Since(t) < noTLSMemory
+	m, ok := d.noTLS[host]
+	return ok && time.Now().Before(m.until)
 }
 
 func (d *Dialer) markTLSBroken(host string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.noTLS == nil {
-		d.noTLS = map[string]time.Time{}
+		d.noTLS = map[string]tlsMemory{}
 	}
-	d.noTLS[host] = time.Now()
+	m := d.noTLS[host]
+	m.fails++
+	m.until = time.Now().Add(min(noTLSMemory, noTLSFirst<<min(m.fails-1, 10)))
+	d.noTLS[host] = m
+}
+
+func (d *Dialer) markTLSWorks(host string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.noTLS, host)
 }
 
 // Send delivers one copy in one transaction. The connection stays usable
