@@ -20,6 +20,7 @@ import (
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/sim"
+	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
 )
 
@@ -55,7 +56,8 @@ type envOptions struct {
 	sinkDown     bool                                    // route recipient mail to a closed port
 	links        config.Links
 	defaultClass string
-	freshBudget  int64 // queue's in-memory budget for fresh copies; 0: the default
+	freshBudget  int64                         // queue's in-memory budget for fresh copies; 0: the default
+	queueStore   func(store.Store) store.Store // wraps the store the queue sees
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -153,7 +155,11 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	e.metrics = metrics.New()
 	dialer := &Dialer{Hostname: "relay.ca.example", Resolver: resolver, ConnectTimeout: 5 * time.Second,
 		CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
-	e.queue = NewQueue(st, pol, router, dialer, e.metrics, log)
+	var qst store.Store = st
+	if o.queueStore != nil {
+		qst = o.queueStore(st)
+	}
+	e.queue = NewQueue(qst, pol, router, dialer, e.metrics, log)
 	if o.freshBudget != 0 {
 		e.queue.freshBudget = o.freshBudget
 	}

@@ -506,10 +506,7 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 			a.Reply = "DSN could not be generated; last: " + res.String()
 		}
 	}
-	// Recorded even while shutting down: the attempt happened.
-	if err := q.store.RecordAttempt(context.Background(), a); err != nil {
-		q.log.Error("queue: recording attempt", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
-	}
+	q.record(a, it)
 	lat := now.Sub(it.p.ReceivedAt)
 	q.log.Info("delivery", "id", it.p.MessageID, "rcpt", it.p.Address, "provider", provider, "host", res.Host,
 		"result", result, "reply", res.String(), "attempt", attempts, "class", string(it.class), "age", lat.Round(time.Millisecond))
@@ -530,6 +527,33 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 
 // requeueOnStop drops an item picked up as the queue stopped: it was not
 // attempted, and the store still lists it for the next start.
+// record writes an attempt's outcome, retrying while the store fails (a
+// full disk, say): until it lands the store still lists the copy as
+// queued, and a restart would send it again or bounce it twice. The
+// worker waits meanwhile, which slows its lane as it should. It is
+// written even while shutting down, since the attempt happened; only a
+// store that keeps failing through shutdown leaves the copy queued, to be
+// sent again (a duplicate, never a loss).
+func (q *Queue) record(a store.Attempt, it *item) {
+	wait := 100 * time.Millisecond
+	for {
+		err := q.store.RecordAttempt(context.Background(), a)
+		if err == nil || errors.Is(err, store.ErrNotFound) {
+			return
+		}
+		q.log.Error("queue: recording attempt; retrying", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err, "in", wait)
+		select {
+		case <-q.ctx.Done():
+			if err := q.store.RecordAttempt(context.Background(), a); err != nil {
+				q.log.Error("queue: attempt not recorded; the copy stays queued", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
+			}
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
 func (q *Queue) requeueOnStop(it *item) {
 	q.dropData(it)
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()

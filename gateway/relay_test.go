@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,6 +216,46 @@ func TestCopiesBeyondTheMemoryBudgetComeFromTheStore(t *testing.T) {
 	waitFor(t, "queue to drain", 5*time.Second, func() bool { return e.queue.Len() == 0 })
 	if n := e.queue.heldBytes.Load(); n != 0 {
 		t.Errorf("queue still holds %d bytes", n)
+	}
+}
+
+// failingRecords makes the first RecordAttempt calls fail the way a full
+// disk does.
+type failingRecords struct {
+	store.Store
+	fails atomic.Int32
+}
+
+func (s *failingRecords) RecordAttempt(ctx context.Context, a store.Attempt) error {
+	if s.fails.Add(-1) >= 0 {
+		return errors.New("store/sqlite: commit: database or disk is full (13)")
+	}
+	return s.Store.RecordAttempt(ctx, a)
+}
+
+// A delivery whose record fails is recorded once the store works again,
+// not forgotten: otherwise the store lists it as queued and a restart
+// sends it a second time.
+func TestDeliveryRecordRetriedUntilTheStoreTakesIt(t *testing.T) {
+	var fs *failingRecords
+	e := newEnv(t, envOptions{queueStore: func(st store.Store) store.Store {
+		fs = &failingRecords{Store: st}
+		fs.fails.Store(3)
+		return fs
+	}})
+	if err := e.send(e.client(), "certificados@ca.example", []string{"a@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delivery to be recorded", 10*time.Second, func() bool {
+		n := 0
+		e.store.Pending(context.Background(), func(store.Pending) error { n++; return nil })
+		return n == 0 && e.queue.Len() == 0
+	})
+	if got := e.sims["google"].Stats().Received; got != 1 {
+		t.Errorf("the receiver got %d copies, want 1", got)
+	}
+	if left := fs.fails.Load(); left >= 0 {
+		t.Errorf("%d failures left unconsumed: the record was not retried", left+1)
 	}
 }
 
