@@ -15,8 +15,11 @@ import (
 // The writer's own auto-checkpoint stays on at a multiple of the threshold,
 // as a backstop should this goroutine fall behind.
 const (
-	checkpointBytes    = 16 << 20 // committed message bytes between checkpoints
-	checkpointCommits  = 256      // or this many commits of small writes
+	checkpointBytes = 16 << 20 // committed message bytes between checkpoints
+	// or this many commits: a commit rewrites every page it touches, about
+	// ten 16 KB pages (150 KB of WAL) for a few small messages, so counting
+	// message bytes alone let the WAL reach tens of MB under small mail.
+	checkpointCommits  = 64
 	backstopMultiplier = 4
 )
 
