@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 type dsnInput struct {
@@ -71,7 +72,7 @@ func buildDSN(in dsnInput) []byte {
 		w("The reason:")
 	}
 	w("")
-	for _, line := range wrapText(oneLine(in.Diagnostic), 76) {
+	for _, line := range wrapText(oneLine(printable(in.Diagnostic, false)), 76) {
 		w("    %s", line)
 	}
 	w("")
@@ -88,7 +89,9 @@ func buildDSN(in dsnInput) []byte {
 	if in.RemoteMTA != "" {
 		w("Remote-MTA: dns; %s", in.RemoteMTA)
 	}
-	diag := oneLine(in.Diagnostic)
+	// The fields are US-ASCII (RFC 3464 2.1.1); UTF-8 would need RFC 6533's
+	// message/global-delivery-status.
+	diag := oneLine(printable(in.Diagnostic, true))
 	if len(diag) > 900 {
 		diag = diag[:900]
 	}
@@ -109,6 +112,22 @@ func buildDSN(in dsnInput) []byte {
 	w("")
 	w("--%s--", boundary)
 	return b.Bytes()
+}
+
+// printable drops what a receiver's reply may hold and a DSN must not: the
+// reply comes through go-smtp's client as it was sent, NULs and escape
+// sequences included. Control characters become spaces, invalid UTF-8
+// (and, with ascii, anything beyond US-ASCII) a '?'.
+func printable(s string, ascii bool) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0:
+			return ' '
+		case r == utf8.RuneError, ascii && r > 0x7e:
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func oneLine(s string) string {
