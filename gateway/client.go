@@ -52,6 +52,9 @@ type Result struct {
 	// Stale: a reused connection failed before MAIL was answered; the
 	// server closed it while idle, and the message was not attempted.
 	Stale bool
+	// GaveUp is set by the queue when it stops retrying at max_age: why.
+	// The other fields stay those of the last attempt, for the DSN.
+	GaveUp string
 }
 
 // Detail is the reply without its code, as the store keeps it (the code is

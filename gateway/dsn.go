@@ -18,15 +18,22 @@ type dsnInput struct {
 	Recipient    string
 	RemoteMTA    string
 	Status       string // enhanced status, e.g. 5.1.1
-	Diagnostic   string
-	Arrival      time.Time
-	Now          time.Time
-	Original     []byte // the copy as it was sent; only its header is quoted
+	Diagnostic   string // the receiver's reply, or the local error
+	// GaveUp, when set, is why certgate stopped retrying without a
+	// permanent refusal; Diagnostic is then the last attempt's outcome.
+	GaveUp   string
+	Arrival  time.Time
+	Now      time.Time
+	Original []byte // the copy as it was sent; only its header is quoted
 }
 
-// dsnStatus picks the DSN Status field: the receiver's enhanced code when it
-// gave one, else one derived from the reply class (RFC 3463 3.5).
+// dsnStatus picks the DSN Status field: delivery time expired when the
+// queue gave up (RFC 3463 3.5), else the receiver's enhanced code when it
+// gave one, else one derived from the reply class.
 func dsnStatus(res Result) string {
+	if res.GaveUp != "" {
+		return "5.4.7"
+	}
 	if res.Enhanced != "" && strings.HasPrefix(res.Enhanced, "5.") {
 		return res.Enhanced
 	}
@@ -66,10 +73,15 @@ func buildDSN(in dsnInput) []byte {
 	w("This is the mail system at %s.", in.ReportingMTA)
 	w("")
 	w("Your message %s could not be delivered to <%s>.", in.OriginalID, in.Recipient)
+	last := ""
+	if in.GaveUp != "" {
+		w("Delivery was retried until certgate gave up: %s.", oneLine(printable(in.GaveUp, true)))
+		last = " last"
+	}
 	if in.RemoteMTA != "" {
-		w("The receiving server %s answered:", in.RemoteMTA)
+		w("The receiving server %s%s answered:", in.RemoteMTA, last)
 	} else {
-		w("The reason:")
+		w("The%s reason:", last)
 	}
 	w("")
 	for _, line := range wrapText(oneLine(printable(in.Diagnostic, false)), 76) {

@@ -2,15 +2,16 @@ package gateway
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 )
 
-func testDSN(diag string) []byte {
+func testDSN(diag, gaveUp string) []byte {
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 	return buildDSN(dsnInput{ReportingMTA: "relay.ca.example", QueueID: "q", OriginalID: "o", Sender: "a@ca.example",
-		Recipient: "b@x.example", RemoteMTA: "mx.x.example", Status: "5.1.1", Diagnostic: diag,
+		Recipient: "b@x.example", RemoteMTA: "mx.x.example", Status: "5.1.1", Diagnostic: diag, GaveUp: gaveUp,
 		Arrival: now.Add(-time.Hour), Now: now, Original: []byte("From: a@ca.example\r\n\r\nbody\r\n")})
 }
 
@@ -18,7 +19,7 @@ func testDSN(diag string) []byte {
 // terminal escapes and bytes that are not UTF-8 must not reach the DSN,
 // and its delivery-status part stays US-ASCII (RFC 3464 2.1.1).
 func TestDSNKeepsReceiverControlsOut(t *testing.T) {
-	dsn := testDSN("550 5.1.1 bad\x00user \x1b[2J\u0085 café \xff end")
+	dsn := testDSN("550 5.1.1 bad\x00user \x1b[2J\u0085 café \xff end", "")
 	own, _, _ := bytes.Cut(dsn, []byte("Content-Type: text/rfc822-headers"))
 	if i := bytes.IndexFunc(own, func(r rune) bool { return r != '\r' && r != '\n' && isControl(r) }); i >= 0 {
 		t.Fatalf("control character %q in the DSN:\n%q", own[i], own)
@@ -38,4 +39,37 @@ func TestDSNKeepsReceiverControlsOut(t *testing.T) {
 	if !bytes.Contains(status, []byte("Diagnostic-Code: smtp; 550 5.1.1 bad user [2J caf? ? end\r\n")) {
 		t.Errorf("delivery-status part:\n%s", status)
 	}
+}
+
+// Mail that expired says so, and quotes the receiver's last reply as it
+// was given (RFC 3464 2.3.6), not certgate's words as if they were the
+// receiver's.
+func TestDSNForExpiredMail(t *testing.T) {
+	for _, res := range []Result{
+		{Code: 452, Enhanced: "4.2.2", Text: "mailbox full", GaveUp: "no delivery for 6s"},
+		{Code: 554, Enhanced: "5.7.1", Text: "no service", Network: true, GaveUp: "no delivery for 6s"},
+		{Text: "connect: connection refused", Network: true, GaveUp: "no delivery for 6s"},
+	} {
+		if s := dsnStatus(res); s != "5.4.7" {
+			t.Errorf("%v: status %s, want 5.4.7 (delivery time expired)", res, s)
+		}
+	}
+	dsn := string(testDSN("452 4.2.2 mailbox full", "no delivery for 6s"))
+	for _, want := range []string{
+		"Delivery was retried until certgate gave up: no delivery for 6s.\r\nThe receiving server mx.x.example last answered:\r\n\r\n    452 4.2.2 mailbox full\r\n",
+		"Diagnostic-Code: smtp; 452 4.2.2 mailbox full\r\n",
+	} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN without %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Contains(testDSNText(t, "550 5.1.1 no such user", ""), "gave up") {
+		t.Error("a refused message's DSN speaks of giving up")
+	}
+}
+
+func testDSNText(t *testing.T, diag, gaveUp string) string {
+	t.Helper()
+	own, _, _ := strings.Cut(string(testDSN(diag, gaveUp)), "Content-Type: message/delivery-status")
+	return own
 }
