@@ -11,6 +11,13 @@
 //
 //	sink -smtp 127.0.0.1:0 -http 127.0.0.1:0 -addr-file ADDRS -dkim-txt s1._domainkey.ca.example.txt
 //
+// With -arrivals FILE it also writes one line per message received, for
+// benchmarks that need more than counters (a rate over sliding windows, the
+// wait of particular messages): the Unix time in nanoseconds of the end of
+// DATA, a space, and the message's recipients, comma-separated. Lines are
+// buffered and flushed every 100 ms and at exit, so the file may lag the
+// counters by that much.
+//
 // GET /stats returns the counters; SIGUSR1 prints them to stdout; SIGINT,
 // SIGTERM and the end of -max-duration print them and exit.
 package main
@@ -57,6 +64,7 @@ func main() {
 	queueLen := flag.Int("verify-queue", 512, "messages waiting for verification before SMTP sessions wait")
 	dump := flag.String("dump", "", "write the first message received, byte for byte, to this file")
 	maxDuration := flag.Duration("max-duration", 30*time.Minute, "exit after this long whatever happens")
+	arrivalsPath := flag.String("arrivals", "", "write a line per message received to this file: Unix nanoseconds at the end of DATA and the recipients, comma-separated")
 	flag.Parse()
 	log.SetPrefix("sink: ")
 	log.SetFlags(0)
@@ -79,6 +87,12 @@ func main() {
 		}
 	}
 	b := &backend{stats: st, dumpPath: *dump}
+	if *arrivalsPath != "" {
+		var err error
+		if b.arrivals, err = openArrivals(*arrivalsPath); err != nil {
+			log.Fatal(err)
+		}
+	}
 	var vwg sync.WaitGroup
 	if records != nil {
 		b.verify = make(chan *bytes.Buffer, max(*queueLen, 1))
@@ -171,6 +185,11 @@ wait:
 		}
 	}
 	hs.Shutdown(ctx)
+	if b.arrivals != nil {
+		if err := b.arrivals.close(); err != nil {
+			log.Printf("arrivals: %v", err)
+		}
+	}
 	printStats(st.snapshot(b.verify != nil))
 }
 
@@ -230,7 +249,8 @@ func (s *stats) snapshot(verifying bool) Snapshot {
 	return out
 }
 
-func (s *stats) received(size, rcpts int) {
+// received counts a message and returns the time it was counted at.
+func (s *stats) received(size, rcpts int) int64 {
 	now := time.Now().UnixNano()
 	s.first.CompareAndSwap(0, now)
 	for {
@@ -242,6 +262,7 @@ func (s *stats) received(size, rcpts int) {
 	s.bytes.Add(int64(size))
 	s.recipients.Add(int64(rcpts))
 	s.messages.Add(1) // last, so that a reader seeing N messages sees their times
+	return now
 }
 
 func (s *stats) recordVerification(vs []*dkim.Verification, err error) {
@@ -283,6 +304,7 @@ func printStats(snap Snapshot) {
 type backend struct {
 	stats    *stats
 	verify   chan *bytes.Buffer // nil: no verification
+	arrivals *arrivalLog        // nil: no per-message lines
 	dumpPath string
 	dumped   atomic.Bool
 }
@@ -302,12 +324,20 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	b     *backend
 	rcpts int
+	to    []string // the recipients, kept only for -arrivals
 	ended bool
 }
 
-func (s *session) Mail(string, *smtp.MailOptions) error { s.rcpts = 0; return nil }
-func (s *session) Rcpt(string, *smtp.RcptOptions) error { s.rcpts++; return nil }
-func (s *session) Reset()                               { s.rcpts = 0 }
+func (s *session) Mail(string, *smtp.MailOptions) error { s.Reset(); return nil }
+func (s *session) Reset()                               { s.rcpts, s.to = 0, s.to[:0] }
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.rcpts++
+	if s.b.arrivals != nil {
+		s.to = append(s.to, to)
+	}
+	return nil
+}
 
 func (s *session) Logout() error {
 	if !s.ended { // go-smtp calls Logout once per connection; be safe anyway
@@ -328,7 +358,10 @@ func (s *session) Data(r io.Reader) error {
 	if s.b.verify != nil {
 		s.b.stats.queued.Add(1) // before the message counts, so that pending never hides it
 	}
-	s.b.stats.received(buf.Len(), s.rcpts)
+	at := s.b.stats.received(buf.Len(), s.rcpts)
+	if s.b.arrivals != nil {
+		s.b.arrivals.add(at, s.to)
+	}
 	if s.b.dumpPath != "" && s.b.dumped.CompareAndSwap(false, true) {
 		if err := writeAtomic(s.b.dumpPath, buf.String()); err != nil {
 			log.Printf("dump: %v", err)
@@ -345,6 +378,69 @@ func (s *session) Data(r io.Reader) error {
 		s.b.verify <- buf
 	}
 	return nil
+}
+
+// arrivalLog is the -arrivals file: a line per message, written through a
+// buffer that a goroutine flushes every 100 ms.
+type arrivalLog struct {
+	mu   sync.Mutex
+	f    *os.File
+	w    *bufio.Writer
+	err  error // the first write error; later lines are dropped
+	stop chan struct{}
+	done chan struct{}
+}
+
+func openArrivals(path string) (*arrivalLog, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	a := &arrivalLog{f: f, w: bufio.NewWriterSize(f, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				a.mu.Lock()
+				a.flush()
+				a.mu.Unlock()
+			case <-a.stop:
+				return
+			}
+		}
+	}()
+	return a, nil
+}
+
+func (a *arrivalLog) add(unixNS int64, rcpts []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return
+	}
+	_, a.err = fmt.Fprintf(a.w, "%d %s\n", unixNS, strings.Join(rcpts, ","))
+}
+
+// flush writes the buffer out. Called with a.mu held.
+func (a *arrivalLog) flush() {
+	if a.err == nil {
+		a.err = a.w.Flush()
+	}
+}
+
+func (a *arrivalLog) close() error {
+	close(a.stop)
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.flush()
+	if err := a.f.Close(); a.err == nil {
+		a.err = err
+	}
+	return a.err
 }
 
 var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
