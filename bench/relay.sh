@@ -39,6 +39,10 @@
 #                      (smtp-source -d); 0: one connection per message
 #   VERIFY=1           0: the sink does not verify DKIM signatures
 #   VERIFY_WORKERS=1   DKIM verification goroutines in the sink
+#   VERIFY_LIVE=0      0: the sink keeps the messages and verifies every
+#                      signature once the load is over (it is idle 1 s), so
+#                      its verifier takes no CPU from the relay under test;
+#                      1: it verifies during the load, sharing the 2 cores
 #   TIMEOUT=600        bound on the load and the drain, in seconds
 #   LOG_LEVEL=info     certgate's log level (it logs every accept and delivery)
 #   KEEP=0             1: keep the work directory (logs, spool, config)
@@ -75,6 +79,7 @@ SIZE=${SIZE:-20000}
 REUSE=${REUSE:-0}
 VERIFY=${VERIFY:-1}
 VERIFY_WORKERS=${VERIFY_WORKERS:-1}
+VERIFY_LIVE=${VERIFY_LIVE:-0}
 TIMEOUT=${TIMEOUT:-600}
 LOG_LEVEL=${LOG_LEVEL:-info}
 KEEP=${KEEP:-0}
@@ -344,6 +349,7 @@ start_sink() {
 	local d=$1
 	local args=(-addr-file "$d/sink.addrs" -max-duration "$((TIMEOUT * 2 + 300))s")
 	[ "$VERIFY" = 1 ] && args+=(-dkim-txt "$TXTS" -verify-workers "$VERIFY_WORKERS")
+	[ "$VERIFY" = 1 ] && [ "$VERIFY_LIVE" != 1 ] && args+=(-verify-idle 1s)
 	"$WORK/sink" "${args[@]}" >"$d/sink.out" 2>"$d/sink.log" &
 	SINK_PID=$!
 	PIDS+=("$SINK_PID")
@@ -675,7 +681,7 @@ certgate relay benchmark  ($(date -u +%FT%TZ), $(nproc) CPUs, $(go version | awk
   load:     ${SRC[*]}$([ "$PROBE" = 1 ] && echo " + 1 probe session")
   message:  $MSG_BYTES bytes (multipart: text, HTML, base64 certificate), 1 recipient each
   certgate: DKIM $DKIM_ALGORITHM, SQLite spool (WAL, synchronous=FULL) in $WORK/data, log level $LOG_LEVEL
-  sink:     $SINK_SMTP, DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), after the 250)" || echo off)
+  sink:     $SINK_SMTP, DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), $([ "$VERIFY_LIVE" = 1 ] && echo "after each 250" || echo "after the load"))" || echo off)
 
   -----------------------------------------------------------------------------
   messages accepted by certgate                $ACCEPTED   (smtp-source $COUNT, exit $SRC_RC; probe ${P_OK:-0}; refusals $REJECTED)
@@ -937,7 +943,7 @@ Postfix with OpenDKIM, the same load  ($(date -u +%FT%TZ))
   load:     ${SRC[*]}$([ "$PROBE" = 1 ] && echo " + 1 probe session")
   Postfix:  $PF_VERSION, private instance in $PF_DIR, queue fsynced as always, default_process_limit $PF_LIMIT
   OpenDKIM: $OD_VERSION milter on 127.0.0.1:$OD_PORT, rsa-sha256 (RSA-2048), relaxed/relaxed, selector $PF_SELECTOR
-  sink:     $SINK_SMTP (a fresh one), DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), after the 250)" || echo off)
+  sink:     $SINK_SMTP (a fresh one), DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), $([ "$VERIFY_LIVE" = 1 ] && echo "after each 250" || echo "after the load"))" || echo off)
 
   -----------------------------------------------------------------------------
   messages accepted by Postfix                 $ACCEPTED   (smtp-source $COUNT, exit $SRC_RC; probe ${P_OK:-0})
