@@ -33,10 +33,19 @@ var (
 	errNeedMail           = newReply(503, smtp.EnhancedCode{5, 5, 1}, "sequence", "MAIL FROM first")
 	errSmuggling          = newReply(550, smtp.EnhancedCode{5, 6, 0}, "smuggling", "Message contains a bare CR or LF; lines must end in CRLF (RFC 5321 2.3.8)")
 	errTooBig             = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", "Message exceeds the maximum size")
-	errLineTooLong        = newReply(500, smtp.EnhancedCode{5, 5, 6}, "syntax", "Line too long")
 	errTempFail           = newReply(451, smtp.EnhancedCode{4, 3, 0}, "tempfail", "Temporary local problem, try again later")
 	errShuttingDown       = newReply(421, smtp.EnhancedCode{4, 3, 2}, "shutdown", "Service shutting down, try again later")
 	errLongHeader         = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
+)
+
+// Replies after which the session ends (see session.out).
+var (
+	// RFC 5321 4.5.3.1.9 ("500 Line too long"); X.5.6 is RFC 4954's code
+	// for a line too long. Where the line ends is unknown, so the session
+	// cannot go on.
+	errLineTooLong = newReply(500, smtp.EnhancedCode{5, 5, 6}, "syntax", "Line too long, closing connection")
+	// RFC 5321 4.5.3.2: the whole DATA transfer must fit in read_timeout.
+	errDataTimeout = newReply(421, smtp.EnhancedCode{4, 4, 2}, "timeout", "Timeout reading the message, closing connection")
 )
 
 // toSMTP is the one boundary every session error leaves through: go-smtp
@@ -55,9 +64,6 @@ func toSMTP(log *slog.Logger, err error) error {
 	if errors.As(err, &se) {
 		return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: se.Message}
 	}
-	if errors.Is(err, smtp.ErrTooLongLine) {
-		return toSMTP(log, errLineTooLong)
-	}
 	log.Error("smtp session: internal error", "err", err)
 	return toSMTP(log, errTempFail)
 }
@@ -67,10 +73,6 @@ func reasonOf(err error) string {
 	var r *reply
 	if errors.As(err, &r) {
 		return r.reason
-	}
-	var se *smtp.SMTPError
-	if errors.As(err, &se) && se.Code == smtp.ErrDataTooLarge.Code && se.EnhancedCode == smtp.ErrDataTooLarge.EnhancedCode {
-		return "size"
 	}
 	return "tempfail"
 }

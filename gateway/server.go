@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -60,13 +61,13 @@ type Server struct {
 	smtp    *smtp.Server
 	closing atomic.Bool
 	mu      sync.Mutex
-	conns   map[*countedConn]struct{} // open sessions, to close at the deadline
+	conns   map[*clientConn]struct{} // open sessions, to close at the deadline
 }
 
 // NewServer builds a submission server; Serve starts it on listeners.
 func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay),
-		conns: map[*countedConn]struct{}{}}
+		conns: map[*clientConn]struct{}{}}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
@@ -147,7 +148,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.srv.metrics.SMTPConnections.Inc()
-		cc := &countedConn{Conn: c}
+		cc := &clientConn{Conn: c}
 		cc.release = func() {
 			l.mu.Lock()
 			l.total--
@@ -175,15 +176,70 @@ func refuse(c net.Conn) {
 	c.Close()
 }
 
-type countedConn struct {
+// clientConn is a client's connection as go-smtp sees it (under TLS after
+// STARTTLS). Closing it frees the connection's slots. It also ends the
+// session on the two failures go-smtp carries on after, out of step with
+// the client:
+//   - a read timeout. bufio hands go-smtp the part of a line read before it
+//     as a whole command, and a timeout in DATA leaves the rest of the
+//     message to be read as commands; so once a read has timed out, every
+//     read fails and go-smtp closes with 421 4.4.2 (RFC 5321 4.5.3.2).
+//   - a failed write. go-smtp ignores it and keeps reading commands it can
+//     no longer answer, so a client that has not read its replies for
+//     write_timeout is closed.
+type clientConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once     sync.Once
+	release  func()
+	timedOut error // go-smtp reads from one goroutine only
 }
 
-func (c *countedConn) Close() error {
+func (c *clientConn) Read(b []byte) (int, error) {
+	if c.timedOut != nil {
+		return 0, c.timedOut
+	}
+	n, err := c.Conn.Read(b)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		c.timedOut = err
+	}
+	return n, err
+}
+
+func (c *clientConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.Close()
+	}
+	return n, err
+}
+
+func (c *clientConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
+}
+
+// lingerTime bounds how long a hung-up client is read from (and ignored)
+// until it closes its side.
+const lingerTime = 2 * time.Second
+
+// lingerClose closes c after its last reply. Closing a socket with unread
+// input sends RST, and a client reset before it has read the reply loses it:
+// a pipelining client always has input in flight. So the write side is shut
+// first, and input is discarded until the client closes too or lingerTime
+// passes. c may be under TLS; the caller closes it afterwards.
+func lingerClose(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.CloseWrite() // close_notify
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*clientConn); ok {
+		c = cc.Conn // beneath its sticky read timeout
+	}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		tcp.CloseWrite()
+		tcp.SetReadDeadline(time.Now().Add(lingerTime))
+		io.Copy(io.Discard, tcp)
+	}
 }
 
 func remoteIP(c net.Conn) netip.Addr {

@@ -2,10 +2,14 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -24,6 +28,8 @@ type session struct {
 	from     string
 	rcpts    []string
 	seen     map[string]bool
+
+	hungUp sync.Once // BDAT's Data runs apart
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -35,7 +41,27 @@ func (s *session) out(err error) error {
 		return nil
 	}
 	s.srv.metrics.SMTPRejected.WithLabelValues(reasonOf(err)).Inc()
+	var r *reply
+	if errors.As(err, &r) && (r.code == 421 || r == errLineTooLong) {
+		return s.hangUp(r)
+	}
 	return toSMTP(s.srv.log, err)
+}
+
+// hangUp sends r and closes the connection: after a 421 the server closes
+// (RFC 5321 3.8), where go-smtp would read on. go-smtp flushes every reply,
+// so r is written straight to the connection; go-smtp's own reply to the
+// command then meets a closed connection and is dropped.
+func (s *session) hangUp(r *reply) error {
+	s.hungUp.Do(func() {
+		c := s.conn.Conn()
+		c.SetWriteDeadline(time.Now().Add(cmp.Or(s.srv.cfg.WriteTimeout, time.Minute)))
+		fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", r.code, r.enhanced[0], r.enhanced[1], r.enhanced[2], r.text)
+		lingerClose(c)
+		s.conn.Close()
+		s.srv.log.Info("smtp session closed", "client", s.ip, "reply", fmt.Sprintf("%d %s", r.code, r.text))
+	})
+	return toSMTP(s.srv.log, r)
 }
 
 func (s *session) isTLS() bool {
@@ -172,8 +198,21 @@ func (s *session) rcpt(to string) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	return s.out(s.data(r))
+	err := s.data(r)
+	switch {
+	case errors.Is(err, smtp.ErrDataReset):
+		// BDAT cut short (RSET, EHLO, a chunk over the size limit): go-smtp
+		// has answered, and reads no result.
+		return toSMTP(s.srv.log, errTempFail)
+	case errors.Is(err, errClientGone):
+		s.conn.Close()
+		return toSMTP(s.srv.log, errTempFail)
+	}
+	return s.out(err)
 }
+
+// errClientGone: the connection ended during DATA; nobody reads a reply.
+var errClientGone = errors.New("connection lost during DATA")
 
 func (s *session) data(r io.Reader) error {
 	if s.from == "" || len(s.rcpts) == 0 {
@@ -181,7 +220,7 @@ func (s *session) data(r io.Reader) error {
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(r); err != nil {
-		return err
+		return dataReadError(err)
 	}
 	start := time.Now()
 	data := buf.Bytes()
@@ -232,4 +271,22 @@ func checkLineEndings(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// dataReadError says what a failed read of the message means for the
+// session. Only a message over the size limit leaves it in step: go-smtp
+// reads on to the end of the data.
+func dataReadError(err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, smtp.ErrDataTooLarge):
+		return errTooBig
+	case errors.Is(err, smtp.ErrTooLongLine):
+		return errLineTooLong
+	case errors.Is(err, smtp.ErrDataReset):
+		return err
+	case errors.As(err, &ne) && ne.Timeout():
+		return errDataTimeout
+	}
+	return errClientGone
 }
