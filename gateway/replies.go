@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/emersion/go-smtp"
@@ -36,6 +37,8 @@ var (
 	errTempFail           = newReply(451, smtp.EnhancedCode{4, 3, 0}, "tempfail", "Temporary local problem, try again later")
 	errShuttingDown       = newReply(421, smtp.EnhancedCode{4, 3, 2}, "shutdown", "Service shutting down, try again later")
 	errLongHeader         = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
+	// RFC 3463 X.3.4. Preparing a message is linear in its header fields.
+	errHeaderTooBig = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf("Message header exceeds %d fields or %d KiB", maxHeaderFields, maxHeaderBytes>>10))
 )
 
 // Replies after which the session ends (see session.out).
@@ -46,6 +49,8 @@ var (
 	errLineTooLong = newReply(500, smtp.EnhancedCode{5, 5, 6}, "syntax", "Line too long, closing connection")
 	// RFC 5321 4.5.3.2: the whole DATA transfer must fit in read_timeout.
 	errDataTimeout = newReply(421, smtp.EnhancedCode{4, 4, 2}, "timeout", "Timeout reading the message, closing connection")
+	// Like Postfix's smtpd_hard_error_limit.
+	errTooManyErrors = newReply(421, smtp.EnhancedCode{4, 7, 0}, "errors", "Too many errors, closing connection")
 )
 
 // toSMTP is the one boundary every session error leaves through: go-smtp
