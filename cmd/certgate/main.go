@@ -112,6 +112,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	tuneGC(ctx, log)
 	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
 	if err != nil {
 		return err
