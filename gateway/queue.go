@@ -251,7 +251,7 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	q.mu.Lock()
 	l := q.lanes[pl.Key()]
 	if l == nil {
-		l = &lane{q: q, pl: pl, arrived: make(chan struct{})}
+		l = &lane{q: q, pl: pl, arrived: make(chan struct{}), open: map[string]int{}}
 		l.ready[0].init()
 		l.ready[1].init()
 		q.lanes[pl.Key()] = l
@@ -261,7 +261,7 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	l.ready[classIndex(it.class)].push(it)
 	close(l.arrived) // wake idle workers
 	l.arrived = make(chan struct{})
-	spawn := l.workers < pl.ConnectionLimit() && l.workers < l.size()
+	spawn := l.workers < pl.ConnectionLimit() && l.workers < l.size() && (l.workers < l.capped || !q.now().Before(l.capUntil))
 	if spawn {
 		l.workers++
 	}
@@ -301,7 +301,13 @@ type lane struct {
 	pl      *policy.Lane
 	ready   [2]destQueues // [0] transactional, [1] bulk
 	workers int
-	arrived chan struct{} // closed and replaced when an item arrives
+	arrived chan struct{}  // closed and replaced when an item arrives
+	open    map[string]int // connections the workers hold, by destination key
+	// After a receiver refused a connection while others to it worked,
+	// the lane opens no more than it had until capUntil (Postfix's
+	// negative concurrency feedback): one refusal, not one per arrival.
+	capped   int
+	capUntil time.Time
 }
 
 func (l *lane) size() int { return l.ready[0].n + l.ready[1].n }
@@ -373,9 +379,23 @@ func (l *lane) work() {
 	q := l.q
 	defer q.wg.Done()
 	var conn *Conn
+	// hold changes the connection this worker holds, so that the lane
+	// knows which destinations it has working connections to.
+	hold := func(c *Conn) {
+		q.mu.Lock()
+		if conn != nil {
+			l.open[conn.Dest.Key]--
+		}
+		if c != nil {
+			l.open[c.Dest.Key]++
+		}
+		q.mu.Unlock()
+		conn = c
+	}
 	defer func() {
 		if conn != nil {
 			conn.Close()
+			hold(nil)
 		}
 	}()
 	for {
@@ -403,27 +423,45 @@ func (l *lane) work() {
 		if conn != nil && (conn.Dest.Key != it.dest.Key || conn.Sent >= l.pl.MaxDeliveriesPerConnection() ||
 			time.Since(conn.LastUsed) > connectionIdleTime) {
 			conn.Close()
-			conn = nil
+			hold(nil)
 		}
 		if conn == nil {
-			var res Result
-			conn, res = q.dialer.Dial(q.ctx, it.dest)
-			if conn == nil && q.ctx.Err() != nil {
+			c, res := q.dialer.Dial(q.ctx, it.dest)
+			if c == nil && q.ctx.Err() != nil {
 				q.requeueOnStop(it)
 				l.leave()
 				return
 			}
-			if conn == nil {
-				// The destination is down for everything queued to it: defer
-				// the lot now instead of spending a rate slot on each.
+			if c == nil {
 				q.mu.Lock()
-				same := l.takeDest(it.dest.Key)
+				live := l.open[it.dest.Key] > 0
+				var same []*item
+				if live {
+					// Another worker's connection to the destination works:
+					// the receiver refused one connection more than it takes,
+					// or one of its hosts failed. That is no attempt at this
+					// message: it goes back, and this worker leaves the lane
+					// to the connections that work.
+					l.ready[classIndex(it.class)].push(it)
+					l.capped, l.capUntil = l.workers-1, q.now().Add(time.Minute)
+					close(l.arrived)
+					l.arrived = make(chan struct{})
+				} else {
+					// The destination is down for everything queued to it:
+					// defer the lot now instead of spending a rate slot on each.
+					same = l.takeDest(it.dest.Key)
+				}
 				q.mu.Unlock()
+				if live {
+					l.leave()
+					return
+				}
 				for _, other := range append(same, it) {
 					q.finish(other, l.pl.Name(), res, nil)
 				}
 				continue
 			}
+			hold(c)
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
 		}
 		data := q.takeData(it)
@@ -447,18 +485,20 @@ func (l *lane) work() {
 			// The server dropped the connection while it sat idle: that
 			// is no attempt at this message, so go again on a fresh one.
 			conn.c.Close()
-			var dres Result
-			if conn, dres = q.dialer.Dial(q.ctx, it.dest); conn == nil {
+			hold(nil)
+			c, dres := q.dialer.Dial(q.ctx, it.dest)
+			if c == nil {
 				q.finish(it, l.pl.Name(), dres, nil)
 				continue
 			}
+			hold(c)
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
 			res = conn.Send(it.p.MailFrom, it.p.Address, data)
 		}
 		q.metrics.DeliveryDuration.WithLabelValues(l.pl.Name()).Observe(time.Since(start).Seconds())
 		if res.Network || res.Code == 421 {
 			conn.c.Close() // RFC 5321 3.8: 421 means the server is closing
-			conn = nil
+			hold(nil)
 		}
 		l.pl.Observe(res.Code, res.Enhanced)
 		q.finish(it, l.pl.Name(), res, data)
@@ -486,7 +526,7 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 		if giveUp {
 			a.State, result = store.StateBounced, "bounced"
 			a.Reply = "gave up after " + now.Sub(it.p.ReceivedAt).Round(time.Second).String() + "; last: " + res.String()
-			res.Text = a.Reply
+			res.GaveUp = "no delivery in " + now.Sub(it.p.ReceivedAt).Round(time.Second).String()
 		} else {
 			a.State, a.NextAttempt, result = store.StateQueued, next, "deferred"
 		}
