@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"bufio"
-
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -401,7 +401,18 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	// for the final reply: a receiver that stops reading must not hold
 	// this worker for ever.
 	c.nc.SetWriteDeadline(time.Now().Add(c.dataTimeout))
-	_, err = w.Write(data)
+	if bytes.HasSuffix(data, crlf) {
+		// go-smtp flushed its buffer to send DATA, so the body may go
+		// straight to the connection, stuffed here in one writev. The
+		// final CRLF goes through go-smtp's writer, whose Close then ends
+		// the data with "." CRLF (RFC 5321 4.1.1.4).
+		bufs := dotStuff(data[:len(data)-len(crlf)])
+		if _, err = bufs.WriteTo(c.nc); err == nil {
+			_, err = w.Write(crlf)
+		}
+	} else {
+		_, err = w.Write(data)
+	}
 	c.nc.SetWriteDeadline(time.Time{})
 	if err != nil {
 		w.Close()
