@@ -370,9 +370,15 @@ func (d *Dialer) markTLSWorks(host string) {
 	delete(d.noTLS, host)
 }
 
-// Send delivers one copy in one transaction. The connection stays usable
-// unless the result is a network failure.
-func (c *Conn) Send(from, to string, data []byte) Result {
+// Send delivers one copy in one transaction. The copy may come in parts
+// (the per-copy prefix and the shared body, say) that make the message
+// when joined; each part but the last ends its last line. The connection
+// stays usable unless the result is a network failure.
+func (c *Conn) Send(from, to string, parts ...[]byte) Result {
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
 	c.LastUsed = time.Now()
 	if c.dirty {
 		if err := c.c.Reset(); err != nil {
@@ -385,7 +391,7 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	}
 	c.Sent++
 	c.dirty = true
-	if err := c.c.Mail(from, &smtp.MailOptions{Size: int64(len(data))}); err != nil {
+	if err := c.c.Mail(from, &smtp.MailOptions{Size: int64(size)}); err != nil {
 		res := resultOf(c.Host, err)
 		res.Stale = res.Network && c.Sent > 1
 		return res
@@ -401,17 +407,21 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	// for the final reply: a receiver that stops reading must not hold
 	// this worker for ever.
 	c.nc.SetWriteDeadline(time.Now().Add(c.dataTimeout))
-	if bytes.HasSuffix(data, crlf) {
+	if linesWhole(parts) {
 		// go-smtp flushed its buffer to send DATA, so the body may go
 		// straight to the connection, stuffed here in one writev. The
 		// final CRLF goes through go-smtp's writer, whose Close then ends
 		// the data with "." CRLF (RFC 5321 4.1.1.4).
-		bufs := dotStuff(data[:len(data)-len(crlf)])
+		bufs := stuffParts(parts)
 		if _, err = bufs.WriteTo(c.nc); err == nil {
 			_, err = w.Write(crlf)
 		}
 	} else {
-		_, err = w.Write(data)
+		for _, p := range parts {
+			if _, err = w.Write(p); err != nil {
+				break
+			}
+		}
 	}
 	c.nc.SetWriteDeadline(time.Time{})
 	if err != nil {
@@ -424,6 +434,30 @@ func (c *Conn) Send(from, to string, data []byte) Result {
 	}
 	c.dirty = false
 	return Result{Host: c.Host, Code: 250, Text: resp.StatusText}
+}
+
+// linesWhole reports whether every part ends a line, which lets Send stuff
+// each part on its own: every part then starts at the start of a line.
+func linesWhole(parts [][]byte) bool {
+	for _, p := range parts {
+		if !bytes.HasSuffix(p, crlf) {
+			return false
+		}
+	}
+	return len(parts) > 0
+}
+
+// stuffParts is the stuffed message of parts for which linesWhole holds,
+// without its final CRLF.
+func stuffParts(parts [][]byte) net.Buffers {
+	var bufs net.Buffers
+	for i, p := range parts {
+		if i == len(parts)-1 {
+			p = p[:len(p)-len(crlf)]
+		}
+		bufs = append(bufs, dotStuff(p)...)
+	}
+	return bufs
 }
 
 // Close ends the session politely (QUIT), or just closes it.

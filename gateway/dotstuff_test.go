@@ -22,11 +22,11 @@ func viaDotWriter(t testing.TB, body []byte) []byte {
 	return bytes.TrimSuffix(out.Bytes(), []byte(".\r\n"))
 }
 
-// viaDotStuff is what Send puts on the wire for body (which ends in CRLF),
+// viaDotStuff is what Send puts on the wire for parts (which end in CRLF),
 // minus the final "." CRLF line.
-func viaDotStuff(body []byte) []byte {
+func viaDotStuff(parts ...[]byte) []byte {
 	var out bytes.Buffer
-	bufs := dotStuff(body[:len(body)-2])
+	bufs := stuffParts(parts)
 	bufs.WriteTo(&out)
 	return append(out.Bytes(), crlf...)
 }
@@ -56,13 +56,24 @@ func TestDotStuffMatchesDotWriter(t *testing.T) {
 // FuzzDotStuff checks the stuffing against textproto's DotWriter on
 // CRLF-only text, the only kind the queue sends.
 func FuzzDotStuff(f *testing.F) {
-	f.Add([]byte(".\r\n..\r\nx\r\n"))
-	f.Add([]byte("a\r\n.b\r\n"))
-	f.Fuzz(func(t *testing.T, body []byte) {
+	f.Add([]byte(".\r\n..\r\nx\r\n"), uint16(0))
+	f.Add([]byte("a\r\n.b\r\n"), uint16(1))
+	f.Fuzz(func(t *testing.T, body []byte, split uint16) {
 		body = bytes.ReplaceAll(bytes.ReplaceAll(body, []byte("\r"), nil), []byte("\n"), crlf)
 		body = append(body, crlf...)
-		if got, want := viaDotStuff(body), viaDotWriter(t, body); !bytes.Equal(got, want) {
+		want := viaDotWriter(t, body)
+		if got := viaDotStuff(body); !bytes.Equal(got, want) {
 			t.Fatalf("%q: dotStuff gives %q, DotWriter %q", body, got, want)
+		}
+		// In two parts, split after a line, as the queue sends a prefix
+		// and a body.
+		if i := bytes.Index(body[int(split)%len(body):], crlf); i >= 0 {
+			at := int(split)%len(body) + i + len(crlf)
+			if at < len(body) {
+				if got := viaDotStuff(body[:at], body[at:]); !bytes.Equal(got, want) {
+					t.Fatalf("%q split at %d: dotStuff gives %q, DotWriter %q", body, at, got, want)
+				}
+			}
 		}
 	})
 }

@@ -139,14 +139,10 @@ func (q *Queue) newItem(p store.Pending) *item {
 
 // takeData returns the copy's bytes the item carries, if any, and lets go
 // of them: whatever the attempt's outcome, a later one reads the store.
-func (q *Queue) takeData(it *item) []byte {
-	if it.body == nil {
-		return nil
-	}
-	data := make([]byte, 0, len(it.prefix)+len(it.body))
-	data = append(append(data, it.prefix...), it.body...)
+func (q *Queue) takeData(it *item) (prefix, body []byte) {
+	prefix, body = it.prefix, it.body
 	q.dropData(it)
-	return data
+	return prefix, body
 }
 
 func (q *Queue) dropData(it *item) {
@@ -464,10 +460,14 @@ func (l *lane) work() {
 			hold(c)
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
 		}
-		data := q.takeData(it)
+		// data is the copy when read from the store; fresh copies go
+		// out as the prefix and body they were accepted with.
+		var data []byte
+		prefix, body := q.takeData(it)
 		var err error
-		if data == nil {
+		if body == nil {
 			data, err = q.store.Data(q.ctx, it.p.RecipientID)
+			prefix, body = nil, data
 		}
 		if err != nil && q.ctx.Err() != nil {
 			q.requeueOnStop(it)
@@ -480,7 +480,7 @@ func (l *lane) work() {
 			continue
 		}
 		start := time.Now()
-		res := conn.Send(it.p.MailFrom, it.p.Address, data)
+		res := conn.Send(it.p.MailFrom, it.p.Address, prefix, body)
 		if res.Stale {
 			// The server dropped the connection while it sat idle: that
 			// is no attempt at this message, so go again on a fresh one.
@@ -493,7 +493,7 @@ func (l *lane) work() {
 			}
 			hold(c)
 			q.metrics.ConnectionsOpened.WithLabelValues(l.pl.Name(), boolLabel(conn.TLS)).Inc()
-			res = conn.Send(it.p.MailFrom, it.p.Address, data)
+			res = conn.Send(it.p.MailFrom, it.p.Address, prefix, body)
 		}
 		q.metrics.DeliveryDuration.WithLabelValues(l.pl.Name()).Observe(time.Since(start).Seconds())
 		if res.Network || res.Code == 421 {
