@@ -500,7 +500,7 @@ func (l *lane) work() {
 			conn.c.Close() // RFC 5321 3.8: 421 means the server is closing
 			hold(nil)
 		}
-		l.pl.Observe(res.Code, res.Enhanced)
+		l.pl.Observe(res.Code, res.Enhanced, res.Text)
 		q.finish(it, l.pl.Name(), res, data)
 	}
 }

@@ -138,11 +138,15 @@ func (l *Lane) Rate() float64 {
 // The rate never drops below MinRate by backoff, nor below a configured rate
 // that is already lower. An unlimited lane has no rate to halve and is not
 // slowed. enhanced is the RFC 3463 code without text, e.g. "4.7.28".
-func (l *Lane) Observe(code int, enhanced string) {
+//
+// Greylisting (RFC 6647) often answers "451 4.7.1" too, but asks for a later
+// retry of that one message, not a slower sender: a reply whose text says
+// grey- or graylisted is not throttling.
+func (l *Lane) Observe(code int, enhanced, text string) {
 	if code != 421 && code != 451 {
 		return
 	}
-	if !strings.HasPrefix(strings.TrimSpace(enhanced), "4.7.") {
+	if !strings.HasPrefix(strings.TrimSpace(enhanced), "4.7.") || greylisting(text) {
 		return
 	}
 	now := l.clk.now()
@@ -160,6 +164,12 @@ func (l *Lane) Observe(code int, enhanced string) {
 	}
 	l.until = now.Add(backoffCooldown)
 	l.apply()
+}
+
+func greylisting(text string) bool {
+	t := strings.ToLower(text)
+	return strings.Contains(t, "greylist") || strings.Contains(t, "graylist") ||
+		strings.Contains(t, "grey-list") || strings.Contains(t, "gray-list")
 }
 
 // refresh ends a cool-down that is over.

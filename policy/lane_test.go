@@ -194,20 +194,20 @@ func TestObserveBackoff(t *testing.T) {
 	}{
 		{250, "2.0.0"}, {550, "5.7.1"}, {421, "4.4.2"}, {451, "4.3.0"}, {450, "4.7.1"}, {421, ""}, {554, "4.7.1"},
 	} {
-		l.Observe(r.code, r.enh)
+		l.Observe(r.code, r.enh, "")
 		if l.Rate() != 10 {
 			t.Fatalf("Observe(%d, %q) changed the rate to %v", r.code, r.enh, l.Rate())
 		}
 	}
 
-	l.Observe(421, "4.7.28")
+	l.Observe(421, "4.7.28", "")
 	if !approx(l.Rate(), 5) {
 		t.Fatalf("after 421 4.7.28: %v", l.Rate())
 	}
 	// The same burst, on other connections: no further halving.
 	clk.advance(10 * time.Second)
-	l.Observe(421, "4.7.28")
-	l.Observe(421, " 4.7.28 ")
+	l.Observe(421, "4.7.28", "")
+	l.Observe(421, " 4.7.28 ", "")
 	if !approx(l.Rate(), 5) {
 		t.Fatalf("one burst halved twice: %v", l.Rate())
 	}
@@ -218,7 +218,7 @@ func TestObserveBackoff(t *testing.T) {
 	}
 	// Still throttled a minute later: halve again.
 	clk.advance(time.Minute)
-	l.Observe(451, "4.7.650")
+	l.Observe(451, "4.7.650", "")
 	if !approx(l.Rate(), 2.5) {
 		t.Fatalf("second halving: %v", l.Rate())
 	}
@@ -241,7 +241,7 @@ func TestObserveBackoff(t *testing.T) {
 func TestObserveFloorAndSetRate(t *testing.T) {
 	l, clk := testLane(1.5 / 60)
 	for range 10 {
-		l.Observe(421, "4.7.0")
+		l.Observe(421, "4.7.0", "")
 		clk.advance(time.Minute)
 	}
 	if !approx(l.Rate(), MinRate) {
@@ -249,21 +249,21 @@ func TestObserveFloorAndSetRate(t *testing.T) {
 	}
 
 	slow, clk := testLane(1.0 / 86400) // configured 1/day stays 1/day
-	slow.Observe(421, "4.7.0")
+	slow.Observe(421, "4.7.0", "")
 	clk.advance(time.Minute)
-	slow.Observe(421, "4.7.0")
+	slow.Observe(421, "4.7.0", "")
 	if !approx(slow.Rate(), 1.0/86400) {
 		t.Fatalf("backoff changed a rate below the floor: %v", slow.Rate())
 	}
 
 	unl, _ := testLane(math.Inf(1))
-	unl.Observe(421, "4.7.28")
+	unl.Observe(421, "4.7.28", "")
 	if !math.IsInf(unl.Rate(), 1) {
 		t.Fatalf("unlimited lane slowed to %v", unl.Rate())
 	}
 
 	l, clk = testLane(10)
-	l.Observe(421, "4.7.28")
+	l.Observe(421, "4.7.28", "")
 	l.SetRate(20) // backoff stays on top of the new rate
 	if !approx(l.Rate(), 10) {
 		t.Fatalf("SetRate during backoff: %v", l.Rate())
@@ -293,7 +293,7 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				switch i % 10 {
 				case 1:
-					l.Observe(421, "4.7.28")
+					l.Observe(421, "4.7.28", "")
 				case 2:
 					l.SetRate(float64(1 + i%5))
 				case 3:
@@ -309,5 +309,20 @@ func TestConcurrentUse(t *testing.T) {
 	wg.Wait()
 	if n := len(p.Lanes()); n != 14 {
 		t.Fatalf("%d lanes, want 13 catch-all + gmail", n)
+	}
+}
+
+// Greylisting answers 451 4.7.1 like some throttling does, but it asks for
+// a later retry of one message: the lane keeps its rate.
+func TestObserveGreylistingIsNotThrottling(t *testing.T) {
+	l, _ := testLane(10)
+	l.Observe(451, "4.7.1", "Greylisted, see https://postgrey.schweikert.ch/help/ca.example")
+	l.Observe(451, "4.7.1", "Try again later (graylisting in action)")
+	if l.Rate() != 10 {
+		t.Fatalf("greylisting slowed the lane to %v", l.Rate())
+	}
+	l.Observe(451, "4.7.1", "Too many messages, slow down")
+	if !approx(l.Rate(), 5) {
+		t.Fatalf("a 451 4.7.1 without greylisting left the rate at %v, want halved", l.Rate())
 	}
 }
