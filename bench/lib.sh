@@ -148,13 +148,25 @@ wire_bytes() { echo $(($(wc -c <"$1") + $(wc -l <"$1"))); }
 
 # --- ports, certgate, the sink --------------------------------------------------
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# pick_port VAR: sets VAR to a free loopback port, not one given before,
+# below the kernel's ephemeral range (or
+# above it), so that no outgoing connection takes it as its local port
+# meanwhile: not another engineer's, nor certgate's own dials to a port
+# where nothing listens yet (a dial to a port in the ephemeral range can
+# even connect to itself).
 pick_port() {
-	local p i
+	local lo=32768 hi=60999 from=20000 span=40000 p i
+	read -r lo hi </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+	if [ "$lo" -ge 3072 ]; then
+		from=$((lo > 21024 ? lo - 20000 : 1024)) span=$((lo - from))
+	elif [ "$hi" -le 63487 ]; then
+		from=$((hi + 1)) span=$((65535 - hi))
+	fi
 	for ((i = 0; i < 64; i++)); do
-		p=$((20000 + RANDOM % 40000))
+		p=$((from + (RANDOM * 32768 + RANDOM) % span))
 		if port_free "$p" && [[ " ${PORTS_TAKEN:-} " != *" $p "* ]]; then
 			PORTS_TAKEN="${PORTS_TAKEN:-} $p"
-			echo "$p"
+			printf -v "$1" %s "$p"
 			return
 		fi
 	done
@@ -206,8 +218,8 @@ start_certgate() {
 	local write=$1 attempt i
 	CG_PID=
 	for attempt in 1 2 3 4; do
-		SMTP_PORT=$(pick_port)
-		HTTP_PORT=$(pick_port)
+		pick_port SMTP_PORT
+		pick_port HTTP_PORT
 		"$write"
 		"$CG" check-config --config "$WORK/certgate.yaml" >/dev/null 2>"$WORK/check.log" ||
 			die "bench configuration refused: $(cat "$WORK/check.log")"
@@ -231,17 +243,26 @@ start_certgate() {
 # :0), its statistics on an ephemeral port. Sets SINK_PID, SINK_SMTP,
 # SINK_HTTP, and SINK_UP (when it began to listen, in Unix seconds).
 start_sink() {
-	local addr=$1 i
+	local addr=$1 i attempt
 	shift
-	rm -f "$WORK/sink.addrs"
-	"$WORK/sink" -smtp "$addr" -http 127.0.0.1:0 -addr-file "$WORK/sink.addrs" \
-		-max-duration "$((TIMEOUT + 600))s" "$@" >"$WORK/sink.out" 2>"$WORK/sink.log" &
-	SINK_PID=$!
-	track "$SINK_PID"
-	for ((i = 0; i < 500; i++)); do
+	# A fixed port may be held for a moment by a connection that took it
+	# as its local port: try again for up to 15 s.
+	for ((attempt = 1; attempt <= 30; attempt++)); do
+		rm -f "$WORK/sink.addrs"
+		"$WORK/sink" -smtp "$addr" -http 127.0.0.1:0 -addr-file "$WORK/sink.addrs" \
+			-max-duration "$((TIMEOUT + 600))s" "$@" >"$WORK/sink.out" 2>"$WORK/sink.log" &
+		SINK_PID=$!
+		track "$SINK_PID"
+		for ((i = 0; i < 500; i++)); do
+			[ -s "$WORK/sink.addrs" ] && break
+			kill -0 "$SINK_PID" 2>/dev/null || break
+			sleep 0.02
+		done
 		[ -s "$WORK/sink.addrs" ] && break
-		kill -0 "$SINK_PID" 2>/dev/null || break
-		sleep 0.02
+		grep -q "address already in use" "$WORK/sink.log" || break
+		log "sink: $addr is in use ($(ss -Htan "sport = :${addr##*:}" 2>/dev/null | head -1 | tr -s ' ')); again ($attempt)"
+		wait "$SINK_PID" 2>/dev/null || true
+		sleep 0.5
 	done
 	[ -s "$WORK/sink.addrs" ] || die "sink did not start: $(cat "$WORK/sink.log")"
 	# The sink writes the file once it listens: its time is when it came up.
