@@ -14,17 +14,18 @@ import (
 // default GOGC=100 the collector ran every few hundred messages and cost
 // 15% of the CPU per message in the relay benchmark. The heap may grow to
 // five times what is live (GOGC=400), but never beyond a soft limit of
-// max(256 MiB, twice the live heap plus 64 MiB): a large backlog, whose
+// max(128 MiB, twice the live heap plus 32 MiB): a large backlog, whose
 // queue entries are live, gets GOGC=100-like behaviour instead of an
-// unbounded heap, and the limit never falls so close to the live heap
-// that the collector would run without pause.
+// unbounded heap (100,000 queued messages keep about 80 MB live, and the
+// process must stay under 300 MB), and the limit never falls so close to
+// the live heap that the collector would run without pause.
 //
 // Operators keep Go's own knobs: GOGC or GOMEMLIMIT in the environment
 // turn this off.
 const (
 	tunedGCPercent = 400
-	minHeapLimit   = 256 << 20
-	limitSlack     = 64 << 20
+	minHeapLimit   = 128 << 20
+	limitSlack     = 32 << 20
 	gcTuneEvery    = 5 * time.Second
 )
 
