@@ -55,10 +55,10 @@ type Queue struct {
 }
 
 // defaultFreshBudget bounds the contents the queue keeps in memory for
-// mail it was just handed: enough for every copy in flight at a thousand
-// messages a second, and small against a backlog, which reads from the
-// store.
-const defaultFreshBudget = 32 << 20
+// mail it was just handed: at 1,200 messages a second of 20 KB, delivered
+// 12 to 40 ms after acceptance, about 1 MB is in flight; a backlog (a dead
+// MX, a slow lane) fills the budget and then reads from the store.
+const defaultFreshBudget = 16 << 20
 
 // NewQueue builds a queue runner; Start loads the store's pending recipients.
 func NewQueue(st store.Store, pol *policy.Policy, router *Router, dialer *Dialer, m *metrics.Metrics, log *slog.Logger) *Queue {
