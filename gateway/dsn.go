@@ -153,9 +153,18 @@ func wrapText(s string, width int) []string {
 	for _, word := range strings.Fields(s) {
 		// A token longer than a line is cut, so that no line of the DSN
 		// can exceed RFC 5322's 998 octets whatever a receiver replied.
+		// The cut falls between characters, never inside one: the text
+		// part is UTF-8.
 		for len(word) > width {
-			words = append(words, word[:width])
-			word = word[width:]
+			cut := width
+			for cut > 0 && !utf8.RuneStart(word[cut]) {
+				cut--
+			}
+			if cut == 0 {
+				cut = width
+			}
+			words = append(words, word[:cut])
+			word = word[cut:]
 		}
 		words = append(words, word)
 	}

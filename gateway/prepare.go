@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -139,7 +140,16 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 		h.Add("Message-ID", "<"+msgID+">")
 	}
 
-	msg := append(h.Bytes(), body...)
+	hdr := h.Bytes()
+	if body == nil {
+		// All header and no empty line: legal (RFC 5322 3.5, the body is
+		// optional), but a message needs the empty line to end its header.
+		if !bytes.HasSuffix(hdr, crlf) {
+			hdr = append(hdr, crlf...)
+		}
+		hdr = append(hdr, crlf...)
+	}
+	msg := append(hdr, body...)
 	received := p.received(env, id, now)
 	seal := func(m []byte) ([]byte, error) {
 		sig, err := p.sign(sg, m, keys)

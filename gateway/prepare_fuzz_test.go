@@ -105,9 +105,6 @@ func FuzzPrepare(f *testing.F) {
 		if checkLineEndings(data) != nil {
 			return // the session refuses it before preparation; it must only not panic
 		}
-		if err != nil && knownHeaderOnlyBug(data, err) {
-			return
-		}
 		if err != nil {
 			var r *reply
 			if !errors.As(err, &r) || r.code < 500 {
@@ -212,15 +209,4 @@ func wireLinesProblem(b []byte) string {
 		b = b[i+2:]
 	}
 	return ""
-}
-
-// knownHeaderOnlyBug matches a known bug, so that fuzzing can go on past it:
-// a message that is all header (no empty line, no body: legal, RFC 5322
-// 3.5) passes every check, but Prepare hands the signer a header without
-// its terminating empty line, Sign refuses it, and the client reads a 451
-// and retries until it gives up. The fix belongs in Prepare (append the
-// empty line when the header block has none); remove this filter with it.
-func knownHeaderOnlyBug(data []byte, err error) bool {
-	return strings.Contains(err.Error(), "no empty line after its header") &&
-		!bytes.Contains(data, []byte("\r\n\r\n")) && !bytes.HasPrefix(data, []byte("\r\n"))
 }

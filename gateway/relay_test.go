@@ -259,6 +259,26 @@ func TestDeliveryRecordRetriedUntilTheStoreTakesIt(t *testing.T) {
 	}
 }
 
+// A message that is all header, with no empty line and no body, is legal
+// (RFC 5322 3.5): it is accepted, signed and delivered, not answered 451
+// forever (found by FuzzPrepare).
+func TestHeaderOnlyMessageIsDelivered(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	msg := []byte("From: <certificados@ca.example>\r\nTo: <a@gmail.com>\r\nSubject: header only\r\n")
+	if err := e.send(e.client(), "certificados@ca.example", []string{"a@gmail.com"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	g := e.sims["google"]
+	if err := g.WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Stats(); st.DKIMPass != 1 {
+		t.Errorf("DKIM pass %d of %d", st.DKIMPass, st.Received)
+	}
+}
+
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func headerValue(hdr, name string) string {
