@@ -452,7 +452,9 @@ func (l *lane) work() {
 					l.leave()
 					return
 				}
-				q.finishAll(append(same, it), l.pl.Name(), res)
+				for _, other := range append(same, it) {
+					q.finish(other, l.pl.Name(), res, nil)
+				}
 				continue
 			}
 			hold(c)
@@ -501,24 +503,6 @@ func (l *lane) work() {
 		l.pl.Observe(res.Code, res.Enhanced, res.Text)
 		q.finish(it, l.pl.Name(), res, data)
 	}
-}
-
-// finishAll finishes items with the same outcome concurrently, so that
-// their records share group commits: one by one, a dead destination's
-// thousands of deferrals cost a durable write each, in a row.
-func (q *Queue) finishAll(items []*item, provider string, res Result) {
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	for _, it := range items {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			q.finish(it, provider, res, nil)
-			<-sem
-		}()
-	}
-	wg.Wait()
 }
 
 // finish records an attempt's outcome and moves the item on: gone when
