@@ -66,6 +66,10 @@
 #                      milliseconds (0: back to back, like smtp-source)
 #   PF_PROCESS_LIMIT=100  Postfix's default_process_limit (raised to
 #                      SESSIONS * 2 + 10 if that is more)
+#   PF_MILTER=unix     how Postfix reaches OpenDKIM: a unix socket, as
+#                      Debian's packages set it up; inet: TCP on loopback,
+#                      where the milter's small writes meet Nagle's algorithm
+#                      and delayed ACKs (about 90 ms per message here)
 #   PF_CONN_CACHE=1    Postfix keeps its connections to the sink open
 #                      (smtp_connection_cache_destinations); 0: only on
 #                      demand, Postfix's default
@@ -95,6 +99,8 @@ PROBE=${PROBE:-1}
 PROBE_INTERVAL=${PROBE_INTERVAL:-0}
 PF_PROCESS_LIMIT=${PF_PROCESS_LIMIT:-100}
 PF_CONN_CACHE=${PF_CONN_CACHE:-1}
+PF_MILTER=${PF_MILTER:-unix}
+case $PF_MILTER in unix|inet) ;; *) echo "relay.sh: PF_MILTER must be unix or inet, not '$PF_MILTER'" >&2; exit 2 ;; esac
 
 usage() { sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -766,6 +772,10 @@ pf_accepted() { # messages Postfix took (cleanup logs a message-id for each), le
 pf_queue_empty() { timeout 20 postqueue -c "$PF_CONF" -p 2>/dev/null | grep -q "Mail queue is empty"; }
 pf_count() { grep -c "$1" "$PF_LOG" || true; }
 
+od_listening() { # OpenDKIM's socket is there
+	if [ "$PF_MILTER" = unix ]; then [ -S "$PF_DIR/opendkim-run/milter.sock" ]; else ! port_free "$OD_PORT"; fi
+}
+
 write_opendkim_conf() {
 	cat >"$PF_DIR/opendkim.conf" <<EOC
 # bench/relay.sh: a private OpenDKIM that signs what Postfix hands it
@@ -780,9 +790,11 @@ KeyFile                 $PF_DIR/opendkim/key.pem
 RequireSafeKeys         no
 InternalHosts           127.0.0.1
 OversignHeaders         From
-Socket                  inet:$OD_PORT@127.0.0.1
+Socket                  $OD_SOCKET
 UserID                  opendkim:opendkim
-UMask                   007
+# The unix socket must be writable by Postfix's smtpd (user postfix); the
+# directory that holds it is opendkim's.
+UMask                   000
 Syslog                  yes
 SyslogSuccess           no
 EOC
@@ -826,7 +838,7 @@ ${cache}smtp_connection_cache_destinations = \$relayhost
 smtp_dns_support_level = disabled
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
-smtpd_milters = inet:127.0.0.1:$OD_PORT
+smtpd_milters = $PF_MILTER_ADDR
 non_smtpd_milters =
 milter_default_action = tempfail
 milter_protocol = 6
@@ -876,17 +888,25 @@ run_postfix() {
 	OD_PID=
 	for attempt in 1 2 3 4 5; do
 		OD_PORT=$(pick_port)
+		if [ "$PF_MILTER" = unix ]; then
+			install -d -o opendkim -g opendkim -m 0755 "$PF_DIR/opendkim-run"
+			OD_SOCKET=local:$PF_DIR/opendkim-run/milter.sock
+			PF_MILTER_ADDR=unix:$PF_DIR/opendkim-run/milter.sock
+		else
+			OD_SOCKET=inet:$OD_PORT@127.0.0.1
+			PF_MILTER_ADDR=inet:127.0.0.1:$OD_PORT
+		fi
 		write_opendkim_conf
 		opendkim -n -x "$PF_DIR/opendkim.conf" 2>"$D/opendkim.log" || die "opendkim rejects its configuration: $(cat "$D/opendkim.log")"
 		opendkim -f -x "$PF_DIR/opendkim.conf" 2>"$D/opendkim.log" &
 		OD_PID=$!
 		PIDS+=("$OD_PID")
 		for _ in $(seq 100); do
-			port_free "$OD_PORT" || break
+			od_listening && break
 			kill -0 "$OD_PID" 2>/dev/null || break
 			sleep 0.1
 		done
-		kill -0 "$OD_PID" 2>/dev/null && ! port_free "$OD_PORT" && break
+		kill -0 "$OD_PID" 2>/dev/null && od_listening && break
 		log "opendkim did not start on port $OD_PORT ($(tail -1 "$D/opendkim.log")), retrying ($attempt)"
 		stop_pid "$OD_PID" 5
 		OD_PID=
@@ -914,7 +934,7 @@ run_postfix() {
 		PF_CONF=$PF_DIR/conf
 	done
 	[ "$started" = 1 ] || die "could not start Postfix on a free port"
-	log "Postfix $PF_VERSION in $PF_DIR smtpd 127.0.0.1:$PF_PORT, opendkim $OD_VERSION pid $OD_PID milter 127.0.0.1:$OD_PORT; sink $SINK_SMTP (stats http://$SINK_HTTP/stats)"
+	log "Postfix $PF_VERSION in $PF_DIR smtpd 127.0.0.1:$PF_PORT, opendkim $OD_VERSION pid $OD_PID milter $PF_MILTER_ADDR; sink $SINK_SMTP (stats http://$SINK_HTTP/stats)"
 
 	run_load "127.0.0.1:$PF_PORT" "$D" -env "MAIL_CONFIG=$PF_CONF" -pid "$OD_PID"
 
@@ -942,7 +962,7 @@ run_postfix() {
 Postfix with OpenDKIM, the same load  ($(date -u +%FT%TZ))
   load:     ${SRC[*]}$([ "$PROBE" = 1 ] && echo " + 1 probe session")
   Postfix:  $PF_VERSION, private instance in $PF_DIR, queue fsynced as always, default_process_limit $PF_LIMIT
-  OpenDKIM: $OD_VERSION milter on 127.0.0.1:$OD_PORT, rsa-sha256 (RSA-2048), relaxed/relaxed, selector $PF_SELECTOR
+  OpenDKIM: $OD_VERSION milter on $PF_MILTER_ADDR, rsa-sha256 (RSA-2048), relaxed/relaxed, selector $PF_SELECTOR
   sink:     $SINK_SMTP (a fresh one), DKIM verification $([ "$VERIFY" = 1 ] && echo "on ($VERIFY_WORKERS worker(s), $([ "$VERIFY_LIVE" = 1 ] && echo "after each 250" || echo "after the load"))" || echo off)
 
   -----------------------------------------------------------------------------
