@@ -124,15 +124,7 @@ func startBooksRelay(t *testing.T, opts []sim.Options, retry config.Retry, connL
 	relay := NewRelay(dir, NewPreparer("relay.ca.example", signer.New([]*signer.Key{key}), m), b.store, b.queue, m, log)
 	b.server = NewServer(ServerConfig{Hostname: "relay.ca.example", MaxMessageBytes: 1 << 20, MaxRecipients: 10,
 		MaxConnections: 20, MaxConnectionsPerIP: 20, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}, dir, relay, m, log)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.addr = l.Addr().String()
-	if err := b.queue.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	go b.server.Serve(l)
+	b.addr = startRelay(t, b.queue, b.server)
 	t.Cleanup(func() { b.stop(); b.store.Close() })
 	return b
 }

@@ -186,17 +186,24 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
 	e.server = NewServer(cfg, dir, e.relay, e.metrics, log)
+	e.addr = startRelay(t, e.queue, e.server)
+	t.Cleanup(e.stop)
+	return e
+}
+
+// startRelay starts the queue, then the submission server on a loopback
+// port, and returns that port's address.
+func startRelay(t *testing.T, q *Queue, s *Server) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.addr = l.Addr().String()
-	if err := e.queue.Start(context.Background()); err != nil {
+	if err := q.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	go e.server.Serve(l)
-	t.Cleanup(e.stop)
-	return e
+	go s.Serve(l)
+	return l.Addr().String()
 }
 
 // stop shuts the relay down as the daemon does; safe to call twice.
