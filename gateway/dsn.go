@@ -21,7 +21,10 @@ type dsnInput struct {
 	Diagnostic   string // the receiver's reply, or the local error
 	// GaveUp, when set, is why certgate stopped retrying without a
 	// permanent refusal; Diagnostic is then the last attempt's outcome.
-	GaveUp   string
+	GaveUp string
+	// NoReply: the last attempt got no SMTP reply (no connection, a
+	// timeout, a dropped connection); Diagnostic is certgate's own words.
+	NoReply  bool
 	Arrival  time.Time
 	Now      time.Time
 	Original []byte // the copy as it was sent; only its header is quoted
@@ -78,9 +81,14 @@ func buildDSN(in dsnInput) []byte {
 		w("Delivery was retried until certgate gave up: %s.", oneLine(printable(in.GaveUp, true)))
 		last = " last"
 	}
-	if in.RemoteMTA != "" {
+	switch {
+	case in.NoReply && in.RemoteMTA != "":
+		w("The%s attempt to deliver to %s failed:", last, in.RemoteMTA)
+	case in.NoReply:
+		w("The%s attempt failed:", last)
+	case in.RemoteMTA != "":
 		w("The receiving server %s%s answered:", in.RemoteMTA, last)
-	} else {
+	default:
 		w("The%s reason:", last)
 	}
 	w("")
@@ -107,7 +115,14 @@ func buildDSN(in dsnInput) []byte {
 	if len(diag) > 900 {
 		diag = diag[:900]
 	}
-	w("Diagnostic-Code: smtp; %s", diag)
+	// RFC 3464 2.3.6: "smtp" types a reply an SMTP server gave; a failure
+	// with no reply is certgate's own diagnostic (as Postfix writes
+	// "X-Postfix;").
+	diagType := "smtp"
+	if in.NoReply {
+		diagType = "X-Certgate"
+	}
+	w("Diagnostic-Code: %s; %s", diagType, diag)
 	w("Last-Attempt-Date: %s", date)
 	w("")
 	w("--%s", boundary)

@@ -73,3 +73,24 @@ func testDSNText(t *testing.T, diag, gaveUp string) string {
 	own, _, _ := strings.Cut(string(testDSN(diag, gaveUp)), "Content-Type: message/delivery-status")
 	return own
 }
+
+// An attempt that got no SMTP reply (a refused connection, a timeout) is
+// not quoted as the receiver's answer, and its Diagnostic-Code is not typed
+// smtp (RFC 3464 2.3.6).
+func TestDSNWithoutAReply(t *testing.T) {
+	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	dsn := string(buildDSN(dsnInput{ReportingMTA: "relay.ca.example", QueueID: "q", OriginalID: "o", Sender: "a@ca.example",
+		Recipient: "b@x.example", RemoteMTA: "mx.x.example", Status: "5.4.7", Diagnostic: "dial tcp 192.0.2.1:25: connect: connection refused",
+		GaveUp: "no delivery in 72h", NoReply: true, Arrival: now.Add(-72 * time.Hour), Now: now, Original: []byte("From: a@ca.example\r\n\r\nbody\r\n")}))
+	for _, want := range []string{
+		"The last attempt to deliver to mx.x.example failed:\r\n\r\n    dial tcp 192.0.2.1:25: connect: connection refused\r\n",
+		"Diagnostic-Code: X-Certgate; dial tcp 192.0.2.1:25: connect: connection refused\r\n",
+	} {
+		if !strings.Contains(dsn, want) {
+			t.Errorf("DSN without %q:\n%s", want, dsn)
+		}
+	}
+	if strings.Contains(dsn, "answered") || strings.Contains(dsn, "Diagnostic-Code: smtp;") {
+		t.Errorf("a failure with no reply is quoted as a reply:\n%s", dsn)
+	}
+}

@@ -87,7 +87,7 @@ func (r *Relay) Bounce(ctx context.Context, p store.Pending, res Result, origina
 	id := newQueueID(now)
 	dsn := buildDSN(dsnInput{
 		ReportingMTA: r.prep.hostname, QueueID: id, OriginalID: p.MessageID, Sender: p.MailFrom,
-		Recipient: p.Address, RemoteMTA: res.Host, Status: dsnStatus(res), Diagnostic: res.String(), GaveUp: res.GaveUp,
+		Recipient: p.Address, RemoteMTA: res.Host, Status: dsnStatus(res), Diagnostic: res.String(), GaveUp: res.GaveUp, NoReply: res.Code == 0,
 		Arrival: p.ReceivedAt, Now: now, Original: original,
 	})
 	prep, err := r.prep.PrepareDSN(p.Tenant, id, p.MailFrom, dsn, now)
