@@ -81,11 +81,30 @@ func (f FaultStats) Unknown() int { return f.DropAfterData + f.StallAfterData }
 // recipient (or recipients) of its transaction.
 func (f FaultStats) Permanent() int { return f.Rcpt550 + f.Data550 }
 
+// String lists the faults injected, leaving out those that never were:
+// "rcpt 451 3, greylisted 16 (passed 8)", or "none".
 func (f FaultStats) String() string {
-	return fmt.Sprintf("greeting 421 %d, greeting stall %d, TLS broken %d, rcpt 421 %d, 451 %d, 452 %d, 550 %d, stall %d, "+
-		"data 451 %d, 550 %d, drop mid-data %d, drop after data %d, stall after data %d, greylisted %d (passed %d)",
-		f.Greeting421, f.GreetingStall, f.TLSBroken, f.Rcpt421, f.Rcpt451, f.Rcpt452, f.Rcpt550, f.RcptStall,
-		f.Data451, f.Data550, f.DropMidData, f.DropAfterData, f.StallAfterData, f.Greylisted, f.GreylistPassed)
+	var parts []string
+	for _, c := range []struct {
+		name string
+		n    int
+	}{
+		{"greeting 421", f.Greeting421}, {"greeting stall", f.GreetingStall}, {"TLS broken", f.TLSBroken},
+		{"rcpt 421", f.Rcpt421}, {"rcpt 451", f.Rcpt451}, {"rcpt 452", f.Rcpt452}, {"rcpt 550", f.Rcpt550},
+		{"rcpt stall", f.RcptStall}, {"data 451", f.Data451}, {"data 550", f.Data550},
+		{"drop mid-data", f.DropMidData}, {"drop after data", f.DropAfterData}, {"stall after data", f.StallAfterData},
+	} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.name, c.n))
+		}
+	}
+	if f.Greylisted > 0 || f.GreylistPassed > 0 {
+		parts = append(parts, fmt.Sprintf("greylisted %d (passed %d)", f.Greylisted, f.GreylistPassed))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
 }
 
 const defaultStall = 11 * time.Minute

@@ -43,6 +43,13 @@ type demoProvider struct {
 	domains map[string]string // recipient domain -> MX host
 }
 
+// demoFaults is what --faults makes the simulated receivers do, seeded so
+// that a run repeats: every fault is temporary, so every copy still lands.
+var demoFaults = map[string]sim.Faults{
+	"microsoft": {Seed: 4, Rcpt451: 0.05, Data451: 0.03, DropMidData: 0.03},
+	"yahoo":     {Seed: 5, Greylist: 3 * time.Second},
+}
+
 var demoProviders = []demoProvider{
 	{"google", "127.0.0.11", map[string]string{"gmail.com": "gmail-smtp-in.l.google.com", "empresa.example": "aspmx.l.google.com"}},
 	{"microsoft", "127.0.0.12", map[string]string{"outlook.com": "outlook-com.olc.protection.outlook.com", "contoso.example": "contoso-example.mail.protection.outlook.com"}},
@@ -59,6 +66,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	bulk := fs.Int("messages", 300, "bulk certificate mails in the wave")
 	urgent := fs.Int("urgent", 5, "urgent token mails submitted behind the wave")
 	verbose := fs.Bool("v", false, "log every SMTP session and delivery")
+	faults := fs.Bool("faults", false, "make the simulated receivers misbehave: Microsoft answers some RCPT and DATA with 451 and drops some connections mid-DATA, Yahoo greylists")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -109,6 +117,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 			domains = append(domains, d)
 		}
 		o := sim.Options{Name: p.name, Domains: domains, MXHost: firstMX(p), IP: p.ip, LookupTXT: lookupTXT}
+		if *faults {
+			o.Faults = demoFaults[p.name]
+		}
 		if p.name == "microsoft" {
 			o.Respond = func(_, rcpt string) *smtp.SMTPError {
 				if strings.EqualFold(rcpt, bounceAddress) {
@@ -254,6 +265,28 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	}
 	out("  DKIM:       %d of %d delivered copies verified at the receiving side", pass, total)
 	out("  bounce:     %s refused with 550 5.1.1; a DSN went back to the sender (see the issuer provider)", bounceAddress)
+	if *faults {
+		for _, s := range sims {
+			if f := s.Stats().Faults; f != (sim.FaultStats{}) {
+				out("  faults:     %-10s %s", s.Name(), f)
+			}
+		}
+	}
+	// Every accepted recipient is delivered, bounced (one DSN each, at the
+	// issuer's MX) or still queued: nothing is lost, whatever the receivers did.
+	dsns := 0
+	for _, s := range sims {
+		if s.Name() == "issuer" {
+			dsns = s.Stats().Received
+		}
+	}
+	queued := d.queue.Len()
+	balance := "balanced"
+	if n := sub.rcptCount - (total - dsns) - dsns - queued; n != 0 {
+		balance = fmt.Sprintf("OFF BY %d", n)
+	}
+	out("  books:      %d recipients accepted = %d delivered + %d bounced (one DSN each) + %d queued: %s",
+		sub.rcptCount, total-dsns, dsns, queued, balance)
 	out("  waiting from 250 to delivery:")
 	out("    bulk    p50 %-8s p95 %-8s max %s", pct(bulkLat, 50), pct(bulkLat, 95), pct(bulkLat, 100))
 	out("    urgent  p50 %-8s p95 %-8s max %s   (submitted behind the whole wave)", pct(urgentLat, 50), pct(urgentLat, 95), pct(urgentLat, 100))

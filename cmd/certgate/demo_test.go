@@ -33,3 +33,22 @@ func TestDemoEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// With --faults the simulated receivers greylist and refuse for a while;
+// every copy still lands, and the books balance.
+func TestDemoWithFaults(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"demo", "--messages", "25", "--urgent", "2", "--faults"}, &out, &errOut); code != 0 {
+		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
+	}
+	text := out.String()
+	for _, re := range []string{
+		`faults:\s+yahoo\s+greylisted [1-9][0-9]* \(passed [1-9]`,
+		`books:\s+28 recipients accepted = 27 delivered \+ 1 bounced \(one DSN each\) \+ 0 queued: balanced`,
+		`DKIM:\s+28 of 28 delivered copies verified`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("demo output does not match %q:\n%s", re, text)
+		}
+	}
+}
