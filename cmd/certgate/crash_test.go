@@ -213,20 +213,7 @@ func newCrashRig(t *testing.T, seed uint64, dataDir string) *crashRig {
 	r.sink = startCrashSink(t, seed)
 	r.cfgPath = filepath.Join(r.dir, "certgate.yaml")
 	r.logPath = filepath.Join(r.dir, "certgate.log")
-	t.Cleanup(func() {
-		if r.proc != nil {
-			if err := r.proc.stop(45 * time.Second); err != nil {
-				t.Errorf("certgate serve did not stop cleanly: %v", err)
-			}
-		}
-		log, _ := os.ReadFile(r.logPath)
-		if bytes.Contains(log, []byte("WARNING: DATA RACE")) {
-			t.Errorf("the race detector found a data race in certgate serve (see its log)")
-		}
-		if t.Failed() {
-			t.Logf("certgate serve log (%s):\n%s", r.logPath, e2eTail(r.logPath, 200))
-		}
-	})
+	t.Cleanup(func() { stopServe(t, r.proc, r.logPath) })
 	return r
 }
 

@@ -628,18 +628,25 @@ func (s *e2eSetup) startCertgate() {
 		}
 		t.Fatalf("certgate serve: %v\nits log:\n%s", err, log)
 	}
-	t.Cleanup(func() {
-		if err := s.proc.stop(45 * time.Second); err != nil {
+	t.Cleanup(func() { stopServe(t, s.proc, s.logPath) })
+}
+
+// stopServe stops a certgate serve a test started (proc may be nil: not
+// running), fails the test if it did not stop cleanly or the race detector
+// reported a race in it, and shows its log when the test failed.
+func stopServe(t *testing.T, proc *e2eProcess, logPath string) {
+	if proc != nil {
+		if err := proc.stop(45 * time.Second); err != nil {
 			t.Errorf("certgate serve did not stop cleanly: %v", err)
 		}
-		log, _ := os.ReadFile(s.logPath)
-		if bytes.Contains(log, []byte("WARNING: DATA RACE")) {
-			t.Errorf("the race detector found a data race in certgate serve (see its log below)")
-		}
-		if t.Failed() {
-			t.Logf("certgate serve log (%s):\n%s", s.logPath, e2eTail(s.logPath, 300))
-		}
-	})
+	}
+	log, _ := os.ReadFile(logPath)
+	if bytes.Contains(log, []byte("WARNING: DATA RACE")) {
+		t.Errorf("the race detector found a data race in certgate serve (see its log below)")
+	}
+	if t.Failed() {
+		t.Logf("certgate serve log (%s):\n%s", logPath, e2eTail(logPath, 300))
+	}
 }
 
 // e2eProcess is a server started as a child process, its output in a file.
