@@ -12,7 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 )

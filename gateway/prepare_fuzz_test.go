@@ -13,7 +13,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"

@@ -9,7 +9,7 @@ import (
 	neturl "net/url"
 	"strings"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 )
 
 // NewToken returns a link token of 128 random bits, URL-safe (RFC 4648 5

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 )
 
 var gatePrefixes = []string{

@@ -27,7 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/sim"
 )

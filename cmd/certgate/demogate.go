@@ -16,7 +16,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/sim"
 )
 

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 )
 
 // FuzzSign signs arbitrary messages (with the Ed25519 key: RSA would spend

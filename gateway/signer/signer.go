@@ -15,7 +15,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/emersion/go-msgauth/dkim"
 	"golang.org/x/net/idna"
 	"golang.org/x/net/publicsuffix"

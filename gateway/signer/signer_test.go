@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certgate/certgate/gateway/mimeedit"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/emersion/go-msgauth/dkim"
 )
 
