@@ -3,7 +3,10 @@
 // can depend on it.
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is the whole configuration file. The YAML key names are a contract
 // with operators and scripts (docs/config.md documents every one).
@@ -75,7 +78,7 @@ type Tenant struct {
 	FromDomains     []string `yaml:"from_domains"`
 	Links           Links    `yaml:"links"`
 	// DefaultClass applies when a message carries no X-Certgate-Class header.
-	DefaultClass string `yaml:"default_class"` // bulk (default) or transactional
+	DefaultClass Class `yaml:"default_class"` // bulk (default) or transactional
 	// DisplayName and Support are shown to recipients on the gate pages.
 	DisplayName string `yaml:"display_name"`
 	// Hold keeps every message in certgate's quarantine until released
@@ -109,10 +112,10 @@ type User struct {
 
 // Links configures gated download links (issue 3 fills this in).
 type Links struct {
-	Gate    []string `yaml:"gate"`
-	Enable  string   `yaml:"enable"` // on_release, on_delivery (default), immediately
-	TTL     Duration `yaml:"ttl"`
-	MaxUses int      `yaml:"max_uses"`
+	Gate    []string   `yaml:"gate"`
+	Enable  LinkEnable `yaml:"enable"` // on_release, on_delivery (default), immediately
+	TTL     Duration   `yaml:"ttl"`
+	MaxUses int        `yaml:"max_uses"`
 }
 
 // DKIMKey is one signing key. Algorithm is read from the key itself.
@@ -185,10 +188,10 @@ type API struct {
 
 // APIToken is a named bearer token with scopes; the token comes from a file or an environment variable.
 type APIToken struct {
-	Name      string   `yaml:"name"`
-	TokenFile string   `yaml:"token_file"`
-	TokenEnv  string   `yaml:"token_env"`
-	Scopes    []string `yaml:"scopes"` // read, release, admin
+	Name      string  `yaml:"name"`
+	TokenFile string  `yaml:"token_file"`
+	TokenEnv  string  `yaml:"token_env"`
+	Scopes    []Scope `yaml:"scopes"` // read, release, admin
 }
 
 // Webhook is an endpoint that receives signed POSTs for events of the
@@ -212,6 +215,48 @@ var WebhookEvents = []string{"delivered", "bounced", "released", "link_used", "l
 
 // DefaultWebhookTimeout is webhooks[].timeout when the key is absent.
 const DefaultWebhookTimeout = Duration(10 * time.Second)
+
+// Class is a message class. Within a provider's lane transactional mail
+// always goes ahead of bulk mail (package policy).
+type Class string
+
+const (
+	// ClassTransactional is mail a person is waiting for right now: a
+	// one-time code, a voucher, the token for an identity check, the
+	// certificate itself after a purchase.
+	ClassTransactional Class = "transactional"
+	// ClassBulk is everything else: issuance waves, renewal reminders.
+	ClassBulk Class = "bulk"
+)
+
+// ParseClass reads a class name as a header or the API writes it,
+// ignoring case and surrounding space; false for anything else, "" too.
+func ParseClass(s string) (Class, bool) {
+	switch c := Class(strings.ToLower(strings.TrimSpace(s))); c {
+	case ClassTransactional, ClassBulk:
+		return c, true
+	}
+	return "", false
+}
+
+// LinkEnable is when a gated link starts to forward people to the
+// issuer's download.
+type LinkEnable string
+
+const (
+	LinksOnDelivery  LinkEnable = "on_delivery" // once the receiving MX accepted the copy
+	LinksOnRelease   LinkEnable = "on_release"  // once the message is released through the API
+	LinksImmediately LinkEnable = "immediately" // at once
+)
+
+// Scope is a permission an API token holds.
+type Scope string
+
+const (
+	ScopeRead    Scope = "read"    // search and read messages
+	ScopeRelease Scope = "release" // release held mail, revoke links
+	ScopeAdmin   Scope = "admin"   // every scope, and profiling
+)
 
 // Log configures log/slog output.
 type Log struct {

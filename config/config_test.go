@@ -278,8 +278,8 @@ func TestParseFull(t *testing.T) {
 			MaxDeliveriesPerConnection: 50,
 		}},
 		API: API{Tokens: []APIToken{
-			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []string{"read", "release"}},
-			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []string{"admin"}},
+			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []Scope{ScopeRead, ScopeRelease}},
+			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}},
 		}},
 		DKIMEngine: "auto",
 		Log:        Log{Level: "debug", Format: "json"},

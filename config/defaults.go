@@ -21,8 +21,8 @@ const (
 	DefaultWriteTimeout        = Duration(time.Minute)
 	DefaultAuthFailureDelay    = Duration(time.Second)
 	DefaultHTTPListen          = "127.0.0.1:8080"
-	DefaultClass               = "bulk"
-	DefaultLinksEnable         = "on_delivery"
+	DefaultClass               = ClassBulk
+	DefaultLinksEnable         = LinksOnDelivery
 	DefaultLinksTTL            = Duration(720 * time.Hour)
 	DefaultLinksMaxUses        = 3
 	DefaultRouteTLS            = "opportunistic"

@@ -479,6 +479,10 @@ func (ix *index) valueAt(line int, tag, val string) string {
 
 func describeGoType(t string) string {
 	t = strings.TrimPrefix(t, "*")
+	switch t {
+	case "config.Class", "config.LinkEnable", "config.Scope":
+		return "a string"
+	}
 	switch {
 	case strings.HasPrefix(t, "[]"):
 		return "a list"

@@ -51,7 +51,7 @@ func (a RouteAuth) Password() (string, error) { return ReadSecret(a.PasswordFile
 func (t APIToken) Token() (string, error) { return ReadSecret(t.TokenFile, t.TokenEnv) }
 
 // HasScope reports whether the token holds scope; admin holds every scope.
-func (t APIToken) HasScope(scope string) bool {
+func (t APIToken) HasScope(scope Scope) bool {
 	return slices.Contains(t.Scopes, scope) || slices.Contains(t.Scopes, ScopeAdmin)
 }
 

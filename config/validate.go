@@ -283,7 +283,7 @@ func (v *validator) tenants(ts []Tenant) {
 		}
 
 		switch t.DefaultClass {
-		case "bulk", "transactional":
+		case ClassBulk, ClassTransactional:
 		default:
 			v.add(at+".default_class", "%q is not bulk or transactional", t.DefaultClass)
 		}
@@ -295,7 +295,7 @@ func (v *validator) tenants(ts []Tenant) {
 			}
 		}
 		switch l.Enable {
-		case "on_release", "on_delivery", "immediately":
+		case LinksOnRelease, LinksOnDelivery, LinksImmediately:
 		default:
 			v.add(at+".links.enable", "%q is not one of on_release, on_delivery, immediately", l.Enable)
 		}
@@ -622,13 +622,6 @@ func (v *validator) providers(ps []Provider) {
 		}
 	}
 }
-
-// Scopes an API token may hold.
-const (
-	ScopeRead    = "read"
-	ScopeRelease = "release"
-	ScopeAdmin   = "admin"
-)
 
 func (v *validator) api(a API) {
 	names := map[string]int{}

@@ -165,7 +165,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
 	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
-		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: o.defaultClass,
+		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: config.Class(o.defaultClass),
 		Links: o.links}}, "https://gate.ca.example")
 	if err != nil {
 		t.Fatal(err)

@@ -13,10 +13,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
-	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 )
@@ -105,7 +105,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 
 	class := env.Tenant.DefaultClass
 	if v := h.Get(ClassHeader); v != "" {
-		c, ok := policy.ParseClass(v)
+		c, ok := config.ParseClass(v)
 		if !ok {
 			return nil, newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", ClassHeader+" must be bulk or transactional")
 		}
@@ -198,7 +198,7 @@ const maxGatedExpansion = 128 << 20
 // each; nil when the message has no gated link.
 func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptState store.State, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
 	state := store.LinkPending // on_delivery and on_release
-	if lp.Enable == "immediately" {
+	if lp.Enable == config.LinksImmediately {
 		state = store.LinkEnabled
 	}
 	out := &Prepared{}
@@ -249,7 +249,7 @@ func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) 
 	return &Prepared{
 		Message: store.Message{ID: id, Tenant: tenant, MailFrom: "", HeaderFrom: "MAILER-DAEMON@" + p.hostname,
 			MessageID: id + "@" + p.hostname, Subject: "Undelivered Mail Returned to Sender",
-			Class: string(policy.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
+			Class: string(config.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
 		Contents: [][]byte{content},
 		Rcpts:    []store.NewRecipient{newRecipient(to, store.StateQueued, now)},
 	}, nil

@@ -13,10 +13,10 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
-	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
-	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/quarantine"
 )
 
@@ -85,8 +85,8 @@ func FuzzPrepare(f *testing.F) {
 
 	p, lookup := fuzzPreparer(f)
 	domains := []string{"ca.example", "certs.example", "ac.example"}
-	plain := &Tenant{Name: "plain", FromDomains: domains, DefaultClass: policy.ClassBulk}
-	gated := &Tenant{Name: "gated", FromDomains: domains, DefaultClass: policy.ClassBulk, Links: LinkPolicy{
+	plain := &Tenant{Name: "plain", FromDomains: domains, DefaultClass: config.ClassBulk}
+	gated := &Tenant{Name: "gated", FromDomains: domains, DefaultClass: config.ClassBulk, Links: LinkPolicy{
 		Rewriter: quarantine.NewRewriter([]string{"https://descargas.ca.example/", "https://www.certs.example/download/",
 			"https://emissao.ac.example/"}, "https://gate.ca.example"),
 		Enable: "on_delivery", TTL: time.Hour, MaxUses: 3}}

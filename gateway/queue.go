@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
@@ -73,7 +74,7 @@ func (q *Queue) SetBouncer(b Bouncer) { q.bouncer = b }
 // item is one recipient in the queue.
 type item struct {
 	p       store.Pending
-	class   policy.Class
+	class   config.Class
 	dest    *Destination
 	lane    *lane
 	gauge   string // provider label it is counted under in the queued gauge
@@ -130,9 +131,9 @@ func (q *Queue) AddAccepted(ps []store.Pending, prefixes, bodies [][]byte) {
 func (q *Queue) add(p store.Pending) { q.enter(q.newItem(p)) }
 
 func (q *Queue) newItem(p store.Pending) *item {
-	class, ok := policy.ParseClass(p.Class)
+	class, ok := config.ParseClass(p.Class)
 	if !ok {
-		class = policy.ClassBulk
+		class = config.ClassBulk
 	}
 	return &item{p: p, class: class, gauge: "unrouted"}
 }
@@ -278,8 +279,8 @@ func (q *Queue) regauge(it *item, label string) {
 	it.gauge = label
 }
 
-func classIndex(c policy.Class) int {
-	if c == policy.ClassTransactional {
+func classIndex(c config.Class) int {
+	if c == config.ClassTransactional {
 		return 0
 	}
 	return 1

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 )
@@ -106,7 +107,7 @@ func (r *Relay) Bounce(ctx context.Context, p store.Pending, res Result, origina
 // receiving MX accepted a copy (links.enable: on_delivery).
 func (r *Relay) EnablesOnDelivery(tenant string) bool {
 	t := r.tenants.Tenant(tenant)
-	return t != nil && t.Links.Rewriter != nil && t.Links.Enable == "on_delivery"
+	return t != nil && t.Links.Rewriter != nil && t.Links.Enable == config.LinksOnDelivery
 }
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)

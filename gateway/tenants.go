@@ -13,7 +13,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
 )
 
@@ -21,7 +20,7 @@ import (
 type Tenant struct {
 	Name         string
 	FromDomains  []string
-	DefaultClass policy.Class
+	DefaultClass config.Class
 	Networks     []netip.Prefix
 	Links        LinkPolicy
 	Hold         bool // every message waits for release
@@ -30,7 +29,7 @@ type Tenant struct {
 // LinkPolicy is how a tenant's download links are gated.
 type LinkPolicy struct {
 	Rewriter *quarantine.Rewriter // nil: the tenant gates no links
-	Enable   string               // immediately, on_delivery or on_release
+	Enable   config.LinkEnable
 	TTL      time.Duration
 	MaxUses  int
 }
@@ -71,12 +70,9 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 	}
 	d.dummy = dummy
 	for _, tc := range tenants {
-		t := &Tenant{Name: tc.Name, DefaultClass: policy.ClassBulk}
+		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass}
 		for _, fd := range tc.FromDomains {
 			t.FromDomains = append(t.FromDomains, strings.ToLower(strings.TrimSuffix(fd, ".")))
-		}
-		if c, ok := policy.ParseClass(tc.DefaultClass); ok {
-			t.DefaultClass = c
 		}
 		t.Networks = tc.Networks()
 		t.Hold = tc.Hold

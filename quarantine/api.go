@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 )
@@ -25,7 +26,7 @@ type Requeuer interface {
 
 // Guard wraps a handler so that only a token holding scope reaches it; the
 // router provides it.
-type Guard func(scope string, h http.Handler) http.Handler
+type Guard func(scope config.Scope, h http.Handler) http.Handler
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
 // became of it, release it, revoke its links. Every call that changes
@@ -33,32 +34,33 @@ type Guard func(scope string, h http.Handler) http.Handler
 type API struct {
 	store   store.Store
 	queue   Requeuer
-	actor   func(*http.Request) (name, scope string) // the caller's token, from the guard
+	actor   func(*http.Request) (name string, scope config.Scope) // the caller's token, from the guard
 	metrics *metrics.Metrics
 	log     *slog.Logger
 	now     func() time.Time
 }
 
 // NewAPI builds the API; actor names the authenticated caller of a request.
-func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name, scope string), m *metrics.Metrics, log *slog.Logger) *API {
+func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name string, scope config.Scope), m *metrics.Metrics, log *slog.Logger) *API {
 	return &API{store: st, queue: q, actor: actor, metrics: m, log: log, now: time.Now}
 }
 
 // Route is one API endpoint and the scope it takes.
 type Route struct {
-	Method, Path, Scope string
-	handler             http.HandlerFunc
+	Method, Path string
+	Scope        config.Scope
+	handler      http.HandlerFunc
 }
 
 // Routes lists the API's endpoints; docs/openapi.yaml describes each one,
 // and a test holds the two together.
 func (a *API) Routes() []Route {
 	return []Route{
-		{"GET", "/api/v1/messages", "read", a.search},
-		{"GET", "/api/v1/messages/{id}", "read", a.message},
-		{"POST", "/api/v1/messages/{id}/release", "release", a.releaseOne},
-		{"POST", "/api/v1/release", "release", a.releaseBatch},
-		{"POST", "/api/v1/messages/{id}/links/revoke", "release", a.revoke},
+		{"GET", "/api/v1/messages", config.ScopeRead, a.search},
+		{"GET", "/api/v1/messages/{id}", config.ScopeRead, a.message},
+		{"POST", "/api/v1/messages/{id}/release", config.ScopeRelease, a.releaseOne},
+		{"POST", "/api/v1/release", config.ScopeRelease, a.releaseBatch},
+		{"POST", "/api/v1/messages/{id}/links/revoke", config.ScopeRelease, a.revoke},
 	}
 }
 
@@ -234,7 +236,7 @@ func (a *API) release(r *http.Request, id, reason string) (releaseResult, error)
 		a.metrics.Held.WithLabelValues(pend[0].Tenant).Dec()
 	}
 	_, scope := a.actor(r)
-	a.metrics.Releases.WithLabelValues(scope).Inc()
+	a.metrics.Releases.WithLabelValues(string(scope)).Inc()
 	res := releaseResult{ID: id, Requeued: []string{}}
 	for _, p := range pend {
 		res.Requeued = append(res.Requeued, p.Address)

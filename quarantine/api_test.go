@@ -16,6 +16,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -49,9 +50,9 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	q := &requeued{}
-	api := NewAPI(st, q, func(*http.Request) (string, string) { return "helpdesk", "release" }, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	api := NewAPI(st, q, func(*http.Request) (string, config.Scope) { return "helpdesk", config.ScopeRelease }, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
-	api.Register(mux, func(_ string, h http.Handler) http.Handler { return h }) // scopes are the router's (cmd/certgate tests)
+	api.Register(mux, func(_ config.Scope, h http.Handler) http.Handler { return h }) // scopes are the router's (cmd/certgate tests)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &apiEnv{api: api, t: t, st: st, srv: srv, q: q}

@@ -74,7 +74,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("%s is served but not in docs/openapi.yaml", key)
 			continue
 		}
-		if !strings.Contains(op.Description, "Scope: "+r.Scope+".") {
+		if !strings.Contains(op.Description, "Scope: "+string(r.Scope)+".") {
 			t.Errorf("%s: the description does not say its scope is %s", key, r.Scope)
 		}
 		delete(documented, key)

@@ -61,18 +61,21 @@ type tokenKey struct{}
 
 // caller returns the name of the token that authenticated r and the scope
 // it used (admin when it holds no narrower one).
-func caller(r *http.Request) (name, scope string) {
+func caller(r *http.Request) (name string, scope config.Scope) {
 	if c, ok := r.Context().Value(tokenKey{}).(callerInfo); ok {
 		return c.name, c.scope
 	}
 	return "", ""
 }
 
-type callerInfo struct{ name, scope string }
+type callerInfo struct {
+	name  string
+	scope config.Scope
+}
 
 // requireScope guards an API handler: 401 without a valid token, 403 when
 // the token lacks the scope (admin holds every scope).
-func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler {
+func requireScope(tokens []apiToken, scope config.Scope, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t := authenticate(tokens, r)
 		if t == nil {
@@ -86,7 +89,7 @@ func requireScope(tokens []apiToken, scope string, h http.Handler) http.Handler 
 		}
 		used := scope
 		if !slices.Contains(t.cfg.Scopes, scope) {
-			used = "admin"
+			used = config.ScopeAdmin
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenKey{}, callerInfo{t.cfg.Name, used})))
 	})
@@ -145,17 +148,17 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 		}
 	})
-	quarantine.NewAPI(d.store, d.queue, caller, d.metrics, d.log).Register(mux, func(scope string, h http.Handler) http.Handler {
+	quarantine.NewAPI(d.store, d.queue, caller, d.metrics, d.log).Register(mux, func(scope config.Scope, h http.Handler) http.Handler {
 		return requireScope(tokens, scope, h)
 	})
 	// The download gate is public: the token in the path is the credential.
 	d.gate.Register(mux)
 	// Profiling a live relay under load is how throughput problems are
 	// found; it reveals internals, so it takes the admin scope.
-	mux.Handle("GET /debug/pprof/", requireScope(tokens, "admin", http.HandlerFunc(pprof.Index)))
-	mux.Handle("GET /debug/pprof/profile", requireScope(tokens, "admin", http.HandlerFunc(pprof.Profile)))
-	mux.Handle("GET /debug/pprof/trace", requireScope(tokens, "admin", http.HandlerFunc(pprof.Trace)))
-	mux.Handle("GET /debug/pprof/symbol", requireScope(tokens, "admin", http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/", requireScope(tokens, config.ScopeAdmin, http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/profile", requireScope(tokens, config.ScopeAdmin, http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/trace", requireScope(tokens, config.ScopeAdmin, http.HandlerFunc(pprof.Trace)))
+	mux.Handle("GET /debug/pprof/symbol", requireScope(tokens, config.ScopeAdmin, http.HandlerFunc(pprof.Symbol)))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		quarantine.WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})

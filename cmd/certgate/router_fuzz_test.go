@@ -38,16 +38,17 @@ func FuzzAPIFront(f *testing.F) {
 		return false
 	}
 	secrets := map[string]config.APIToken{
-		"helpdesk-token-0123456789":  {Name: "helpdesk", Scopes: []string{"read"}},
-		"ops-token-0123456789abcdef": {Name: "ops", Scopes: []string{"admin"}},
-		"release-token-0123456789ab": {Name: "releaser", Scopes: []string{"release"}},
+		"helpdesk-token-0123456789":  {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}},
+		"ops-token-0123456789abcdef": {Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}},
+		"release-token-0123456789ab": {Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}},
 	}
 	var tokens []apiToken
 	for s, c := range secrets {
 		tokens = append(tokens, apiToken{hash: sha256.Sum256([]byte(s)), cfg: c})
 	}
 	var reached bool
-	var seenAddr, seenName, seenScope string
+	var seenAddr, seenName string
+	var seenScope config.Scope
 	h := clientAddress(trusted, requireScope(tokens, "read", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached, seenAddr = true, r.RemoteAddr
 		seenName, seenScope = caller(r)
@@ -82,7 +83,7 @@ func FuzzAPIFront(f *testing.F) {
 			}
 			return
 		}
-		if !reached || seenName != cfg.Name || seenScope != map[bool]string{true: "read", false: "admin"}[cfg.Scopes[0] == "read"] {
+		if !reached || seenName != cfg.Name || seenScope != map[bool]config.Scope{true: config.ScopeRead, false: config.ScopeAdmin}[cfg.Scopes[0] == "read"] {
 			t.Fatalf("%q: status %d, reached %v as %q/%q", auth, w.Code, reached, seenName, seenScope)
 		}
 

@@ -13,9 +13,9 @@ import (
 
 func TestBearerScopes(t *testing.T) {
 	tokens := []apiToken{
-		{hash: sha256.Sum256([]byte("helpdesk-token-0123456789")), cfg: config.APIToken{Name: "helpdesk", Scopes: []string{"read"}}},
-		{hash: sha256.Sum256([]byte("ops-token-0123456789abcdef")), cfg: config.APIToken{Name: "ops", Scopes: []string{"admin"}}},
-		{hash: sha256.Sum256([]byte("release-token-0123456789ab")), cfg: config.APIToken{Name: "releaser", Scopes: []string{"release"}}},
+		{hash: sha256.Sum256([]byte("helpdesk-token-0123456789")), cfg: config.APIToken{Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}}},
+		{hash: sha256.Sum256([]byte("ops-token-0123456789abcdef")), cfg: config.APIToken{Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}}},
+		{hash: sha256.Sum256([]byte("release-token-0123456789ab")), cfg: config.APIToken{Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}}},
 	}
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
 	srv := httptest.NewServer(requireScope(tokens, "read", ok))

@@ -1,4 +1,4 @@
-package policy
+package config
 
 import "testing"
 
@@ -20,14 +20,5 @@ func TestParseClass(t *testing.T) {
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("ParseClass(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
 		}
-	}
-}
-
-func TestClassPriority(t *testing.T) {
-	if ClassTransactional.Priority() <= ClassBulk.Priority() {
-		t.Fatal("transactional must go ahead of bulk")
-	}
-	if Class("mislabelled").Priority() > ClassBulk.Priority() {
-		t.Fatal("an unknown class must not rank above bulk")
 	}
 }
