@@ -15,7 +15,7 @@ import (
 type Fake struct {
 	mu      sync.Mutex
 	now     time.Time
-	timers  []*fakeTimer // pending, unordered
+	timers  []*fakeTimer  // pending, unordered
 	changed chan struct{} // closed and replaced when timers are added
 }
 

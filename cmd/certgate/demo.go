@@ -27,8 +27,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/sim"
 )
 
