@@ -3,10 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -19,9 +16,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway/signer"
-	"github.com/certgate/certgate/metrics"
-	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/sim"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -65,7 +61,7 @@ func booksSims(tls *sim.Certificate, scripted func(from, rcpt string) *smtp.SMTP
 type booksRelay struct {
 	addr   string
 	store  *sqlite.Store
-	queue  *Queue
+	queue  *delivery.Queue
 	server *Server
 	sims   map[string]*sim.Provider // by name
 }
@@ -82,7 +78,7 @@ func startBooksRelay(t *testing.T, opts []sim.Options, retry config.Retry, connL
 		t.Fatal(err)
 	}
 	b := &booksRelay{sims: map[string]*sim.Provider{}}
-	resolver := StaticResolver{MX: map[string][]string{}, Hosts: map[string][]string{}}
+	resolver := delivery.StaticResolver{MX: map[string][]string{}, Hosts: map[string][]string{}}
 	var provs []config.Provider
 	for i, s := range sims {
 		t.Cleanup(func() { s.Close() })
@@ -94,36 +90,20 @@ func startBooksRelay(t *testing.T, opts []sim.Options, retry config.Retry, connL
 		provs = append(provs, config.Provider{Name: s.Name(), MXSuffixes: []string{s.MXHost()},
 			MaxMessageRate: config.Rate{Count: 10000, Period: time.Second}, ConnectionLimit: connLimit})
 	}
-	pol, err := policy.New(provs, retry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := NewRouter(config.Delivery{MXPort: port, Routes: []config.Route{{Domains: []string{"*"}, MX: true}}}, resolver, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.store, err = sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "certgate.db"), sqlite.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() && os.Getenv("CERTGATE_BOOKS_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	m := metrics.New()
-	b.queue = NewQueue(b.store, pol, router, &Dialer{Hostname: "relay.ca.example", Resolver: resolver,
-		ConnectTimeout: booksTimeout, CommandTimeout: booksTimeout, DataTimeout: booksTimeout}, m, log)
 	key, _, err := signer.Generate("ed25519", "ca.example", "s2026")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example"},
-		TrustedNetworks: []string{"127.0.0.0/8"}}}, "https://gate.ca.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	relay := NewRelay(dir, NewPreparer("relay.ca.example", signer.New([]*signer.Key{key}), m), b.store, b.queue, m, log)
-	b.server = NewServer(ServerConfig{Hostname: "relay.ca.example", MaxMessageBytes: 1 << 20, MaxRecipients: 10,
-		MaxConnections: 20, MaxConnectionsPerIP: 20, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}, dir, relay, m, log)
+	parts := buildRelay(t, relaySpec{
+		dbPath: filepath.Join(t.TempDir(), "certgate.db"), resolver: resolver, mxPort: port,
+		providers: provs, retry: retry, timeout: booksTimeout,
+		tenants: []config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example"}, TrustedNetworks: []string{"127.0.0.0/8"}}},
+		keys:    []*signer.Key{key},
+		server: ServerConfig{Hostname: "relay.ca.example", MaxMessageBytes: 1 << 20, MaxRecipients: 10,
+			MaxConnections: 20, MaxConnectionsPerIP: 20, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second},
+		log: testLog("CERTGATE_BOOKS_LOG"),
+	})
+	b.store, b.queue, b.server = parts.store, parts.queue, parts.server
 	b.addr = startRelay(t, b.queue, b.server)
 	t.Cleanup(func() { b.stop(); b.store.Close() })
 	return b
@@ -293,7 +273,7 @@ func (b *booksRelay) copies() booksCopies {
 	for _, name := range booksFaulty {
 		for _, m := range b.sims[name].Messages() {
 			hdr, _, _ := strings.Cut(string(m.Data), "\r\n\r\n")
-			id := headerValue(hdr, TrackingHeader)
+			id := headerValue(hdr, store.TrackingHeader)
 			c.n[id]++
 			c.provider[id] = name
 			if m.TLS {

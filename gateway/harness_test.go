@@ -16,9 +16,11 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/sim"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -33,13 +35,14 @@ type testEnv struct {
 	dir      string
 	addr     string // submission address
 	relay    *Relay
-	queue    *Queue
+	queue    *delivery.Queue
 	server   *Server
 	store    *sqlite.Store
 	metrics  *metrics.Metrics
 	sims     map[string]*sim.Provider
 	txt      map[string][]string
-	tlsConf  *tls.Config // client side: trusts the server's certificate
+	tlsConf  *tls.Config        // client side: trusts the server's certificate
+	attempts chan store.Attempt // every attempt the queue recorded
 	stopOnce bool
 }
 
@@ -119,7 +122,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		mxPort = l.Addr().(*net.TCPAddr).Port
 		l.Close()
 	}
-	resolver := StaticResolver{
+	resolver := delivery.StaticResolver{
 		MX: map[string][]string{"gmail.com": {"gmail-smtp-in.l.google.com"}, "empresa.example": {"aspmx.l.google.com"},
 			"ca.example": {"mx.ca.example"}, "certs.example": {"mx.ca.example"}, "ac.example": {"mx.ca.example"}},
 		Hosts: map[string][]string{"gmail-smtp-in.l.google.com": {sims[0].Addr()[:strings.LastIndexByte(sims[0].Addr(), ':')]},
@@ -131,46 +134,11 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		resolver.Hosts["aspmx.l.google.com"] = []string{"127.0.0.11"}
 	}
 
-	st, err := sqlite.Open(context.Background(), filepath.Join(e.dir, "certgate.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.store = st
 	retry := o.retry
 	if len(retry.Schedule) == 0 {
 		retry = config.Retry{Schedule: []config.Duration{config.Duration(50 * time.Millisecond)}, MaxAge: config.Duration(time.Hour)}
 	}
-	pol, err := policy.New(o.providers, retry)
-	if err != nil {
-		t.Fatal(err)
-	}
-	router, err := NewRouter(config.Delivery{MXPort: mxPort, Routes: []config.Route{{Domains: []string{"*"}, MX: true}}}, resolver, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	e.metrics = metrics.New()
-	dialer := &Dialer{Hostname: "relay.ca.example", Resolver: resolver, ConnectTimeout: 5 * time.Second,
-		CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second}
-	var qst store.Store = st
-	if o.queueStore != nil {
-		qst = o.queueStore(st)
-	}
-	e.queue = NewQueue(qst, pol, router, dialer, e.metrics, log)
-	if o.freshBudget != 0 {
-		e.queue.freshBudget = o.freshBudget
-	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
-	dir, err := NewDirectory([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
-		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted, DefaultClass: config.Class(o.defaultClass),
-		Links: o.links}}, "https://gate.ca.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.relay = NewRelay(dir, NewPreparer("relay.ca.example", signer.New(keys), e.metrics), st, e.queue, e.metrics, log)
 	serverTLS, clientTLS := testCerts(t)
 	e.tlsConf = clientTLS
 	cfg := ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20, MaxRecipients: 50,
@@ -185,15 +153,99 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.perIP > 0 {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
-	e.server = NewServer(cfg, dir, e.relay, e.metrics, log)
+	e.attempts = make(chan store.Attempt, 10000)
+	parts := buildRelay(t, relaySpec{
+		dbPath: filepath.Join(e.dir, "certgate.db"), resolver: resolver, mxPort: mxPort,
+		providers: o.providers, retry: retry, timeout: 10 * time.Second,
+		tenants: []config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
+			Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,
+			DefaultClass: config.Class(o.defaultClass), Links: o.links}},
+		keys: keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
+		recorded: func(a store.Attempt) { e.attempts <- a },
+		log:      testLog(""),
+	})
+	e.store, e.metrics, e.queue, e.relay, e.server = parts.store, parts.metrics, parts.queue, parts.relay, parts.server
 	e.addr = startRelay(t, e.queue, e.server)
 	t.Cleanup(e.stop)
 	return e
 }
 
+// relaySpec is what the whole test relays differ in.
+type relaySpec struct {
+	dbPath      string
+	resolver    delivery.StaticResolver
+	mxPort      int
+	providers   []config.Provider
+	retry       config.Retry
+	timeout     time.Duration // connect, command and data timeouts of delivery
+	tenants     []config.Tenant
+	keys        []*signer.Key
+	server      ServerConfig
+	freshBudget int64
+	queueStore  func(store.Store) store.Store
+	recorded    func(store.Attempt)
+	log         *slog.Logger
+}
+
+// relayParts is a whole relay: submission server, store, queue.
+type relayParts struct {
+	store   *sqlite.Store
+	metrics *metrics.Metrics
+	queue   *delivery.Queue
+	relay   *Relay
+	server  *Server
+}
+
+// buildRelay wires a relay the way the daemon does, on a fresh or reused
+// SQLite file; nothing runs yet (startRelay starts it).
+func buildRelay(t *testing.T, s relaySpec) relayParts {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), s.dbPath, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range s.tenants {
+		if s.tenants[i].DefaultClass == "" {
+			s.tenants[i].DefaultClass = config.ClassBulk
+		}
+	}
+	pol, err := policy.New(s.providers, s.retry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := relayParts{store: st, metrics: metrics.New()}
+	qst := quarantine.EnableOnDelivery(st, s.tenants)
+	if s.queueStore != nil {
+		qst = s.queueStore(qst)
+	}
+	prep := NewPreparer(s.server.Hostname, signer.New(s.keys), p.metrics)
+	p.queue = delivery.NewQueue(delivery.Options{Store: qst, Policy: pol,
+		Router: delivery.NewRouter([]delivery.Route{{Domains: []string{"*"}, MX: true, TLS: delivery.TLSOpportunistic}}, s.mxPort, s.resolver, nil),
+		Dialer: &delivery.Dialer{Hostname: s.server.Hostname, Resolver: s.resolver,
+			ConnectTimeout: min(s.timeout, 5*time.Second), CommandTimeout: s.timeout, DataTimeout: s.timeout},
+		Hostname: s.server.Hostname, Sealer: prep, Metrics: p.metrics, Log: s.log,
+		FreshBudget: s.freshBudget, Recorded: s.recorded})
+	dir, err := NewDirectory(s.tenants, "https://gate.ca.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.relay = NewRelay(prep, st, p.queue, p.metrics, s.log)
+	p.server = NewServer(s.server, dir, p.relay, p.metrics, s.log)
+	return p
+}
+
+// testLog discards logs, unless -v (and, when env is set, that variable
+// too) asks for them.
+func testLog(env string) *slog.Logger {
+	if testing.Verbose() && (env == "" || os.Getenv(env) != "") {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
 // startRelay starts the queue, then the submission server on a loopback
 // port, and returns that port's address.
-func startRelay(t *testing.T, q *Queue, s *Server) string {
+func startRelay(t *testing.T, q *delivery.Queue, s *Server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -233,7 +285,7 @@ func testCerts(t *testing.T) (server, client *tls.Config) {
 // sample reads one of the shared sample certificate mails.
 func sample(t *testing.T, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "cmd", "certgate", "demomail", name))
+	b, err := sim.SampleMail(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,6 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// TrackingHeader carries each copy's unique tracking id. It is added after
-// signing, outside the signature, so one signature serves every recipient.
-const TrackingHeader = "X-Certgate-Tracking-ID"
-
 // ClassHeader lets the issuer mark a message bulk or transactional. Like
 // every X-Certgate-* field it is removed before signing.
 const ClassHeader = "X-Certgate-Class"
@@ -144,10 +140,10 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	if body == nil {
 		// All header and no empty line: legal (RFC 5322 3.5, the body is
 		// optional), but a message needs the empty line to end its header.
-		if !bytes.HasSuffix(hdr, crlf) {
-			hdr = append(hdr, crlf...)
+		if !bytes.HasSuffix(hdr, []byte("\r\n")) {
+			hdr = append(hdr, "\r\n"...)
 		}
-		hdr = append(hdr, crlf...)
+		hdr = append(hdr, "\r\n"...)
 	}
 	msg := append(hdr, body...)
 	received := p.received(env, id, now)
@@ -184,7 +180,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	}
 	out.Contents, out.Message.Size = [][]byte{content}, int64(len(content))
 	for _, rcpt := range env.Rcpts {
-		out.Rcpts = append(out.Rcpts, newRecipient(rcpt, state, now))
+		out.Rcpts = append(out.Rcpts, store.NewCopy(rcpt, state, now))
 	}
 	return out, nil
 }
@@ -219,7 +215,7 @@ func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptSt
 		if err != nil {
 			return nil, err
 		}
-		nr := newRecipient(rcpt, rcptState, now)
+		nr := store.NewCopy(rcpt, rcptState, now)
 		nr.Content = i
 		for _, l := range links {
 			nl := store.NewLink{TokenHash: quarantine.HashToken(l.Token), URL: l.URL, State: state, MaxUses: lp.MaxUses}
@@ -234,31 +230,19 @@ func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptSt
 	return out, nil
 }
 
-// PrepareDSN signs a locally generated DSN when a key aligns with the
-// reporting host name, and addresses it from the null sender.
-func (p *Preparer) PrepareDSN(tenant, id, to string, dsn []byte, now time.Time) (*Prepared, error) {
-	content := dsn
+// SealDSN signs a DSN certgate generated when a key aligns with the
+// reporting host name (delivery.Sealer); otherwise it stays unsigned.
+func (p *Preparer) SealDSN(dsn []byte) ([]byte, error) {
 	sg := p.signer.Load()
-	if keys := sg.KeysFor(p.hostname); len(keys) > 0 {
-		sig, err := p.sign(sg, dsn, keys)
-		if err != nil {
-			return nil, err
-		}
-		content = append(sig, dsn...)
+	keys := sg.KeysFor(p.hostname)
+	if len(keys) == 0 {
+		return dsn, nil
 	}
-	return &Prepared{
-		Message: store.Message{ID: id, Tenant: tenant, MailFrom: "", HeaderFrom: "MAILER-DAEMON@" + p.hostname,
-			MessageID: id + "@" + p.hostname, Subject: "Undelivered Mail Returned to Sender",
-			Class: string(config.ClassTransactional), Size: int64(len(content)), ReceivedAt: now},
-		Contents: [][]byte{content},
-		Rcpts:    []store.NewRecipient{newRecipient(to, store.StateQueued, now)},
-	}, nil
-}
-
-func newRecipient(addr string, state store.State, now time.Time) store.NewRecipient {
-	tid := newTrackingID()
-	return store.NewRecipient{Address: addr, TrackingID: tid, Prefix: []byte(TrackingHeader + ": " + tid + "\r\n"),
-		State: state, NextAttempt: now}
+	sig, err := p.sign(sg, dsn, keys)
+	if err != nil {
+		return nil, err
+	}
+	return append(sig, dsn...), nil
 }
 
 func (p *Preparer) sign(sg *signer.Signer, msg []byte, keys []*signer.Key) ([]byte, error) {

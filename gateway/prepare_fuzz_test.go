@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +15,8 @@ import (
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/mimeedit"
 	"github.com/certgate/certgate/quarantine"
+	"github.com/certgate/certgate/sim"
+	"github.com/certgate/certgate/store"
 )
 
 // fuzzPreparer is a preparer with Ed25519 keys (fast enough to sign at
@@ -46,24 +45,6 @@ func fuzzPreparer(tb testing.TB) (*Preparer, func(domain string) ([]string, erro
 	return NewPreparer("relay.certgate.example", signer.New(keys), metrics.New()), lookup
 }
 
-// demoMails returns the sample certificate mails (CRLF, as on the wire).
-func demoMails(tb testing.TB) [][]byte {
-	tb.Helper()
-	files, err := filepath.Glob(filepath.Join("..", "cmd", "certgate", "demomail", "*.eml"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no sample mail: %v", err)
-	}
-	var out [][]byte
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, b)
-	}
-	return out
-}
-
 // FuzzPrepare feeds arbitrary submitted bytes (past the session's line
 // ending check) through the whole preparation: long lines, alignment,
 // control fields, gated links and signing. A message is either refused
@@ -75,7 +56,7 @@ func demoMails(tb testing.TB) [][]byte {
 // the per-recipient tracking field in front. A message that needed no
 // change keeps its body byte for byte.
 func FuzzPrepare(f *testing.F) {
-	for _, m := range demoMails(f) {
+	for _, m := range sim.SampleMails() {
 		f.Add(m, uint8(0))
 		f.Add(m, uint8(3))
 	}
@@ -125,7 +106,7 @@ func FuzzPrepare(f *testing.F) {
 			if rc.Content < 0 || rc.Content >= len(out.Contents) {
 				t.Fatalf("recipient %s has content %d of %d", rc.Address, rc.Content, len(out.Contents))
 			}
-			if !bytes.HasPrefix(rc.Prefix, []byte(TrackingHeader+": ")) || wireLinesProblem(rc.Prefix) != "" || !bytes.HasSuffix(rc.Prefix, []byte("\r\n")) {
+			if !bytes.HasPrefix(rc.Prefix, []byte(store.TrackingHeader+": ")) || sim.WireProblem(rc.Prefix) != "" || !bytes.HasSuffix(rc.Prefix, []byte("\r\n")) {
 				t.Fatalf("tracking prefix %q", rc.Prefix)
 			}
 			copyMsg := append(append([]byte(nil), rc.Prefix...), out.Contents[rc.Content]...)
@@ -144,7 +125,7 @@ func FuzzPrepare(f *testing.F) {
 // checkPreparedCopy checks one copy as it goes on the wire.
 func checkPreparedCopy(t *testing.T, msg []byte, lookup func(string) ([]string, error)) {
 	t.Helper()
-	if p := wireLinesProblem(msg); p != "" {
+	if p := sim.WireProblem(msg); p != "" {
 		t.Fatalf("prepared copy: %s", p)
 	}
 	hb, _, err := mimeedit.SplitHeader(msg)
@@ -167,10 +148,10 @@ func checkPreparedCopy(t *testing.T, msg []byte, lookup func(string) ([]string, 
 	if n := count(func(n string) bool { return strings.HasPrefix(n, "x-certgate-") && n != "x-certgate-tracking-id" }); n > 0 {
 		t.Fatalf("%d X-Certgate-* control fields left", n)
 	}
-	if h.Count(TrackingHeader) != 1 || h.Count("Bcc") != 0 || h.Count("From") != 1 || h.Count("Date") == 0 ||
+	if h.Count(store.TrackingHeader) != 1 || h.Count("Bcc") != 0 || h.Count("From") != 1 || h.Count("Date") == 0 ||
 		h.Count("Message-ID") == 0 || h.Count("DKIM-Signature") == 0 || h.Count("Received") == 0 {
 		t.Fatalf("header fields: tracking %d, Bcc %d, From %d, Date %d, Message-ID %d, DKIM-Signature %d, Received %d",
-			h.Count(TrackingHeader), h.Count("Bcc"), h.Count("From"), h.Count("Date"), h.Count("Message-ID"),
+			h.Count(store.TrackingHeader), h.Count("Bcc"), h.Count("From"), h.Count("Date"), h.Count("Message-ID"),
 			h.Count("DKIM-Signature"), h.Count("Received"))
 	}
 	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg), &dkim.VerifyOptions{LookupTXT: lookup})
@@ -182,31 +163,4 @@ func checkPreparedCopy(t *testing.T, msg []byte, lookup func(string) ([]string, 
 			t.Fatalf("signature of %s does not verify: %v\n%q", v.Domain, v.Err, msg)
 		}
 	}
-}
-
-// wireLinesProblem says what is wrong with b as SMTP DATA, or "": every
-// line ends in CRLF (but the last may end without), none holds a NUL, and
-// none is longer than 998 octets (RFC 5322 2.1.1, 2.3).
-func wireLinesProblem(b []byte) string {
-	for n := 1; len(b) > 0; n++ {
-		i := bytes.IndexAny(b, "\r\n")
-		line := b
-		if i >= 0 {
-			line = b[:i]
-		}
-		if len(line) > 998 {
-			return "line " + strconv.Itoa(n) + " has " + strconv.Itoa(len(line)) + " octets"
-		}
-		if bytes.IndexByte(line, 0) >= 0 {
-			return "line " + strconv.Itoa(n) + " holds a NUL"
-		}
-		if i < 0 {
-			return ""
-		}
-		if b[i] != '\r' || i+1 == len(b) || b[i+1] != '\n' {
-			return "line " + strconv.Itoa(n) + " ends in a bare CR or LF"
-		}
-		b = b[i+2:]
-	}
-	return ""
 }

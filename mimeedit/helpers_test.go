@@ -2,34 +2,26 @@ package mimeedit
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
-)
 
-// The shared sample certificate mails, kept in the repo once (the demo embeds them).
-const sampleDir = "../../cmd/certgate/demomail"
+	"github.com/certgate/certgate/sim"
+)
 
 type sample struct {
 	name string
 	msg  []byte
 }
 
+// samples are the shared sample certificate mails, in name order.
 func samples(tb testing.TB) []sample {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(sampleDir, "*.eml"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no sample mail in %s: %v", sampleDir, err)
-	}
 	var out []sample
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, sample{filepath.Base(f), b})
+	for name, b := range sim.SampleMails() {
+		out = append(out, sample{name, b})
 	}
+	slices.SortFunc(out, func(a, b sample) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 

@@ -2,13 +2,12 @@ package quarantine
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/sim"
 )
 
 var gatePrefixes = []string{
@@ -19,7 +18,7 @@ var gatePrefixes = []string{
 
 func sample(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "cmd", "certgate", "demomail", name))
+	b, err := sim.SampleMail(name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,6 @@ const (
 	StateBounced   State = "bounced"   // permanently failed (5xx or max age)
 )
 
-// Final reports whether no further attempt will be made.
-func (s State) Final() bool { return s == StateDelivered || s == StateBounced }
-
 // Message is one accepted submission.
 type Message struct {
 	ID         string    // certgate's queue id, unique, sortable by time
@@ -131,6 +128,7 @@ type Pending struct {
 type Attempt struct {
 	RecipientID int64
 	MessageID   string
+	Tenant      string // the message's; backends need not store it, rules on attempts may need it
 	Time        time.Time
 	State       State     // StateQueued (deferred), StateDelivered or StateBounced
 	NextAttempt time.Time // when State is StateQueued

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/metrics"
@@ -29,7 +30,7 @@ type daemon struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics
 	store   store.Store
-	queue   *gateway.Queue
+	queue   *delivery.Queue
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
 	hooks   *quarantine.Dispatcher
@@ -44,7 +45,7 @@ type daemon struct {
 
 type daemonOptions struct {
 	// Resolver replaces DNS (and any static_dns table) when set.
-	Resolver gateway.Resolver
+	Resolver delivery.Resolver
 }
 
 // newDaemon builds every part from a validated configuration; nothing
@@ -75,28 +76,37 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	resolver := opts.Resolver
 	if resolver == nil && cfg.Delivery.StaticDNS != nil {
-		resolver = gateway.StaticResolver{MX: cfg.Delivery.StaticDNS.MX, Hosts: cfg.Delivery.StaticDNS.Hosts}
+		resolver = delivery.StaticResolver{MX: cfg.Delivery.StaticDNS.MX, Hosts: cfg.Delivery.StaticDNS.Hosts}
 	}
 	if resolver == nil {
 		resolver = net.DefaultResolver
 	}
-	router, err := gateway.NewRouter(cfg.Delivery, resolver, config.ReadSecret)
+	routes, err := deliveryRoutes(cfg.Delivery)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	dialer := &gateway.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
-		ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),
-		DataTimeout: cfg.Delivery.DataTimeout.D()}
-	d.queue = gateway.NewQueue(st, pol, router, dialer, d.metrics, log)
 	prep := gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
 	d.prep = prep
+	d.queue = delivery.NewQueue(delivery.Options{
+		// Links turn on with the delivery record, as their tenant says.
+		Store:  quarantine.EnableOnDelivery(st, cfg.Tenants),
+		Policy: pol,
+		Router: delivery.NewRouter(routes, cfg.Delivery.MXPort, resolver, nil),
+		Dialer: &delivery.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
+			ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),
+			DataTimeout: cfg.Delivery.DataTimeout.D()},
+		Hostname: cfg.Hostname,
+		Sealer:   prep,
+		Metrics:  d.metrics,
+		Log:      log,
+	})
 	dir, err := gateway.NewDirectory(cfg.Tenants, cfg.HTTP.PublicURL)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	relay := gateway.NewRelay(dir, prep, st, d.queue, d.metrics, log)
+	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
 	var tlsConf *tls.Config
 	if cfg.SMTP.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLS.CertFile, cfg.SMTP.TLS.KeyFile)

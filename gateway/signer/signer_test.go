@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,11 +18,9 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/sim"
 	"github.com/emersion/go-msgauth/dkim"
 )
-
-// The shared sample certificate mails, kept in the repo once (the demo embeds them).
-const sampleDir = "../../cmd/certgate/demomail"
 
 type sample struct {
 	name string
@@ -29,25 +28,18 @@ type sample struct {
 }
 
 // samples returns the sample mails prepared as the gateway prepares them
-// before signing: long lines re-encoded.
+// before signing: long lines re-encoded; in name order.
 func samples(tb testing.TB) []sample {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(sampleDir, "*.eml"))
-	if err != nil || len(files) == 0 {
-		tb.Fatalf("no sample mail in %s: %v", sampleDir, err)
-	}
 	var out []sample
-	for _, f := range files {
-		b, err := os.ReadFile(f)
+	for name, b := range sim.SampleMails() {
+		b, _, err := mimeedit.FixLongLines(b)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		b, _, err = mimeedit.FixLongLines(b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		out = append(out, sample{filepath.Base(f), b})
+		out = append(out, sample{name, b})
 	}
+	slices.SortFunc(out, func(a, b sample) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 

@@ -35,15 +35,6 @@ func scanLink(sc scanner) (store.Link, error) {
 	return l, nil
 }
 
-// validLink reports whether s is one of the link states of the contract.
-func validLink(s store.LinkState) bool {
-	switch s {
-	case store.LinkPending, store.LinkEnabled, store.LinkUsed, store.LinkExpired, store.LinkRevoked:
-		return true
-	}
-	return false
-}
-
 // LinkByToken returns the link stored under hash, or store.ErrNotFound.
 func (s *Store) LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, error) {
 	row := s.rdb.QueryRowContext(ctx, "SELECT "+linkColumns+" FROM links WHERE token_hash = ?", hash[:])
@@ -56,12 +47,6 @@ func (s *Store) LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, er
 	}
 	return &l, nil
 }
-
-// Reasons a use is refused that are not a link state.
-const (
-	whyExpired = "expired"
-	whyNoUses  = "no uses left"
-)
 
 // UseLink spends one use of the link in the writer, so concurrent uses of
 // one link are counted one after the other and never past max_uses.
@@ -90,16 +75,16 @@ func (w *writer) useLink(id int64, now time.Time, actor, detail string) (store.L
 	if err != nil {
 		return store.LinkUse{}, err
 	}
-	use := decideUse(&l, now)
-	if use.changed {
+	use := store.DecideUse(&l, now)
+	if use.Changed {
 		l.UpdatedAt = now
 		if _, err := w.updLink.Exec(string(l.State), l.Uses, nanos(now), l.ID); err != nil {
 			return store.LinkUse{}, fmt.Errorf("update link: %w", err)
 		}
 	}
 	kind, text := "link_used", detail
-	if !use.ok {
-		kind, text = "link_refused", use.why
+	if !use.OK {
+		kind, text = "link_refused", use.Why
 		if detail != "" {
 			text += ": " + detail
 		}
@@ -107,49 +92,17 @@ func (w *writer) useLink(id int64, now time.Time, actor, detail string) (store.L
 	if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, nanos(now), kind, actor, text); err != nil {
 		return store.LinkUse{}, fmt.Errorf("insert %s event: %w", kind, err)
 	}
-	return store.LinkUse{Link: l, OK: use.ok, Why: use.why}, nil
-}
-
-type useDecision struct {
-	ok      bool
-	why     string
-	changed bool // l was changed and must be written back
-}
-
-// decideUse applies one use at now to l, the rules of store.Store.UseLink:
-// a link that could still be used (pending or enabled) but is past its
-// expiry becomes expired; an enabled one with uses left counts one, and
-// becomes used when that was its last. Links that are used, revoked or
-// already expired keep their state, so the helpdesk's word stands.
-func decideUse(l *store.Link, now time.Time) useDecision {
-	live := l.State == store.LinkPending || l.State == store.LinkEnabled
-	if live && !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt) {
-		l.State = store.LinkExpired
-		return useDecision{why: whyExpired, changed: true}
-	}
-	if l.State != store.LinkEnabled {
-		return useDecision{why: string(l.State)}
-	}
-	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
-		// Only an enabled link with its uses spent gets here: one that
-		// was moved back to enabled, which gives no uses back.
-		return useDecision{why: whyNoUses}
-	}
-	l.Uses++
-	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
-		l.State = store.LinkUsed
-	}
-	return useDecision{ok: true, changed: true}
+	return store.LinkUse{Link: l, OK: use.OK, Why: use.Why}, nil
 }
 
 // SetLinkState moves the message's (or one recipient's) links whose state
 // is in from to the state to, in the writer, one event per link moved.
 func (s *Store) SetLinkState(ctx context.Context, messageID string, recipientID int64, from []store.LinkState, to store.LinkState, actor, detail string) (int, error) {
-	if !validLink(to) {
+	if !to.Valid() {
 		return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, to)
 	}
 	for _, f := range from {
-		if !validLink(f) {
+		if !f.Valid() {
 			return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, f)
 		}
 	}

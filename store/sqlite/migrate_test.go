@@ -48,7 +48,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 			}
 			if _, err := conn.ExecContext(ctx, `INSERT INTO recipients (message_id, address, domain,
 				tracking_id, prefix, content_id, state, next_attempt, updated_at)
-				VALUES (?, ?, ?, ?, x'', 1, ?, 0, 1)`, id, a, domainOf(a), id+a, state); err != nil {
+				VALUES (?, ?, ?, ?, x'', 1, ?, 0, 1)`, id, a, store.DomainOf(a), id+a, state); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -81,8 +81,8 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err := rows.Scan(&addr, &key); err != nil {
 			t.Fatal(err)
 		}
-		if key != addressKey(addr) {
-			t.Errorf("migrated address_key of %q = %q, want %q", addr, key, addressKey(addr))
+		if key != store.AddressKey(addr) {
+			t.Errorf("migrated address_key of %q = %q, want %q", addr, key, store.AddressKey(addr))
 		}
 		n++
 	}

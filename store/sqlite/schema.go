@@ -76,7 +76,7 @@ CREATE INDEX events_message ON events(message_id);
 
 	// 2: gated download links, and recipient search by address.
 	`
--- address_key is the address with its domain lower-cased (addressKey), so
+-- address_key is the address with its domain lower-cased (store.AddressKey), so
 -- that search by address can use an index while the local part stays
 -- exact. Rows from before this step get it here: everything up to the
 -- last '@' (rtrim drops every trailing character that is not an '@'),

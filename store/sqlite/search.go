@@ -60,9 +60,9 @@ func searchSQL(q store.Query) (string, []any) {
 	switch {
 	case q.Recipient != "" && q.State != "":
 		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = ? AND state = ?)",
-			addressKey(q.Recipient), string(q.State))
+			store.AddressKey(q.Recipient), string(q.State))
 	case q.Recipient != "":
-		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = ?)", addressKey(q.Recipient))
+		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = ?)", store.AddressKey(q.Recipient))
 	case q.State == store.StateDelivered:
 		// Most of the history is delivered: walking messages newest first
 		// fills a page soon. Without statistics SQLite would probe by

@@ -249,24 +249,3 @@ func fromNanos(n int64) time.Time {
 	}
 	return time.Unix(0, n).UTC()
 }
-
-// addressKey is addr with its domain lower-cased, the form search by
-// address compares: the local part is exact (RFC 5321 2.4), the domain is
-// not. An address without '@' is its own key. Migration 2 computes the
-// same in SQL for rows written before it.
-func addressKey(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return addr
-	}
-	return addr[:i+1] + strings.ToLower(addr[i+1:])
-}
-
-// domainOf is the lower-cased part after the last '@', or "" without one.
-func domainOf(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return ""
-	}
-	return strings.ToLower(addr[i+1:])
-}

@@ -410,18 +410,6 @@ func TestCloseDrainsQueue(t *testing.T) {
 	}
 }
 
-func TestDomainOf(t *testing.T) {
-	for in, want := range map[string]string{
-		"a@Example.COM":    "example.com",
-		"\"a@b\"@Host.Org": "host.org",
-		"postmaster":       "",
-	} {
-		if got := domainOf(in); got != want {
-			t.Errorf("domainOf(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestPanickingRequest checks that a bug in one write fails that write only:
 // the writer goroutine lives on and serves the next caller.
 func TestPanickingRequest(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 // links and an "accepted" event in one savepoint of a group commit. It
 // returns once they are durable.
 func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte, rcpts []store.NewRecipient) ([]int64, error) {
-	if err := checkEnqueue(m, contents, rcpts); err != nil {
-		return nil, err
+	if err := store.CheckEnqueue(m, contents, rcpts); err != nil {
+		return nil, fmt.Errorf("store/sqlite: %w", err)
 	}
 	size := 0
 	for _, c := range contents {
@@ -36,32 +36,6 @@ func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte,
 		return nil, fmt.Errorf("store/sqlite: enqueue %s: %w", m.ID, err)
 	}
 	return ids, nil
-}
-
-func checkEnqueue(m store.Message, contents [][]byte, rcpts []store.NewRecipient) error {
-	if m.ID == "" {
-		return errors.New("store/sqlite: enqueue: empty message id")
-	}
-	if len(rcpts) == 0 {
-		return fmt.Errorf("store/sqlite: enqueue %s: no recipients", m.ID)
-	}
-	for i, r := range rcpts {
-		if r.Content < 0 || r.Content >= len(contents) {
-			return fmt.Errorf("store/sqlite: enqueue %s: recipient %d refers to content %d of %d", m.ID, i, r.Content, len(contents))
-		}
-		if r.State != store.StateQueued && r.State != store.StateHeld {
-			return fmt.Errorf("store/sqlite: enqueue %s: recipient %d has state %q, want queued or held", m.ID, i, r.State)
-		}
-		for j, l := range r.Links {
-			if l.State != store.LinkPending && l.State != store.LinkEnabled {
-				return fmt.Errorf("store/sqlite: enqueue %s: link %d of recipient %d has state %q, want pending or enabled", m.ID, j, i, l.State)
-			}
-			if l.MaxUses < 0 {
-				return fmt.Errorf("store/sqlite: enqueue %s: link %d of recipient %d has max uses %d", m.ID, j, i, l.MaxUses)
-			}
-		}
-	}
-	return nil
 }
 
 func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRecipient, ids []int64, now time.Time) error {
@@ -95,7 +69,7 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 		if r.State == store.StateHeld {
 			next = time.Time{} // none until released
 		}
-		res, err := w.insRecipient.Exec(m.ID, r.Address, domainOf(r.Address), addressKey(r.Address),
+		res, err := w.insRecipient.Exec(m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
 			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now))
 		if err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)

@@ -1,4 +1,4 @@
-package gateway
+package delivery
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/sim"
 )
 
 // dsnSecret stands for what the body of certificate mail holds (a
@@ -22,7 +23,7 @@ const dsnSecret = "MIIB-BODY-SECRET-7f3a"
 // multipart/report of exactly its three parts; and it never quotes the
 // original's body.
 func FuzzBuildDSN(f *testing.F) {
-	for _, m := range demoMails(f) {
+	for _, m := range sim.SampleMails() {
 		hdr, _, _ := mimeedit.SplitHeader(m)
 		f.Add("550 5.1.1 <juan@empresa.example>: Recipient address rejected: User unknown in virtual mailbox table", bytes.TrimSuffix(hdr, []byte("\r\n")))
 	}
@@ -39,10 +40,10 @@ func FuzzBuildDSN(f *testing.F) {
 			OriginalID: "06h0fuzz000000000000000001", Sender: "bounces@ca.example", Recipient: "juan@empresa.example",
 			RemoteMTA: "mx.empresa.example", Status: "5.1.1", Diagnostic: diag, Arrival: now.Add(-time.Hour), Now: now,
 			Original: original, GaveUp: gaveUp[len(header)%2]})
-		if wireLinesProblem(header) != "" {
+		if sim.WireProblem(header) != "" {
 			return // not a header certgate could have sent
 		}
-		if p := wireLinesProblem(dsn); p != "" {
+		if p := sim.WireProblem(dsn); p != "" {
 			t.Fatalf("DSN: %s", p)
 		}
 		// What certgate writes itself (all but the quoted header, which

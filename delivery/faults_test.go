@@ -1,19 +1,16 @@
-package gateway
+package delivery
 
 import (
 	"bufio"
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/certgate/certgate/config"
 )
 
 // scriptedMX serves each connection with h on 127.0.0.1 and returns its port.
@@ -88,17 +85,17 @@ func testDialer(hosts map[string][]string) *Dialer {
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
 }
 
+// mxEverywhere is the default route: every domain through its MX hosts.
+var mxEverywhere = []Route{{Domains: []string{"*"}, MX: true, TLS: TLSOpportunistic}}
+
 // Connections are shared by destination key: a route that demands TLS or
 // its own login must never ride on a connection made for another route.
 func TestDestinationKeySeparatesRoutes(t *testing.T) {
 	res := StaticResolver{MX: map[string][]string{"secure.example": {"aspmx.l.google.com"}, "other.example": {"aspmx.l.google.com"}}}
-	r, err := NewRouter(config.Delivery{Routes: []config.Route{
-		{Domains: []string{"secure.example"}, MX: true, TLS: "required"},
-		{Domains: []string{"*"}, MX: true},
-	}}, res, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := NewRouter([]Route{
+		{Domains: []string{"secure.example"}, MX: true, TLS: TLSRequired},
+		{Domains: []string{"*"}, MX: true, TLS: TLSOpportunistic},
+	}, 25, res, nil)
 	a, err1 := r.Resolve(context.Background(), "secure.example")
 	b, err2 := r.Resolve(context.Background(), "other.example")
 	if err1 != nil || err2 != nil {
@@ -231,7 +228,7 @@ func (c *countingResolver) LookupMX(ctx context.Context, d string) ([]*net.MX, e
 // A wave of recipients at one domain shares one MX lookup.
 func TestResolveSharesOneLookupPerDomain(t *testing.T) {
 	res := &countingResolver{StaticResolver: StaticResolver{MX: map[string][]string{"wave.example": {"mx.wave.example"}}}}
-	r, _ := NewRouter(config.Delivery{Routes: []config.Route{{Domains: []string{"*"}, MX: true}}}, res, nil)
+	r := NewRouter(mxEverywhere, 25, res, nil)
 	var wg sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
@@ -258,7 +255,7 @@ func (flakyHostResolver) LookupHost(_ context.Context, h string) ([]string, erro
 }
 
 func TestImplicitMXLookupFailureIsTemporary(t *testing.T) {
-	r, _ := NewRouter(config.Delivery{Routes: []config.Route{{Domains: []string{"*"}, MX: true}}}, flakyHostResolver{}, nil)
+	r := NewRouter(mxEverywhere, 25, flakyHostResolver{}, nil)
 	_, err := r.Resolve(context.Background(), "nomx.example")
 	var perm permanentError
 	if err == nil || errors.As(err, &perm) {
@@ -274,45 +271,6 @@ func TestDSNLinesStayWithin998Octets(t *testing.T) {
 		if len(line) > 998 {
 			t.Fatalf("DSN line of %d octets", len(line))
 		}
-	}
-}
-
-func TestAuthRefusedDuringTransaction(t *testing.T) {
-	e := newEnv(t, envOptions{trusted: []string{"127.0.0.0/8"}})
-	r := e.raw()
-	r.cmd("MAIL FROM:<certificados@ca.example>", "250")
-	r.cmd("AUTH PLAIN "+b64("\x00app\x00"+testPassword), "503 5.5.1")
-	r.cmd("AUTH PLAIN !!!notbase64", "454") // go-smtp's own reply to bad base64
-	r.cmd("RSET", "250")
-	r.cmd("AUTH PLAIN "+b64("garbage-without-nuls"), "501 5.5.2")
-}
-
-// Shutdown does not wait for ever on an idle client: at the deadline its
-// session is closed.
-func TestShutdownClosesIdleSessions(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	r := e.raw() // connected, idle
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	e.server.Shutdown(ctx)
-	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := r.r.ReadString('\n')
-	var ne net.Error
-	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
-		t.Fatalf("the idle session is still open after shutdown (%v)", err)
-	}
-
-}
-
-func TestAuthThrottleCountsIPv6PerNetwork(t *testing.T) {
-	a := newAuthThrottle(time.Second)
-	now := time.Now()
-	a.failed(netip.MustParseAddr("2001:db8:1:2::1"), now)
-	if d := a.failed(netip.MustParseAddr("2001:db8:1:2:ffff::9"), now); d != 2*time.Second {
-		t.Fatalf("second failure from the same /64 paused %v, want 2s", d)
-	}
-	if d := a.failed(netip.MustParseAddr("2001:db8:1:3::1"), now); d != time.Second {
-		t.Fatalf("first failure from another /64 paused %v, want 1s", d)
 	}
 }
 

@@ -1,22 +1,15 @@
-package gateway
+package delivery
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
-	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/sim"
 )
 
@@ -42,7 +35,7 @@ var plainMsg = []byte("From: <a@ca.example>\r\nTo: <b@gmail.com>\r\nSubject: hi\
 func TestDeliverTLSRequiredVerified(t *testing.T) {
 	serverTLS, clientTLS := testCerts(t)
 	p, d, dest := startSim(t, sim.Options{TLS: serverTLS})
-	dest.TLS, dest.TLSConf = TLSRequired, &tls.Config{RootCAs: clientTLS.RootCAs}
+	dest.TLS, dest.RootCAs = TLSRequired, clientTLS.RootCAs
 	c, res := d.Dial(context.Background(), dest)
 	if c == nil {
 		t.Fatalf("dial: %v", res)
@@ -190,78 +183,6 @@ func FuzzReadReply(f *testing.F) {
 	})
 }
 
-func FuzzCheckLineEndings(f *testing.F) {
-	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r\n.\r\n", "x\x00"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		err := checkLineEndings(b)
-		clean := !strings.Contains(strings.ReplaceAll(string(b), "\r\n", ""), "\r") &&
-			!strings.Contains(strings.ReplaceAll(string(b), "\r\n", ""), "\n") && !strings.Contains(string(b), "\x00")
-		if (err == nil) != clean {
-			t.Fatalf("checkLineEndings(%q) = %v, clean %v", b, err, clean)
-		}
-	})
-}
-
-// recordingAcceptor keeps what a submission server accepted.
-type recordingAcceptor struct {
-	mu   sync.Mutex
-	envs []*Envelope
-}
-
-func (a *recordingAcceptor) Accept(_ context.Context, env *Envelope, _ []byte) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.envs = append(a.envs, env)
-	return "id", nil
-}
-
-// A smarthost route logs in over verified TLS; certgate's own submission
-// server plays the smarthost.
-func TestDeliverThroughSmarthostWithAuth(t *testing.T) {
-	hash, _ := bcrypt.GenerateFromPassword([]byte("smarthost-secret"), bcrypt.MinCost)
-	dir, err := NewDirectory([]config.Tenant{{Name: "relay", FromDomains: []string{"ca.example"},
-		Users: []config.User{{Username: "outbound", PasswordHash: string(hash)}}}}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTLS, clientTLS := testCerts(t)
-	acc := &recordingAcceptor{}
-	srv := NewServer(ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20,
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}, dir, acc, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	portN, _ := strconv.Atoi(port)
-	d := &Dialer{Hostname: "out.ca.example", Resolver: StaticResolver{Hosts: map[string][]string{"relay.ca.example": {"127.0.0.1"}}},
-		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
-	dest := &Destination{Key: "k", Hosts: []string{"relay.ca.example"}, Port: portN, TLS: TLSRequired,
-		TLSConf: &tls.Config{RootCAs: clientTLS.RootCAs}, User: "outbound", Pass: "smarthost-secret"}
-
-	c, res := d.Dial(context.Background(), dest)
-	if c == nil {
-		t.Fatalf("dial: %v", res)
-	}
-	msg := []byte("From: <a@ca.example>\r\nTo: <b@gmail.com>\r\nSubject: hi\r\n\r\nbody\r\n")
-	if r := c.Send("a@ca.example", "b@gmail.com", msg); r.Code != 250 {
-		t.Fatalf("send: %v", r)
-	}
-	c.Close()
-	if len(acc.envs) != 1 || acc.envs[0].AuthUser != "outbound" || !acc.envs[0].TLS {
-		t.Fatalf("smarthost saw %+v", acc.envs)
-	}
-
-	dest.Pass = "wrong"
-	if c, res := d.Dial(context.Background(), dest); c != nil || res.Code != 535 {
-		t.Fatalf("wrong smarthost password: conn %v, result %v", c != nil, res)
-	}
-}
-
 // A connection the server closed while it sat in the pool fails at MAIL;
 // that is reported as stale, not as an attempt at the message.
 func TestStaleReusedConnection(t *testing.T) {
@@ -317,4 +238,15 @@ func TestStaleReusedConnection(t *testing.T) {
 	if r := c.Send("a@ca.example", "c@x.example", plainMsg); !r.Stale || !r.Network {
 		t.Fatalf("second send on a dropped connection: %+v, want stale", r)
 	}
+}
+
+// testCerts makes a server certificate for relay.ca.example and a client
+// configuration that trusts exactly it.
+func testCerts(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	c, err := sim.SelfSigned("relay.ca.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ServerConfig(), c.ClientConfig("relay.ca.example")
 }

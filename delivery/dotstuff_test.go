@@ -1,10 +1,12 @@
-package gateway
+package delivery
 
 import (
 	"bufio"
 	"bytes"
 	"net/textproto"
 	"testing"
+
+	"github.com/certgate/certgate/sim"
 )
 
 // viaDotWriter is the reference: textproto's DotWriter, minus its final
@@ -46,7 +48,10 @@ func TestDotStuffMatchesDotWriter(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"01-es-download-link-qp.eml", "05-pt-voucher-html-8bit-longline.eml"} {
-		body := sample(t, name)
+		body, err := sim.SampleMail(name)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if got, want := viaDotStuff(body), viaDotWriter(t, body); !bytes.Equal(got, want) {
 			t.Errorf("%s: dotStuff and DotWriter differ", name)
 		}

@@ -1,4 +1,4 @@
-package gateway
+package delivery
 
 import (
 	"bufio"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/clock"
 )
 
 // Dialer opens outbound SMTP connections to destinations.
@@ -25,6 +27,7 @@ type Dialer struct {
 	ConnectTimeout time.Duration // TCP connect and greeting (with STARTTLS, up to the handshake's end)
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
+	Clock          clock.Clock // for what it remembers; nil: the wall clock
 
 	// noTLS remembers hosts whose STARTTLS handshake failed, so that
 	// opportunistic delivery does not pay a failed handshake on every
@@ -81,6 +84,7 @@ type Conn struct {
 	c           *smtp.Client
 	nc          net.Conn // what go-smtp reads and writes, for the DATA deadline
 	dataTimeout time.Duration
+	clock       clock.Clock
 	Host        string
 	Dest        *Destination
 	TLS         bool
@@ -208,7 +212,7 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 		return nil, resultOf(host, err), false
 	}
 	raw.SetDeadline(time.Time{})
-	return &Conn{c: c, nc: conn, dataTimeout: d.DataTimeout, Host: host, Dest: dest, TLS: tlsOn, LastUsed: time.Now()}, Result{Host: host}, false
+	return &Conn{c: c, nc: conn, dataTimeout: d.DataTimeout, clock: d.clock(), Host: host, Dest: dest, TLS: tlsOn, LastUsed: d.clock().Now()}, Result{Host: host}, false
 }
 
 // startTLS, after the greeting read from br, says EHLO and, when STARTTLS
@@ -256,9 +260,7 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 	}
 	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if dest.TLS == TLSRequired {
-		if dest.TLSConf != nil {
-			conf.RootCAs = dest.TLSConf.RootCAs
-		}
+		conf.RootCAs = dest.RootCAs
 	} else {
 		// RFC 7435: opportunistic security encrypts without authenticating;
 		// an unverifiable certificate is still better than plaintext.
@@ -345,11 +347,18 @@ func replyError(code int, text string) *smtp.SMTPError {
 
 func isControl(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }
 
+func (d *Dialer) clock() clock.Clock {
+	if d.Clock == nil {
+		return clock.Real
+	}
+	return d.Clock
+}
+
 func (d *Dialer) tlsBroken(host string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	m, ok := d.noTLS[host]
-	return ok && time.Now().Before(m.until)
+	return ok && d.clock().Now().Before(m.until)
 }
 
 func (d *Dialer) markTLSBroken(host string) {
@@ -360,7 +369,7 @@ func (d *Dialer) markTLSBroken(host string) {
 	}
 	m := d.noTLS[host]
 	m.fails++
-	m.until = time.Now().Add(min(noTLSMemory, noTLSFirst<<min(m.fails-1, 10)))
+	m.until = d.clock().Now().Add(min(noTLSMemory, noTLSFirst<<min(m.fails-1, 10)))
 	d.noTLS[host] = m
 }
 
@@ -379,7 +388,7 @@ func (c *Conn) Send(from, to string, parts ...[]byte) Result {
 	for _, p := range parts {
 		size += len(p)
 	}
-	c.LastUsed = time.Now()
+	c.LastUsed = c.clock.Now()
 	if c.dirty {
 		if err := c.c.Reset(); err != nil {
 			// Nothing of this message was sent: not an attempt.

@@ -1,21 +1,19 @@
-package gateway
+package delivery
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/clock"
 )
 
 // Resolver is the DNS the delivery engine needs. net.Resolver satisfies it
@@ -41,8 +39,8 @@ type Destination struct {
 	Port    int
 	MX      bool // Hosts came from MX records (used for provider matching)
 	TLS     TLSMode
-	TLSConf *tls.Config // roots for TLSRequired; nil means the system's
-	User    string      // smarthost AUTH, "" for none
+	RootCAs *x509.CertPool // verifies TLSRequired; nil means the system's
+	User    string         // smarthost AUTH, "" for none
 	Pass    string
 }
 
@@ -51,25 +49,28 @@ type permanentError struct{ error }
 
 func (e permanentError) Unwrap() error { return e.error }
 
-type route struct {
-	index   int // position in delivery.routes: part of every destination key
-	domains []string
-	mx      bool
-	host    string
-	port    int
-	tls     TLSMode
-	tlsConf *tls.Config
-	user    string
-	pass    string
+// Route says how mail for some recipient domains leaves: the first route
+// whose domains match wins ("*" matches every domain, ".example" a
+// suffix). The binary builds routes from the validated configuration.
+type Route struct {
+	Domains []string // lower case, no trailing dot
+	MX      bool     // look up the domain's MX hosts; else Host:Port
+	Host    string
+	Port    int
+	TLS     TLSMode
+	RootCAs *x509.CertPool // verifies TLSRequired; nil means the system's
+	User    string         // smarthost AUTH, "" for none
+	Pass    string
 }
 
-// Router maps recipient domains to destinations: the first configured route
-// whose domains match wins ("*" matches all, ".example" a suffix), and an MX
-// route asks the resolver. Answers are cached for a few minutes.
+// Router maps recipient domains to destinations: the first route whose
+// domains match wins, and an MX route asks the resolver. Answers are
+// cached for a few minutes.
 type Router struct {
-	routes   []route
+	routes   []Route
 	resolver Resolver
 	mxPort   int
+	clock    clock.Clock
 
 	mu       sync.Mutex
 	cache    map[string]cachedDest
@@ -89,70 +90,32 @@ type cachedDest struct {
 	expires time.Time
 }
 
-// NewRouter builds the routes; readSecret reads smarthost passwords.
-func NewRouter(cfg config.Delivery, resolver Resolver, readSecret func(file, env string) (string, error)) (*Router, error) {
-	r := &Router{resolver: resolver, mxPort: cfg.MXPort, cache: map[string]cachedDest{}, inflight: map[string]*resolveCall{}, ttl: 5 * time.Minute}
-	if r.mxPort == 0 {
-		r.mxPort = 25
+// NewRouter builds a router over routes, delivering MX routes to mxPort
+// (25 but in tests); clk times its cache (nil: the wall clock).
+func NewRouter(routes []Route, mxPort int, resolver Resolver, clk clock.Clock) *Router {
+	if clk == nil {
+		clk = clock.Real
 	}
-	for i, rc := range cfg.Routes {
-		rt := route{index: i, mx: rc.MX, tls: TLSMode(rc.TLS)}
-		if rt.tls == "" {
-			rt.tls = TLSOpportunistic
-		}
-		for _, d := range rc.Domains {
-			rt.domains = append(rt.domains, strings.ToLower(strings.TrimSuffix(d, ".")))
-		}
-		if rc.Host != "" {
-			h, p, err := net.SplitHostPort(rc.Host)
-			if err != nil {
-				return nil, fmt.Errorf("delivery.routes[%d].host: %w", i, err)
-			}
-			rt.host = h
-			if rt.port, err = strconv.Atoi(p); err != nil {
-				return nil, fmt.Errorf("delivery.routes[%d].host: bad port", i)
-			}
-		}
-		if rc.CAFile != "" {
-			pem, err := os.ReadFile(rc.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("delivery.routes[%d].ca_file: %w", i, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("delivery.routes[%d].ca_file: no certificates in %s", i, rc.CAFile)
-			}
-			rt.tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		}
-		if rc.Auth != nil {
-			rt.user = rc.Auth.Username
-			pass, err := readSecret(rc.Auth.PasswordFile, rc.Auth.PasswordEnv)
-			if err != nil {
-				return nil, fmt.Errorf("delivery.routes[%d].auth: %w", i, err)
-			}
-			rt.pass = pass
-		}
-		r.routes = append(r.routes, rt)
-	}
-	return r, nil
+	return &Router{routes: routes, resolver: resolver, mxPort: mxPort, clock: clk,
+		cache: map[string]cachedDest{}, inflight: map[string]*resolveCall{}, ttl: 5 * time.Minute}
 }
 
-func (r *Router) match(domain string) *route {
+func (r *Router) match(domain string) (int, *Route) {
 	for i := range r.routes {
-		for _, d := range r.routes[i].domains {
+		for _, d := range r.routes[i].Domains {
 			if d == "*" || d == domain || (strings.HasPrefix(d, ".") && strings.HasSuffix(domain, d)) {
-				return &r.routes[i]
+				return i, &r.routes[i]
 			}
 		}
 	}
-	return nil
+	return -1, nil
 }
 
 // Resolve returns the destination for a recipient domain. A permanentError
 // means the domain cannot receive mail at all. A wave of recipients at one
 // domain shares one lookup.
 func (r *Router) Resolve(ctx context.Context, domain string) (*Destination, error) {
-	now := time.Now()
+	now := r.clock.Now()
 	r.mu.Lock()
 	if c, ok := r.cache[domain]; ok && now.Before(c.expires) {
 		r.mu.Unlock()
@@ -187,18 +150,18 @@ func (r *Router) Resolve(ctx context.Context, domain string) (*Destination, erro
 }
 
 func (r *Router) resolve(ctx context.Context, domain string) (*Destination, error) {
-	rt := r.match(domain)
+	index, rt := r.match(domain)
 	if rt == nil {
 		return nil, permanentError{fmt.Errorf("no delivery route matches %s", domain)}
 	}
-	d := &Destination{TLS: rt.tls, TLSConf: rt.tlsConf, User: rt.user, Pass: rt.pass}
+	d := &Destination{TLS: rt.TLS, RootCAs: rt.RootCAs, User: rt.User, Pass: rt.Pass}
 	// Connections are shared by key; the route is part of it so that a
 	// connection made under one route's TLS and login never carries mail
 	// another route would send differently.
-	prefix := "route" + strconv.Itoa(rt.index) + "/"
-	if !rt.mx {
-		d.Hosts, d.Port = []string{rt.host}, rt.port
-		d.Key = prefix + "host:" + net.JoinHostPort(rt.host, strconv.Itoa(rt.port))
+	prefix := "route" + strconv.Itoa(index) + "/"
+	if !rt.MX {
+		d.Hosts, d.Port = []string{rt.Host}, rt.Port
+		d.Key = prefix + "host:" + net.JoinHostPort(rt.Host, strconv.Itoa(rt.Port))
 		return d, nil
 	}
 	d.MX, d.Port = true, r.mxPort

@@ -1,0 +1,185 @@
+package delivery
+
+import (
+	"time"
+
+	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/policy"
+)
+
+// connectionIdleTime is how long a worker keeps its connection open for
+// more mail after its lane runs dry (Postfix's connection cache keeps 2s):
+// long enough to ride out the gaps of a wave, short enough not to hog the
+// receiver. A connection idle longer than that is not reused either.
+const connectionIdleTime = 2 * time.Second
+
+// lane is the runtime side of a policy lane: ready items and workers. Each
+// worker holds one of the lane's connection slots (policy.Lane.AcquireConn)
+// for as long as it runs, and at most one connection.
+type lane struct {
+	q       *Queue
+	pl      *policy.Lane
+	ready   [2]destQueues // [0] transactional, [1] bulk
+	workers int
+	arrived chan struct{}  // closed and replaced when an item arrives
+	open    map[string]int // connections the workers hold, by destination key
+}
+
+func newLane(q *Queue, pl *policy.Lane) *lane {
+	l := &lane{q: q, pl: pl, arrived: make(chan struct{}), open: map[string]int{}}
+	l.ready[0].init()
+	l.ready[1].init()
+	return l
+}
+
+func classIndex(c config.Class) int {
+	if c == config.ClassTransactional {
+		return 0
+	}
+	return 1
+}
+
+func (l *lane) size() int { return l.ready[0].n + l.ready[1].n }
+
+// push makes an item ready and wakes idle workers. Called with q.mu held.
+func (l *lane) push(it *item) {
+	l.ready[classIndex(it.class)].push(it)
+	close(l.arrived)
+	l.arrived = make(chan struct{})
+}
+
+// pop takes the most urgent item, preferring the destination the worker
+// already has a connection to within that class. Called with q.mu held.
+func (l *lane) pop(preferKey string) *item {
+	for i := range l.ready {
+		if it := l.ready[i].pop(preferKey); it != nil {
+			return it
+		}
+	}
+	return nil
+}
+
+// takeDest removes every ready item bound for one destination. Called
+// with q.mu held.
+func (l *lane) takeDest(key string) []*item {
+	var out []*item
+	for i := range l.ready {
+		out = append(out, l.ready[i].take(key)...)
+	}
+	return out
+}
+
+// quit gives up a worker's place and its connection slot. Called with
+// q.mu held, so that a worker arriving item never finds the slot taken by
+// a worker that is gone.
+func (l *lane) quit() {
+	l.workers--
+	l.pl.ReleaseConn()
+}
+
+// awaitWork returns true when the lane has work for this worker. A worker
+// holding a connection waits up to connectionIdleTime for more before it
+// gives up its place; false means the worker has left the lane.
+func (l *lane) awaitWork(hasConn bool) bool {
+	q := l.q
+	var timer clock.Timer
+	for {
+		q.mu.Lock()
+		if q.ctx.Err() == nil && l.size() > 0 {
+			q.mu.Unlock()
+			return true
+		}
+		if q.ctx.Err() != nil || !hasConn {
+			l.quit()
+			q.mu.Unlock()
+			return false
+		}
+		arrived := l.arrived
+		q.mu.Unlock()
+		if timer == nil {
+			timer = q.clock.NewTimer(connectionIdleTime)
+			defer timer.Stop()
+		}
+		select {
+		case <-arrived:
+		case <-q.ctx.Done():
+		case <-timer.C():
+			hasConn = false // idle long enough: leave on the next check
+		}
+	}
+}
+
+// destQueues holds one class's ready items as a FIFO per destination, with
+// the destinations in round-robin order, so that a worker can keep its
+// connection busy while no destination starves.
+type destQueues struct {
+	byKey map[string]*fifo
+	order []string
+	next  int
+	n     int
+}
+
+type fifo struct {
+	items []*item
+	head  int
+}
+
+func (d *destQueues) init() { d.byKey = map[string]*fifo{} }
+
+func (d *destQueues) push(it *item) {
+	f := d.byKey[it.dest.Key]
+	if f == nil {
+		f = &fifo{}
+		d.byKey[it.dest.Key] = f
+		d.order = append(d.order, it.dest.Key)
+	}
+	f.items = append(f.items, it)
+	d.n++
+}
+
+// take removes and returns all items queued for key.
+func (d *destQueues) take(key string) []*item {
+	f := d.byKey[key]
+	if f == nil {
+		return nil
+	}
+	items := f.items[f.head:]
+	d.n -= len(items)
+	d.drop(key)
+	return items
+}
+
+func (d *destQueues) drop(key string) {
+	delete(d.byKey, key)
+	for i, k := range d.order {
+		if k == key {
+			d.order = append(d.order[:i], d.order[i+1:]...)
+			break
+		}
+	}
+}
+
+func (d *destQueues) pop(prefer string) *item {
+	if d.n == 0 {
+		return nil
+	}
+	key := prefer
+	if f := d.byKey[key]; f == nil {
+		d.next %= len(d.order)
+		key = d.order[d.next]
+		d.next++
+	}
+	f := d.byKey[key]
+	it := f.items[f.head]
+	f.items[f.head] = nil
+	f.head++
+	d.n--
+	if f.head == len(f.items) {
+		d.drop(key)
+	} else if f.head > 1024 && f.head*2 > len(f.items) {
+		f.items = append([]*item(nil), f.items[f.head:]...)
+		f.head = 0
+	}
+	return it
+}

@@ -1,0 +1,49 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestAuthRefusedDuringTransaction(t *testing.T) {
+	e := newEnv(t, envOptions{trusted: []string{"127.0.0.0/8"}})
+	r := e.raw()
+	r.cmd("MAIL FROM:<certificados@ca.example>", "250")
+	r.cmd("AUTH PLAIN "+b64("\x00app\x00"+testPassword), "503 5.5.1")
+	r.cmd("AUTH PLAIN !!!notbase64", "454") // go-smtp's own reply to bad base64
+	r.cmd("RSET", "250")
+	r.cmd("AUTH PLAIN "+b64("garbage-without-nuls"), "501 5.5.2")
+}
+
+// Shutdown does not wait for ever on an idle client: at the deadline its
+// session is closed.
+func TestShutdownClosesIdleSessions(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.raw() // connected, idle
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	e.server.Shutdown(ctx)
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := r.r.ReadString('\n')
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("the idle session is still open after shutdown (%v)", err)
+	}
+
+}
+
+func TestAuthThrottleCountsIPv6PerNetwork(t *testing.T) {
+	a := newAuthThrottle(time.Second)
+	now := time.Now()
+	a.failed(netip.MustParseAddr("2001:db8:1:2::1"), now)
+	if d := a.failed(netip.MustParseAddr("2001:db8:1:2:ffff::9"), now); d != 2*time.Second {
+		t.Fatalf("second failure from the same /64 paused %v, want 2s", d)
+	}
+	if d := a.failed(netip.MustParseAddr("2001:db8:1:3::1"), now); d != time.Second {
+		t.Fatalf("first failure from another /64 paused %v, want 1s", d)
+	}
+}

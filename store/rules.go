@@ -1,0 +1,109 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The rules below hold whatever the backend: each backend calls them
+// rather than write its own copy, and store/storetest holds every backend
+// to them.
+
+// Valid reports whether s is one of the link states of the contract.
+func (s LinkState) Valid() bool {
+	switch s {
+	case LinkPending, LinkEnabled, LinkUsed, LinkExpired, LinkRevoked:
+		return true
+	}
+	return false
+}
+
+// CheckEnqueue checks the arguments of Store.Enqueue: a message id, at
+// least one recipient, content indexes in range, recipients queued or
+// held, links pending or enabled with a use budget that is not negative.
+func CheckEnqueue(m Message, contents [][]byte, rcpts []NewRecipient) error {
+	if m.ID == "" {
+		return errors.New("enqueue: empty message id")
+	}
+	if len(rcpts) == 0 {
+		return fmt.Errorf("enqueue %s: no recipients", m.ID)
+	}
+	for i, r := range rcpts {
+		if r.Content < 0 || r.Content >= len(contents) {
+			return fmt.Errorf("enqueue %s: recipient %d refers to content %d of %d", m.ID, i, r.Content, len(contents))
+		}
+		if r.State != StateQueued && r.State != StateHeld {
+			return fmt.Errorf("enqueue %s: recipient %d has state %q, want queued or held", m.ID, i, r.State)
+		}
+		for j, l := range r.Links {
+			if l.State != LinkPending && l.State != LinkEnabled {
+				return fmt.Errorf("enqueue %s: link %d of recipient %d has state %q, want pending or enabled", m.ID, j, i, l.State)
+			}
+			if l.MaxUses < 0 {
+				return fmt.Errorf("enqueue %s: link %d of recipient %d has max uses %d", m.ID, j, i, l.MaxUses)
+			}
+		}
+	}
+	return nil
+}
+
+// Reasons a use is refused that are not a link state (LinkUse.Why).
+const (
+	WhyExpired = "expired"
+	WhyNoUses  = "no uses left"
+)
+
+// UseDecision is what one use of a link comes to.
+type UseDecision struct {
+	OK      bool   // a use was counted
+	Why     string // when refused: the link's state, WhyExpired or WhyNoUses
+	Changed bool   // the link was changed and must be written back
+}
+
+// DecideUse applies one use at now to l, the rules of Store.UseLink: a
+// link that could still be used (pending or enabled) but is past its expiry
+// becomes expired; an enabled one with uses left counts one, and becomes
+// used when that was its last. Links that are used, revoked or already
+// expired keep their state, so the helpdesk's word stands.
+func DecideUse(l *Link, now time.Time) UseDecision {
+	live := l.State == LinkPending || l.State == LinkEnabled
+	if live && !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt) {
+		l.State = LinkExpired
+		return UseDecision{Why: WhyExpired, Changed: true}
+	}
+	if l.State != LinkEnabled {
+		return UseDecision{Why: string(l.State)}
+	}
+	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
+		// Only an enabled link with its uses spent gets here: one that
+		// was moved back to enabled, which gives no uses back.
+		return UseDecision{Why: WhyNoUses}
+	}
+	l.Uses++
+	if l.MaxUses > 0 && l.Uses >= l.MaxUses {
+		l.State = LinkUsed
+	}
+	return UseDecision{OK: true, Changed: true}
+}
+
+// AddressKey is addr with its domain lower-cased, the form search by
+// address compares: the local part is exact (RFC 5321 2.4), the domain is
+// not case-sensitive.
+func AddressKey(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return addr
+	}
+	return addr[:i+1] + strings.ToLower(addr[i+1:])
+}
+
+// DomainOf is the lower-cased part after the last '@', or "" without one.
+func DomainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(addr[i+1:])
+}
