@@ -191,12 +191,13 @@ func TestStaleReusedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	dropped := make(chan struct{})
 	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		defer c.Close()
+		defer func() { c.Close(); close(dropped) }()
 		c.SetDeadline(time.Now().Add(10 * time.Second))
 		r := bufio.NewReader(c)
 		w := func(s string) { c.Write([]byte(s + "\r\n")) }
@@ -234,7 +235,7 @@ func TestStaleReusedConnection(t *testing.T) {
 	if r := c.Send("a@ca.example", "b@x.example", plainMsg); r.Code != 250 {
 		t.Fatalf("first send: %v", r)
 	}
-	time.Sleep(100 * time.Millisecond)
+	<-dropped
 	if r := c.Send("a@ca.example", "c@x.example", plainMsg); !r.Stale || !r.Network {
 		t.Fatalf("second send on a dropped connection: %+v, want stale", r)
 	}

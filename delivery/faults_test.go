@@ -170,6 +170,8 @@ func TestFiveXXGreetingTriesTheNextMXAndNeverBounces(t *testing.T) {
 }
 
 func TestDataWriteHasADeadline(t *testing.T) {
+	stalled := make(chan struct{}) // the receiver stalls until the test ends
+	defer close(stalled)
 	port, err := scriptedMX(t, "127.0.0.1", 0, func(c net.Conn) {
 		r := bufio.NewReader(c)
 		w := func(s string) { c.Write([]byte(s + "\r\n")) }
@@ -184,7 +186,7 @@ func TestDataWriteHasADeadline(t *testing.T) {
 				w("250 mx.example")
 			case strings.HasPrefix(u, "DATA"):
 				w("354 go ahead")
-				time.Sleep(20 * time.Second) // and read nothing more
+				<-stalled // and read nothing more
 				return
 			default:
 				w("250 ok")
@@ -214,31 +216,41 @@ func TestDataWriteHasADeadline(t *testing.T) {
 	}
 }
 
+// countingResolver counts MX lookups and holds each until release is
+// closed, so that concurrent resolutions meet one lookup in flight.
 type countingResolver struct {
 	StaticResolver
-	calls atomic.Int64
+	calls   atomic.Int64
+	release chan struct{}
 }
 
 func (c *countingResolver) LookupMX(ctx context.Context, d string) ([]*net.MX, error) {
 	c.calls.Add(1)
-	time.Sleep(50 * time.Millisecond)
+	<-c.release
 	return c.StaticResolver.LookupMX(ctx, d)
 }
 
 // A wave of recipients at one domain shares one MX lookup.
 func TestResolveSharesOneLookupPerDomain(t *testing.T) {
-	res := &countingResolver{StaticResolver: StaticResolver{MX: map[string][]string{"wave.example": {"mx.wave.example"}}}}
+	res := &countingResolver{StaticResolver: StaticResolver{MX: map[string][]string{"wave.example": {"mx.wave.example"}}},
+		release: make(chan struct{})}
 	r := NewRouter(mxEverywhere, 25, res, nil)
-	var wg sync.WaitGroup
+	var started, wg sync.WaitGroup
 	for i := 0; i < 200; i++ {
 		wg.Add(1)
+		started.Add(1)
 		go func() {
 			defer wg.Done()
+			started.Done()
 			if _, err := r.Resolve(context.Background(), "wave.example"); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
+	// Every resolution has started while the first lookup is held: the
+	// others wait for it, or find its answer cached.
+	started.Wait()
+	close(res.release)
 	wg.Wait()
 	if n := res.calls.Load(); n != 1 {
 		t.Fatalf("%d MX lookups for one domain, want 1", n)

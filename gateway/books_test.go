@@ -440,10 +440,9 @@ func TestBooksBalanceUnderFaults(t *testing.T) {
 	submitted := time.Since(start)
 
 	// A bounded wait for the queue to empty; what is left is judged below.
-	deadline := time.Now().Add(booksWait)
-	for b.queue.Len() > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), booksWait)
+	b.queue.WaitLen(ctx, 0)
+	cancel()
 	held, pending := b.queue.Len(), 0
 	b.store.Pending(context.Background(), func(store.Pending) error { pending++; return nil })
 	settled := time.Since(start)

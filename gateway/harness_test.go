@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +43,8 @@ type testEnv struct {
 	metrics  *metrics.Metrics
 	sims     map[string]*sim.Provider
 	txt      map[string][]string
-	tlsConf  *tls.Config        // client side: trusts the server's certificate
-	attempts chan store.Attempt // every attempt the queue recorded
+	tlsConf  *tls.Config // client side: trusts the server's certificate
+	attempts *attemptLog // every attempt the queue recorded
 	stopOnce bool
 }
 
@@ -153,7 +155,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.perIP > 0 {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
-	e.attempts = make(chan store.Attempt, 10000)
+	e.attempts = newAttemptLog()
 	parts := buildRelay(t, relaySpec{
 		dbPath: filepath.Join(e.dir, "certgate.db"), resolver: resolver, mxPort: mxPort,
 		providers: o.providers, retry: retry, timeout: 10 * time.Second,
@@ -161,7 +163,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 			Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,
 			DefaultClass: config.Class(o.defaultClass), Links: o.links}},
 		keys: keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
-		recorded: func(a store.Attempt) { e.attempts <- a },
+		recorded: e.attempts.add,
 		log:      testLog(""),
 	})
 	e.store, e.metrics, e.queue, e.relay, e.server = parts.store, parts.metrics, parts.queue, parts.relay, parts.server
@@ -292,14 +294,65 @@ func sample(t *testing.T, name string) []byte {
 	return b
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// attemptLog keeps every attempt the queue recorded, so that a test waits
+// for the one it needs rather than poll the store.
+type attemptLog struct {
+	mu      sync.Mutex
+	all     []store.Attempt
+	changed chan struct{}
+}
+
+func newAttemptLog() *attemptLog { return &attemptLog{changed: make(chan struct{})} }
+
+func (l *attemptLog) add(a store.Attempt) {
+	l.mu.Lock()
+	l.all = append(l.all, a)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// wait returns the attempts recorded so far once cond holds of them, or
+// fails the test after d.
+func (l *attemptLog) wait(t *testing.T, what string, d time.Duration, cond func([]store.Attempt) bool) []store.Attempt {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	timeout := time.After(d)
+	for {
+		l.mu.Lock()
+		all, changed := slices.Clone(l.all), l.changed
+		l.mu.Unlock()
+		if cond(all) {
+			return all
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s (%d attempts recorded)", what, len(all))
+		}
+	}
+}
+
+// waitFinal waits until every recipient of message id has a final
+// outcome recorded (delivered or bounced), and returns how many did.
+func (l *attemptLog) waitFinal(t *testing.T, id string, rcpts int) {
+	t.Helper()
+	l.wait(t, "message "+id+" delivered or bounced", 10*time.Second, func(all []store.Attempt) bool {
+		n := 0
+		for _, a := range all {
+			if a.MessageID == id && (a.State == store.StateDelivered || a.State == store.StateBounced) {
+				n++
+			}
+		}
+		return n >= rcpts
+	})
+}
+
+// waitDrained waits until the queue holds nothing.
+func waitDrained(t *testing.T, q *delivery.Queue) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.WaitLen(ctx, 0); err != nil {
+		t.Fatalf("the queue still holds %d recipients", q.Len())
 	}
 }

@@ -51,16 +51,21 @@ func TestGatedLinksPerCopyEnabledOnDelivery(t *testing.T) {
 		t.Fatal("two recipients share a token")
 	}
 	v := e.messageView(t, "ana@gmail.com")
-	waitFor(t, "links enabled on delivery", 5*time.Second, func() bool {
-		v, _ = e.store.Message(context.Background(), v.Message.ID)
-		n := 0
-		for _, l := range v.Links {
-			if l.State == store.LinkEnabled {
-				n++
-			}
+	// The links turn on in the transaction that records the delivery.
+	e.attempts.waitFinal(t, v.Message.ID, 2)
+	v, err := e.store.Message(context.Background(), v.Message.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enabled := 0
+	for _, l := range v.Links {
+		if l.State == store.LinkEnabled {
+			enabled++
 		}
-		return n == 2
-	})
+	}
+	if enabled != 2 {
+		t.Fatalf("%d of %d links enabled on delivery, want both", enabled, len(v.Links))
+	}
 	l, err := e.store.LinkByToken(context.Background(), quarantine.HashToken(tokens["ana@gmail.com"]))
 	if err != nil || l.URL != "https://descargas.ca.example/certificado/descargar?pedido=88412&clave=Zk3p9QwX" || l.MaxUses != 3 {
 		t.Fatalf("link for ana: %+v, %v", l, err)
@@ -121,7 +126,8 @@ func TestHeldMailWaitsForRelease(t *testing.T) {
 	if err != nil || len(msgs) != 1 {
 		t.Fatalf("search: %v, %v", msgs, err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Held mail never reaches the queue: it waits in the store alone.
+	waitDrained(t, e.queue)
 	if n := len(g.MessagesTo("held@gmail.com")); n != 0 {
 		t.Fatal("held mail was delivered before release")
 	}

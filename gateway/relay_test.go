@@ -179,7 +179,7 @@ func TestSubmitSignDeliverSamples(t *testing.T) {
 			t.Error("the issuer's Message-ID was not kept")
 		}
 	}
-	waitFor(t, "queue to drain", 5*time.Second, func() bool { return e.queue.Len() == 0 })
+	waitDrained(t, e.queue)
 	if n := e.queue.HeldBytes(); n != 0 {
 		t.Errorf("queue still holds %d bytes of delivered copies", n)
 	}
@@ -230,8 +230,8 @@ func TestOpenRelayRefusedWhateverTheAddress(t *testing.T) {
 		}
 	}
 	r.cmd("DATA", "5")
+	// Every refusal came before its reply: there is nothing to wait for.
 	r.cmd("QUIT", "221")
-	time.Sleep(100 * time.Millisecond)
 	if n := e.pendingCount(); n != 0 {
 		t.Fatalf("%d recipients queued from an unauthenticated client", n)
 	}
@@ -329,7 +329,7 @@ func TestSmugglingRefused(t *testing.T) {
 	if err := e.sims["google"].WaitFor(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	waitDrained(t, e.queue) // every attempt made
 	if n := e.sims["google"].Stats().Received; n != 1 {
 		t.Fatalf("%d messages delivered, want only the clean one", n)
 	}
@@ -428,12 +428,11 @@ func (e *testEnv) messageView(t *testing.T, rcpt string) *store.MessageView {
 	if id == "" {
 		t.Fatalf("no delivered message for %s", rcpt)
 	}
-	var v *store.MessageView
-	waitFor(t, "attempt recorded", 5*time.Second, func() bool {
-		var err error
-		v, err = e.store.Message(context.Background(), id)
-		return err == nil && (v.Recipients[0].State == store.StateDelivered || v.Recipients[0].State == store.StateBounced)
-	})
+	e.attempts.waitFinal(t, id, 1)
+	v, err := e.store.Message(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return v
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -58,16 +57,18 @@ type Server struct {
 	log      *slog.Logger
 	throttle *authThrottle
 
-	smtp    *smtp.Server
-	closing atomic.Bool
-	mu      sync.Mutex
-	conns   map[*clientConn]struct{} // open sessions, to close at the deadline
+	smtp        *smtp.Server
+	closing     chan struct{} // closed when Shutdown begins
+	closingOnce sync.Once
+	mu          sync.Mutex
+	conns       map[*clientConn]struct{} // open sessions, to close at the deadline
+	changed     chan struct{}            // closed and replaced when conns changes
 }
 
 // NewServer builds a submission server; Serve starts it on listeners.
 func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay),
-		conns: map[*clientConn]struct{}{}}
+		conns: map[*clientConn]struct{}{}, closing: make(chan struct{}), changed: make(chan struct{})}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS
@@ -91,7 +92,7 @@ func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.M
 func (s *Server) Serve(l net.Listener) error {
 	ll := &limitListener{Listener: l, max: s.cfg.MaxConnections, perIP: s.cfg.MaxConnectionsPerIP, per: map[netip.Addr]int{}, srv: s}
 	err := s.smtp.Serve(ll)
-	if errors.Is(err, smtp.ErrServerClosed) || s.closing.Load() {
+	if errors.Is(err, smtp.ErrServerClosed) || s.isClosing() {
 		return nil
 	}
 	return err
@@ -102,7 +103,7 @@ func (s *Server) Serve(l net.Listener) error {
 // sessions too, so those left at the deadline are closed: a transaction cut
 // there was never answered 250, so the client still holds its message.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closing.Store(true)
+	s.closingOnce.Do(func() { close(s.closing) })
 	err := s.smtp.Shutdown(ctx)
 	if err != nil {
 		// go-smtp's Close does nothing once Shutdown has begun.
@@ -113,6 +114,38 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	return err
+}
+
+// sessionsChanged wakes WaitSessions; called with s.mu held.
+func (s *Server) sessionsChanged() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// WaitSessions blocks until at most n sessions are open, or ctx ends.
+func (s *Server) WaitSessions(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		open, changed := len(s.conns), s.changed
+		s.mu.Unlock()
+		if open <= n {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Server) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
 }
 
 // limitListener enforces the total and per-address connection limits before
@@ -158,11 +191,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.mu.Unlock()
 			l.srv.mu.Lock()
 			delete(l.srv.conns, cc)
+			l.srv.sessionsChanged()
 			l.srv.mu.Unlock()
 			l.srv.metrics.SMTPConnections.Dec()
 		}
 		l.srv.mu.Lock()
 		l.srv.conns[cc] = struct{}{}
+		l.srv.sessionsChanged()
 		l.srv.mu.Unlock()
 		return cc, nil
 	}

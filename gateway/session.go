@@ -169,7 +169,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) mail(from string, opts *smtp.MailOptions) error {
-	if s.srv.closing.Load() {
+	if s.srv.isClosing() {
 		return errShuttingDown
 	}
 	// No open relay, ever: without AUTH only a trusted network may submit,

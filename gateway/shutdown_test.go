@@ -18,7 +18,7 @@ func TestShutdownRefusesMailAndHangsUp(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- e.server.Shutdown(ctx) }()
-	waitFor(t, "the server to close", 5*time.Second, e.server.closing.Load)
+	<-e.server.closing
 	r.cmd("MAIL FROM:<certificados@ca.example>", "421 4.3.2")
 	r.expectClosed(5 * time.Second)
 	r.c.Close()
