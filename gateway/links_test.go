@@ -21,7 +21,7 @@ var gateToken = regexp.MustCompile(`https://gate\.ca\.example/d/([A-Za-z0-9_-]{2
 
 func TestGatedLinksPerCopyEnabledOnDelivery(t *testing.T) {
 	e := newEnv(t, envOptions{links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
-		Enable: "on_delivery", TTL: config.Duration(72 * time.Hour), MaxUses: 3}})
+		Enable: config.LinksOnDelivery, TTL: config.Duration(72 * time.Hour), MaxUses: 3}})
 	c := e.client()
 	if err := e.send(c, "certificados@ca.example", []string{"ana@gmail.com", "luis@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestGatedLinksPerCopyEnabledOnDelivery(t *testing.T) {
 
 func TestGatedLinksWaitForRelease(t *testing.T) {
 	e := newEnv(t, envOptions{links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
-		Enable: "on_release", TTL: config.Duration(time.Hour), MaxUses: 1}})
+		Enable: config.LinksOnRelease, TTL: config.Duration(time.Hour), MaxUses: 1}})
 	c := e.client()
 	if err := e.send(c, "certificados@ca.example", []string{"ana@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
 		t.Fatal(err)
@@ -147,7 +147,7 @@ func TestHeldMailWaitsForRelease(t *testing.T) {
 
 func TestGatedCopiesAreBounded(t *testing.T) {
 	e := newEnv(t, envOptions{maxBytes: 8 << 20, maxRcpts: 200, links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"},
-		Enable: "immediately", TTL: config.Duration(time.Hour), MaxUses: 3}})
+		Enable: config.LinksImmediately, TTL: config.Duration(time.Hour), MaxUses: 3}})
 	c := e.client()
 	big := []byte("From: <certificados@ca.example>\r\nSubject: big\r\n\r\nhttps://descargas.ca.example/certificado/x\r\n" +
 		strings.Repeat(strings.Repeat("x", 76)+"\r\n", 14000)) // about 1 MB

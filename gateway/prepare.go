@@ -60,92 +60,30 @@ func alignmentError(format string, a ...any) error {
 }
 
 // Prepare checks a submission's header against its tenant, normalizes it
-// and signs it. What a relay downstream would rewrite (lines over 998
-// octets) is re-encoded first, so the signature survives the trip.
+// and signs it, once for every recipient or, with gated links, once per
+// copy. What a relay downstream would rewrite (lines over 998 octets) is
+// re-encoded first, so the signature survives the trip.
 func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time) (*Prepared, error) {
-	fixed, _, err := mimeedit.FixLongLines(data)
+	h, body, err := parseSubmission(data)
 	if err != nil {
-		return nil, mimeError(err)
-	}
-	hb, body, err := mimeedit.SplitHeader(fixed)
-	if err != nil {
-		return nil, mimeError(err)
-	}
-	h, err := mimeedit.ParseHeader(hb)
-	if err != nil {
-		return nil, mimeError(err)
-	}
-
-	// DMARC (RFC 7489 3.1.1, 6.6.1) is evaluated on the one From domain.
-	froms := h.Values("From")
-	if len(froms) != 1 {
-		return nil, alignmentError("The message must have exactly one From header (it has %d)", len(froms))
-	}
-	list, err := addressParser.ParseList(froms[0])
-	if err != nil || len(list) != 1 {
-		return nil, alignmentError("The From header must hold exactly one valid address")
-	}
-	fromAddr := list[0].Address
-	_, _, fromDomain, err := parseAddress(fromAddr)
-	if err != nil {
-		return nil, alignmentError("The From header address %q is not a plain address", fromAddr)
-	}
-	if !domainIn(fromDomain, env.Tenant.FromDomains) {
-		return nil, alignmentError("From domain %s is not one of the from_domains of tenant %s", fromDomain, env.Tenant.Name)
+		return nil, err
 	}
 	sg := p.signer.Load()
-	keys := sg.KeysFor(fromDomain)
-	if len(keys) == 0 {
-		return nil, alignmentError("No DKIM key aligned with From domain %s: the mail would fail DMARC", fromDomain)
+	from, keys, err := aligned(h, env.Tenant, sg)
+	if err != nil {
+		return nil, err
 	}
-
-	class := env.Tenant.DefaultClass
-	if v := h.Get(ClassHeader); v != "" {
-		c, ok := config.ParseClass(v)
-		if !ok {
-			return nil, newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", ClassHeader+" must be bulk or transactional")
-		}
-		class = c
+	class, state, err := controls(h, env.Tenant)
+	if err != nil {
+		return nil, err
 	}
-	state := store.StateQueued
-	hold := env.Tenant.Hold
-	if v := strings.ToLower(h.Get(HoldHeader)); v != "" {
-		switch v {
-		case "yes", "true", "1":
-			hold = true
-		case "no", "false", "0":
-		default:
-			return nil, newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", HoldHeader+" must be yes or no")
-		}
+	msgID := p.normalize(h, id, now)
+	msg := joinHeader(h.Bytes(), body)
+	out := &Prepared{
+		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: from,
+			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class),
+			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
 	}
-	if hold {
-		state = store.StateHeld
-	}
-	// certgate's own control fields never leave, and nobody may forge the
-	// tracking header. Bcc must not reach the recipients (RFC 5322 3.6.3).
-	h.DelFunc(func(name string) bool {
-		return strings.HasPrefix(strings.ToLower(name), "x-certgate-") || strings.EqualFold(name, "Bcc")
-	})
-	// RFC 6409 8.2, 8.3: a submission server may add Date and Message-ID.
-	if h.Count("Date") == 0 {
-		h.Add("Date", now.Format(time.RFC1123Z))
-	}
-	msgID := strings.Trim(h.Get("Message-ID"), "<> \t")
-	if msgID == "" {
-		msgID = id + "@" + p.hostname
-		h.Add("Message-ID", "<"+msgID+">")
-	}
-
-	hdr := h.Bytes()
-	if body == nil {
-		// All header and no empty line: legal (RFC 5322 3.5, the body is
-		// optional), but a message needs the empty line to end its header.
-		if !bytes.HasSuffix(hdr, []byte("\r\n")) {
-			hdr = append(hdr, "\r\n"...)
-		}
-		hdr = append(hdr, "\r\n"...)
-	}
-	msg := append(hdr, body...)
 	received := p.received(env, id, now)
 	seal := func(m []byte) ([]byte, error) {
 		sig, err := p.sign(sg, m, keys)
@@ -155,22 +93,15 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 		content := make([]byte, 0, len(received)+len(sig)+len(m))
 		return append(append(append(content, received...), sig...), m...), nil
 	}
-	out := &Prepared{
-		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: fromAddr,
-			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class),
-			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
-	}
-
 	// Gated links give every copy its own tokens, so its own body and
 	// signature; mail without them shares one of each.
-	if lp := env.Tenant.Links; lp.Rewriter != nil {
-		gated, err := p.gatedCopies(lp, msg, env.Rcpts, state, now, seal)
+	if lp := env.Tenant.Links; lp != nil {
+		contents, rcpts, err := gatedCopies(lp, msg, env.Rcpts, state, now, seal)
 		if err != nil {
 			return nil, err
 		}
-		if gated != nil {
-			out.Contents, out.Rcpts = gated.Contents, gated.Rcpts
-			out.Message.Size = int64(len(out.Contents[0]))
+		if contents != nil {
+			out.Contents, out.Rcpts, out.Message.Size = contents, rcpts, int64(len(contents[0]))
 			return out, nil
 		}
 	}
@@ -185,49 +116,141 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	return out, nil
 }
 
+// parseSubmission re-encodes long lines and splits the header from the
+// body; body is nil when the message is all header.
+func parseSubmission(data []byte) (*mimeedit.Header, []byte, error) {
+	fixed, _, err := mimeedit.FixLongLines(data)
+	if err != nil {
+		return nil, nil, mimeError(err)
+	}
+	hb, body, err := mimeedit.SplitHeader(fixed)
+	if err != nil {
+		return nil, nil, mimeError(err)
+	}
+	h, err := mimeedit.ParseHeader(hb)
+	if err != nil {
+		return nil, nil, mimeError(err)
+	}
+	return h, body, nil
+}
+
+// aligned checks that the message has one From address, in the tenant's
+// domains, with a DKIM key aligned with it: DMARC (RFC 7489 3.1.1, 6.6.1)
+// is evaluated on the one From domain.
+func aligned(h *mimeedit.Header, t *Tenant, sg *signer.Signer) (from string, keys []*signer.Key, err error) {
+	froms := h.Values("From")
+	if len(froms) != 1 {
+		return "", nil, alignmentError("The message must have exactly one From header (it has %d)", len(froms))
+	}
+	list, err := addressParser.ParseList(froms[0])
+	if err != nil || len(list) != 1 {
+		return "", nil, alignmentError("The From header must hold exactly one valid address")
+	}
+	from = list[0].Address
+	_, _, domain, err := parseAddress(from)
+	if err != nil {
+		return "", nil, alignmentError("The From header address %q is not a plain address", from)
+	}
+	if !domainIn(domain, t.FromDomains) {
+		return "", nil, alignmentError("From domain %s is not one of the from_domains of tenant %s", domain, t.Name)
+	}
+	if keys = sg.KeysFor(domain); len(keys) == 0 {
+		return "", nil, alignmentError("No DKIM key aligned with From domain %s: the mail would fail DMARC", domain)
+	}
+	return from, keys, nil
+}
+
+// controls reads the issuer's X-Certgate-Class and X-Certgate-Hold,
+// falling back to the tenant's defaults.
+func controls(h *mimeedit.Header, t *Tenant) (config.Class, store.State, error) {
+	class := t.DefaultClass
+	if v := h.Get(ClassHeader); v != "" {
+		c, ok := config.ParseClass(v)
+		if !ok {
+			return "", "", newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", ClassHeader+" must be bulk or transactional")
+		}
+		class = c
+	}
+	hold := t.Hold
+	switch v := strings.ToLower(h.Get(HoldHeader)); v {
+	case "":
+	case "yes", "true", "1":
+		hold = true
+	case "no", "false", "0":
+	default:
+		return "", "", newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", HoldHeader+" must be yes or no")
+	}
+	if hold {
+		return class, store.StateHeld, nil
+	}
+	return class, store.StateQueued, nil
+}
+
+// normalize removes what must not leave and adds what a submission may
+// lack; it returns the Message-ID, without angle brackets.
+func (p *Preparer) normalize(h *mimeedit.Header, id string, now time.Time) string {
+	// certgate's own control fields never leave, and nobody may forge the
+	// tracking header. Bcc must not reach the recipients (RFC 5322 3.6.3).
+	h.DelFunc(func(name string) bool {
+		return strings.HasPrefix(strings.ToLower(name), "x-certgate-") || strings.EqualFold(name, "Bcc")
+	})
+	// RFC 6409 8.2, 8.3: a submission server may add Date and Message-ID.
+	if h.Count("Date") == 0 {
+		h.Add("Date", now.Format(time.RFC1123Z))
+	}
+	msgID := strings.Trim(h.Get("Message-ID"), "<> \t")
+	if msgID == "" {
+		msgID = id + "@" + p.hostname
+		h.Add("Message-ID", "<"+msgID+">")
+	}
+	return msgID
+}
+
+// joinHeader puts the message back together. A message that is all header
+// and no empty line is legal (RFC 5322 3.5, the body is optional), but it
+// needs the empty line to end its header.
+func joinHeader(hdr, body []byte) []byte {
+	if body == nil {
+		if !bytes.HasSuffix(hdr, []byte("\r\n")) {
+			hdr = append(hdr, "\r\n"...)
+		}
+		hdr = append(hdr, "\r\n"...)
+	}
+	return append(hdr, body...)
+}
+
 // maxGatedExpansion bounds what one submission may grow to when every
 // recipient needs a copy of its own: all copies are held and spooled in one
 // transaction, so 500 recipients of a 25 MB message would be 12 GB.
 const maxGatedExpansion = 128 << 20
 
-// gatedCopies rewrites the gated links of every recipient's copy and signs
-// each; nil when the message has no gated link.
-func (p *Preparer) gatedCopies(lp LinkPolicy, msg []byte, rcpts []string, rcptState store.State, now time.Time, seal func([]byte) ([]byte, error)) (*Prepared, error) {
-	state := store.LinkPending // on_delivery and on_release
-	if lp.Enable == config.LinksImmediately {
-		state = store.LinkEnabled
-	}
-	out := &Prepared{}
+// gatedCopies gates the links of every recipient's copy and signs each;
+// nil contents when the message has no gated link.
+func gatedCopies(lp *quarantine.LinkPolicy, msg []byte, rcpts []string, state store.State, now time.Time,
+	seal func([]byte) ([]byte, error)) (contents [][]byte, out []store.NewRecipient, err error) {
 	for i, rcpt := range rcpts {
-		copyMsg, links, err := lp.Rewriter.Rewrite(msg)
+		copyMsg, links, err := lp.Gate(msg, now)
 		if err != nil {
-			return nil, mimeError(err)
+			return nil, nil, mimeError(err)
 		}
 		if len(links) == 0 {
-			return nil, nil // the same message for everyone: nothing gated
+			return nil, nil, nil // the same message for everyone: nothing gated
 		}
 		if i == 0 && len(copyMsg)*len(rcpts) > maxGatedExpansion {
-			return nil, newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf(
+			return nil, nil, newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf(
 				"With gated links every recipient gets a copy of its own: %d copies of %d KB exceed %d MB; send to fewer recipients at once",
 				len(rcpts), len(copyMsg)>>10, maxGatedExpansion>>20))
 		}
 		content, err := seal(copyMsg)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		nr := store.NewCopy(rcpt, rcptState, now)
-		nr.Content = i
-		for _, l := range links {
-			nl := store.NewLink{TokenHash: quarantine.HashToken(l.Token), URL: l.URL, State: state, MaxUses: lp.MaxUses}
-			if lp.TTL > 0 {
-				nl.ExpiresAt = now.Add(lp.TTL)
-			}
-			nr.Links = append(nr.Links, nl)
-		}
-		out.Contents = append(out.Contents, content)
-		out.Rcpts = append(out.Rcpts, nr)
+		nr := store.NewCopy(rcpt, state, now)
+		nr.Content, nr.Links = i, links
+		contents = append(contents, content)
+		out = append(out, nr)
 	}
-	return out, nil
+	return contents, out, nil
 }
 
 // SealDSN signs a DSN certgate generated when a key aligns with the

@@ -67,10 +67,9 @@ func FuzzPrepare(f *testing.F) {
 	p, lookup := fuzzPreparer(f)
 	domains := []string{"ca.example", "certs.example", "ac.example"}
 	plain := &Tenant{Name: "plain", FromDomains: domains, DefaultClass: config.ClassBulk}
-	gated := &Tenant{Name: "gated", FromDomains: domains, DefaultClass: config.ClassBulk, Links: LinkPolicy{
-		Rewriter: quarantine.NewRewriter([]string{"https://descargas.ca.example/", "https://www.certs.example/download/",
-			"https://emissao.ac.example/"}, "https://gate.ca.example"),
-		Enable: "on_delivery", TTL: time.Hour, MaxUses: 3}}
+	gated := &Tenant{Name: "gated", FromDomains: domains, DefaultClass: config.ClassBulk, Links: quarantine.NewLinkPolicy(config.Links{
+		Gate:   []string{"https://descargas.ca.example/", "https://www.certs.example/download/", "https://emissao.ac.example/"},
+		Enable: config.LinksOnDelivery, TTL: config.Duration(time.Hour), MaxUses: 3}, "https://gate.ca.example")}
 	now := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
 
 	f.Fuzz(func(t *testing.T, data []byte, mode uint8) {

@@ -22,16 +22,8 @@ type Tenant struct {
 	FromDomains  []string
 	DefaultClass config.Class
 	Networks     []netip.Prefix
-	Links        LinkPolicy
-	Hold         bool // every message waits for release
-}
-
-// LinkPolicy is how a tenant's download links are gated.
-type LinkPolicy struct {
-	Rewriter *quarantine.Rewriter // nil: the tenant gates no links
-	Enable   config.LinkEnable
-	TTL      time.Duration
-	MaxUses  int
+	Links        *quarantine.LinkPolicy // nil: no gated links
+	Hold         bool                   // every message waits for release
 }
 
 // Directory knows the tenants, their users and their trusted networks.
@@ -76,10 +68,7 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 		}
 		t.Networks = tc.Networks()
 		t.Hold = tc.Hold
-		if len(tc.Links.Gate) > 0 {
-			t.Links = LinkPolicy{Rewriter: quarantine.NewRewriter(tc.Links.Gate, publicURL), Enable: tc.Links.Enable,
-				TTL: tc.Links.TTL.D(), MaxUses: tc.Links.MaxUses}
-		}
+		t.Links = quarantine.NewLinkPolicy(tc.Links, publicURL)
 		for _, u := range tc.Users {
 			h, err := u.ReadPasswordHash()
 			if err != nil {
