@@ -71,7 +71,7 @@ var demoNonce = regexp.MustCompile(`name="n" value="([^"]+)"`)
 // demoGatedLink plays the portal, the recipient and the helpdesk: a mail
 // whose link waits for release, the pending page, the release through the
 // API, and the certificate fetched through the gate.
-func demoGatedLink(ctx context.Context, out func(string, ...any), smtpAddr, password, httpBase, token string, google *sim.Provider, ds *downloadServer) error {
+func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBase, token string, google *sim.Provider, ds *downloadServer) error {
 	const rcpt = "cliente.portal@gmail.com"
 	out("\ngated download link (tenant portal: links.enable on_release)")
 	c, err := smtp.DialStartTLS(smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the demo's own throwaway certificate
