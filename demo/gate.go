@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"context"
@@ -64,14 +64,14 @@ func portalMail(prefix, rcpt string) string {
 		"--b1--\r\n"
 }
 
-var demoGateURL = regexp.MustCompile(`http://[0-9.:]+/d/[A-Za-z0-9_-]{22}`)
-var demoHeading = regexp.MustCompile(`<h1>([^<]*)</h1>`)
-var demoNonce = regexp.MustCompile(`name="n" value="([^"]+)"`)
+var gateURLPattern = regexp.MustCompile(`http://[0-9.:]+/d/[A-Za-z0-9_-]{22}`)
+var headingPattern = regexp.MustCompile(`<h1>([^<]*)</h1>`)
+var noncePattern = regexp.MustCompile(`name="n" value="([^"]+)"`)
 
-// demoGatedLink plays the portal, the recipient and the helpdesk: a mail
+// gatedLink plays the portal, the recipient and the helpdesk: a mail
 // whose link waits for release, the pending page, the release through the
 // API, and the certificate fetched through the gate.
-func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBase, token string, google *sim.Provider, ds *downloadServer) error {
+func gatedLink(ctx context.Context, out printer, smtpAddr, password, httpBase, token string, google *sim.Provider, ds *downloadServer) error {
 	const rcpt = "cliente.portal@gmail.com"
 	out("\ngated download link (tenant portal: links.enable on_release)")
 	c, err := smtp.DialStartTLS(smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the demo's own throwaway certificate
@@ -89,7 +89,7 @@ func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBas
 	for deadline := time.Now().Add(30 * time.Second); gateURL == "" && time.Now().Before(deadline) && ctx.Err() == nil; {
 		for _, m := range google.MessagesTo(rcpt) {
 			mimeedit.Walk(m.Data, func(_ *mimeedit.Part, d []byte) error {
-				if u := demoGateURL.Find(d); u != nil {
+				if u := gateURLPattern.Find(d); u != nil {
 					gateURL = string(u)
 				}
 				return nil
@@ -123,7 +123,7 @@ func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBas
 		return resp, string(b)
 	}
 	heading := func(html string) string {
-		if m := demoHeading.FindStringSubmatch(html); m != nil {
+		if m := headingPattern.FindStringSubmatch(html); m != nil {
 			return m[1]
 		}
 		return "?"
@@ -132,7 +132,7 @@ func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBas
 	out("  recipient opens it (French browser):   %q", heading(html))
 
 	// The helpdesk finds the message by recipient and releases it.
-	id, err := demoFindMessage(httpBase, token, rcpt)
+	id, err := findMessage(httpBase, token, rcpt)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBas
 
 	_, html = page("GET", nil)
 	out("  recipient opens it again:               %q", heading(html))
-	nonce := demoNonce.FindStringSubmatch(html)
+	nonce := noncePattern.FindStringSubmatch(html)
 	if nonce == nil {
 		return fmt.Errorf("the released link's page has no button")
 	}
@@ -169,7 +169,7 @@ func demoGatedLink(ctx context.Context, out printer, smtpAddr, password, httpBas
 	return nil
 }
 
-func demoFindMessage(base, token, rcpt string) (string, error) {
+func findMessage(base, token, rcpt string) (string, error) {
 	req, _ := http.NewRequest("GET", base+"/api/v1/messages?recipient="+url.QueryEscape(rcpt), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
