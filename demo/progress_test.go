@@ -35,22 +35,25 @@ func startTestProviders(t *testing.T) []*sim.Provider {
 func deliverTo(t *testing.T, sims []*sim.Provider, rcpts ...string) {
 	t.Helper()
 	for _, r := range rcpts {
-		p := named(sims, providerOf(r))
-		n := p.Stats().Received
-		c, err := smtp.Dial(p.Addr()) // plaintext: the providers here offer no STARTTLS
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SendMail("no-reply@ca.example", []string{r}, strings.NewReader("Subject: x\r\n\r\nx\r\n")); err != nil {
-			t.Fatalf("delivering to %s: %v", r, err)
-		}
-		c.Quit()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err = p.WaitFor(ctx, n+1)
-		cancel()
-		if err != nil {
-			t.Fatalf("%s never stored the copy for %s: %v", p.Name(), r, err)
-		}
+		deliver(t, named(sims, providerOf(r)), r, "Subject: x\r\n\r\nx\r\n")
+	}
+}
+
+func deliver(t *testing.T, p *sim.Provider, rcpt, msg string) {
+	t.Helper()
+	n := p.Stats().Received
+	c, err := smtp.Dial(p.Addr()) // plaintext: the providers here offer no STARTTLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("no-reply@ca.example", []string{rcpt}, strings.NewReader(msg)); err != nil {
+		t.Fatalf("delivering to %s: %v", rcpt, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitFor(ctx, n+1); err != nil {
+		t.Fatalf("%s never stored the copy for %s: %v", p.Name(), rcpt, err)
 	}
 }
 
