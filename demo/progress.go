@@ -1,0 +1,68 @@
+package demo
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/sim"
+)
+
+// watchProgress prints a line a second until the wave is submitted and
+// every expected copy (the DSN too) has landed, for 3 minutes at most or
+// until ctx ends. The pace is real time: it is what the user watches.
+func watchProgress(ctx context.Context, out printer, started time.Time, submitted <-chan error, sub *submitter, w wave, sims []*sim.Provider, gw Gateway) error {
+	expected := expectedCopies(w)
+	deadline := time.Now().Add(3 * time.Minute)
+	allSubmitted := false
+	for {
+		select {
+		case err := <-submitted:
+			if err != nil {
+				return err
+			}
+			allSubmitted = true
+		default:
+		}
+		delivered, landed := deliveredSoFar(sims, expected)
+		out("  [%5.1fs] accepted %3d/%d  delivered: %s  queued: %d", time.Since(started).Seconds(), sub.count(), len(w.all()), delivered, gw.Queued())
+		if (allSubmitted && landed) || time.Now().After(deadline) || ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// expectedCopies counts the copies each provider should store: one per
+// recipient but the refused one, plus its DSN at the issuer's MX.
+func expectedCopies(w wave) map[string]int {
+	expected := map[string]int{}
+	for _, m := range w.all() {
+		for _, r := range m.rcpts {
+			if r != bounceAddress {
+				expected[providerOf(r)]++
+			}
+		}
+	}
+	expected["issuer"]++
+	return expected
+}
+
+// deliveredSoFar reads "google 24/122  microsoft 27/122 ..." off the
+// providers, and whether each has all it expects.
+func deliveredSoFar(sims []*sim.Provider, expected map[string]int) (string, bool) {
+	landed := true
+	var parts []string
+	for _, s := range sims {
+		n := s.Stats().Received
+		parts = append(parts, fmt.Sprintf("%s %d/%d", s.Name(), n, expected[s.Name()]))
+		if n < expected[s.Name()] {
+			landed = false
+		}
+	}
+	return strings.Join(parts, "  "), landed
+}

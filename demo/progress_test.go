@@ -1,0 +1,123 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/sim"
+)
+
+// fakeGateway stands in for certgate where only the queue length is read.
+type fakeGateway struct{ queued int }
+
+func (g fakeGateway) SMTPAddr() string     { return "127.0.0.1:1" }
+func (g fakeGateway) HTTPURL() string      { return "http://127.0.0.1:1" }
+func (g fakeGateway) Queued() int          { return g.queued }
+func (g fakeGateway) Stop(context.Context) {}
+
+func startTestProviders(t *testing.T) []*sim.Provider {
+	t.Helper()
+	sims, _, err := startProviders(nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeProviders(sims) })
+	return sims
+}
+
+// deliverTo stores one copy per recipient at its provider, as certgate
+// would, and waits until the provider has it.
+func deliverTo(t *testing.T, sims []*sim.Provider, rcpts ...string) {
+	t.Helper()
+	for _, r := range rcpts {
+		deliver(t, named(sims, providerOf(r)), r, "Subject: x\r\n\r\nx\r\n")
+	}
+}
+
+func deliver(t *testing.T, p *sim.Provider, rcpt, msg string) {
+	t.Helper()
+	n := p.Stats().Received
+	c, err := smtp.Dial(p.Addr()) // plaintext: the providers here offer no STARTTLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.SendMail("no-reply@ca.example", []string{rcpt}, strings.NewReader(msg)); err != nil {
+		t.Fatalf("delivering to %s: %v", rcpt, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitFor(ctx, n+1); err != nil {
+		t.Fatalf("%s never stored the copy for %s: %v", p.Name(), rcpt, err)
+	}
+}
+
+func TestDeliveredSoFar(t *testing.T) {
+	sims := startTestProviders(t)
+	expected := map[string]int{"google": 2, "microsoft": 1, "issuer": 1}
+	deliverTo(t, sims, "a@gmail.com", "b@outlook.com", "dsn@ca.example")
+	line, landed := deliveredSoFar(sims, expected)
+	if line != "google 1/2  microsoft 1/1  yahoo 0/0  issuer 1/1" || landed {
+		t.Errorf("so far %q, landed %v; want google 1/2 and not landed", line, landed)
+	}
+	deliverTo(t, sims, "c@empresa.example")
+	if line, landed = deliveredSoFar(sims, expected); !landed {
+		t.Errorf("so far %q: not landed", line)
+	}
+}
+
+// Once the wave is submitted and every copy has landed, one line is
+// printed and the watch ends without waiting for the next second.
+func TestWatchProgressEndsWhenEverythingLanded(t *testing.T) {
+	sims := startTestProviders(t)
+	w := testWave(t, 8, 0)
+	for _, m := range w.all() {
+		for _, r := range m.rcpts {
+			if r != bounceAddress {
+				deliverTo(t, sims, r)
+			}
+		}
+	}
+	deliverTo(t, sims, "dsn@ca.example")
+	submitted := make(chan error, 1)
+	submitted <- nil
+	var l lines
+	if err := watchProgress(context.Background(), l.out, time.Now(), submitted, newSubmitter("", ""), w, sims, fakeGateway{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(l.String(), "\n"); n != 1 || !strings.Contains(l.String(), "delivered: google 4/4  microsoft 3/3  yahoo 1/1  issuer 1/1  queued: 0") {
+		t.Errorf("printed %d lines:\n%s", n, l.String())
+	}
+}
+
+func TestWatchProgressFailsWithTheSubmission(t *testing.T) {
+	sims := startTestProviders(t)
+	w := testWave(t, 2, 0)
+	refused := errors.New("submitting: 535 authentication failed")
+	submitted := make(chan error, 1)
+	submitted <- refused
+	var l lines
+	if err := watchProgress(context.Background(), l.out, time.Now(), submitted, newSubmitter("", ""), w, sims, fakeGateway{}); !errors.Is(err, refused) {
+		t.Errorf("watch ended with %v; want the submission's error", err)
+	}
+}
+
+// Interrupting the demo ends the watch after the line it is printing.
+func TestWatchProgressStopsWithContext(t *testing.T) {
+	sims := startTestProviders(t)
+	w := testWave(t, 2, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var l lines
+	if err := watchProgress(ctx, l.out, time.Now(), make(chan error), newSubmitter("", ""), w, sims, fakeGateway{queued: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(l.String(), "accepted   0/2  delivered: google 0/2  microsoft 0/0  yahoo 0/0  issuer 0/1  queued: 2") {
+		t.Errorf("printed:\n%s", l.String())
+	}
+}

@@ -1,0 +1,90 @@
+package demo
+
+import (
+	"embed"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/certgate/certgate/mimeedit"
+)
+
+//go:embed mail/*.eml
+var sampleMail embed.FS
+
+// message is one submission of the demo wave.
+type message struct {
+	from  string
+	rcpts []string
+	data  []byte
+}
+
+// wave is what the demo submits: bulk mail, then urgent mail behind it.
+type wave struct {
+	bulk, urgent []message
+}
+
+func (w wave) all() []message { return append(slices.Clip(w.bulk), w.urgent...) }
+
+// newWave builds bulk mails from the sample certificate mails, addressed
+// round-robin to the simulated providers, plus urgent token mails.
+func newWave(bulk, urgent int) (wave, error) {
+	names, _ := sampleMail.ReadDir("mail")
+	var bulkTemplates [][]byte
+	var tokenTemplate []byte
+	for _, n := range names {
+		b, err := sampleMail.ReadFile("mail/" + n.Name())
+		if err != nil {
+			return wave{}, err
+		}
+		if strings.Contains(n.Name(), "token") {
+			tokenTemplate = b
+		} else {
+			bulkTemplates = append(bulkTemplates, b)
+		}
+	}
+	domains := []string{"gmail.com", "empresa.example", "outlook.com", "contoso.example", "yahoo.com"}
+	var w wave
+	for i := 0; i < bulk; i++ {
+		rcpt := fmt.Sprintf("cliente%04d@%s", i, domains[i%len(domains)])
+		rcpts := []string{rcpt}
+		if i == 7 {
+			rcpts = append(rcpts, bounceAddress)
+		}
+		m, err := readdress(bulkTemplates[i%len(bulkTemplates)], rcpts)
+		if err != nil {
+			return wave{}, err
+		}
+		w.bulk = append(w.bulk, m)
+	}
+	for i := 0; i < urgent; i++ {
+		m, err := readdress(tokenTemplate, []string{fmt.Sprintf("token%02d@%s", i, domains[i%len(domains)])})
+		if err != nil {
+			return wave{}, err
+		}
+		w.urgent = append(w.urgent, m)
+	}
+	return w, nil
+}
+
+// readdress sets To to the demo recipients and drops the sample's
+// Message-ID so certgate gives each copy its own.
+func readdress(tmpl []byte, rcpts []string) (message, error) {
+	hb, body, err := mimeedit.SplitHeader(tmpl)
+	if err != nil {
+		return message{}, err
+	}
+	h, err := mimeedit.ParseHeader(hb)
+	if err != nil {
+		return message{}, err
+	}
+	from := h.Get("From")
+	if i := strings.LastIndexByte(from, '<'); i >= 0 {
+		from = strings.Trim(from[i:], "<> ")
+	}
+	h.Del("To")
+	h.Del("Cc")
+	h.Del("Message-ID")
+	h.Add("To", strings.Join(rcpts, ", "))
+	return message{from: from, rcpts: rcpts, data: append(h.Bytes(), body...)}, nil
+}
