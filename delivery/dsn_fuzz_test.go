@@ -23,7 +23,8 @@ const dsnSecret = "MIIB-BODY-SECRET-7f3a"
 // multipart/report of exactly its three parts; and it never quotes the
 // original's body.
 func FuzzBuildDSN(f *testing.F) {
-	for _, m := range sim.SampleMails() {
+	for _, sm := range sim.SampleMails() {
+		m := sm.Data
 		hdr, _, _ := mimeedit.SplitHeader(m)
 		f.Add("550 5.1.1 <juan@empresa.example>: Recipient address rejected: User unknown in virtual mailbox table", bytes.TrimSuffix(hdr, []byte("\r\n")))
 	}

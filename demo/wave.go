@@ -1,16 +1,13 @@
 package demo
 
 import (
-	"embed"
 	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/sim"
 )
-
-//go:embed mail/*.eml
-var sampleMail embed.FS
 
 // message is one submission of the demo wave.
 type message struct {
@@ -29,18 +26,13 @@ func (w wave) all() []message { return append(slices.Clip(w.bulk), w.urgent...) 
 // newWave builds bulk mails from the sample certificate mails, addressed
 // round-robin to the simulated providers, plus urgent token mails.
 func newWave(bulk, urgent int) (wave, error) {
-	names, _ := sampleMail.ReadDir("mail")
 	var bulkTemplates [][]byte
 	var tokenTemplate []byte
-	for _, n := range names {
-		b, err := sampleMail.ReadFile("mail/" + n.Name())
-		if err != nil {
-			return wave{}, err
-		}
-		if strings.Contains(n.Name(), "token") {
-			tokenTemplate = b
+	for _, m := range sim.SampleMails() {
+		if strings.Contains(m.Name, "token") {
+			tokenTemplate = m.Data
 		} else {
-			bulkTemplates = append(bulkTemplates, b)
+			bulkTemplates = append(bulkTemplates, m.Data)
 		}
 	}
 	domains := []string{"gmail.com", "empresa.example", "outlook.com", "contoso.example", "yahoo.com"}

@@ -56,7 +56,8 @@ func fuzzPreparer(tb testing.TB) (*Preparer, func(domain string) ([]string, erro
 // the per-recipient tracking field in front. A message that needed no
 // change keeps its body byte for byte.
 func FuzzPrepare(f *testing.F) {
-	for _, m := range sim.SampleMails() {
+	for _, sm := range sim.SampleMails() {
+		m := sm.Data
 		f.Add(m, uint8(0))
 		f.Add(m, uint8(3))
 	}

@@ -3,7 +3,6 @@ package mimeedit
 import (
 	"bytes"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/certgate/certgate/sim"
@@ -18,10 +17,9 @@ type sample struct {
 func samples(tb testing.TB) []sample {
 	tb.Helper()
 	var out []sample
-	for name, b := range sim.SampleMails() {
-		out = append(out, sample{name, b})
+	for _, m := range sim.SampleMails() {
+		out = append(out, sample{m.Name, m.Data})
 	}
-	slices.SortFunc(out, func(a, b sample) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 

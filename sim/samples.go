@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"embed"
 	"io/fs"
-	"sort"
 	"strconv"
 )
 
@@ -19,14 +18,19 @@ var sampleFS embed.FS
 // SampleMail returns one sample mail by file name (01-es-download-link-qp.eml).
 func SampleMail(name string) ([]byte, error) { return sampleFS.ReadFile("mail/" + name) }
 
-// SampleMails returns every sample mail by file name.
-func SampleMails() map[string][]byte {
-	out := map[string][]byte{}
-	names, _ := fs.Glob(sampleFS, "mail/*.eml")
-	sort.Strings(names)
+// Sample is one sample mail and its file name.
+type Sample struct {
+	Name string
+	Data []byte
+}
+
+// SampleMails returns every sample mail, in file name order.
+func SampleMails() []Sample {
+	names, _ := fs.Glob(sampleFS, "mail/*.eml") // sorted
+	out := make([]Sample, 0, len(names))
 	for _, n := range names {
 		b, _ := sampleFS.ReadFile(n)
-		out[n[len("mail/"):]] = b
+		out = append(out, Sample{Name: n[len("mail/"):], Data: b})
 	}
 	return out
 }

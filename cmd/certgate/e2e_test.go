@@ -396,7 +396,7 @@ func e2eIsDigits(s string) bool {
 	return true
 }
 
-// e2eSample is one of the sample certificate mails in demomail/.
+// e2eSample is one of the sample certificate mails in sim/mail/.
 type e2eSample struct {
 	Name      string
 	Path      string   // absolute
@@ -408,9 +408,9 @@ type e2eSample struct {
 
 func e2eSamples(t testing.TB) []e2eSample {
 	t.Helper()
-	paths, err := filepath.Glob("demomail/*.eml")
+	paths, err := filepath.Glob("../../sim/mail/*.eml")
 	if err != nil || len(paths) == 0 {
-		t.Fatalf("no sample mails in demomail/ (%v)", err)
+		t.Fatalf("no sample mails in sim/mail/ (%v)", err)
 	}
 	sort.Strings(paths)
 	var out []e2eSample

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,14 +31,13 @@ type sample struct {
 func samples(tb testing.TB) []sample {
 	tb.Helper()
 	var out []sample
-	for name, b := range sim.SampleMails() {
-		b, _, err := mimeedit.FixLongLines(b)
+	for _, m := range sim.SampleMails() {
+		b, _, err := mimeedit.FixLongLines(m.Data)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		out = append(out, sample{name, b})
+		out = append(out, sample{m.Name, b})
 	}
-	slices.SortFunc(out, func(a, b sample) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 
