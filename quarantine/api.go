@@ -10,39 +10,35 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 )
-
-// Requeuer takes released recipients back into delivery (the gateway's
-// queue).
-type Requeuer interface {
-	Add(ps ...store.Pending)
-}
 
 // Guard wraps a handler so that only a token holding scope reaches it; the
 // router provides it.
 type Guard func(scope config.Scope, h http.Handler) http.Handler
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
-// became of it, release it, revoke its links. Every call that changes
-// something is recorded on the message with who asked and from where.
+// became of it, release it, revoke its links. Changes go through the desk,
+// which records who asked.
 type API struct {
-	store   store.Store
-	queue   Requeuer
-	actor   func(*http.Request) (name string, scope config.Scope) // the caller's token, from the guard
-	metrics *metrics.Metrics
-	log     *slog.Logger
-	now     func() time.Time
+	store Reader
+	desk  *Desk
+	actor func(*http.Request) (name string, scope config.Scope) // the caller's token, from the guard
+	log   *slog.Logger
+}
+
+// Reader is what the API reads from the store itself.
+type Reader interface {
+	Message(ctx context.Context, id string) (*store.MessageView, error)
+	Search(ctx context.Context, q store.Query) ([]store.Message, error)
 }
 
 // NewAPI builds the API; actor names the authenticated caller of a request.
-func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name string, scope config.Scope), m *metrics.Metrics, log *slog.Logger) *API {
-	return &API{store: st, queue: q, actor: actor, metrics: m, log: log, now: time.Now}
+func NewAPI(st Reader, desk *Desk, actor func(*http.Request) (name string, scope config.Scope), log *slog.Logger) *API {
+	return &API{store: st, desk: desk, actor: actor, log: log}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -76,10 +72,11 @@ func (a *API) Register(mux *http.ServeMux, guard Guard) {
 	})
 }
 
-// who is the audit trail's actor: "api:<token>@<client address>".
-func (a *API) who(r *http.Request) string {
-	name, _ := a.actor(r)
-	return "api:" + name + "@" + r.RemoteAddr
+// who is the audit trail's actor, "api:<token>@<client address>", and the
+// scope the request used.
+func (a *API) who(r *http.Request) Actor {
+	name, scope := a.actor(r)
+	return Actor{Name: "api:" + name + "@" + r.RemoteAddr, Scope: scope}
 }
 
 func (a *API) message(w http.ResponseWriter, r *http.Request) {
@@ -223,20 +220,10 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
-	detail := "released"
-	if reason != "" {
-		detail += ": " + oneLine(reason, 200)
-	}
-	pend, err := a.store.Release(r.Context(), id, a.now(), a.who(r), detail)
+	pend, err := a.desk.Release(r.Context(), id, a.who(r), reason)
 	if err != nil {
 		return releaseResult{}, err
 	}
-	a.queue.Add(pend...)
-	if len(pend) > 0 {
-		a.metrics.Held.WithLabelValues(pend[0].Tenant).Dec()
-	}
-	_, scope := a.actor(r)
-	a.metrics.Releases.WithLabelValues(string(scope)).Inc()
 	res := releaseResult{ID: id, Requeued: []string{}}
 	for _, p := range pend {
 		res.Requeued = append(res.Requeued, p.Address)
@@ -254,63 +241,17 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	var rcptID int64
-	if body.Recipient != "" {
-		v, err := a.store.Message(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) {
-			WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-			return
-		} else if err != nil {
-			a.internal(w, "reading message", err)
-			return
-		}
-		for _, rc := range v.Recipients {
-			if strings.EqualFold(rc.Address, body.Recipient) {
-				rcptID = rc.ID
-			}
-		}
-		if rcptID == 0 {
-			WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
-			return
-		}
-	}
-	detail := "revoked"
-	if body.Reason != "" {
-		detail += ": " + oneLine(body.Reason, 200)
-	}
-	n, err := a.store.SetLinkState(r.Context(), id, rcptID, nil, store.LinkRevoked, a.who(r), detail)
-	if errors.Is(err, store.ErrNotFound) {
+	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, a.who(r), body.Reason)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-		return
-	}
-	if err != nil {
+	case errors.Is(err, ErrNoRecipient):
+		WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
+	case err != nil:
 		a.internal(w, "revoking", err)
-		return
+	default:
+		WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
-}
-
-// CountHeld sets the held-messages gauge from the store, at start.
-func CountHeld(ctx context.Context, st store.Store, m *metrics.Metrics) error {
-	counts := map[string]int{}
-	after := ""
-	for {
-		page, err := st.Search(ctx, store.Query{State: store.StateHeld, After: after, Limit: 500})
-		if err != nil {
-			return err
-		}
-		for _, msg := range page {
-			counts[msg.Tenant]++
-		}
-		if len(page) < 500 {
-			break
-		}
-		after = page[len(page)-1].ID
-	}
-	for tenant, n := range counts {
-		m.Held.WithLabelValues(tenant).Set(float64(n))
-	}
-	return nil
 }
 
 func (a *API) internal(w http.ResponseWriter, what string, err error) {
@@ -330,14 +271,6 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
-}
-
-func oneLine(s string, max int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		s = s[:max]
-	}
-	return s
 }
 
 type apiSummary struct {

@@ -8,54 +8,33 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
-	"github.com/certgate/certgate/store/sqlite"
 )
 
-// requeued records what the API hands back to delivery.
-type requeued struct {
-	mu sync.Mutex
-	ps []store.Pending
-}
-
-func (r *requeued) Add(ps ...store.Pending) {
-	r.mu.Lock()
-	r.ps = append(r.ps, ps...)
-	r.mu.Unlock()
-}
-
 type apiEnv struct {
-	api *API
-	t   *testing.T
-	st  store.Store
-	srv *httptest.Server
-	q   *requeued
+	desk *Desk
+	m    *metrics.Metrics
+	t    *testing.T
+	st   store.Store
+	srv  *httptest.Server
+	q    *requeued
 }
 
 func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	q := &requeued{}
-	api := NewAPI(st, q, func(*http.Request) (string, config.Scope) { return "helpdesk", config.ScopeRelease }, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	desk, st, q, m := newTestDesk(t)
+	api := NewAPI(st, desk, func(*http.Request) (string, config.Scope) { return "helpdesk", config.ScopeRelease }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
 	api.Register(mux, func(_ config.Scope, h http.Handler) http.Handler { return h }) // scopes are the router's (cmd/certgate tests)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &apiEnv{api: api, t: t, st: st, srv: srv, q: q}
+	return &apiEnv{desk: desk, m: m, t: t, st: st, srv: srv, q: q}
 }
 
 // enqueue stores a message at minute i of the day with one recipient.
@@ -214,22 +193,16 @@ func TestHeldGaugeCountsAtStartAndFallsOnRelease(t *testing.T) {
 	id := e.enqueue(1, "a@empresa.example", store.StateHeld, store.LinkPending)
 	e.enqueue(2, "b@empresa.example", store.StateHeld, store.LinkPending)
 	e.enqueue(3, "c@empresa.example", store.StateQueued, store.LinkPending)
-	m := e.api.metrics
-	if err := CountHeld(context.Background(), e.st, m); err != nil {
+	m := e.m
+	if err := e.desk.CountHeld(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 2 {
+	if got := metricValue(m.Held.WithLabelValues("issuer")); got != 2 {
 		t.Fatalf("held at start: %v, want 2", got)
 	}
 	e.call("POST", "/api/v1/messages/"+id+"/release", "", &map[string]any{})
 	e.call("POST", "/api/v1/messages/"+id+"/release", "", nil) // nothing left to release: no change
-	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 1 {
+	if got := metricValue(m.Held.WithLabelValues("issuer")); got != 1 {
 		t.Fatalf("held after a release: %v, want 1", got)
 	}
-}
-
-func gaugeValue(g interface{ Write(*dto.Metric) error }) float64 {
-	var m dto.Metric
-	g.Write(&m)
-	return m.GetGauge().GetValue()
 }

@@ -58,7 +58,7 @@ func loadOpenAPI(t *testing.T) openAPIDoc {
 // Every route is described, with its scope, and nothing else is.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	d := loadOpenAPI(t)
-	api := NewAPI(nil, nil, nil, nil, nil)
+	api := NewAPI(nil, nil, nil, nil)
 	documented := map[string]openAPIOp{}
 	for path, ops := range d.Paths {
 		for method, op := range ops {

@@ -32,6 +32,7 @@ type daemon struct {
 	queue   *gateway.Queue
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
+	desk    *quarantine.Desk
 	hooks   *quarantine.Dispatcher
 	smtp    *gateway.Server
 	http    *http.Server
@@ -127,6 +128,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		gopts.Key = []byte(key)
 	}
 	d.gate = quarantine.NewGate(st, gopts, d.metrics, log)
+	d.desk = quarantine.NewDesk(st, d.queue, d.metrics)
 	hooks, err := quarantine.WebhookEndpoints(cfg.Webhooks)
 	if err == nil {
 		d.hooks, err = quarantine.NewDispatcher(st, hooks, quarantine.WebhookOptions{}, log)
@@ -159,7 +161,7 @@ func (d *daemon) start(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
 	}
 	d.httpAddr = hl.Addr()
-	if err := quarantine.CountHeld(ctx, d.store, d.metrics); err != nil {
+	if err := d.desk.CountHeld(ctx); err != nil {
 		closeAll(append(ls, hl))
 		return err
 	}

@@ -148,7 +148,7 @@ func newRouter(d *daemon, tokens []apiToken) http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 		}
 	})
-	quarantine.NewAPI(d.store, d.queue, caller, d.metrics, d.log).Register(mux, func(scope config.Scope, h http.Handler) http.Handler {
+	quarantine.NewAPI(d.store, d.desk, caller, d.log).Register(mux, func(scope config.Scope, h http.Handler) http.Handler {
 		return requireScope(tokens, scope, h)
 	})
 	// The download gate is public: the token in the path is the credential.
