@@ -21,6 +21,7 @@ import (
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
+	"github.com/certgate/certgate/webhook"
 )
 
 // daemon is one running certgate: store, queue, SMTP and HTTP.
@@ -33,7 +34,7 @@ type daemon struct {
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
 	desk    *quarantine.Desk
-	hooks   *quarantine.Dispatcher
+	hooks   *webhook.Dispatcher
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -129,14 +130,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	d.gate = quarantine.NewGate(st, gopts, d.metrics, log)
 	d.desk = quarantine.NewDesk(st, d.queue, d.metrics)
-	hooks, err := quarantine.WebhookEndpoints(cfg.Webhooks)
-	if err == nil {
-		d.hooks, err = quarantine.NewDispatcher(st, hooks, quarantine.WebhookOptions{}, log)
-	}
+	hooks, err := webhook.Endpoints(cfg.Webhooks)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
+	d.hooks = webhook.New(st, hooks, webhook.Options{}, log)
 	d.http = &http.Server{Handler: clientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
