@@ -55,20 +55,14 @@ func deskEnqueue(t *testing.T, st store.Store, id string, state store.State, rcp
 	}
 }
 
-func TestDeskReleaseQueuesHeldCopiesAndCounts(t *testing.T) {
+func TestDeskReleaseQueuesHeldCopies(t *testing.T) {
 	ctx := context.Background()
 	d, st, q, m := newTestDesk(t)
 	deskEnqueue(t, st, "068w3qk2v0yzj7a5c1m9rt4xh1", store.StateHeld, "ana@empresa.example", "luis@empresa.example")
-	if err := d.CountHeld(ctx); err != nil {
-		t.Fatal(err)
-	}
 	admin := Actor{Name: "api:ops@192.0.2.9:4000", Scope: config.ScopeAdmin}
 	pend, err := d.Release(ctx, "068w3qk2v0yzj7a5c1m9rt4xh1", admin, "  ticket\n4711  ")
 	if err != nil || len(pend) != 2 || len(q.ps) != 2 {
 		t.Fatalf("Release = %v, %v; queue got %d", pend, err, len(q.ps))
-	}
-	if got := metricValue(m.Held.WithLabelValues("issuer")); got != 0 {
-		t.Errorf("held after release: %v, want 0", got)
 	}
 	if got := metricValue(m.Releases.WithLabelValues("admin")); got != 1 {
 		t.Errorf("releases by admin: %v, want 1", got)
@@ -84,8 +78,37 @@ func TestDeskReleaseQueuesHeldCopiesAndCounts(t *testing.T) {
 	if !found {
 		t.Errorf("no released event by %s with the reason on one line: %+v", admin.Name, v.Events)
 	}
+	if pend, err := d.Release(ctx, "068w3qk2v0yzj7a5c1m9rt4xh1", admin, ""); err != nil || len(pend) != 0 || len(q.ps) != 2 {
+		t.Errorf("second Release = %v, %v; queue got %d, want still 2", pend, err, len(q.ps))
+	}
 	if _, err := d.Release(ctx, "nope", admin, ""); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Release of an unknown message = %v", err)
+	}
+}
+
+// TestHeldGaugeCountsAtStartAndFallsOnRelease: the gauge counts held
+// messages at start, falls by one per message released, and a second
+// release of the same message changes nothing.
+func TestHeldGaugeCountsAtStartAndFallsOnRelease(t *testing.T) {
+	ctx := context.Background()
+	d, st, _, m := newTestDesk(t)
+	deskEnqueue(t, st, "068w3qk2v0yzj7a5c1m9rt4xj1", store.StateHeld, "a@empresa.example")
+	deskEnqueue(t, st, "068w3qk2v0yzj7a5c1m9rt4xj2", store.StateHeld, "b@empresa.example")
+	deskEnqueue(t, st, "068w3qk2v0yzj7a5c1m9rt4xj3", store.StateQueued, "c@empresa.example")
+	if err := d.CountHeld(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(m.Held.WithLabelValues("issuer")); got != 2 {
+		t.Fatalf("held at start: %v, want 2", got)
+	}
+	by := Actor{Name: "api:helpdesk@192.0.2.9:4000", Scope: config.ScopeRelease}
+	for range 2 { // the second has nothing left to release: no change
+		if _, err := d.Release(ctx, "068w3qk2v0yzj7a5c1m9rt4xj1", by, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := metricValue(m.Held.WithLabelValues("issuer")); got != 1 {
+		t.Fatalf("held after a release: %v, want 1", got)
 	}
 }
 

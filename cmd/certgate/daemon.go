@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/gateway/signer"
@@ -114,7 +115,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
 	}, dir, relay, d.metrics, log)
 
-	tokens, err := loadTokens(cfg.API.Tokens)
+	tokens, err := api.LoadTokens(cfg.API.Tokens)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -136,7 +137,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return nil, err
 	}
 	d.hooks = webhook.New(st, hooks, webhook.Options{}, log)
-	d.http = &http.Server{Handler: clientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
+	d.http = &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
 }

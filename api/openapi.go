@@ -1,4 +1,4 @@
-package quarantine
+package api
 
 import _ "embed"
 

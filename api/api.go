@@ -1,4 +1,4 @@
-package quarantine
+package api
 
 import (
 	"context"
@@ -13,33 +13,37 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 )
 
-// Guard wraps a handler so that only a token holding scope reaches it; the
-// router provides it.
-type Guard func(scope config.Scope, h http.Handler) http.Handler
-
-// API is the helpdesk's and the issuer's JSON API: find mail, see what
-// became of it, release it, revoke its links. Changes go through the desk,
-// which records who asked.
-type API struct {
-	store Reader
-	desk  *Desk
-	actor func(*http.Request) (name string, scope config.Scope) // the caller's token, from the guard
-	log   *slog.Logger
-}
-
-// Reader is what the API reads from the store itself.
+// Reader is what the API reads from the store itself; changes go through
+// the desk.
 type Reader interface {
 	Message(ctx context.Context, id string) (*store.MessageView, error)
 	Search(ctx context.Context, q store.Query) ([]store.Message, error)
 }
 
-// NewAPI builds the API; actor names the authenticated caller of a request.
-func NewAPI(st Reader, desk *Desk, actor func(*http.Request) (name string, scope config.Scope), log *slog.Logger) *API {
-	return &API{store: st, desk: desk, actor: actor, log: log}
+// Deps are what the API calls.
+type Deps struct {
+	Store  Reader
+	Desk   *quarantine.Desk
+	Tokens *Tokens
+	Log    *slog.Logger
 }
+
+// API is the helpdesk's and the issuer's JSON API: find mail, see what
+// became of it, release it, revoke its links. Every call that changes
+// something is recorded on the message with who asked and from where.
+type API struct {
+	store  Reader
+	desk   *quarantine.Desk
+	tokens *Tokens
+	log    *slog.Logger
+}
+
+// New builds the API.
+func New(d Deps) *API { return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log} }
 
 // Route is one API endpoint and the scope it takes.
 type Route struct {
@@ -60,23 +64,27 @@ func (a *API) Routes() []Route {
 	}
 }
 
-// Register adds the API's routes to mux behind guard, and serves its
-// OpenAPI description without authentication.
-func (a *API) Register(mux *http.ServeMux, guard Guard) {
+// Register adds the API's routes to mux, each behind its scope; serves
+// the OpenAPI description without authentication; and answers any other
+// path under /api/ with a JSON 404.
+func (a *API) Register(mux *http.ServeMux) {
 	for _, r := range a.Routes() {
-		mux.Handle(r.Method+" "+r.Path, guard(r.Scope, r.handler))
+		mux.Handle(r.Method+" "+r.Path, a.tokens.Require(r.Scope, r.handler))
 	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(OpenAPI)
 	})
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
+	})
 }
 
 // who is the audit trail's actor, "api:<token>@<client address>", and the
 // scope the request used.
-func (a *API) who(r *http.Request) Actor {
-	name, scope := a.actor(r)
-	return Actor{Name: "api:" + name + "@" + r.RemoteAddr, Scope: scope}
+func who(r *http.Request) quarantine.Actor {
+	name, scope := Caller(r)
+	return quarantine.Actor{Name: "api:" + name + "@" + r.RemoteAddr, Scope: scope}
 }
 
 func (a *API) message(w http.ResponseWriter, r *http.Request) {
@@ -220,7 +228,7 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
-	pend, err := a.desk.Release(r.Context(), id, a.who(r), reason)
+	pend, err := a.desk.Release(r.Context(), id, who(r), reason)
 	if err != nil {
 		return releaseResult{}, err
 	}
@@ -241,11 +249,11 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, a.who(r), body.Reason)
+	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, who(r), body.Reason)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-	case errors.Is(err, ErrNoRecipient):
+	case errors.Is(err, quarantine.ErrNoRecipient):
 		WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
 	case err != nil:
 		a.internal(w, "revoking", err)
@@ -364,20 +372,4 @@ func urlOrigin(u string) string {
 		return ""
 	}
 	return p.Scheme + "://" + p.Host + "/…"
-}
-
-// WriteJSON writes v as the JSON body of a response.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// WriteError writes an API error: a machine-readable code and a reason a
-// person can act on.
-func WriteError(w http.ResponseWriter, status int, code, reason string) {
-	WriteJSON(w, status, map[string]string{"error": code, "reason": reason})
 }
