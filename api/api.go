@@ -73,10 +73,10 @@ func (a *API) Register(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
-		w.Write(OpenAPI)
+		w.Write(openAPI)
 	})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		WriteError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
+		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
 }
 
@@ -91,14 +91,14 @@ func (a *API) message(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	v, err := a.store.Message(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
 		return
 	}
 	if err != nil {
 		a.internal(w, "reading message", err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, messageJSON(v))
+	writeJSON(w, http.StatusOK, messageJSON(v))
 }
 
 // search: GET /api/v1/messages?recipient=&tenant=&state=&since=&until=&after=&limit=
@@ -108,7 +108,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	switch query.State {
 	case "", store.StateQueued, store.StateHeld, store.StateDelivered, store.StateBounced:
 	default:
-		WriteError(w, http.StatusBadRequest, "bad_request", "state must be queued, held, delivered or bounced")
+		writeError(w, http.StatusBadRequest, "bad_request", "state must be queued, held, delivered or bounced")
 		return
 	}
 	for _, p := range []struct {
@@ -118,7 +118,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(p.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
-				WriteError(w, http.StatusBadRequest, "bad_request", p.name+" must be an RFC 3339 time, such as 2026-11-20T09:30:00Z")
+				writeError(w, http.StatusBadRequest, "bad_request", p.name+" must be an RFC 3339 time, such as 2026-11-20T09:30:00Z")
 				return
 			}
 			*p.to = t
@@ -128,7 +128,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 500 {
-			WriteError(w, http.StatusBadRequest, "bad_request", "limit must be a whole number from 1 to 500")
+			writeError(w, http.StatusBadRequest, "bad_request", "limit must be a whole number from 1 to 500")
 			return
 		}
 		query.Limit = n
@@ -149,7 +149,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	if len(msgs) == query.Limit {
 		out.Next = msgs[len(msgs)-1].ID
 	}
-	WriteJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 type releaseResult struct {
@@ -168,14 +168,14 @@ func (a *API) releaseOne(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.release(r, r.PathValue("id"), body.Reason)
 	if errors.Is(err, store.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+r.PathValue("id"))
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+r.PathValue("id"))
 		return
 	}
 	if err != nil {
 		a.internal(w, "releasing", err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // releaseBatch: POST /api/v1/release {"ids": [...]} or {"recipient": "..."}.
@@ -190,11 +190,11 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if (len(body.IDs) == 0) == (body.Recipient == "") {
-		WriteError(w, http.StatusBadRequest, "bad_request", `give either "ids" or "recipient"`)
+		writeError(w, http.StatusBadRequest, "bad_request", `give either "ids" or "recipient"`)
 		return
 	}
 	if len(body.IDs) > 500 {
-		WriteError(w, http.StatusBadRequest, "bad_request", "at most 500 ids at once")
+		writeError(w, http.StatusBadRequest, "bad_request", "at most 500 ids at once")
 		return
 	}
 	ids := body.IDs
@@ -224,7 +224,7 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 			out.Released = append(out.Released, res)
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
@@ -252,19 +252,19 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, who(r), body.Reason)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
 	case errors.Is(err, quarantine.ErrNoRecipient):
-		WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
+		writeError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
 	case err != nil:
 		a.internal(w, "revoking", err)
 	default:
-		WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
 	}
 }
 
 func (a *API) internal(w http.ResponseWriter, what string, err error) {
 	a.log.Error("api: "+what, "err", err)
-	WriteError(w, http.StatusInternalServerError, "internal", what+" failed; try again")
+	writeError(w, http.StatusInternalServerError, "internal", what+" failed; try again")
 }
 
 // decodeOptional reads a JSON body if there is one (at most 64 KiB).
@@ -275,7 +275,7 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("the body is not the JSON this call takes: %v", err))
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("the body is not the JSON this call takes: %v", err))
 		return false
 	}
 	return true

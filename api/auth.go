@@ -66,11 +66,11 @@ func (ts *Tokens) Require(scope config.Scope, h http.Handler) http.Handler {
 		t := ts.authenticate(r)
 		if t == nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="certgate"`)
-			WriteError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
 			return
 		}
 		if !t.cfg.HasScope(scope) {
-			WriteError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
 			return
 		}
 		used := scope

@@ -5,8 +5,8 @@ import (
 	"net/http"
 )
 
-// WriteJSON writes v as the JSON body of a response.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON writes v as the JSON body of a response.
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
@@ -15,8 +15,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// WriteError writes an API error: a machine-readable code and a reason a
+// writeError writes an API error: a machine-readable code and a reason a
 // person can act on.
-func WriteError(w http.ResponseWriter, status int, code, reason string) {
-	WriteJSON(w, status, map[string]string{"error": code, "reason": reason})
+func writeError(w http.ResponseWriter, status int, code, reason string) {
+	writeJSON(w, status, map[string]string{"error": code, "reason": reason})
 }

@@ -45,11 +45,11 @@ func loadOpenAPI(t *testing.T) openAPIDoc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(docs, OpenAPI) {
+	if !bytes.Equal(docs, openAPI) {
 		t.Fatal("api/openapi.yaml differs from docs/openapi.yaml: copy docs/openapi.yaml over it")
 	}
 	var d openAPIDoc
-	if err := yaml.Unmarshal(OpenAPI, &d); err != nil {
+	if err := yaml.Unmarshal(openAPI, &d); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -121,7 +121,7 @@ func TestOpenAPIResponsesHaveTheirRequiredFields(t *testing.T) {
 	}
 	served, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !bytes.Equal(served, OpenAPI) {
+	if !bytes.Equal(served, openAPI) {
 		t.Fatal("/api/v1/openapi.yaml does not serve the description")
 	}
 }
