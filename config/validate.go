@@ -682,7 +682,11 @@ func (v *validator) webhooks(c *Config) {
 		if w.SecretFile != "" && c.Path != "" && !filepath.IsAbs(w.SecretFile) {
 			w.SecretFile = filepath.Join(filepath.Dir(c.Path), w.SecretFile)
 		}
+		n := len(v.problems)
 		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv)
+		if len(v.problems) == n && (w.SecretFile == "") != (w.SecretEnv == "") {
+			v.webhookSecret(at, w)
+		}
 
 		if len(w.Events) == 0 {
 			v.add(at+".events", "list at least one of %s", strings.Join(WebhookEvents, ", "))
@@ -713,6 +717,26 @@ func (v *validator) webhooks(c *Config) {
 			w.Timeout = DefaultWebhookTimeout
 		}
 		v.positiveDuration(at+".timeout", w.Timeout)
+	}
+}
+
+// minWebhookSecret is the shortest webhook signing secret, in bytes.
+const minWebhookSecret = 16
+
+// webhookSecret reads the signing secret now, as the dispatcher will at
+// start, so that a missing variable or a short secret is reported with
+// the rest of the file. Problems name the file or variable, never the value.
+func (v *validator) webhookSecret(at string, w *Webhook) {
+	key, from := at+".secret_file", "file "+w.SecretFile
+	if w.SecretEnv != "" {
+		key, from = at+".secret_env", "environment variable "+w.SecretEnv
+	}
+	secret, err := w.Secret()
+	switch {
+	case err != nil:
+		v.add(key, "%v", err)
+	case len(secret) < minWebhookSecret:
+		v.add(key, "the secret in %s is shorter than %d characters (make one with openssl rand -hex 32)", from, minWebhookSecret)
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -41,8 +42,8 @@ const (
 	// desktopChromeUA is what the browser says it is: the gate turns away
 	// "HeadlessChrome", as it should.
 	desktopChromeUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
-	// browserHumanDelay is the gate's MinHumanDelay here; the tests really
-	// wait longer than this before they press the button.
+	// browserHumanDelay is the gate's MinHumanDelay here; the tests move
+	// the gate's clock past it before they press the button.
 	browserHumanDelay = 300 * time.Millisecond
 	issuerPath        = "/certificado/descargar"
 	issuerQuery       = "pedido=88412&clave=Zk3p9QwX"
@@ -168,6 +169,7 @@ func (r *hitRecorder) list() []hit {
 // issuer's download page on a second server that the link points at.
 type browserGate struct {
 	st           store.Store
+	clk          *clock.Fake // the gate's time; the browser's is its own
 	msgID        string
 	token        string
 	pageURL      string
@@ -214,7 +216,9 @@ func newBrowserGate(t *testing.T, state store.LinkState) *browserGate {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.clk = clock.NewFake(now)
 	gate := NewGate(st, GateOptions{
+		Now:           g.clk.Now,
 		MinHumanDelay: browserHumanDelay,
 		Tenants: map[string]TenantPage{"issuer": {
 			DisplayName: tenantDisplayName, SupportEmail: tenantEmail, SupportPhone: tenantPhone, SupportURL: tenantSupportURL}},
@@ -603,16 +607,13 @@ func TestGatePagesInChromium(t *testing.T) {
 			g := newBrowserGate(t, store.LinkEnabled)
 			tab := openTab(t, browser, tc.acceptLanguage)
 			tab.show(t, g)
-			shown := time.Now() // after the gate signed the form's time
 			checkPage(t, tab, "enabled-"+tc.name, tc.want)
 			if tr := tab.requestLog(); !slices.Equal(tr, []string{"GET " + g.pageURL}) {
 				t.Errorf("showing the page, the tab requested %q, want only the page", tr)
 			}
 
 			// A person reads, then presses the button.
-			if wait := browserHumanDelay + 200*time.Millisecond - time.Since(shown); wait > 0 {
-				time.Sleep(wait)
-			}
+			g.clk.Advance(browserHumanDelay + 200*time.Millisecond)
 			resp, console, err := tab.press(t)
 			if err != nil {
 				t.Fatalf("pressing the button: %v; console: %q", err, console)

@@ -1,6 +1,7 @@
 package quarantine
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -54,10 +55,17 @@ var builtinScannerAgents = []string{
 	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot/", "bot.htm", "crawler", "spider", "scanner",
 }
 
+// GateStore is what the gate needs of the store.
+type GateStore interface {
+	LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, error)
+	UseLink(ctx context.Context, id int64, now time.Time, actor, detail string) (store.LinkUse, error)
+	AddEvent(ctx context.Context, e store.Event) error
+}
+
 // Gate serves /d/{token}: a page that explains and, once the link is
 // enabled, a button whose POST spends one use and forwards to the issuer.
 type Gate struct {
-	store   store.Store
+	store   GateStore
 	opts    GateOptions
 	agents  []string
 	metrics *metrics.Metrics
@@ -65,7 +73,7 @@ type Gate struct {
 }
 
 // NewGate builds the gate.
-func NewGate(st store.Store, opts GateOptions, m *metrics.Metrics, log *slog.Logger) *Gate {
+func NewGate(st GateStore, opts GateOptions, m *metrics.Metrics, log *slog.Logger) *Gate {
 	if opts.Key == nil {
 		opts.Key = make([]byte, 32)
 		rand.Read(opts.Key)

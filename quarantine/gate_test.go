@@ -10,10 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -25,23 +25,11 @@ const (
 	issuerURL  = "https://descargas.ca.example/certificado/descargar?pedido=88412&clave=Zk3p9QwX"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type gateEnv struct {
 	t     *testing.T
 	st    store.Store
 	srv   *httptest.Server
-	clock *clock
+	clock *clock.Fake
 	token string
 	msgID string
 }
@@ -63,8 +51,8 @@ func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.T
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &clock{t: now}
-	g := NewGate(st, GateOptions{Now: c.now, Tenants: map[string]TenantPage{"issuer": {
+	c := clock.NewFake(now)
+	g := NewGate(st, GateOptions{Now: c.Now, Tenants: map[string]TenantPage{"issuer": {
 		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}},
 		metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
@@ -110,7 +98,7 @@ func (e *gateEnv) press(ua string, wait time.Duration) (*http.Response, string) 
 	if m == nil {
 		e.t.Fatalf("no button on the page:\n%s", page)
 	}
-	e.clock.add(wait)
+	e.clock.Advance(wait)
 	return e.do("POST", ua, "es", url.Values{"n": {m[1]}})
 }
 
@@ -213,7 +201,7 @@ func TestGateScannersCannotUseUpTheLink(t *testing.T) {
 
 func TestGateExpiredInvalidAndRevoked(t *testing.T) {
 	e := newGateEnv(t, store.LinkEnabled, 0, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
-	e.clock.add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	if _, page := e.do("GET", chromeUA, "en", nil); !strings.Contains(page, "This link has expired") {
 		t.Fatalf("expired page:\n%s", page)
 	}
@@ -266,7 +254,7 @@ func TestGateScannerMarksSparePhones(t *testing.T) {
 
 func TestGatePendingPastItsTimeSaysExpired(t *testing.T) {
 	e := newGateEnv(t, store.LinkPending, 3, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
-	e.clock.add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	if _, page := e.do("GET", chromeUA, "en", nil); !strings.Contains(page, "This link has expired") {
 		t.Fatalf("a pending link past its time:\n%s", page)
 	}
@@ -287,10 +275,10 @@ func TestGatePageDoesNotRestrictFormRedirects(t *testing.T) {
 // Nodes of a cluster that share the form key accept each other's pages.
 func TestGateFormKeySharedAcrossNodes(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	c := &clock{t: time.Now()}
-	a := NewGate(nil, GateOptions{Key: key, Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	b := NewGate(nil, GateOptions{Key: key, Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	other := NewGate(nil, GateOptions{Now: c.now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := clock.NewFake(time.Now())
+	a := NewGate(nil, GateOptions{Key: key, Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := NewGate(nil, GateOptions{Key: key, Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	other := NewGate(nil, GateOptions{Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	n := a.nonce("tok")
 	if _, ok := b.checkNonce(n, "tok"); !ok {
 		t.Fatal("a node with the same key refused the form")

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway"
@@ -22,6 +23,7 @@ import (
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
+	"github.com/certgate/certgate/webhook"
 )
 
 // daemon is one running certgate: store, queue, SMTP and HTTP.
@@ -33,7 +35,8 @@ type daemon struct {
 	queue   *delivery.Queue
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
-	hooks   *quarantine.Dispatcher
+	desk    *quarantine.Desk
+	hooks   *webhook.Dispatcher
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -122,7 +125,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
 	}, dir, relay, d.metrics, log)
 
-	tokens, err := loadTokens(cfg.API.Tokens)
+	tokens, err := api.LoadTokens(cfg.API.Tokens)
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -137,15 +140,14 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		gopts.Key = []byte(key)
 	}
 	d.gate = quarantine.NewGate(st, gopts, d.metrics, log)
-	hooks, err := quarantine.WebhookEndpoints(cfg.Webhooks)
-	if err == nil {
-		d.hooks, err = quarantine.NewDispatcher(st, hooks, quarantine.WebhookOptions{}, log)
-	}
+	d.desk = quarantine.NewDesk(st, d.queue, d.metrics)
+	hooks, err := webhook.Endpoints(cfg.Webhooks)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	d.http = &http.Server{Handler: clientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
+	d.hooks = webhook.New(st, hooks, webhook.Options{}, log)
+	d.http = &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return d, nil
 }
@@ -169,7 +171,7 @@ func (d *daemon) start(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
 	}
 	d.httpAddr = hl.Addr()
-	if err := quarantine.CountHeld(ctx, d.store, d.metrics); err != nil {
+	if err := d.desk.CountHeld(ctx); err != nil {
 		closeAll(append(ls, hl))
 		return err
 	}

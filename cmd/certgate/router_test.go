@@ -1,81 +1,85 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/json"
+	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/quarantine"
+	"github.com/certgate/certgate/store/sqlite"
 )
 
-func TestBearerScopes(t *testing.T) {
-	tokens := []apiToken{
-		{hash: sha256.Sum256([]byte("helpdesk-token-0123456789")), cfg: config.APIToken{Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}}},
-		{hash: sha256.Sum256([]byte("ops-token-0123456789abcdef")), cfg: config.APIToken{Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}}},
-		{hash: sha256.Sum256([]byte("release-token-0123456789ab")), cfg: config.APIToken{Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}}},
+// TestRouterWiring checks that each part is mounted where operators,
+// clients and recipients expect it, behind the right guard; the parts'
+// own tests cover what they do.
+func TestRouterWiring(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
-	srv := httptest.NewServer(requireScope(tokens, "read", ok))
+	defer st.Close()
+	t.Setenv("CERTGATE_TEST_READ", "read-token-0123456789ab")
+	t.Setenv("CERTGATE_TEST_ADMIN", "admin-token-0123456789a")
+	tokens, err := api.LoadTokens([]config.APIToken{
+		{Name: "helpdesk", TokenEnv: "CERTGATE_TEST_READ", Scopes: []config.Scope{config.ScopeRead}},
+		{Name: "ops", TokenEnv: "CERTGATE_TEST_ADMIN", Scopes: []config.Scope{config.ScopeAdmin}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := metrics.New()
+	// No desk: nothing here releases or revokes.
+	d := &daemon{log: log, metrics: m, store: st, ready: make(chan struct{}), gate: quarantine.NewGate(st, quarantine.GateOptions{}, m, log)}
+	srv := httptest.NewServer(newRouter(d, tokens))
 	defer srv.Close()
 
-	for _, tc := range []struct {
-		name, auth string
-		status     int
-		code       string
-	}{
-		{"no token", "", 401, "unauthorized"},
-		{"not bearer", "Basic aGVscGRlc2s6eA==", 401, "unauthorized"},
-		{"unknown token", "Bearer nope-nope-nope-nope", 401, "unauthorized"},
-		{"token with the scope", "Bearer helpdesk-token-0123456789", 200, ""},
-		{"admin holds every scope", "Bearer ops-token-0123456789abcdef", 200, ""},
-		{"token without the scope", "Bearer release-token-0123456789ab", 403, "forbidden"},
-	} {
-		req, _ := http.NewRequest("GET", srv.URL, nil)
-		if tc.auth != "" {
-			req.Header.Set("Authorization", tc.auth)
+	get := func(path, token string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.StatusCode != tc.status {
-			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.status)
-		}
-		if tc.code != "" {
-			var body map[string]string
-			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body["error"] != tc.code || body["reason"] == "" {
-				t.Errorf("%s: body %v (%v), want error %q with a reason", tc.name, body, err, tc.code)
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("%s: content type %q", tc.name, ct)
-			}
-		}
-		resp.Body.Close()
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
 	}
-}
-
-func TestClientAddressBehindTrustedProxy(t *testing.T) {
-	var seen string
-	h := clientAddress([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")},
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r.RemoteAddr }))
-	for _, tc := range []struct{ peer, xff, want string }{
-		{"127.0.0.1:5000", "203.0.113.9", "203.0.113.9:0"},
-		{"127.0.0.1:5000", "198.51.100.1, 203.0.113.9, 10.1.2.3", "203.0.113.9:0"}, // the rightmost untrusted hop
-		{"127.0.0.1:5000", "", "127.0.0.1:5000"},
-		{"127.0.0.1:5000", "garbage", "127.0.0.1:5000"},
-		{"192.0.2.7:5000", "203.0.113.9", "192.0.2.7:5000"}, // not a proxy: its header is not believed
+	if code, _, _ := get("/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before start: %d", code)
+	}
+	close(d.ready)
+	for _, c := range []struct {
+		path, token string
+		code        int
+		ctype, body string // prefix of the content type, part of the body
+	}{
+		{"/healthz", "", 200, "text/plain", "ok"},
+		{"/readyz", "", 200, "text/plain", "ready"},
+		{"/metrics", "", 200, "text/plain", "certgate_"},
+		{"/api/v1/openapi.yaml", "", 200, "application/yaml", "openapi:"},
+		{"/api/v1/messages", "", 401, "application/json", `"unauthorized"`},
+		{"/api/v1/messages", "read-token-0123456789ab", 200, "application/json", `"messages"`},
+		{"/api/v1/nothing/here", "", 404, "application/json", `"not_found"`},
+		{"/d/AAAAAAAAAAAAAAAAAAAAAA", "", 404, "text/html", "<html"},
+		{"/debug/pprof/", "", 401, "application/json", `"unauthorized"`},
+		{"/debug/pprof/", "read-token-0123456789ab", 403, "application/json", `"forbidden"`},
+		{"/debug/pprof/", "admin-token-0123456789a", 200, "text/html", "goroutine"},
 	} {
-		r := httptest.NewRequest("GET", "/d/x", nil)
-		r.RemoteAddr = tc.peer
-		if tc.xff != "" {
-			r.Header.Set("X-Forwarded-For", tc.xff)
-		}
-		h.ServeHTTP(httptest.NewRecorder(), r)
-		if seen != tc.want {
-			t.Errorf("peer %s, X-Forwarded-For %q: client %s, want %s", tc.peer, tc.xff, seen, tc.want)
+		code, ctype, body := get(c.path, c.token)
+		if code != c.code || !strings.HasPrefix(ctype, c.ctype) || !strings.Contains(body, c.body) {
+			t.Errorf("GET %s (token %q): %d %q, want %d %s containing %q; body %.200q", c.path, c.token, code, ctype, c.code, c.ctype, c.body, body)
 		}
 	}
 }

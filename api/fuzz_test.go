@@ -1,7 +1,6 @@
-package main
+package api
 
 import (
-	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -12,8 +11,8 @@ import (
 )
 
 // FuzzAPIFront puts any Authorization header, X-Forwarded-For values and
-// peer address through the API's front: clientAddress, then requireScope
-// for the read scope. A request reaches the handler only with exactly
+// peer address through the API's front: ClientAddress, then Require for
+// the read scope. A request reaches the handler only with exactly
 // "Bearer " and a configured token that holds the scope (or admin), and as
 // that token; 401 for anything else that is not a token, 403 for a token
 // without the scope. The client address changes only when the peer is a
@@ -37,21 +36,13 @@ func FuzzAPIFront(f *testing.F) {
 		}
 		return false
 	}
-	secrets := map[string]config.APIToken{
-		"helpdesk-token-0123456789":  {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}},
-		"ops-token-0123456789abcdef": {Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}},
-		"release-token-0123456789ab": {Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}},
-	}
-	var tokens []apiToken
-	for s, c := range secrets {
-		tokens = append(tokens, apiToken{hash: sha256.Sum256([]byte(s)), cfg: c})
-	}
+	secrets := frontTokens
 	var reached bool
 	var seenAddr, seenName string
 	var seenScope config.Scope
-	h := clientAddress(trusted, requireScope(tokens, "read", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := ClientAddress(trusted, testTokens(secrets).Require(config.ScopeRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached, seenAddr = true, r.RemoteAddr
-		seenName, seenScope = caller(r)
+		seenName, seenScope = Caller(r)
 	})))
 
 	f.Fuzz(func(t *testing.T, auth, xff1, xff2, peer string) {
@@ -77,13 +68,13 @@ func FuzzAPIFront(f *testing.F) {
 				t.Fatalf("%q: status %d, reached %v", auth, w.Code, reached)
 			}
 			return
-		case !cfg.HasScope("read"):
+		case !cfg.HasScope(config.ScopeRead):
 			if reached || w.Code != http.StatusForbidden {
 				t.Fatalf("%q without the scope: status %d, reached %v", auth, w.Code, reached)
 			}
 			return
 		}
-		if !reached || seenName != cfg.Name || seenScope != map[bool]config.Scope{true: config.ScopeRead, false: config.ScopeAdmin}[cfg.Scopes[0] == "read"] {
+		if !reached || seenName != cfg.Name || seenScope != map[bool]config.Scope{true: config.ScopeRead, false: config.ScopeAdmin}[cfg.Scopes[0] == config.ScopeRead] {
 			t.Fatalf("%q: status %d, reached %v as %q/%q", auth, w.Code, reached, seenName, seenScope)
 		}
 

@@ -1,4 +1,11 @@
-package quarantine
+// Package webhook tells the issuer's systems what became of their mail.
+// It is an outbox over the audit trail: for each endpoint a goroutine
+// walks the store's event log in id order, POSTs every event the endpoint
+// asks for, and stores the id of the last one delivered as the endpoint's
+// cursor. Delivery is therefore durable (nothing is lost across restarts),
+// in order per endpoint, and at least once: a POST whose answer is lost is
+// sent again. docs/config.md documents the payload and the signature.
+package webhook
 
 import (
 	"bytes"
@@ -19,56 +26,48 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/store"
 )
 
-// Webhooks tell the issuer's systems what became of their mail. They are an
-// outbox derived from the audit trail: for each endpoint a goroutine walks
-// the store's event log in id order, POSTs every event the endpoint asks
-// for, and stores the id of the last one delivered as the endpoint's
-// cursor. Delivery is therefore durable (nothing is lost across restarts),
-// in order per endpoint, and at least once: a POST whose answer is lost is
-// sent again. docs/config.md documents the payload and the signature.
-
-// minWebhookSecret is the shortest signing secret accepted, in bytes.
-const minWebhookSecret = 16
-
-// WebhookEndpoint is one receiver of signed event notices.
-type WebhookEndpoint struct {
-	Name    string // unique; keys the endpoint's cursor in the store
-	URL     string
-	Secret  []byte        // HMAC-SHA256 key
-	Events  []string      // event kinds to send
-	Tenants []string      // only these tenants' events; empty for all
-	Timeout time.Duration // per try; 10s when 0
+// EventLog is what the dispatcher needs of the store: the audit trail in
+// id order, and a cursor per endpoint.
+type EventLog interface {
+	EventsAfter(ctx context.Context, afterID int64, limit int) ([]store.EventRecord, error)
+	Cursor(ctx context.Context, name string) (int64, error)
+	SetCursor(ctx context.Context, name string, id int64) error
 }
 
-// WebhookEndpoints turns the configured webhooks into endpoints, reading
-// their secrets. Errors name the secret's file or variable, never its value.
-func WebhookEndpoints(ws []config.Webhook) ([]WebhookEndpoint, error) {
-	var out []WebhookEndpoint
+// Endpoint is one receiver of signed event notices, as config validated
+// it: the dispatcher does not check it again.
+type Endpoint struct {
+	Name    string // unique; keys the endpoint's cursor in the store
+	URL     string // absolute http(s)
+	Secret  []byte // HMAC-SHA256 key
+	Events  []string
+	Tenants []string // only these tenants' events; empty for all
+	Timeout time.Duration
+}
+
+// Endpoints turns the configured webhooks into endpoints, reading their
+// secrets (config has checked them; a file can still vanish since).
+// Errors name the secret's file or variable, never its value.
+func Endpoints(ws []config.Webhook) ([]Endpoint, error) {
+	var out []Endpoint
 	for _, w := range ws {
 		secret, err := w.Secret()
 		if err != nil {
 			return nil, fmt.Errorf("webhook %s: %w", w.Name, err)
 		}
-		if len(secret) < minWebhookSecret {
-			from := "file " + w.SecretFile
-			if w.SecretEnv != "" {
-				from = "environment variable " + w.SecretEnv
-			}
-			return nil, fmt.Errorf("webhook %s: the secret in %s is shorter than %d characters (make one with openssl rand -hex 32)",
-				w.Name, from, minWebhookSecret)
-		}
-		out = append(out, WebhookEndpoint{Name: w.Name, URL: w.URL, Secret: []byte(secret),
+		out = append(out, Endpoint{Name: w.Name, URL: w.URL, Secret: []byte(secret),
 			Events: slices.Clone(w.Events), Tenants: slices.Clone(w.Tenants), Timeout: w.Timeout.D()})
 	}
 	return out, nil
 }
 
-// WebhookOptions tune a Dispatcher; the zero value is what production uses.
-type WebhookOptions struct {
+// Options tune a Dispatcher; the zero value is what production uses.
+type Options struct {
 	// BackoffBase is the wait before the first retry of a failed POST;
 	// it doubles with each further failure, up to BackoffMax. Defaults
 	// 1s and 5m.
@@ -83,11 +82,12 @@ type WebhookOptions struct {
 	// redirect is a failed try, so the body never goes where it was not
 	// configured to go.
 	Client *http.Client
-	// Now is the clock of the signature timestamps. Default time.Now.
-	Now func() time.Time
+	// Clock times polls and backoff and stamps signatures. Default
+	// clock.Real. A POST's own timeout stays on the wall clock.
+	Clock clock.Clock
 }
 
-func (o *WebhookOptions) setDefaults() {
+func (o *Options) setDefaults() {
 	if o.BackoffBase <= 0 {
 		o.BackoffBase = time.Second
 	}
@@ -105,16 +105,16 @@ func (o *WebhookOptions) setDefaults() {
 		o.Client = &http.Client{Transport: tr,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = clock.Real
 	}
 }
 
 // Dispatcher sends the event log to the webhook endpoints.
 type Dispatcher struct {
-	store store.Store
+	store EventLog
 	eps   []*endpoint
-	opts  WebhookOptions
+	opts  Options
 	log   *slog.Logger
 
 	// stopping ends waits (polls, backoff) and keeps new tries from
@@ -128,8 +128,7 @@ type Dispatcher struct {
 }
 
 type endpoint struct {
-	WebhookEndpoint
-	url     *url.URL
+	Endpoint
 	events  map[string]bool
 	tenants map[string]bool // nil for every tenant
 	cursor  int64           // loaded by Start
@@ -142,32 +141,13 @@ func (ep *endpoint) wants(e store.EventRecord) bool {
 	return ep.events[e.Kind] && (ep.tenants == nil || ep.tenants[e.Tenant])
 }
 
-// NewDispatcher checks the endpoints; nothing runs before Start.
-func NewDispatcher(st store.Store, eps []WebhookEndpoint, opts WebhookOptions, log *slog.Logger) (*Dispatcher, error) {
+// New builds a dispatcher for endpoints config has validated; nothing runs
+// before Start.
+func New(st EventLog, eps []Endpoint, opts Options, log *slog.Logger) *Dispatcher {
 	opts.setDefaults()
 	d := &Dispatcher{store: st, opts: opts, log: log}
-	seen := map[string]bool{}
 	for _, w := range eps {
-		switch {
-		case w.Name == "":
-			return nil, errors.New("webhook without a name")
-		case seen[w.Name]:
-			return nil, fmt.Errorf("webhook %s: the name is used twice", w.Name)
-		case len(w.Secret) == 0:
-			return nil, fmt.Errorf("webhook %s: no secret", w.Name)
-		case len(w.Events) == 0:
-			return nil, fmt.Errorf("webhook %s: no events", w.Name)
-		}
-		seen[w.Name] = true
-		u, err := url.Parse(w.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			// Not echoed: a receiver may take a token in the query.
-			return nil, fmt.Errorf("webhook %s: the URL is not an absolute http(s) URL", w.Name)
-		}
-		ep := &endpoint{WebhookEndpoint: w, url: u, events: map[string]bool{}}
-		if ep.Timeout <= 0 {
-			ep.Timeout = config.DefaultWebhookTimeout.D()
-		}
+		ep := &endpoint{Endpoint: w, events: map[string]bool{}}
 		for _, k := range w.Events {
 			ep.events[k] = true
 		}
@@ -179,7 +159,7 @@ func NewDispatcher(st store.Store, eps []WebhookEndpoint, opts WebhookOptions, l
 		}
 		d.eps = append(d.eps, ep)
 	}
-	return d, nil
+	return d
 }
 
 // Start reads every endpoint's cursor and starts sending. The dispatcher
@@ -271,18 +251,11 @@ func (d *Dispatcher) setCursor(ep *endpoint) bool {
 
 // sleep waits for dur or until the dispatcher stops.
 func (d *Dispatcher) sleep(dur time.Duration) bool {
-	t := time.NewTimer(dur)
-	defer t.Stop()
-	select {
-	case <-d.stopping.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return clock.Sleep(d.opts.Clock, dur, d.stopping.Done())
 }
 
-// webhookBody is the JSON of a notice; docs/config.md documents it.
-type webhookBody struct {
+// notice is the JSON body of a POST; docs/config.md documents it.
+type notice struct {
 	ID        int64     `json:"id"`
 	Kind      string    `json:"kind"`
 	Time      time.Time `json:"time"`
@@ -297,7 +270,7 @@ type webhookBody struct {
 // each failure; the endpoint's later events wait meanwhile. It reports
 // false when the dispatcher stops first.
 func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
-	body, err := json.Marshal(webhookBody{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
+	body, err := json.Marshal(notice{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
 		Tenant: e.Tenant, Recipient: e.Recipient, Actor: e.Actor, Detail: e.Detail})
 	if err != nil {
 		// Strings, numbers and a UTC time always encode; this is a bug.
@@ -345,17 +318,17 @@ func (d *Dispatcher) backoff(n int) time.Duration {
 func (d *Dispatcher) post(ep *endpoint, e store.EventRecord, body []byte) (status int, err error) {
 	ctx, cancel := context.WithTimeout(d.aborting, ep.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.url.String(), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, errors.New("cannot build the request")
 	}
-	ts := strconv.FormatInt(d.opts.Now().Unix(), 10)
+	ts := strconv.FormatInt(d.opts.Clock.Now().Unix(), 10)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "certgate-webhooks")
 	req.Header.Set("X-Certgate-Event", e.Kind)
 	req.Header.Set("X-Certgate-Delivery", strconv.FormatInt(e.ID, 10))
 	req.Header.Set("X-Certgate-Timestamp", ts)
-	req.Header.Set("X-Certgate-Signature", "sha256="+webhookSignature(ep.Secret, ts, body))
+	req.Header.Set("X-Certgate-Signature", "sha256="+signature(ep.Secret, ts, body))
 	resp, err := d.opts.Client.Do(req)
 	if err != nil {
 		// A *url.Error repeats the URL, whose query may hold a token.
@@ -375,9 +348,9 @@ func (d *Dispatcher) post(ep *endpoint, e store.EventRecord, body []byte) (statu
 	return resp.StatusCode, nil
 }
 
-// webhookSignature is the hex HMAC-SHA256, keyed with secret, of the
+// signature is the hex HMAC-SHA256, keyed with secret, of the
 // timestamp, a dot and the body.
-func webhookSignature(secret []byte, ts string, body []byte) string {
+func signature(secret []byte, ts string, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(ts))
 	m.Write([]byte{'.'})

@@ -1,4 +1,4 @@
-package quarantine
+package api
 
 import (
 	"context"
@@ -10,40 +10,40 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/certgate/certgate/config"
-	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 )
 
-// Requeuer takes released recipients back into delivery (the gateway's
-// queue).
-type Requeuer interface {
-	Add(ps ...store.Pending)
+// Reader is what the API reads from the store itself; changes go through
+// the desk.
+type Reader interface {
+	Message(ctx context.Context, id string) (*store.MessageView, error)
+	Search(ctx context.Context, q store.Query) ([]store.Message, error)
 }
 
-// Guard wraps a handler so that only a token holding scope reaches it; the
-// router provides it.
-type Guard func(scope config.Scope, h http.Handler) http.Handler
+// Deps are what the API calls.
+type Deps struct {
+	Store  Reader
+	Desk   *quarantine.Desk
+	Tokens *Tokens
+	Log    *slog.Logger
+}
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
 // became of it, release it, revoke its links. Every call that changes
 // something is recorded on the message with who asked and from where.
 type API struct {
-	store   store.Store
-	queue   Requeuer
-	actor   func(*http.Request) (name string, scope config.Scope) // the caller's token, from the guard
-	metrics *metrics.Metrics
-	log     *slog.Logger
-	now     func() time.Time
+	store  Reader
+	desk   *quarantine.Desk
+	tokens *Tokens
+	log    *slog.Logger
 }
 
-// NewAPI builds the API; actor names the authenticated caller of a request.
-func NewAPI(st store.Store, q Requeuer, actor func(*http.Request) (name string, scope config.Scope), m *metrics.Metrics, log *slog.Logger) *API {
-	return &API{store: st, queue: q, actor: actor, metrics: m, log: log, now: time.Now}
-}
+// New builds the API.
+func New(d Deps) *API { return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log} }
 
 // Route is one API endpoint and the scope it takes.
 type Route struct {
@@ -64,36 +64,41 @@ func (a *API) Routes() []Route {
 	}
 }
 
-// Register adds the API's routes to mux behind guard, and serves its
-// OpenAPI description without authentication.
-func (a *API) Register(mux *http.ServeMux, guard Guard) {
+// Register adds the API's routes to mux, each behind its scope; serves
+// the OpenAPI description without authentication; and answers any other
+// path under /api/ with a JSON 404.
+func (a *API) Register(mux *http.ServeMux) {
 	for _, r := range a.Routes() {
-		mux.Handle(r.Method+" "+r.Path, guard(r.Scope, r.handler))
+		mux.Handle(r.Method+" "+r.Path, a.tokens.Require(r.Scope, r.handler))
 	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/yaml")
-		w.Write(OpenAPI)
+		w.Write(openAPI)
+	})
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
 }
 
-// who is the audit trail's actor: "api:<token>@<client address>".
-func (a *API) who(r *http.Request) string {
-	name, _ := a.actor(r)
-	return "api:" + name + "@" + r.RemoteAddr
+// who is the audit trail's actor, "api:<token>@<client address>", and the
+// scope the request used.
+func who(r *http.Request) quarantine.Actor {
+	name, scope := Caller(r)
+	return quarantine.Actor{Name: "api:" + name + "@" + r.RemoteAddr, Scope: scope}
 }
 
 func (a *API) message(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	v, err := a.store.Message(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
 		return
 	}
 	if err != nil {
 		a.internal(w, "reading message", err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, messageJSON(v))
+	writeJSON(w, http.StatusOK, messageJSON(v))
 }
 
 // search: GET /api/v1/messages?recipient=&tenant=&state=&since=&until=&after=&limit=
@@ -103,7 +108,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	switch query.State {
 	case "", store.StateQueued, store.StateHeld, store.StateDelivered, store.StateBounced:
 	default:
-		WriteError(w, http.StatusBadRequest, "bad_request", "state must be queued, held, delivered or bounced")
+		writeError(w, http.StatusBadRequest, "bad_request", "state must be queued, held, delivered or bounced")
 		return
 	}
 	for _, p := range []struct {
@@ -113,7 +118,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(p.name); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
-				WriteError(w, http.StatusBadRequest, "bad_request", p.name+" must be an RFC 3339 time, such as 2026-11-20T09:30:00Z")
+				writeError(w, http.StatusBadRequest, "bad_request", p.name+" must be an RFC 3339 time, such as 2026-11-20T09:30:00Z")
 				return
 			}
 			*p.to = t
@@ -123,7 +128,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 500 {
-			WriteError(w, http.StatusBadRequest, "bad_request", "limit must be a whole number from 1 to 500")
+			writeError(w, http.StatusBadRequest, "bad_request", "limit must be a whole number from 1 to 500")
 			return
 		}
 		query.Limit = n
@@ -144,7 +149,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 	if len(msgs) == query.Limit {
 		out.Next = msgs[len(msgs)-1].ID
 	}
-	WriteJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 type releaseResult struct {
@@ -163,14 +168,14 @@ func (a *API) releaseOne(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.release(r, r.PathValue("id"), body.Reason)
 	if errors.Is(err, store.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+r.PathValue("id"))
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+r.PathValue("id"))
 		return
 	}
 	if err != nil {
 		a.internal(w, "releasing", err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, res)
 }
 
 // releaseBatch: POST /api/v1/release {"ids": [...]} or {"recipient": "..."}.
@@ -185,11 +190,11 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if (len(body.IDs) == 0) == (body.Recipient == "") {
-		WriteError(w, http.StatusBadRequest, "bad_request", `give either "ids" or "recipient"`)
+		writeError(w, http.StatusBadRequest, "bad_request", `give either "ids" or "recipient"`)
 		return
 	}
 	if len(body.IDs) > 500 {
-		WriteError(w, http.StatusBadRequest, "bad_request", "at most 500 ids at once")
+		writeError(w, http.StatusBadRequest, "bad_request", "at most 500 ids at once")
 		return
 	}
 	ids := body.IDs
@@ -219,24 +224,14 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 			out.Released = append(out.Released, res)
 		}
 	}
-	WriteJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
-	detail := "released"
-	if reason != "" {
-		detail += ": " + oneLine(reason, 200)
-	}
-	pend, err := a.store.Release(r.Context(), id, a.now(), a.who(r), detail)
+	pend, err := a.desk.Release(r.Context(), id, who(r), reason)
 	if err != nil {
 		return releaseResult{}, err
 	}
-	a.queue.Add(pend...)
-	if len(pend) > 0 {
-		a.metrics.Held.WithLabelValues(pend[0].Tenant).Dec()
-	}
-	_, scope := a.actor(r)
-	a.metrics.Releases.WithLabelValues(string(scope)).Inc()
 	res := releaseResult{ID: id, Requeued: []string{}}
 	for _, p := range pend {
 		res.Requeued = append(res.Requeued, p.Address)
@@ -254,68 +249,22 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	var rcptID int64
-	if body.Recipient != "" {
-		v, err := a.store.Message(r.Context(), id)
-		if errors.Is(err, store.ErrNotFound) {
-			WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-			return
-		} else if err != nil {
-			a.internal(w, "reading message", err)
-			return
-		}
-		for _, rc := range v.Recipients {
-			if strings.EqualFold(rc.Address, body.Recipient) {
-				rcptID = rc.ID
-			}
-		}
-		if rcptID == 0 {
-			WriteError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
-			return
-		}
-	}
-	detail := "revoked"
-	if body.Reason != "" {
-		detail += ": " + oneLine(body.Reason, 200)
-	}
-	n, err := a.store.SetLinkState(r.Context(), id, rcptID, nil, store.LinkRevoked, a.who(r), detail)
-	if errors.Is(err, store.ErrNotFound) {
-		WriteError(w, http.StatusNotFound, "not_found", "no message with id "+id)
-		return
-	}
-	if err != nil {
+	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, who(r), body.Reason)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
+	case errors.Is(err, quarantine.ErrNoRecipient):
+		writeError(w, http.StatusNotFound, "not_found", "message "+id+" has no recipient "+body.Recipient)
+	case err != nil:
 		a.internal(w, "revoking", err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
 	}
-	WriteJSON(w, http.StatusOK, map[string]any{"id": id, "revoked": n})
-}
-
-// CountHeld sets the held-messages gauge from the store, at start.
-func CountHeld(ctx context.Context, st store.Store, m *metrics.Metrics) error {
-	counts := map[string]int{}
-	after := ""
-	for {
-		page, err := st.Search(ctx, store.Query{State: store.StateHeld, After: after, Limit: 500})
-		if err != nil {
-			return err
-		}
-		for _, msg := range page {
-			counts[msg.Tenant]++
-		}
-		if len(page) < 500 {
-			break
-		}
-		after = page[len(page)-1].ID
-	}
-	for tenant, n := range counts {
-		m.Held.WithLabelValues(tenant).Set(float64(n))
-	}
-	return nil
 }
 
 func (a *API) internal(w http.ResponseWriter, what string, err error) {
 	a.log.Error("api: "+what, "err", err)
-	WriteError(w, http.StatusInternalServerError, "internal", what+" failed; try again")
+	writeError(w, http.StatusInternalServerError, "internal", what+" failed; try again")
 }
 
 // decodeOptional reads a JSON body if there is one (at most 64 KiB).
@@ -326,18 +275,10 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		WriteError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("the body is not the JSON this call takes: %v", err))
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("the body is not the JSON this call takes: %v", err))
 		return false
 	}
 	return true
-}
-
-func oneLine(s string, max int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		s = s[:max]
-	}
-	return s
 }
 
 type apiSummary struct {
@@ -431,20 +372,4 @@ func urlOrigin(u string) string {
 		return ""
 	}
 	return p.Scheme + "://" + p.Host + "/…"
-}
-
-// WriteJSON writes v as the JSON body of a response.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-// WriteError writes an API error: a machine-readable code and a reason a
-// person can act on.
-func WriteError(w http.ResponseWriter, status int, code, reason string) {
-	WriteJSON(w, status, map[string]string{"error": code, "reason": reason})
 }

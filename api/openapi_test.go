@@ -1,4 +1,4 @@
-package quarantine
+package api
 
 import (
 	"bytes"
@@ -45,11 +45,11 @@ func loadOpenAPI(t *testing.T) openAPIDoc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(docs, OpenAPI) {
-		t.Fatal("quarantine/openapi.yaml differs from docs/openapi.yaml: copy docs/openapi.yaml over it")
+	if !bytes.Equal(docs, openAPI) {
+		t.Fatal("api/openapi.yaml differs from docs/openapi.yaml: copy docs/openapi.yaml over it")
 	}
 	var d openAPIDoc
-	if err := yaml.Unmarshal(OpenAPI, &d); err != nil {
+	if err := yaml.Unmarshal(openAPI, &d); err != nil {
 		t.Fatal(err)
 	}
 	return d
@@ -58,7 +58,7 @@ func loadOpenAPI(t *testing.T) openAPIDoc {
 // Every route is described, with its scope, and nothing else is.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	d := loadOpenAPI(t)
-	api := NewAPI(nil, nil, nil, nil, nil)
+	api := New(Deps{})
 	documented := map[string]openAPIOp{}
 	for path, ops := range d.Paths {
 		for method, op := range ops {
@@ -93,11 +93,7 @@ func TestOpenAPIResponsesHaveTheirRequiredFields(t *testing.T) {
 	id := e.enqueue(1, "juan@empresa.example", store.StateHeld, store.LinkPending)
 	check := func(method, path, body, docPath string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := e.do(method, path, body)
 		raw, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		op := d.Paths[docPath][strings.ToLower(method)]
@@ -125,7 +121,7 @@ func TestOpenAPIResponsesHaveTheirRequiredFields(t *testing.T) {
 	}
 	served, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !bytes.Equal(served, OpenAPI) {
+	if !bytes.Equal(served, openAPI) {
 		t.Fatal("/api/v1/openapi.yaml does not serve the description")
 	}
 }

@@ -1,4 +1,4 @@
-package quarantine
+package api
 
 import (
 	"context"
@@ -10,36 +10,28 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
 )
 
-// requeued records what the API hands back to delivery.
-type requeued struct {
-	mu sync.Mutex
-	ps []store.Pending
-}
+// noQueue stands for delivery: what the desk hands it is the desk's test.
+type noQueue struct{}
 
-func (r *requeued) Add(ps ...store.Pending) {
-	r.mu.Lock()
-	r.ps = append(r.ps, ps...)
-	r.mu.Unlock()
-}
+func (noQueue) Add(...store.Pending) {}
+
+// helpdeskToken reads and releases; the API's tests call as it.
+const helpdeskToken = "helpdesk-token-0123456789"
 
 type apiEnv struct {
-	api *API
 	t   *testing.T
 	st  store.Store
 	srv *httptest.Server
-	q   *requeued
 }
 
 func newAPIEnv(t *testing.T) *apiEnv {
@@ -49,13 +41,29 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	q := &requeued{}
-	api := NewAPI(st, q, func(*http.Request) (string, config.Scope) { return "helpdesk", config.ScopeRelease }, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	desk := quarantine.NewDesk(st, noQueue{}, metrics.New())
+	tokens := testTokens(map[string]config.APIToken{
+		helpdeskToken: {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead, config.ScopeRelease}}})
 	mux := http.NewServeMux()
-	api.Register(mux, func(_ config.Scope, h http.Handler) http.Handler { return h }) // scopes are the router's (cmd/certgate tests)
+	New(Deps{Store: st, Desk: desk, Tokens: tokens, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &apiEnv{api: api, t: t, st: st, srv: srv, q: q}
+	return &apiEnv{t: t, st: st, srv: srv}
+}
+
+// do sends a request as the helpdesk.
+func (e *apiEnv) do(method, path, body string) *http.Response {
+	e.t.Helper()
+	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Authorization", "Bearer "+helpdeskToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp
 }
 
 // enqueue stores a message at minute i of the day with one recipient.
@@ -63,7 +71,7 @@ func (e *apiEnv) enqueue(i int, rcpt string, state store.State, link store.LinkS
 	e.t.Helper()
 	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
 	id := fmt.Sprintf("06h%013d%010d", at.UnixMilli(), i)
-	_, hash := NewToken()
+	_, hash := quarantine.NewToken()
 	_, err := e.st.Enqueue(context.Background(), store.Message{ID: id, Tenant: "issuer", MailFrom: "certificados@ca.example",
 		Subject: fmt.Sprintf("Certificado %d", i), Class: "bulk", ReceivedAt: at}, [][]byte{[]byte("x")},
 		[]store.NewRecipient{{Address: rcpt, TrackingID: id, State: state, NextAttempt: at,
@@ -76,14 +84,7 @@ func (e *apiEnv) enqueue(i int, rcpt string, state store.State, link store.LinkS
 
 func (e *apiEnv) call(method, path, body string, out any) int {
 	e.t.Helper()
-	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	resp := e.do(method, path, body)
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		e.t.Fatalf("%s %s: content type %q", method, path, ct)
@@ -103,10 +104,10 @@ func TestAPIReleaseHeldMailEnablesLinksAndIsIdempotent(t *testing.T) {
 	if code := e.call("POST", "/api/v1/messages/"+id+"/release", `{"reason": "customer called the helpdesk"}`, &res); code != 200 {
 		t.Fatalf("release: %d", code)
 	}
-	if len(res.Requeued) != 1 || res.Requeued[0] != "juan@empresa.example" || len(e.q.ps) != 1 {
-		t.Fatalf("release requeued %v (queue got %d)", res.Requeued, len(e.q.ps))
+	if len(res.Requeued) != 1 || res.Requeued[0] != "juan@empresa.example" {
+		t.Fatalf("release requeued %v", res.Requeued)
 	}
-	if code := e.call("POST", "/api/v1/messages/"+id+"/release", "", &res); code != 200 || len(res.Requeued) != 0 || len(e.q.ps) != 1 {
+	if code := e.call("POST", "/api/v1/messages/"+id+"/release", "", &res); code != 200 || len(res.Requeued) != 0 {
 		t.Fatalf("second release: %d, requeued %v", code, res.Requeued)
 	}
 	var m apiMessage
@@ -207,29 +208,4 @@ func TestAPIBatchReleaseAndRevoke(t *testing.T) {
 	if code := e.call("GET", "/api/v1/messages/nope", "", &apiErr); code != 404 {
 		t.Fatalf("unknown message: %d", code)
 	}
-}
-
-func TestHeldGaugeCountsAtStartAndFallsOnRelease(t *testing.T) {
-	e := newAPIEnv(t)
-	id := e.enqueue(1, "a@empresa.example", store.StateHeld, store.LinkPending)
-	e.enqueue(2, "b@empresa.example", store.StateHeld, store.LinkPending)
-	e.enqueue(3, "c@empresa.example", store.StateQueued, store.LinkPending)
-	m := e.api.metrics
-	if err := CountHeld(context.Background(), e.st, m); err != nil {
-		t.Fatal(err)
-	}
-	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 2 {
-		t.Fatalf("held at start: %v, want 2", got)
-	}
-	e.call("POST", "/api/v1/messages/"+id+"/release", "", &map[string]any{})
-	e.call("POST", "/api/v1/messages/"+id+"/release", "", nil) // nothing left to release: no change
-	if got := gaugeValue(m.Held.WithLabelValues("issuer")); got != 1 {
-		t.Fatalf("held after a release: %v, want 1", got)
-	}
-}
-
-func gaugeValue(g interface{ Write(*dto.Metric) error }) float64 {
-	var m dto.Metric
-	g.Write(&m)
-	return m.GetGauge().GetValue()
 }

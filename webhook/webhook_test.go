@@ -1,4 +1,4 @@
-package quarantine
+package webhook
 
 import (
 	"bytes"
@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
@@ -47,25 +48,26 @@ type whNotice struct {
 }
 
 // whReceiver is a real HTTP server on 127.0.0.1 that records every POST
-// on arrival and answers what status says (200 when nil). status may
-// block, to keep a POST in flight.
+// on arrival, stamped with the test's clock, and answers what status says
+// (200 when nil). status may block, to keep a POST in flight.
 type whReceiver struct {
 	t      *testing.T
+	clk    clock.Clock
 	srv    *httptest.Server
 	mu     sync.Mutex
 	got    []whNotice
 	status func(n whNotice, seen int) int // seen: tries of this id and path so far, this one included
 }
 
-func newWHReceiver(t *testing.T, status func(n whNotice, seen int) int) *whReceiver {
-	r := &whReceiver{t: t, status: status}
+func newWHReceiver(t *testing.T, clk clock.Clock, status func(n whNotice, seen int) int) *whReceiver {
+	r := &whReceiver{t: t, clk: clk, status: status}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, err := io.ReadAll(req.Body)
 		if err != nil {
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		n := whNotice{path: req.URL.Path, method: req.Method, header: req.Header.Clone(), body: body, at: time.Now()}
+		n := whNotice{path: req.URL.Path, method: req.Method, header: req.Header.Clone(), body: body, at: r.clk.Now()}
 		if err := json.Unmarshal(body, &n); err != nil {
 			t.Errorf("notice body %q: %v", body, err)
 		}
@@ -110,21 +112,9 @@ func ids(ns []whNotice) []int64 {
 	return out
 }
 
-// waitFor polls cond for up to 10 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // verifyNotice checks a notice the way docs/config.md tells receivers to:
-// the HMAC of timestamp "." body, a timestamp within 5 minutes, and
-// headers that agree with the body.
+// the HMAC of timestamp "." body, a timestamp within 5 minutes of the
+// receiver's clock, and headers that agree with the body.
 func verifyNotice(t *testing.T, secret string, n whNotice) {
 	t.Helper()
 	if n.method != http.MethodPost {
@@ -143,7 +133,7 @@ func verifyNotice(t *testing.T, secret string, n whNotice) {
 	sec, err := strconv.ParseInt(ts, 10, 64)
 	if err != nil {
 		t.Errorf("notice %d: X-Certgate-Timestamp %q: %v", n.ID, ts, err)
-	} else if d := time.Since(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+	} else if d := n.at.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
 		t.Errorf("notice %d: timestamp %s is %s away", n.ID, ts, d)
 	}
 	mac := hmac.New(sha256.New, []byte(secret))
@@ -228,7 +218,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newWHDispatcher(t *testing.T, st store.Store, eps []WebhookEndpoint, opts WebhookOptions, logTo io.Writer) *Dispatcher {
+// epoch is where a test's fake clock starts.
+var epoch = time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
+
+// whRun is a started dispatcher whose polls and backoff run on a fake
+// clock that only the test moves: it moves the clock once every endpoint
+// waits on it, so nothing happens between a check and the next step.
+type whRun struct {
+	t    *testing.T
+	d    *Dispatcher
+	clk  *clock.Fake
+	eps  int
+	poll time.Duration
+}
+
+// startWH starts a dispatcher for eps on clk (polls of 10ms, backoff from
+// 10ms, 10s per try unless opts or the endpoints say otherwise).
+func startWH(t *testing.T, st EventLog, clk *clock.Fake, eps []Endpoint, opts Options, logTo io.Writer) *whRun {
 	t.Helper()
 	if logTo == nil {
 		logTo = io.Discard
@@ -239,15 +245,54 @@ func newWHDispatcher(t *testing.T, st store.Store, eps []WebhookEndpoint, opts W
 	if opts.BackoffBase == 0 {
 		opts.BackoffBase = 10 * time.Millisecond
 	}
-	d, err := NewDispatcher(st, eps, opts, slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
+	opts.Clock = clk
+	for i := range eps {
+		if eps[i].Timeout == 0 {
+			eps[i].Timeout = 10 * time.Second
+		}
 	}
+	d := New(st, eps, opts, slog.New(slog.NewTextHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Stop(context.Background()) })
-	return d
+	return &whRun{t: t, d: d, clk: clk, eps: len(eps), poll: opts.Poll}
+}
+
+// idle waits until every endpoint waits on the clock (polling or backing
+// off): no read of the log or POST is under way.
+func (r *whRun) idle() {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.clk.WaitTimers(ctx, r.eps); err != nil {
+		r.t.Fatalf("the endpoints never all waited on the clock: %v", err)
+	}
+}
+
+// runUntil moves the clock from one wait's end to the next until cond
+// holds while every endpoint is idle.
+func (r *whRun) runUntil(what string, cond func() bool) {
+	r.t.Helper()
+	for range 1000 {
+		r.idle()
+		if cond() {
+			return
+		}
+		if next, ok := r.clk.Next(); ok {
+			r.clk.Advance(next.Sub(r.clk.Now()))
+		}
+	}
+	r.t.Fatalf("1000 waits passed without %s", what)
+}
+
+// quiet lets every endpoint poll once more, after which nothing more may
+// have arrived.
+func (r *whRun) quiet() {
+	r.t.Helper()
+	r.idle()
+	r.clk.Advance(r.poll)
+	r.idle()
 }
 
 var allKinds = []string{"delivered", "bounced", "released", "link_used", "link_refused"}
@@ -263,16 +308,17 @@ const (
 func TestWebhooksSignedInOrder(t *testing.T) {
 	ctx := context.Background()
 	st := whStore(t, "")
-	rcv := newWHReceiver(t, nil)
-	_, hash := NewToken()
+	clk := clock.NewFake(epoch)
+	rcv := newWHReceiver(t, clk, nil)
+	hash := sha256.Sum256([]byte("a link token"))
 	msgA := "068w3qk2v0yzj7a5c1m9rt4xa1"
 	ra := whEnqueue(t, st, msgA, "ca", store.StateQueued, []string{"juan@empresa.example", "ana@empresa.example"},
-		store.NewLink{TokenHash: hash, URL: issuerURL, State: store.LinkEnabled, MaxUses: 1})
+		store.NewLink{TokenHash: hash, URL: "https://descargas.ca.example/certificado?clave=Zk3p9QwX", State: store.LinkEnabled, MaxUses: 1})
 
-	d := newWHDispatcher(t, st, []WebhookEndpoint{
+	run := startWH(t, st, clk, []Endpoint{
 		{Name: "all", URL: rcv.srv.URL + "/all", Secret: []byte(secretAll), Events: allKinds},
 		{Name: "ca-delivered", URL: rcv.srv.URL + "/ca", Secret: []byte(secretCA), Events: []string{"delivered"}, Tenants: []string{"ca"}},
-	}, WebhookOptions{}, nil)
+	}, Options{}, nil)
 
 	whAttempt(t, st, msgA, ra[0], store.StateQueued, 451, "4.7.1 try later")
 	whAttempt(t, st, msgA, ra[0], store.StateDelivered, 250, "2.0.0 ok")
@@ -324,10 +370,10 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 	}
 	// Both cursors reach the end of the log, the filtered one too: events
 	// it does not want move it along.
-	waitFor(t, "both endpoints to reach the end of the log", func() bool {
+	run.runUntil("both endpoints to reach the end of the log", func() bool {
 		return cursor("all") == lastID && cursor("ca-delivered") == lastID
 	})
-	time.Sleep(50 * time.Millisecond) // a few more polls: nothing else may come
+	run.quiet()
 	for _, c := range []struct {
 		path, secret string
 		want         []want
@@ -370,7 +416,7 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 	if "sha256="+hex.EncodeToString(mac.Sum(nil)) == n.header.Get("X-Certgate-Signature") {
 		t.Error("the notice verifies with another endpoint's secret")
 	}
-	if err := d.Stop(ctx); err != nil {
+	if err := run.d.Stop(ctx); err != nil {
 		t.Errorf("Stop: %v", err)
 	}
 }
@@ -396,18 +442,19 @@ func TestWebhooksRetryWithBackoff(t *testing.T) {
 		}
 	}
 	first := delivered[0]
-	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
+	clk := clock.NewFake(epoch)
+	rcv := newWHReceiver(t, clk, func(n whNotice, seen int) int {
 		if n.ID == first && seen <= 2 {
 			return http.StatusInternalServerError
 		}
 		return http.StatusOK
 	})
 	logs := &syncBuffer{}
-	newWHDispatcher(t, st, []WebhookEndpoint{{Name: "crm", URL: rcv.srv.URL + "/hook?token=q-secret", Secret: []byte(secretAll),
-		Events: []string{"delivered"}}}, WebhookOptions{BackoffBase: base, BackoffMax: time.Second}, logs)
+	run := startWH(t, st, clk, []Endpoint{{Name: "crm", URL: rcv.srv.URL + "/hook?token=q-secret", Secret: []byte(secretAll),
+		Events: []string{"delivered"}}}, Options{BackoffBase: base, BackoffMax: time.Second}, logs)
 
-	waitFor(t, "five notices", func() bool { return len(rcv.notices("")) >= 5 })
-	time.Sleep(50 * time.Millisecond)
+	run.runUntil("five notices", func() bool { return len(rcv.notices("")) >= 5 })
+	run.quiet()
 	got := rcv.notices("")
 	want := []int64{first, first, first, delivered[1], delivered[2]}
 	if !slices.Equal(ids(got), want) {
@@ -416,12 +463,13 @@ func TestWebhooksRetryWithBackoff(t *testing.T) {
 	for _, n := range got {
 		verifyNotice(t, secretAll, n)
 	}
-	// Waits of base and 2*base, less at most a fifth for jitter.
-	if d := got[1].at.Sub(got[0].at); d < base*4/5 {
-		t.Errorf("first retry after %s, want at least %s", d, base*4/5)
+	// Waits of base and 2*base, less at most a fifth for jitter; the
+	// fake clock makes them exact.
+	if d := got[1].at.Sub(got[0].at); d < base*4/5 || d > base {
+		t.Errorf("first retry after %s, want %s to %s", d, base*4/5, base)
 	}
-	if d := got[2].at.Sub(got[1].at); d < 2*base*4/5 {
-		t.Errorf("second retry after %s, want at least %s", d, 2*base*4/5)
+	if d := got[2].at.Sub(got[1].at); d < 2*base*4/5 || d > 2*base {
+		t.Errorf("second retry after %s, want %s to %s", d, 2*base*4/5, 2*base)
 	}
 
 	out := logs.String()
@@ -443,10 +491,7 @@ func TestWebhooksRetryWithBackoff(t *testing.T) {
 // TestWebhooksBackoffGrowsToCap checks the schedule itself: doubling from
 // the base, never above the cap, jittered downwards by at most a fifth.
 func TestWebhooksBackoffGrowsToCap(t *testing.T) {
-	d, err := NewDispatcher(nil, nil, WebhookOptions{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := New(nil, nil, Options{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 8: 128 * time.Second,
 		9: 256 * time.Second, 10: 5 * time.Minute, 20: 5 * time.Minute, 64: 5 * time.Minute, 1000: 5 * time.Minute} {
 		for range 50 {
@@ -483,15 +528,16 @@ func TestWebhooksRestart(t *testing.T) {
 	inFlight := make(chan struct{})
 	release := make(chan struct{})
 	var once sync.Once
-	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
+	clk := clock.NewFake(epoch)
+	rcv := newWHReceiver(t, clk, func(n whNotice, seen int) int {
 		if n.ID == hold && seen == 1 {
 			once.Do(func() { close(inFlight) })
 			<-release
 		}
 		return http.StatusOK
 	})
-	ep := WebhookEndpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
-	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	ep := Endpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
+	d1 := startWH(t, st, clk, []Endpoint{ep}, Options{}, nil).d
 	select {
 	case <-inFlight:
 	case <-time.After(10 * time.Second):
@@ -504,6 +550,9 @@ func TestWebhooksRestart(t *testing.T) {
 		t.Errorf("Stop with a POST held by the receiver = %v, want the deadline", err)
 	}
 	close(release)
+	if err := d1.Stop(ctx); err != nil { // a second Stop waits for the cut POST's goroutine to end
+		t.Fatal(err)
+	}
 	if c, err := st.Cursor(ctx, "webhook:crm"); err != nil || c != evs[2].ID {
 		t.Errorf("cursor after the cut = %d, %v; want %d (the last event answered)", c, err, evs[2].ID)
 	}
@@ -517,7 +566,7 @@ func TestWebhooksRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	st2 := whStore(t, path)
-	newWHDispatcher(t, st2, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	run := startWH(t, st2, clk, []Endpoint{ep}, Options{}, nil)
 	all, err := st2.EventsAfter(ctx, 0, 100)
 	if err != nil {
 		t.Fatal(err)
@@ -531,12 +580,12 @@ func TestWebhooksRestart(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "every delivered event", func() bool { return len(rcv.notices("")) >= len(want) })
-	time.Sleep(50 * time.Millisecond)
+	run.runUntil("every delivered event", func() bool { return len(rcv.notices("")) >= len(want) })
+	run.quiet()
 	if got := ids(rcv.notices("")); !slices.Equal(got, want) {
 		t.Errorf("received %v, want %v", got, want)
 	}
-	waitFor(t, "the cursor at the end of the log", func() bool {
+	run.runUntil("the cursor at the end of the log", func() bool {
 		c, err := st2.Cursor(ctx, "webhook:crm")
 		return err == nil && c == all[len(all)-1].ID
 	})
@@ -553,16 +602,30 @@ func TestWebhooksStopWaitsForAnswer(t *testing.T) {
 	for _, rid := range rids {
 		whAttempt(t, st, msg, rid, store.StateDelivered, 250, "2.0.0 ok")
 	}
-	inFlight := make(chan int64, 10)
-	rcv := newWHReceiver(t, func(n whNotice, seen int) int {
-		inFlight <- n.ID
-		time.Sleep(100 * time.Millisecond) // a slow receiver
+	// The receiver holds the first POST until the test has called Stop.
+	inFlight, answer := make(chan int64, 1), make(chan struct{})
+	var once sync.Once
+	clk := clock.NewFake(epoch)
+	rcv := newWHReceiver(t, clk, func(n whNotice, seen int) int {
+		once.Do(func() {
+			inFlight <- n.ID
+			<-answer
+		})
 		return http.StatusOK
 	})
-	ep := WebhookEndpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
-	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
+	ep := Endpoint{Name: "crm", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"delivered"}}
+	d1 := startWH(t, st, clk, []Endpoint{ep}, Options{}, nil).d
 	held := <-inFlight
-	if err := d1.Stop(ctx); err != nil {
+	stopped := make(chan error, 1)
+	go func() { stopped <- d1.Stop(ctx) }()
+	<-d1.stopping.Done() // Stop has begun
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a POST was unanswered", err)
+	default:
+	}
+	close(answer)
+	if err := <-stopped; err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if got := ids(rcv.notices("")); len(got) != 1 || got[0] != held {
@@ -571,9 +634,9 @@ func TestWebhooksStopWaitsForAnswer(t *testing.T) {
 	if c, err := st.Cursor(ctx, "webhook:crm"); err != nil || c != held {
 		t.Errorf("cursor after a graceful stop = %d, %v; want %d", c, err, held)
 	}
-	newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
-	waitFor(t, "three notices", func() bool { return len(rcv.notices("")) >= 3 })
-	time.Sleep(150 * time.Millisecond)
+	run := startWH(t, st, clk, []Endpoint{ep}, Options{}, nil)
+	run.runUntil("three notices", func() bool { return len(rcv.notices("")) >= 3 })
+	run.quiet()
 	got := ids(rcv.notices(""))
 	if len(got) != 3 || !slices.IsSorted(got) || got[0] == got[1] || got[1] == got[2] {
 		t.Errorf("received %v, want three events once each, in order", got)
@@ -590,7 +653,8 @@ func TestWebhooksReceiverDownAcrossRestart(t *testing.T) {
 	whAttempt(t, st, msg, rids[0], store.StateBounced, 550, "5.1.1 no such user")
 	var mu sync.Mutex
 	down := true
-	rcv := newWHReceiver(t, func(whNotice, int) int {
+	clk := clock.NewFake(epoch)
+	rcv := newWHReceiver(t, clk, func(whNotice, int) int {
 		mu.Lock()
 		defer mu.Unlock()
 		if down {
@@ -598,9 +662,13 @@ func TestWebhooksReceiverDownAcrossRestart(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
-	ep := WebhookEndpoint{Name: "siem", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"bounced"}}
-	d1 := newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{BackoffBase: time.Hour}, nil)
-	waitFor(t, "the first try", func() bool { return len(rcv.notices("")) == 1 })
+	ep := Endpoint{Name: "siem", URL: rcv.srv.URL + "/hook", Secret: []byte(secretAll), Events: []string{"bounced"}}
+	run1 := startWH(t, st, clk, []Endpoint{ep}, Options{BackoffBase: time.Hour}, nil)
+	run1.idle() // backing off for an hour that the fake clock never lets pass
+	if n := len(rcv.notices("")); n != 1 {
+		t.Fatalf("%d tries before the backoff, want 1", n)
+	}
+	d1 := run1.d
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := d1.Stop(sctx); err != nil {
@@ -612,48 +680,27 @@ func TestWebhooksReceiverDownAcrossRestart(t *testing.T) {
 	mu.Lock()
 	down = false
 	mu.Unlock()
-	newWHDispatcher(t, st, []WebhookEndpoint{ep}, WebhookOptions{}, nil)
-	waitFor(t, "the second try", func() bool { return len(rcv.notices("")) == 2 })
+	run2 := startWH(t, st, clk, []Endpoint{ep}, Options{}, nil)
+	run2.runUntil("the second try", func() bool { return len(rcv.notices("")) == 2 })
 	got := rcv.notices("")
 	if got[0].ID != got[1].ID || got[1].Kind != "bounced" {
 		t.Errorf("notices %+v", got)
 	}
 	// 204 is a 2xx: taken.
-	waitFor(t, "the cursor to move", func() bool {
+	run2.runUntil("the cursor to move", func() bool {
 		c, _ := st.Cursor(ctx, "webhook:siem")
 		return c == got[1].ID
 	})
 }
 
-func TestNewDispatcherRefuses(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ok := WebhookEndpoint{Name: "a", URL: "https://crm.example/h", Secret: []byte(secretAll), Events: []string{"delivered"}}
-	for name, eps := range map[string][]WebhookEndpoint{
-		"no name":    {{URL: ok.URL, Secret: ok.Secret, Events: ok.Events}},
-		"same name":  {ok, ok},
-		"no secret":  {{Name: "a", URL: ok.URL, Events: ok.Events}},
-		"no events":  {{Name: "a", URL: ok.URL, Secret: ok.Secret}},
-		"bad URL":    {{Name: "a", URL: "mailto:x@example.com?token=zz", Secret: ok.Secret, Events: ok.Events}},
-		"relative":   {{Name: "a", URL: "/hooks", Secret: ok.Secret, Events: ok.Events}},
-		"no scheme?": {{Name: "a", URL: "crm.example/h", Secret: ok.Secret, Events: ok.Events}},
-	} {
-		_, err := NewDispatcher(nil, eps, WebhookOptions{}, log)
-		if err == nil {
-			t.Errorf("%s: NewDispatcher succeeded", name)
-		} else if strings.Contains(err.Error(), "zz") {
-			t.Errorf("%s: error %q shows the URL", name, err)
-		}
-	}
-}
-
-func TestWebhookEndpointsReadSecrets(t *testing.T) {
+func TestEndpointsReadSecrets(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "crm.secret")
 	if err := os.WriteFile(file, []byte(secretCA+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("CERTGATE_TEST_WEBHOOK", " "+secretAll+" ")
-	eps, err := WebhookEndpoints([]config.Webhook{
+	eps, err := Endpoints([]config.Webhook{
 		{Name: "crm", URL: "https://crm.example/h", SecretFile: file, Events: []string{"delivered", "bounced"}, Tenants: []string{"ca"}, Timeout: config.Duration(3 * time.Second)},
 		{Name: "siem", URL: "http://127.0.0.1:9000/h", SecretEnv: "CERTGATE_TEST_WEBHOOK", Events: []string{"link_refused"}},
 	})
@@ -665,132 +712,9 @@ func TestWebhookEndpointsReadSecrets(t *testing.T) {
 		t.Errorf("endpoints = %+v", eps)
 	}
 
-	const short = "tooshort-123"
-	t.Setenv("CERTGATE_TEST_SHORT", short)
-	_, err = WebhookEndpoints([]config.Webhook{{Name: "x", URL: "https://crm.example/h", SecretEnv: "CERTGATE_TEST_SHORT", Events: []string{"delivered"}}})
-	if err == nil || strings.Contains(err.Error(), short) || !strings.Contains(err.Error(), "CERTGATE_TEST_SHORT") {
-		t.Errorf("a short secret: %v", err)
-	}
-	_, err = WebhookEndpoints([]config.Webhook{{Name: "x", URL: "https://crm.example/h", SecretEnv: "CERTGATE_TEST_UNSET", Events: []string{"delivered"}}})
+	// Checked when the file was loaded, but unset since.
+	_, err = Endpoints([]config.Webhook{{Name: "x", URL: "https://crm.example/h", SecretEnv: "CERTGATE_TEST_UNSET", Events: []string{"delivered"}}})
 	if err == nil || !strings.Contains(err.Error(), "CERTGATE_TEST_UNSET") {
 		t.Errorf("an unset variable: %v", err)
-	}
-}
-
-// TestWebhookConfigChecks covers the webhooks section of the
-// configuration: config validates it, this package reads it.
-func TestWebhookConfigChecks(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "crm.secret"), []byte(secretCA), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	good := func() config.Webhook {
-		return config.Webhook{Name: "crm", URL: "https://crm.ca.example/hooks/certgate?token=x", SecretEnv: "CRM_SECRET",
-			Events: []string{"delivered", "bounced", "released", "link_used", "link_refused"}, Tenants: []string{"ca"}}
-	}
-	check := func(ws []config.Webhook) ([]config.Webhook, []string) {
-		t.Helper()
-		c := &config.Config{Path: filepath.Join(dir, "certgate.yaml"), Tenants: []config.Tenant{{Name: "ca"}, {Name: "other"}}, Webhooks: ws}
-		err := c.Validate()
-		var errs *config.Errors
-		if err != nil && !errors.As(err, &errs) {
-			t.Fatal(err)
-		}
-		var out []string
-		if errs != nil {
-			for _, p := range errs.Problems {
-				if strings.HasPrefix(p.Path, "webhooks") {
-					out = append(out, p.Path+": "+p.Msg)
-				}
-			}
-		}
-		return c.Webhooks, out
-	}
-
-	ws, problems := check([]config.Webhook{good()})
-	if len(problems) != 0 {
-		t.Errorf("a good webhook: %v", problems)
-	}
-	if ws[0].Timeout != config.DefaultWebhookTimeout {
-		t.Errorf("timeout left out = %s, want %s", ws[0].Timeout, config.DefaultWebhookTimeout)
-	}
-	rel := good()
-	rel.SecretEnv, rel.SecretFile = "", "crm.secret"
-	ws, problems = check([]config.Webhook{rel})
-	if len(problems) != 0 || ws[0].SecretFile != filepath.Join(dir, "crm.secret") {
-		t.Errorf("a relative secret_file: %q, %v", ws[0].SecretFile, problems)
-	}
-	for _, u := range []string{"http://127.0.0.1:9000/h", "http://localhost/h", "http://[::1]:8080/h", "https://10.0.0.5/h"} {
-		w := good()
-		w.URL = u
-		if _, problems := check([]config.Webhook{w}); len(problems) != 0 {
-			t.Errorf("url %s: %v", u, problems)
-		}
-	}
-
-	twice := good()
-	_, problems = check([]config.Webhook{good(), twice})
-	if !slices.Contains(problems, `webhooks[1].name: "crm" is already the name of webhooks[0]`) {
-		t.Errorf("a name used twice: %v", problems)
-	}
-	for _, c := range []struct {
-		name   string
-		change func(w *config.Webhook)
-		want   string // a problem containing this
-	}{
-		{"no name", func(w *config.Webhook) { w.Name = "" }, "webhooks[0].name: required"},
-		{"odd name", func(w *config.Webhook) { w.Name = "crm hooks" }, "webhooks[0].name:"},
-		{"no url", func(w *config.Webhook) { w.URL = "" }, "webhooks[0].url: required"},
-		{"http", func(w *config.Webhook) { w.URL = "http://crm.ca.example/h" }, "webhooks[0].url: use https"},
-		{"ftp", func(w *config.Webhook) { w.URL = "ftp://crm.ca.example/h" }, "webhooks[0].url: not an absolute https URL"},
-		{"relative url", func(w *config.Webhook) { w.URL = "/hooks" }, "webhooks[0].url: not an absolute"},
-		{"fragment", func(w *config.Webhook) { w.URL += "#x" }, "webhooks[0].url: must not have a #fragment"},
-		{"password", func(w *config.Webhook) { w.URL = "https://u:hunter2@crm.ca.example/h" }, "webhooks[0].url: must not contain a user name"},
-		{"two secrets", func(w *config.Webhook) { w.SecretFile = "crm.secret" }, "webhooks[0]: set only one of secret_file and secret_env"},
-		{"no secret", func(w *config.Webhook) { w.SecretEnv = "" }, "webhooks[0]: set secret_file or secret_env"},
-		{"missing file", func(w *config.Webhook) { w.SecretEnv, w.SecretFile = "", "nope" }, "webhooks[0].secret_file: file"},
-		{"secret as env", func(w *config.Webhook) { w.SecretEnv = "s3cr3t-value!" }, "webhooks[0].secret_env: must be the name"},
-		{"no events", func(w *config.Webhook) { w.Events = nil }, "webhooks[0].events: list at least one"},
-		{"other event", func(w *config.Webhook) { w.Events = []string{"accepted"} }, `webhooks[0].events[0]: "accepted" is not one of`},
-		{"event twice", func(w *config.Webhook) { w.Events = []string{"bounced", "bounced"} }, `webhooks[0].events[1]: "bounced" is listed twice`},
-		{"unknown tenant", func(w *config.Webhook) { w.Tenants = []string{"ca", "nobody"} }, `webhooks[0].tenants[1]: "nobody" is not the name of a tenant`},
-		{"negative timeout", func(w *config.Webhook) { w.Timeout = -1 }, "webhooks[0].timeout: must be a positive duration"},
-	} {
-		w := good()
-		c.change(&w)
-		_, problems := check([]config.Webhook{w})
-		found := false
-		for _, p := range problems {
-			found = found || strings.Contains(p, c.want)
-			if strings.Contains(p, "hunter2") || strings.Contains(p, "s3cr3t-value") || strings.Contains(p, "token=x") {
-				t.Errorf("%s: a problem shows a secret: %s", c.name, p)
-			}
-		}
-		if !found {
-			t.Errorf("%s: problems %v, want one containing %q", c.name, problems, c.want)
-		}
-	}
-
-	// From a file: line numbers, and a timeout written as 0 is kept and refused.
-	yaml := `tenants: [{name: ca, trusted_networks: [192.0.2.1], from_domains: [ca.example]}]
-webhooks:
-  - {name: crm, url: "https://crm.ca.example/h", secret_env: CRM_SECRET, events: [delivered], timeout: 0}
-`
-	_, err := config.Parse(filepath.Join(dir, "certgate.yaml"), []byte(yaml))
-	var errs *config.Errors
-	if !errors.As(err, &errs) {
-		t.Fatalf("Parse: %v", err)
-	}
-	found := false
-	for _, p := range errs.Problems {
-		if p.Path == "webhooks[0].timeout" && p.Line == 3 {
-			found = true
-		}
-		if strings.HasPrefix(p.Path, "webhooks") && p.Path != "webhooks[0].timeout" {
-			t.Errorf("unexpected problem %s", p)
-		}
-	}
-	if !found {
-		t.Errorf("timeout: 0 not refused on line 3: %v", errs)
 	}
 }

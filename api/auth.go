@@ -1,0 +1,98 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/certgate/certgate/config"
+)
+
+// Tokens are the configured bearer tokens as certgate keeps them: only
+// their SHA-256. Tokens are long random strings, so a fast hash is enough;
+// what matters is that the configured secret is not kept and the
+// comparison is constant time.
+type Tokens struct {
+	list []token
+}
+
+type token struct {
+	hash [32]byte
+	cfg  config.APIToken
+}
+
+// LoadTokens reads every token's secret and keeps its hash.
+func LoadTokens(cfg []config.APIToken) (*Tokens, error) {
+	ts := &Tokens{}
+	for _, t := range cfg {
+		secret, err := t.Token()
+		if err != nil {
+			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
+		}
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("api token %s: shorter than 16 characters", t.Name)
+		}
+		ts.list = append(ts.list, token{hash: sha256.Sum256([]byte(secret)), cfg: t})
+	}
+	return ts, nil
+}
+
+// authenticate finds the token presented in the Authorization header. Every
+// configured token is compared, so the time taken does not depend on which
+// one matched.
+func (ts *Tokens) authenticate(r *http.Request) *token {
+	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || secret == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(secret))
+	var found *token
+	for i := range ts.list {
+		if subtle.ConstantTimeCompare(sum[:], ts.list[i].hash[:]) == 1 {
+			found = &ts.list[i]
+		}
+	}
+	return found
+}
+
+// Require guards h: 401 without a valid token, 403 when the token lacks
+// scope (admin holds every scope). h finds the caller with Caller.
+func (ts *Tokens) Require(scope config.Scope, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := ts.authenticate(r)
+		if t == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="certgate"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required")
+			return
+		}
+		if !t.cfg.HasScope(scope) {
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
+			return
+		}
+		used := scope
+		if !slices.Contains(t.cfg.Scopes, scope) {
+			used = config.ScopeAdmin
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{t.cfg.Name, used})))
+	})
+}
+
+type callerKey struct{}
+
+type caller struct {
+	name  string
+	scope config.Scope
+}
+
+// Caller returns the name of the token that Require let r through with,
+// and the scope it used (admin when it holds no narrower one).
+func Caller(r *http.Request) (name string, scope config.Scope) {
+	if c, ok := r.Context().Value(callerKey{}).(caller); ok {
+		return c.name, c.scope
+	}
+	return "", ""
+}
