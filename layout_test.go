@@ -1,0 +1,73 @@
+// Package certgate_test holds the map of certgate's packages to the test
+// suite: which package may import which (docs/architecture.md). A change
+// that makes an import run the wrong way fails here, with the rule it
+// breaks.
+package certgate_test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/certgate/certgate/"
+
+// mayImport lists, for each package, the packages of ours it may import
+// (outside its tests). Imports run one way: the binary, then the mail
+// path (gateway, delivery, api, webhook), then policy and quarantine, then
+// store; config, metrics, mimeedit and clock are leaves. sim is for demo
+// and tests only, demo for the binary's demo subcommand only.
+var mayImport = map[string][]string{
+	"config":          {},
+	"metrics":         {},
+	"mimeedit":        {},
+	"clock":           {},
+	"sim":             {},
+	"store":           {},
+	"store/sqlite":    {"store"},
+	"store/storetest": {"store"},
+	"policy":          {"config", "clock"},
+	"quarantine":      {"config", "metrics", "mimeedit", "store", "clock"},
+	"webhook":         {"config", "store", "clock"},
+	"gateway/signer":  {"mimeedit"},
+	"gateway":         {"config", "metrics", "mimeedit", "gateway/signer", "quarantine", "store"},
+	"delivery":        {"config", "metrics", "policy", "store", "clock"},
+	"api":             {"config", "metrics", "quarantine", "store"},
+	"demo":            {"config", "sim", "gateway/signer", "mimeedit"},
+	"cmd/certgate":    {"config", "metrics", "mimeedit", "clock", "store", "store/sqlite", "policy", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
+	"bench/probe":     {},
+	"bench/sink":      {},
+}
+
+func TestImportsRunOneWay(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "./...").Output()
+	if err != nil {
+		t.Skipf("go list: %v (the go command is needed to read the import graph)", err)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, ok := strings.CutPrefix(fields[0], module)
+		if !ok {
+			continue
+		}
+		seen[pkg] = true
+		allowed, known := mayImport[pkg]
+		if !known {
+			t.Errorf("package %s is not on the map: add it to mayImport and to docs/architecture.md", pkg)
+			continue
+		}
+		for _, imp := range fields[1:] {
+			dep, ours := strings.CutPrefix(imp, module)
+			if ours && !slices.Contains(allowed, dep) {
+				t.Errorf("%s imports %s, which the map does not allow (docs/architecture.md)", pkg, dep)
+			}
+		}
+	}
+	for pkg := range mayImport {
+		if !seen[pkg] {
+			t.Errorf("the map lists %s, which does not exist", pkg)
+		}
+	}
+}
