@@ -45,6 +45,11 @@ func DefaultRetrySchedule() []Duration {
 	}
 }
 
+// DefaultRetry is delivery.retry when its keys are absent.
+func DefaultRetry() Retry {
+	return Retry{Schedule: DefaultRetrySchedule(), MaxAge: DefaultRetryMaxAge, Jitter: DefaultRetryJitter}
+}
+
 // DefaultRoutes is delivery.routes when the key is absent: every domain
 // through its MX records.
 func DefaultRoutes() []Route {

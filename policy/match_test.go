@@ -152,29 +152,3 @@ func TestNamedLaneShared(t *testing.T) {
 		t.Fatalf("Lanes() = %v", keys)
 	}
 }
-
-func TestBuiltinsDocumented(t *testing.T) {
-	seen := map[string]bool{}
-	for i, b := range BuiltinProviders() {
-		if seen[b.Name] {
-			t.Errorf("built-in %s twice", b.Name)
-		}
-		seen[b.Name] = true
-		if !(b.Rate > 0) || b.ConnectionLimit <= 0 || b.MaxDeliveriesPerConnection <= 0 {
-			t.Errorf("built-in %s has an unset limit: %+v", b.Name, b)
-		}
-		for _, s := range b.MXSuffixes {
-			if _, ok := compileMXRule(s); !ok {
-				t.Errorf("built-in %s: bad mx suffix %q", b.Name, s)
-			}
-		}
-		if b.Name == CatchAll && i != len(BuiltinProviders())-1 {
-			t.Error("the catch-all must come last")
-		}
-	}
-	for _, n := range []string{"gmail", "outlook", "microsoft365", "yahoo", "apple", "zimbra", CatchAll} {
-		if !seen[n] {
-			t.Errorf("built-in %s missing", n)
-		}
-	}
-}

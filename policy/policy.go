@@ -61,29 +61,12 @@ var (
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 
 // New builds a policy from the configured providers and retry settings.
-//
-// A configured provider whose name (case-insensitive) is a built-in's
-// overrides it field by field: a non-empty list replaces the built-in's
-// list, a non-zero limit replaces the built-in's limit, and zero keeps the
-// built-in's value. Other configured providers are added; their zero
-// connection limits take the catch-all's values, and their zero rate means
-// unlimited, as the configuration's Rate type defines ("0"). Configured
-// providers, overrides included, are matched in configuration order before
-// the remaining built-ins. The catch-all ("default") may be configured for
-// its limits only.
+// config.ResolveProviders merges the providers into the built-ins.
 //
 // Empty retry settings take DefaultRetrySchedule and DefaultRetryMaxAge.
 // All errors are reported together.
 func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
 	var errs []error
-	builtins := builtinProviders()
-	index := map[string]int{}
-	for i, b := range builtins {
-		index[b.Name] = i
-	}
-	catch := builtins[index[CatchAll]]
-
-	var configured []Provider
 	overridden := map[string]bool{}
 	for i, c := range cfg {
 		name := strings.ToLower(strings.TrimSpace(c.Name))
@@ -97,8 +80,7 @@ func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
 			continue
 		}
 		overridden[name] = true
-		rate, err := rateOf(c.MaxMessageRate)
-		if err != nil {
+		if _, err := rateOf(c.MaxMessageRate); err != nil {
 			errs = append(errs, fmt.Errorf("%s: max_message_rate: %w", where, err))
 		}
 		if c.ConnectionLimit < 0 {
@@ -117,45 +99,13 @@ func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
 				errs = append(errs, fmt.Errorf("%s: domains: empty domain", where))
 			}
 		}
-
-		var p Provider
-		bi, isBuiltin := index[name]
-		if isBuiltin {
-			p = builtins[bi]
-		} else {
-			p = Provider{
-				Name:                       name,
-				Rate:                       rate, // zero: unlimited, as config.Rate defines
-				ConnectionLimit:            catch.ConnectionLimit,
-				MaxDeliveriesPerConnection: catch.MaxDeliveriesPerConnection,
-			}
-		}
+		isBuiltin := slices.ContainsFunc(config.BuiltinProviders(), func(b config.Provider) bool { return b.Name == name })
 		if name == CatchAll && (len(c.Domains) > 0 || len(c.MXSuffixes) > 0) {
 			errs = append(errs, fmt.Errorf("%s: the catch-all matches every other domain; it takes limits only", where))
 		}
-		if len(c.Domains) > 0 {
-			p.Domains = slices.Clone(c.Domains)
-		}
-		if len(c.MXSuffixes) > 0 {
-			p.MXSuffixes = slices.Clone(c.MXSuffixes)
-		}
-		if c.MaxMessageRate.Count > 0 {
-			p.Rate = rate
-		}
-		if c.ConnectionLimit > 0 {
-			p.ConnectionLimit = c.ConnectionLimit
-		}
-		if c.MaxDeliveriesPerConnection > 0 {
-			p.MaxDeliveriesPerConnection = c.MaxDeliveriesPerConnection
-		}
-		if name == CatchAll {
-			catch = p
-			continue
-		}
-		if !isBuiltin && len(p.Domains) == 0 && len(p.MXSuffixes) == 0 {
+		if !isBuiltin && len(c.Domains) == 0 && len(c.MXSuffixes) == 0 {
 			errs = append(errs, fmt.Errorf("%s: a new provider needs domains or mx_suffixes to match anything", where))
 		}
-		configured = append(configured, p)
 	}
 
 	schedule, maxAge, jitter, rerrs := retrySettings(retry)
@@ -173,19 +123,25 @@ func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
 		clk:      realClock{},
 		lanes:    map[string]*Lane{},
 	}
-	all := configured
-	for _, b := range builtins {
-		if !overridden[b.Name] && b.Name != CatchAll {
-			all = append(all, b)
+	for _, c := range config.ResolveProviders(cfg) {
+		rate, _ := rateOf(c.MaxMessageRate)
+		cp := &provider{Provider: Provider{
+			Name:                       c.Name,
+			Domains:                    c.Domains,
+			MXSuffixes:                 c.MXSuffixes,
+			Rate:                       rate,
+			ConnectionLimit:            c.ConnectionLimit,
+			MaxDeliveriesPerConnection: c.MaxDeliveriesPerConnection,
+		}}
+		if c.Name == CatchAll {
+			pol.catchAll = cp
+			continue
 		}
-	}
-	for _, p := range all {
-		cp := &provider{Provider: p}
-		for _, s := range p.MXSuffixes {
+		for _, s := range c.MXSuffixes {
 			r, _ := compileMXRule(s)
 			cp.rules = append(cp.rules, r)
 		}
-		for _, d := range p.Domains {
+		for _, d := range c.Domains {
 			d = normName(d)
 			if _, taken := pol.byDomain[d]; !taken {
 				pol.byDomain[d] = cp
@@ -193,7 +149,6 @@ func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
 		}
 		pol.providers = append(pol.providers, cp)
 	}
-	pol.catchAll = &provider{Provider: catch}
 	return pol, nil
 }
 
