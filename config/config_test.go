@@ -632,6 +632,15 @@ func TestProblems(t *testing.T) {
 			}},
 		{"provider twice", "", edit{"providers:\n", "providers:\n  - {name: gmail, connection_limit: 2}\n"},
 			[]wantProblem{{"providers[1].name", "  - name: gmail", "already the name of providers[0]"}}},
+		{"provider name starts with a dot", "", edit{"name: gmail", "name: .gmail"},
+			[]wantProblem{{"providers[0].name", "name: .gmail", "starting with a letter or digit"}}},
+		{"new provider matches nothing", "", edit{"providers:\n", "providers:\n  - {name: partner, connection_limit: 2}\n"},
+			[]wantProblem{{"providers[0]", "  - {name: partner", "needs domains or mx_suffixes"}}},
+		{"catch-all with domains", "", edit{"providers:\n", "providers:\n  - name: default\n    domains: [x.example]\n    mx_suffixes: [.x.example]\n"},
+			[]wantProblem{
+				{"providers[0].domains", "domains: [x.example]", "takes limits only"},
+				{"providers[0].mx_suffixes", "mx_suffixes: [.x.example]", "takes limits only"},
+			}},
 		{"rate", "", edit{"max_message_rate: 300/min", "max_message_rate: 300/fortnight"},
 			[]wantProblem{{"providers[0].max_message_rate", "max_message_rate:", `unknown period "fortnight"`}}},
 

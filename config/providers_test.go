@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -132,5 +133,77 @@ func TestDefaultRetryIsTheFileDefault(t *testing.T) {
 	}
 	if r := DefaultRetry(); r.MaxAge != Duration(72*time.Hour) || len(r.Schedule) != 7 || r.Jitter != 0.1 {
 		t.Fatalf("DefaultRetry = %+v", r)
+	}
+}
+
+// TestValidateProviders holds every rule policy.New used to check itself,
+// now checked here once: check-config reports what serve would refuse.
+func TestValidateProviders(t *testing.T) {
+	f := newFixture(t)
+	cfg := mustParse(t, f, minimalYAML)
+	cfg.Providers = []Provider{
+		{Name: ""},
+		{Name: "Bad Name"},
+		{Name: "default/x"},
+		{Name: "gmail", ConnectionLimit: -1},
+		{Name: "gmail"},
+		{Name: "outlook", MaxMessageRate: Rate{Count: 5}},
+		{Name: "yahoo", MaxMessageRate: Rate{Count: -1, Period: time.Minute}},
+		{Name: "apple", MaxDeliveriesPerConnection: -2},
+		{Name: "zimbra", MXSuffixes: []string{"*"}},
+		{Name: "lonely", ConnectionLimit: 1},
+		{Name: "empty-domain", Domains: []string{" . "}},
+		{Name: CatchAllProvider, Domains: []string{"x.example"}, MXSuffixes: []string{".x.example"}},
+		{Name: ".dotted", Domains: []string{"d.example"}},
+		{Name: "-dash", Domains: []string{"d.example"}},
+		{Name: "fine_name-2", MXSuffixes: []string{"*relay*"}},
+	}
+	cfg.Delivery.Retry = Retry{
+		Schedule: []Duration{Duration(time.Minute), 0},
+		MaxAge:   Duration(-time.Hour),
+		Jitter:   1.5,
+	}
+	err := cfg.Validate()
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Validate: want *Errors, got %v", err)
+	}
+	want := []struct{ path, msg string }{
+		{"providers[0].name", "required"},
+		{"providers[1].name", "lower-case letters"},
+		{"providers[2].name", "lower-case letters"},
+		{"providers[3].connection_limit", "must not be negative"},
+		{"providers[4].name", "already the name of providers[3]"},
+		{"providers[5].max_message_rate", "period must be positive"},
+		{"providers[6].max_message_rate", "count must not be negative"},
+		{"providers[7].max_deliveries_per_connection", "must not be negative"},
+		{"providers[8].mx_suffixes[0]", "matches every host"},
+		{"providers[9]", "a new provider needs domains or mx_suffixes"},
+		{"providers[10].domains[0]", "empty domain"},
+		{"providers[11].domains", "takes limits only"},
+		{"providers[11].mx_suffixes", "takes limits only"},
+		{"providers[12].name", "starting with a letter or digit"},
+		{"providers[13].name", "starting with a letter or digit"},
+		{"delivery.retry.schedule[1]", "positive duration"},
+		{"delivery.retry.max_age", "positive duration"},
+		{"delivery.retry.jitter", "at least 0 and below 1"},
+	}
+	matched := make([]bool, len(errs.Problems))
+	for _, w := range want {
+		found := false
+		for i, p := range errs.Problems {
+			if !matched[i] && p.Path == w.path && strings.Contains(p.Msg, w.msg) {
+				matched[i], found = true, true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("missing problem %s: %q", w.path, w.msg)
+		}
+	}
+	for i, p := range errs.Problems {
+		if !matched[i] {
+			t.Errorf("unexpected problem: %s", p)
+		}
 	}
 }
