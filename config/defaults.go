@@ -38,6 +38,10 @@ const (
 )
 
 // DefaultRetrySchedule is delivery.retry.schedule when the key is absent.
+// RFC 5321 section 4.5.4.1 suggests retrying at least 30 minutes apart and
+// giving up after 4-5 days; mail that unlocks a customer's purchase is
+// worth retrying sooner, and an issuer wants to know within three days
+// (DefaultRetryMaxAge) that a certificate did not arrive.
 func DefaultRetrySchedule() []Duration {
 	return []Duration{
 		Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),

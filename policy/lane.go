@@ -28,12 +28,14 @@ const (
 
 // Lane is the queue of one provider (or, for the catch-all, of one
 // recipient domain): its rate, its connection limits and its reaction to
-// throttling. A Lane is safe for concurrent use.
+// throttling. The rate's reservations, which lanes of the same key share,
+// are in the Limiter; the reaction is this process's own. A Lane is safe
+// for concurrent use.
 type Lane struct {
 	name, key          string
 	connLimit, maxDels int
-	clk                clock
-	lim                limiter
+	clk                timeSource
+	lim                Limiter
 
 	mu        sync.Mutex
 	base      float64   // configured or SetRate rate, messages per second
@@ -42,17 +44,16 @@ type Lane struct {
 	until     time.Time // end of the cool-down; zero when not slowed
 }
 
-func newLane(name, key string, p Provider, clk clock) *Lane {
-	l := &Lane{
+func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane {
+	return &Lane{
 		name:      name,
 		key:       key,
-		connLimit: p.ConnectionLimit,
-		maxDels:   p.MaxDeliveriesPerConnection,
+		connLimit: lim.connLimit,
+		maxDels:   lim.maxDels,
 		clk:       clk,
-		base:      p.Rate,
+		lim:       shared,
+		base:      lim.rate,
 	}
-	l.lim.setInterval(intervalFor(p.Rate))
-	return l
 }
 
 // Name is the provider's name, for metric labels ("default" for every
@@ -86,22 +87,35 @@ func (l *Lane) wait(ctx context.Context) (time.Time, time.Duration, error) {
 		return time.Time{}, 0, err
 	}
 	now := l.clk.now()
-	l.refresh(now)
-	r := l.lim.reserve(now)
-	d := r.start.Sub(now)
-	if d <= 0 {
-		return r.start, 0, nil
+	iv := intervalFor(l.rateAt(now))
+	if iv == 0 {
+		return now, 0, nil
 	}
+	r, err := l.lim.Reserve(ctx, l.key, iv, now)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("policy: lane %s: %w", l.key, err)
+	}
+	d := r.Start.Sub(now)
+	if d <= 0 {
+		return r.Start, 0, nil
+	}
+	// The deadline is wall-clock time, as context deadlines are.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		l.lim.cancel(r)
+		l.giveBack(ctx, r)
 		return time.Time{}, 0, fmt.Errorf("policy: lane %s: next slot in %v is past the deadline: %w",
 			l.key, d, context.DeadlineExceeded)
 	}
-	if err := l.clk.sleepUntil(ctx, r.start); err != nil {
-		l.lim.cancel(r)
+	if err := l.clk.sleepUntil(ctx, r.Start); err != nil {
+		l.giveBack(ctx, r)
 		return time.Time{}, l.clk.now().Sub(now), err
 	}
-	return r.start, d, nil
+	return r.Start, d, nil
+}
+
+// giveBack cancels a reservation whose waiter gives up; ctx is ending, so
+// the Limiter gets one that is not.
+func (l *Lane) giveBack(ctx context.Context, r Reservation) {
+	_ = l.lim.Cancel(context.WithoutCancel(ctx), l.key, r)
 }
 
 // SetRate changes the lane's base rate in messages per second, for
@@ -116,15 +130,17 @@ func (l *Lane) SetRate(perSecond float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.base = perSecond
-	l.apply()
 }
 
 // Rate returns the rate in force now, in messages per second, including any
 // throttling backoff; +Inf when unlimited.
-func (l *Lane) Rate() float64 {
-	l.refresh(l.clk.now())
+func (l *Lane) Rate() float64 { return l.rateAt(l.clk.now()) }
+
+// rateAt is the rate in force at now.
+func (l *Lane) rateAt(now time.Time) float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refresh(now)
 	return l.effective()
 }
 
@@ -150,9 +166,9 @@ func (l *Lane) Observe(code int, enhanced, text string) {
 		return
 	}
 	now := l.clk.now()
-	l.refresh(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refresh(now)
 	if isUnlimited(l.base) {
 		return
 	}
@@ -163,7 +179,6 @@ func (l *Lane) Observe(code int, enhanced, text string) {
 		l.lastHalve = now
 	}
 	l.until = now.Add(backoffCooldown)
-	l.apply()
 }
 
 func greylisting(text string) bool {
@@ -172,14 +187,11 @@ func greylisting(text string) bool {
 		strings.Contains(t, "grey-list") || strings.Contains(t, "gray-list")
 }
 
-// refresh ends a cool-down that is over.
+// refresh ends a cool-down that is over. Called with l.mu held.
 func (l *Lane) refresh(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.level > 0 && !now.Before(l.until) {
 		l.level = 0
 		l.until = time.Time{}
-		l.apply()
 	}
 }
 
@@ -195,9 +207,4 @@ func (l *Lane) effective() float64 {
 		r /= 2
 	}
 	return max(r, floor)
-}
-
-// apply pushes the effective rate to the limiter. Called with l.mu held.
-func (l *Lane) apply() {
-	l.lim.setInterval(intervalFor(l.effective()))
 }

@@ -7,37 +7,49 @@ import (
 	"github.com/certgate/certgate/config"
 )
 
-// Provider is a receiving mailbox provider: how to recognise its mail and
-// the limits of its lane.
-type Provider struct {
-	// Name identifies the provider in configuration, lane keys and metric
-	// labels. Lower case.
-	Name string
-	// Domains are recipient domains known to be hosted by the provider,
-	// matched exactly (case-insensitive, trailing dot ignored). They let
-	// common domains be matched without an MX lookup.
-	Domains []string
-	// MXSuffixes match the provider's MX host names. An entry is compared
-	// with the end of the host name: ".google.com" matches
-	// "aspmx.l.google.com"; an entry without a leading dot also matches on
-	// a label boundary ("google.com" matches "google.com" and
-	// "x.google.com", not "notgoogle.com"). An entry starting with "*" is
-	// a substring rule instead: "*zimbra*" matches any host name that
-	// contains "zimbra" anywhere (the stars are stripped).
-	MXSuffixes []string
-	// Rate is the lane's message rate in messages per second; +Inf means
-	// unlimited.
-	Rate float64
-	// ConnectionLimit caps concurrent SMTP connections of the lane.
-	ConnectionLimit int
-	// MaxDeliveriesPerConnection caps the messages sent over one SMTP
-	// connection before it is closed and a new one opened.
-	MaxDeliveriesPerConnection int
+// provider is a configured provider compiled for matching: its MX rules,
+// and its limits as lanes use them.
+type provider struct {
+	name   string
+	rules  []mxRule
+	limits limits
 }
 
-// CatchAll is the name of the provider that matches every domain no other
-// provider claims.
-const CatchAll = config.CatchAllProvider
+// limits are a lane's configured limits.
+type limits struct {
+	rate      float64 // messages per second; +Inf means unlimited
+	connLimit int
+	maxDels   int
+}
+
+func compileProvider(c config.Provider) *provider {
+	p := &provider{name: c.Name, limits: limits{
+		rate:      perSecond(c.MaxMessageRate),
+		connLimit: c.ConnectionLimit,
+		maxDels:   c.MaxDeliveriesPerConnection,
+	}}
+	for _, s := range c.MXSuffixes {
+		p.rules = append(p.rules, compileMXRule(s))
+	}
+	return p
+}
+
+// perSecond is r in messages per second; a zero Count is unlimited (+Inf).
+func perSecond(r config.Rate) float64 {
+	if r.Count == 0 {
+		return inf
+	}
+	return float64(r.Count) / r.Period.Seconds()
+}
+
+func (p *provider) matchMX(host string) bool {
+	for _, r := range p.rules {
+		if r.match(host) {
+			return true
+		}
+	}
+	return false
+}
 
 // normName normalises a domain or host name for matching: lower case, no
 // surrounding space, no trailing dot.
@@ -45,20 +57,19 @@ func normName(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
 }
 
-// mxRule is one compiled entry of Provider.MXSuffixes.
+// mxRule is one compiled entry of config.Provider.MXSuffixes: a suffix
+// matched on a label boundary, or a substring ("*zimbra*").
 type mxRule struct {
 	pattern   string
 	substring bool
 }
 
-func compileMXRule(s string) (mxRule, bool) {
+func compileMXRule(s string) mxRule {
 	s = strings.ToLower(strings.TrimSpace(s))
 	if strings.HasPrefix(s, "*") {
-		p := strings.Trim(s, "*")
-		return mxRule{pattern: p, substring: true}, p != ""
+		return mxRule{pattern: strings.Trim(s, "*"), substring: true}
 	}
-	s = strings.TrimSuffix(s, ".")
-	return mxRule{pattern: s}, strings.Trim(s, ".") != ""
+	return mxRule{pattern: strings.TrimSuffix(s, ".")}
 }
 
 // match reports whether the normalised host name matches the rule.
