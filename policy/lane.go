@@ -26,11 +26,16 @@ const (
 	backoffStep = time.Minute
 )
 
+// concurrencyCapTime is how long ConnRefused's cap holds: long enough for
+// the receiver's count of our connections to drop, short enough that a
+// receiver that only had a bad moment gets its full concurrency back soon.
+const concurrencyCapTime = time.Minute
+
 // Lane is the queue of one provider (or, for the catch-all, of one
 // recipient domain): its rate, its connection limits and its reaction to
-// throttling. The rate's reservations, which lanes of the same key share,
-// are in the Limiter; the reaction is this process's own. A Lane is safe
-// for concurrent use.
+// throttling and refused connections. The state lanes of the same key
+// share (rate reservations, connection slots) is in the Limiter; the
+// reactions are this process's own. A Lane is safe for concurrent use.
 type Lane struct {
 	name, key          string
 	connLimit, maxDels int
@@ -42,6 +47,8 @@ type Lane struct {
 	level     int       // number of halvings in force
 	lastHalve time.Time // when level was last raised
 	until     time.Time // end of the cool-down; zero when not slowed
+	capped    int       // most connection slots until capUntil
+	capUntil  time.Time
 }
 
 func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane {
@@ -71,6 +78,49 @@ func (l *Lane) ConnectionLimit() int { return l.connLimit }
 // MaxDeliveriesPerConnection is the most messages the gateway may send over
 // one connection before closing it and opening a new one.
 func (l *Lane) MaxDeliveriesPerConnection() int { return l.maxDels }
+
+// ConnectionSpent reports whether a connection that has made sent
+// deliveries has made its share and must be closed before the next one.
+func (l *Lane) ConnectionSpent(sent int) bool { return sent >= l.maxDels }
+
+// AcquireConn takes one of the lane's connection slots, when fewer than
+// ConnectionLimit are held and no cap from ConnRefused forbids it, and
+// reports whether it did. The queue holds one slot per worker for the
+// worker's life and gives it back with ReleaseConn. When the Limiter
+// fails, no slot is granted: the mail waits rather than overruns a limit.
+func (l *Lane) AcquireConn() bool {
+	limit := l.connLimit
+	l.mu.Lock()
+	if l.clk.now().Before(l.capUntil) {
+		limit = min(limit, l.capped)
+	}
+	l.mu.Unlock()
+	if limit <= 0 {
+		return false
+	}
+	ok, err := l.lim.Acquire(context.Background(), l.key, limit)
+	return ok && err == nil
+}
+
+// ReleaseConn gives back a slot taken by AcquireConn. A networked Limiter
+// that fails to hear it gets the slot back when its lease expires.
+func (l *Lane) ReleaseConn() { _ = l.lim.Release(context.Background(), l.key) }
+
+// ConnRefused tells the lane that a receiver refused one more connection
+// while other connections to it worked: it takes no more than it has. For
+// concurrencyCapTime the lane grants no more slots than are held now minus
+// one, the slot of the refused connection's worker, which releases it
+// next (Postfix's negative concurrency feedback: one refusal lowers the
+// concurrency once, instead of every arrival trying again).
+func (l *Lane) ConnRefused() {
+	held, err := l.lim.Held(context.Background(), l.key)
+	if err != nil {
+		return // no count to cap at; the connection limit still holds
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.capped, l.capUntil = held-1, l.clk.now().Add(concurrencyCapTime)
+}
 
 // Wait blocks until the lane's rate lets one more message start, and returns
 // how long it waited (for the shaping-wait metric). An unlimited lane never

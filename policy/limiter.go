@@ -9,11 +9,12 @@ import (
 
 // Limiter holds the limit state that every lane of the same key must
 // share, across processes once there are several: the rate's next free
-// slot. Lanes keep what is their process's own view (the throttling
-// backoff) and ask the Limiter for the rest. LocalLimiter serves one
-// process; a networked implementation (Redis: the GCRA in one Lua script
-// per call) serves a cluster. Methods take a context and return an error
-// for that one.
+// slot and the connection slots taken. Lanes keep what is their process's
+// own view (the throttling backoff, the concurrency cap) and ask the
+// Limiter for the rest. LocalLimiter serves one process; a networked
+// implementation (Redis: the GCRA in one Lua script per call, connection
+// slots as leases that expire, so a dead node's slots come back) serves a
+// cluster. Methods take a context and return an error for that one.
 type Limiter interface {
 	// Reserve takes key's next start slot for one message at one per
 	// interval (a GCRA with a burst of one): the later of now and the
@@ -23,6 +24,13 @@ type Limiter interface {
 	// Cancel gives r back when no later reservation of key was made;
 	// otherwise the slot stays used, which costs at most one interval.
 	Cancel(ctx context.Context, key string, r Reservation) error
+	// Acquire takes one of key's connection slots when fewer than limit
+	// are held, and reports whether it did.
+	Acquire(ctx context.Context, key string, limit int) (bool, error)
+	// Release gives back one of key's slots that this process holds.
+	Release(ctx context.Context, key string) error
+	// Held is the number of key's slots held.
+	Held(ctx context.Context, key string) (int, error)
 }
 
 // Reservation is one reserved start slot.
@@ -54,7 +62,8 @@ type LocalLimiter struct {
 }
 
 type localKey struct {
-	tat time.Time
+	tat  time.Time
+	held int
 }
 
 // NewLocalLimiter returns a limiter for the lanes of one process.
@@ -91,6 +100,36 @@ func (l *LocalLimiter) Cancel(_ context.Context, key string, r Reservation) erro
 		k.tat = r.Start
 	}
 	return nil
+}
+
+// Acquire implements Limiter. It never fails.
+func (l *LocalLimiter) Acquire(_ context.Context, key string, limit int) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := l.key(key)
+	if k.held >= limit {
+		return false, nil
+	}
+	k.held++
+	return true, nil
+}
+
+// Release implements Limiter. Releasing a slot that is not held is a
+// caller's bug; it leaves the count at zero rather than below.
+func (l *LocalLimiter) Release(_ context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if k := l.key(key); k.held > 0 {
+		k.held--
+	}
+	return nil
+}
+
+// Held implements Limiter. It never fails.
+func (l *LocalLimiter) Held(_ context.Context, key string) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.key(key).held, nil
 }
 
 // maxInterval bounds the spacing so absurdly small rates cannot overflow

@@ -50,3 +50,37 @@ func TestLocalLimiterCancel(t *testing.T) {
 	}
 	_ = r3
 }
+
+func TestLocalLimiterSlots(t *testing.T) {
+	ctx := context.Background()
+	l := NewLocalLimiter()
+	for i := range 2 {
+		if ok, err := l.Acquire(ctx, "a", 2); !ok || err != nil {
+			t.Fatalf("slot %d: %v %v", i, ok, err)
+		}
+	}
+	if ok, _ := l.Acquire(ctx, "a", 2); ok {
+		t.Fatal("a third slot under a limit of 2")
+	}
+	if ok, _ := l.Acquire(ctx, "a", 3); !ok {
+		t.Fatal("a third slot under a limit of 3")
+	}
+	if ok, _ := l.Acquire(ctx, "b", 1); !ok {
+		t.Fatal("key b counts key a's slots")
+	}
+	if n, _ := l.Held(ctx, "a"); n != 3 {
+		t.Fatalf("held %d", n)
+	}
+	for range 5 {
+		l.Release(ctx, "a")
+	}
+	if n, _ := l.Held(ctx, "a"); n != 0 {
+		t.Fatalf("held %d after releasing more than taken", n)
+	}
+	if ok, _ := l.Acquire(ctx, "a", 1); !ok {
+		t.Fatal("over-releasing left the count unusable")
+	}
+	if ok, _ := l.Acquire(ctx, "c", 0); ok {
+		t.Fatal("a slot under a limit of 0")
+	}
+}
