@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certgate/certgate/config"
 )
@@ -147,5 +149,22 @@ func TestNamedLaneShared(t *testing.T) {
 	}
 	if strings.Join(keys, ",") != "default/x.example,gmail" {
 		t.Fatalf("Lanes() = %v", keys)
+	}
+}
+
+func TestPerSecond(t *testing.T) {
+	for _, tc := range []struct {
+		r    config.Rate
+		want float64
+	}{
+		{perMin(300), 5},
+		{config.Rate{Count: 10, Period: time.Second}, 10},
+		{config.Rate{Count: 5000, Period: time.Hour}, 5000.0 / 3600},
+		{config.Rate{Count: 8640, Period: 24 * time.Hour}, 0.1},
+		{config.Rate{}, math.Inf(1)}, // config's zero rate: unlimited
+	} {
+		if got := perSecond(tc.r); !approx(got, tc.want) && got != tc.want {
+			t.Errorf("perSecond(%v) = %v, want %v", tc.r, got, tc.want)
+		}
 	}
 }
