@@ -107,11 +107,11 @@ func (l *Lane) AcquireConn() bool {
 func (l *Lane) ReleaseConn() { _ = l.lim.Release(context.Background(), l.key) }
 
 // ConnRefused tells the lane that a receiver refused one more connection
-// while other connections to it worked: it takes no more than it has. For
-// concurrencyCapTime the lane grants no more slots than are held now minus
-// one, the slot of the refused connection's worker, which releases it
-// next (Postfix's negative concurrency feedback: one refusal lowers the
-// concurrency once, instead of every arrival trying again).
+// while other connections to it worked. For concurrencyCapTime on the
+// lane's clock it grants no more slots than are held now minus one (the
+// refused worker's, which it releases next): Postfix's negative
+// concurrency feedback, one refusal lowering the concurrency once rather
+// than every new worker trying again.
 func (l *Lane) ConnRefused() {
 	held, err := l.lim.Held(context.Background(), l.key)
 	if err != nil {

@@ -19,7 +19,8 @@ type Limiter interface {
 	// Reserve takes key's next start slot for one message at one per
 	// interval (a GCRA with a burst of one): the later of now and the
 	// key's theoretical arrival time, which then moves one interval past
-	// the slot. interval is positive.
+	// the slot. interval is positive; now is the caller's clock reading,
+	// so that lanes on a fake clock stay on it.
 	Reserve(ctx context.Context, key string, interval time.Duration, now time.Time) (Reservation, error)
 	// Cancel gives r back when no later reservation of key was made;
 	// otherwise the slot stays used, which costs at most one interval.
