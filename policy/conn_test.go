@@ -176,8 +176,9 @@ func TestLanesShareTheLimiter(t *testing.T) {
 		w, _ := b.Wait(context.Background())
 		done <- w
 	}()
-	if err := clkB.WaitTimers(t.Context(), 1); err != nil {
-		t.Fatal(err)
+	waitTimers(t, clkB, 1)
+	if next, _ := clkB.Next(); !next.Equal(epoch.Add(time.Second)) {
+		t.Fatalf("the second node sleeps until %v, want a second after the first node's message", next.Sub(epoch))
 	}
 	clkB.Advance(time.Second)
 	if w := <-done; w != time.Second {

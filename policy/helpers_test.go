@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 )
 
@@ -63,6 +64,18 @@ func testLane(perSecond float64) (*Lane, *autoClock) {
 	clk := newAutoClock()
 	l := newLane("test", "test", limits{rate: perSecond, connLimit: 1, maxDels: 1}, clk, NewLocalLimiter())
 	return l, clk
+}
+
+// waitTimers waits until n timers of clk are pending: the code under test
+// sleeps. A bound of real time turns a sleeper that never comes into a
+// failure instead of a hung test.
+func waitTimers(t *testing.T, clk *clock.Fake, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := clk.WaitTimers(ctx, n); err != nil {
+		t.Fatalf("waiting for %d sleepers: %v", n, err)
+	}
 }
 
 // tatOf is the theoretical arrival time the lane's LocalLimiter keeps.
