@@ -75,8 +75,9 @@ func (l *Lane) Key() string { return l.key }
 // once.
 func (l *Lane) ConnectionLimit() int { return l.connLimit }
 
-// MaxDeliveriesPerConnection is the most messages the gateway may send over
-// one connection before closing it and opening a new one.
+// MaxDeliveriesPerConnection is the most messages the queue may send over
+// one connection before closing it and opening a new one (ConnectionSpent
+// says when).
 func (l *Lane) MaxDeliveriesPerConnection() int { return l.maxDels }
 
 // ConnectionSpent reports whether a connection that has made sent

@@ -67,6 +67,8 @@ type localKey struct {
 	held int
 }
 
+var _ Limiter = (*LocalLimiter)(nil)
+
 // NewLocalLimiter returns a limiter for the lanes of one process.
 func NewLocalLimiter() *LocalLimiter { return &LocalLimiter{keys: map[string]*localKey{}} }
 
