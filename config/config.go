@@ -171,14 +171,29 @@ type Retry struct {
 	Jitter   float64    `yaml:"jitter"`   // fraction of each step, 0.1 by default
 }
 
-// Provider is a receiving mailbox provider and the limits of its lane.
+// Provider is a receiving mailbox provider: how to recognise its mail and
+// the limits of its lane. BuiltinProviders are the defaults;
+// ResolveProviders merges the configured ones into them.
 type Provider struct {
-	Name                       string   `yaml:"name"`
-	Domains                    []string `yaml:"domains"`
-	MXSuffixes                 []string `yaml:"mx_suffixes"`
-	MaxMessageRate             Rate     `yaml:"max_message_rate"`
-	ConnectionLimit            int      `yaml:"connection_limit"`
-	MaxDeliveriesPerConnection int      `yaml:"max_deliveries_per_connection"`
+	// Name identifies the provider in lane keys, metric labels and logs.
+	Name string `yaml:"name"`
+	// Domains are recipient domains known to be hosted by the provider,
+	// matched exactly (case-insensitive, trailing dot ignored), so common
+	// domains need no MX lookup.
+	Domains []string `yaml:"domains"`
+	// MXSuffixes match the provider's MX host names. An entry is compared
+	// with the end of the host name on a label boundary: ".google.com" and
+	// "google.com" both match "google.com" and "aspmx.l.google.com", never
+	// "notgoogle.com". An entry starting with "*" is a substring rule:
+	// "*zimbra*" matches any host name containing "zimbra" (the stars are
+	// stripped).
+	MXSuffixes     []string `yaml:"mx_suffixes"`
+	MaxMessageRate Rate     `yaml:"max_message_rate"` // zero: unlimited
+	// ConnectionLimit caps the lane's concurrent SMTP connections.
+	ConnectionLimit int `yaml:"connection_limit"`
+	// MaxDeliveriesPerConnection caps the messages sent over one SMTP
+	// connection before it is closed and a new one opened.
+	MaxDeliveriesPerConnection int `yaml:"max_deliveries_per_connection"`
 }
 
 // API configures bearer tokens for the HTTP API.

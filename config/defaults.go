@@ -38,11 +38,20 @@ const (
 )
 
 // DefaultRetrySchedule is delivery.retry.schedule when the key is absent.
+// RFC 5321 section 4.5.4.1 suggests retrying at least 30 minutes apart and
+// giving up after 4-5 days; mail that unlocks a customer's purchase is
+// worth retrying sooner, and an issuer wants to know within three days
+// (DefaultRetryMaxAge) that a certificate did not arrive.
 func DefaultRetrySchedule() []Duration {
 	return []Duration{
 		Duration(time.Minute), Duration(5 * time.Minute), Duration(15 * time.Minute),
 		Duration(30 * time.Minute), Duration(time.Hour), Duration(2 * time.Hour), Duration(4 * time.Hour),
 	}
+}
+
+// DefaultRetry is delivery.retry when its keys are absent.
+func DefaultRetry() Retry {
+	return Retry{Schedule: DefaultRetrySchedule(), MaxAge: DefaultRetryMaxAge, Jitter: DefaultRetryJitter}
 }
 
 // DefaultRoutes is delivery.routes when the key is absent: every domain

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -54,17 +53,6 @@ func ParseDuration(s string) (Duration, error) {
 		return 0, fmt.Errorf("%q is not a Go duration; use units ns, us, ms, s, m, h, such as 90s or 1h30m", s)
 	}
 	return Duration(v), nil
-}
-
-// Unlimited reports whether r sets no limit (zero Count).
-func (r Rate) Unlimited() bool { return r.Count == 0 }
-
-// PerSecond returns the rate in events per second; +Inf when unlimited.
-func (r Rate) PerSecond() float64 {
-	if r.Count == 0 || r.Period <= 0 {
-		return math.Inf(1)
-	}
-	return float64(r.Count) / r.Period.Seconds()
 }
 
 // String formats r the way the configuration file writes it: "300/min",

@@ -574,22 +574,43 @@ func (v *validator) staticDNS(sd *StaticDNS) {
 	sd.Hosts = norm(sd.Hosts, false)
 }
 
-var providerName = regexp.MustCompile(`^[a-z0-9_-]+$`)
+// providerName is the one rule for provider names: lane keys and metric
+// labels carry them, and a catch-all lane's key is "default/<domain>".
+var providerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 func (v *validator) providers(ps []Provider) {
+	builtin := map[string]bool{}
+	for _, b := range BuiltinProviders() {
+		builtin[b.Name] = true
+	}
 	names := map[string]int{}
 	for i := range ps {
 		p := &ps[i]
 		at := indexPath("providers", i)
+		nameOK := false
 		switch k, dup := names[p.Name]; {
 		case p.Name == "":
 			v.add(at+".name", "required")
 		case !providerName.MatchString(p.Name):
-			v.add(at+".name", "%q: use lower-case letters, digits, _ and - only", p.Name)
+			v.add(at+".name", "%q: use lower-case letters, digits, _ and -, starting with a letter or digit", p.Name)
 		case dup:
 			v.add(at+".name", "%q is already the name of providers[%d]", p.Name, k)
 		default:
 			names[p.Name] = i
+			nameOK = true
+		}
+		switch {
+		case !nameOK:
+		case p.Name == CatchAllProvider:
+			const msg = "the catch-all matches every domain no other provider claims; it takes limits only"
+			if len(p.Domains) > 0 {
+				v.add(at+".domains", msg)
+			}
+			if len(p.MXSuffixes) > 0 {
+				v.add(at+".mx_suffixes", msg)
+			}
+		case !builtin[p.Name] && len(p.Domains) == 0 && len(p.MXSuffixes) == 0:
+			v.addAbout(at, []string{"domains", "mx_suffixes"}, "a new provider needs domains or mx_suffixes to match anything")
 		}
 		for j := range p.Domains {
 			v.domain(indexPath(at+".domains", j), &p.Domains[j], false)
@@ -611,8 +632,11 @@ func (v *validator) providers(ps []Provider) {
 				v.add(sp, "%q is neither a suffix starting with \".\" (.google.com) nor a full host name", s)
 			}
 		}
-		if p.MaxMessageRate.Count < 0 || (p.MaxMessageRate.Count > 0 && p.MaxMessageRate.Period <= 0) {
-			v.add(at+".max_message_rate", "%d per %s is not a rate", p.MaxMessageRate.Count, p.MaxMessageRate.Period)
+		switch r := p.MaxMessageRate; {
+		case r.Count < 0:
+			v.add(at+".max_message_rate", "the count must not be negative, not %d", r.Count)
+		case r.Count > 0 && r.Period <= 0:
+			v.add(at+".max_message_rate", "the period must be positive, not %s", r.Period)
 		}
 		if p.ConnectionLimit < 0 {
 			v.add(at+".connection_limit", "must not be negative, not %d", p.ConnectionLimit)

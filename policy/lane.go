@@ -26,33 +26,41 @@ const (
 	backoffStep = time.Minute
 )
 
+// concurrencyCapTime is how long ConnRefused's cap holds: long enough for
+// the receiver's count of our connections to drop, short enough that a
+// receiver that only had a bad moment gets its full concurrency back soon.
+const concurrencyCapTime = time.Minute
+
 // Lane is the queue of one provider (or, for the catch-all, of one
 // recipient domain): its rate, its connection limits and its reaction to
-// throttling. A Lane is safe for concurrent use.
+// throttling and refused connections. The state lanes of the same key
+// share (rate reservations, connection slots) is in the Limiter; the
+// reactions are this process's own. A Lane is safe for concurrent use.
 type Lane struct {
 	name, key          string
 	connLimit, maxDels int
-	clk                clock
-	lim                limiter
+	clk                timeSource
+	lim                Limiter
 
 	mu        sync.Mutex
 	base      float64   // configured or SetRate rate, messages per second
 	level     int       // number of halvings in force
 	lastHalve time.Time // when level was last raised
 	until     time.Time // end of the cool-down; zero when not slowed
+	capped    int       // most connection slots until capUntil
+	capUntil  time.Time
 }
 
-func newLane(name, key string, p Provider, clk clock) *Lane {
-	l := &Lane{
+func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane {
+	return &Lane{
 		name:      name,
 		key:       key,
-		connLimit: p.ConnectionLimit,
-		maxDels:   p.MaxDeliveriesPerConnection,
+		connLimit: lim.connLimit,
+		maxDels:   lim.maxDels,
 		clk:       clk,
-		base:      p.Rate,
+		lim:       shared,
+		base:      lim.rate,
 	}
-	l.lim.setInterval(intervalFor(p.Rate))
-	return l
 }
 
 // Name is the provider's name, for metric labels ("default" for every
@@ -67,9 +75,53 @@ func (l *Lane) Key() string { return l.key }
 // once.
 func (l *Lane) ConnectionLimit() int { return l.connLimit }
 
-// MaxDeliveriesPerConnection is the most messages the gateway may send over
-// one connection before closing it and opening a new one.
+// MaxDeliveriesPerConnection is the most messages the queue may send over
+// one connection before closing it and opening a new one (ConnectionSpent
+// says when).
 func (l *Lane) MaxDeliveriesPerConnection() int { return l.maxDels }
+
+// ConnectionSpent reports whether a connection that has made sent
+// deliveries has made its share and must be closed before the next one.
+func (l *Lane) ConnectionSpent(sent int) bool { return sent >= l.maxDels }
+
+// AcquireConn takes one of the lane's connection slots, when fewer than
+// ConnectionLimit are held and no cap from ConnRefused forbids it, and
+// reports whether it did. The queue holds one slot per worker for the
+// worker's life and gives it back with ReleaseConn. When the Limiter
+// fails, no slot is granted: the mail waits rather than overruns a limit.
+func (l *Lane) AcquireConn() bool {
+	limit := l.connLimit
+	l.mu.Lock()
+	if l.clk.now().Before(l.capUntil) {
+		limit = min(limit, l.capped)
+	}
+	l.mu.Unlock()
+	if limit <= 0 {
+		return false
+	}
+	ok, err := l.lim.Acquire(context.Background(), l.key, limit)
+	return ok && err == nil
+}
+
+// ReleaseConn gives back a slot taken by AcquireConn. A networked Limiter
+// that fails to hear it gets the slot back when its lease expires.
+func (l *Lane) ReleaseConn() { _ = l.lim.Release(context.Background(), l.key) }
+
+// ConnRefused tells the lane that a receiver refused one more connection
+// while other connections to it worked. For concurrencyCapTime on the
+// lane's clock it grants no more slots than are held now minus one (the
+// refused worker's, which it releases next): Postfix's negative
+// concurrency feedback, one refusal lowering the concurrency once rather
+// than every new worker trying again.
+func (l *Lane) ConnRefused() {
+	held, err := l.lim.Held(context.Background(), l.key)
+	if err != nil {
+		return // no count to cap at; the connection limit still holds
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.capped, l.capUntil = held-1, l.clk.now().Add(concurrencyCapTime)
+}
 
 // Wait blocks until the lane's rate lets one more message start, and returns
 // how long it waited (for the shaping-wait metric). An unlimited lane never
@@ -86,22 +138,35 @@ func (l *Lane) wait(ctx context.Context) (time.Time, time.Duration, error) {
 		return time.Time{}, 0, err
 	}
 	now := l.clk.now()
-	l.refresh(now)
-	r := l.lim.reserve(now)
-	d := r.start.Sub(now)
-	if d <= 0 {
-		return r.start, 0, nil
+	iv := intervalFor(l.rateAt(now))
+	if iv == 0 {
+		return now, 0, nil
 	}
+	r, err := l.lim.Reserve(ctx, l.key, iv, now)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("policy: lane %s: %w", l.key, err)
+	}
+	d := r.Start.Sub(now)
+	if d <= 0 {
+		return r.Start, 0, nil
+	}
+	// The deadline is wall-clock time, as context deadlines are.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
-		l.lim.cancel(r)
+		l.giveBack(ctx, r)
 		return time.Time{}, 0, fmt.Errorf("policy: lane %s: next slot in %v is past the deadline: %w",
 			l.key, d, context.DeadlineExceeded)
 	}
-	if err := l.clk.sleepUntil(ctx, r.start); err != nil {
-		l.lim.cancel(r)
+	if err := l.clk.sleepUntil(ctx, r.Start); err != nil {
+		l.giveBack(ctx, r)
 		return time.Time{}, l.clk.now().Sub(now), err
 	}
-	return r.start, d, nil
+	return r.Start, d, nil
+}
+
+// giveBack cancels a reservation whose waiter gives up; ctx is ending, so
+// the Limiter gets one that is not.
+func (l *Lane) giveBack(ctx context.Context, r Reservation) {
+	_ = l.lim.Cancel(context.WithoutCancel(ctx), l.key, r)
 }
 
 // SetRate changes the lane's base rate in messages per second, for
@@ -116,15 +181,17 @@ func (l *Lane) SetRate(perSecond float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.base = perSecond
-	l.apply()
 }
 
 // Rate returns the rate in force now, in messages per second, including any
 // throttling backoff; +Inf when unlimited.
-func (l *Lane) Rate() float64 {
-	l.refresh(l.clk.now())
+func (l *Lane) Rate() float64 { return l.rateAt(l.clk.now()) }
+
+// rateAt is the rate in force at now.
+func (l *Lane) rateAt(now time.Time) float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refresh(now)
 	return l.effective()
 }
 
@@ -150,9 +217,9 @@ func (l *Lane) Observe(code int, enhanced, text string) {
 		return
 	}
 	now := l.clk.now()
-	l.refresh(now)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.refresh(now)
 	if isUnlimited(l.base) {
 		return
 	}
@@ -163,7 +230,6 @@ func (l *Lane) Observe(code int, enhanced, text string) {
 		l.lastHalve = now
 	}
 	l.until = now.Add(backoffCooldown)
-	l.apply()
 }
 
 func greylisting(text string) bool {
@@ -172,14 +238,11 @@ func greylisting(text string) bool {
 		strings.Contains(t, "grey-list") || strings.Contains(t, "gray-list")
 }
 
-// refresh ends a cool-down that is over.
+// refresh ends a cool-down that is over. Called with l.mu held.
 func (l *Lane) refresh(now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.level > 0 && !now.Before(l.until) {
 		l.level = 0
 		l.until = time.Time{}
-		l.apply()
 	}
 }
 
@@ -195,9 +258,4 @@ func (l *Lane) effective() float64 {
 		r /= 2
 	}
 	return max(r, floor)
-}
-
-// apply pushes the effective rate to the limiter. Called with l.mu held.
-func (l *Lane) apply() {
-	l.lim.setInterval(intervalFor(l.effective()))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 )
 
@@ -121,22 +122,18 @@ func TestSetRate(t *testing.T) {
 }
 
 func TestWaitCancelGivesSlotBack(t *testing.T) {
-	p, err := New(nil, config.Retry{}) // real clock
-	if err != nil {
-		t.Fatal(err)
-	}
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk})
 	l := p.Match("slow.example", nil)
 	l.SetRate(1.0 / 60)
 	if w, err := l.Wait(context.Background()); w != 0 || err != nil {
 		t.Fatalf("first wait %v %v", w, err)
 	}
-	l.lim.mu.Lock()
-	tat := l.lim.tat
-	l.lim.mu.Unlock()
+	tat := tatOf(t, l)
 
 	// The deadline falls before the slot: fail at once, slot returned.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // before the 60s slot
-	_, err = l.Wait(ctx)
+	_, err := l.Wait(ctx)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("deadline: %v", err)
@@ -148,7 +145,10 @@ func TestWaitCancelGivesSlotBack(t *testing.T) {
 		_, err := l.Wait(ctx)
 		done <- err
 	}()
-	time.Sleep(10 * time.Millisecond)
+	waitTimers(t, clk, 1) // the waiter sleeps
+	if next, _ := clk.Next(); !next.Equal(epoch.Add(time.Minute)) {
+		t.Fatalf("the waiter sleeps until %v, want the slot a minute on", next.Sub(epoch))
+	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancel: %v", err)
@@ -157,31 +157,77 @@ func TestWaitCancelGivesSlotBack(t *testing.T) {
 	if _, err := l.Wait(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled ctx: %v", err)
 	}
-	l.lim.mu.Lock()
-	defer l.lim.mu.Unlock()
-	if !l.lim.tat.Equal(tat) {
-		t.Fatalf("slots not given back: tat moved by %v", l.lim.tat.Sub(tat))
+	if got := tatOf(t, l); !got.Equal(tat) {
+		t.Fatalf("slots not given back: tat moved by %v", got.Sub(tat))
+	}
+	if clk.Timers() != 0 {
+		t.Fatalf("%d timers left behind", clk.Timers())
 	}
 }
 
-func TestWaitRealClock(t *testing.T) {
-	p, err := New([]config.Provider{{Name: "fast", Domains: []string{"fast.example"},
-		MaxMessageRate: config.Rate{Count: 2000, Period: time.Second}}}, config.Retry{})
-	if err != nil {
-		t.Fatal(err)
-	}
+// TestWaitOnInjectedClock runs concurrent waiters on a clock.Fake: each
+// sleeps on a timer of the injected clock until its slot, and the test
+// moves the clock from one timer to the next. (Exact spacing under
+// concurrency is TestLimiterAccuracy's, on the auto-advancing clock: a
+// relative timer set while another waiter moves the clock lands late.)
+func TestWaitOnInjectedClock(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders([]config.Provider{{Name: "fast", Domains: []string{"fast.example"},
+		MaxMessageRate: config.Rate{Count: 2000, Period: time.Second}}}), config.DefaultRetry(), Options{Clock: clk})
 	l := p.Match("fast.example", nil)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var last time.Time
 	for range 4 {
 		wg.Go(func() {
 			for range 5 {
-				if w, err := l.Wait(context.Background()); err != nil || w < 0 {
-					t.Errorf("wait %v %v", w, err)
+				start, w, err := l.wait(context.Background())
+				if now := clk.Now(); err != nil || w < 0 || now.Before(start) {
+					t.Errorf("wait %v %v: woke at %v for the slot at %v", w, err, now.Sub(epoch), start.Sub(epoch))
 				}
+				mu.Lock()
+				if start.After(last) {
+					last = start
+				}
+				mu.Unlock()
 			}
 		})
 	}
+	ctx, stop := context.WithCancel(t.Context())
+	go func() { wg.Wait(); stop() }()
+	for clk.WaitTimers(ctx, 1) == nil {
+		if next, ok := clk.Next(); ok {
+			clk.Advance(next.Sub(clk.Now()))
+		}
+	}
 	wg.Wait()
+	// 20 messages at least 500µs apart.
+	if want := epoch.Add(19 * 500 * time.Microsecond); last.Before(want) {
+		t.Fatalf("the last message started %v in, want at least %v", last.Sub(epoch), want.Sub(epoch))
+	}
+}
+
+// The sleep is measured from the clock's time when it starts, so time that
+// passed since the slot was reserved is not slept again.
+func TestSleepUntilIsAbsolute(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	s := clockSource{clk}
+	slot := epoch.Add(5 * time.Second)
+	clk.Advance(3 * time.Second)
+	done := make(chan error, 1)
+	go func() { done <- s.sleepUntil(context.Background(), slot) }()
+	waitTimers(t, clk, 1)
+	if next, _ := clk.Next(); !next.Equal(slot) {
+		t.Fatalf("sleeps until %v, want %v", next.Sub(epoch), slot.Sub(epoch))
+	}
+	clk.Advance(2 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// A slot in the past: no timer, no wait.
+	if err := s.sleepUntil(context.Background(), epoch); err != nil || clk.Timers() != 0 {
+		t.Fatalf("past slot: %v, %d timers", err, clk.Timers())
+	}
 }
 
 func TestObserveBackoff(t *testing.T) {
@@ -223,14 +269,7 @@ func TestObserveBackoff(t *testing.T) {
 		t.Fatalf("second halving: %v", l.Rate())
 	}
 	// The cool-down runs five minutes from the last throttling reply.
-	clk.advance(backoffCooldown - time.Second)
-	if !approx(l.Rate(), 2.5) {
-		t.Fatalf("restored early: %v", l.Rate())
-	}
-	clk.advance(time.Second)
-	if l.Rate() != 10 {
-		t.Fatalf("not restored after cool-down: %v", l.Rate())
-	}
+	checkCooldown(t, l, clk.advance, 2.5, 10)
 	clk.advance(time.Second)
 	l.Wait(context.Background())
 	if w, _ := l.Wait(context.Background()); w != 100*time.Millisecond {
@@ -274,9 +313,36 @@ func TestObserveFloorAndSetRate(t *testing.T) {
 	}
 }
 
+// The backoff's cool-down runs on the clock given in Options.
+func TestBackoffOnInjectedClock(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk})
+	l := p.Match("gmail.com", nil)
+	l.Observe(421, "4.7.28", "")
+	if !approx(l.Rate(), 5) {
+		t.Fatalf("after 421 4.7.28: %v", l.Rate())
+	}
+	checkCooldown(t, l, clk.Advance, 5, 10)
+}
+
+// checkCooldown checks that a lane just throttled keeps its halved rate
+// until backoffCooldown has passed on its clock (moved by advance) and
+// then returns to full.
+func checkCooldown(t *testing.T, l *Lane, advance func(time.Duration), halved, full float64) {
+	t.Helper()
+	advance(backoffCooldown - time.Second)
+	if !approx(l.Rate(), halved) {
+		t.Fatalf("restored early: %v", l.Rate())
+	}
+	advance(time.Second)
+	if !approx(l.Rate(), full) {
+		t.Fatalf("not restored after the cool-down: %v", l.Rate())
+	}
+}
+
 // TestConcurrentUse exercises every entry point at once; run with -race.
 func TestConcurrentUse(t *testing.T) {
-	p, _ := newTestPolicy(t, []config.Provider{{Name: "gmail", MaxMessageRate: perMin(6000)}}, config.Retry{Jitter: 0.1})
+	p, _ := newTestPolicy(t, []config.Provider{{Name: "gmail", MaxMessageRate: perMin(6000)}}, config.DefaultRetry())
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for w := range 16 {

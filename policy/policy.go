@@ -1,22 +1,21 @@
 package policy
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 )
 
 // Policy holds the providers, the lanes and the retry schedule of one
 // certgate process. It is safe for concurrent use.
 type Policy struct {
-	providers []*provider          // match order: configured, then built-in; catch-all excluded
+	providers []*provider          // match order; the catch-all excluded
 	byDomain  map[string]*provider // first provider listing each domain
 	catchAll  *provider
 
@@ -25,204 +24,69 @@ type Policy struct {
 	jitter   float64
 	rnd      func() float64 // uniform in [0, 1); replaced in tests
 
-	clk   clock
+	clk   timeSource
+	lim   Limiter
 	mu    sync.RWMutex
 	lanes map[string]*Lane
 }
 
-// provider is a Provider with its MX rules compiled.
-type provider struct {
-	Provider
-	rules []mxRule
+// Options are what a policy takes besides configuration.
+type Options struct {
+	// Clock times the lanes: their rate, the concurrency cap's minute and
+	// the throttling backoff's cool-down. nil means clock.Real.
+	Clock clock.Clock
+	// Limiter holds the limit state lanes share: rate reservations and
+	// connection slots. nil means a new LocalLimiter (one process).
+	Limiter Limiter
 }
 
-func (p *provider) matchMX(host string) bool {
-	for _, r := range p.rules {
-		if r.match(host) {
-			return true
-		}
-	}
-	return false
-}
-
-// Default retry settings, used when the configuration leaves them empty
-// (the configuration shape's example). RFC 5321 section 4.5.4.1 suggests
-// retrying at least 30 minutes apart and giving up after 4-5 days; mail that
-// unlocks a customer's purchase is worth retrying sooner, and an issuer
-// wants to know within three days that a certificate did not arrive.
-var (
-	DefaultRetrySchedule = []time.Duration{
-		time.Minute, 5 * time.Minute, 15 * time.Minute, 30 * time.Minute,
-		time.Hour, 2 * time.Hour, 4 * time.Hour,
-	}
-	DefaultRetryMaxAge = 72 * time.Hour
-)
-
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-
-// New builds a policy from the configured providers and retry settings.
+// New builds a policy. providers are config.ResolveProviders's result
+// (match order, the catch-all last) and retry is config's delivery.retry:
+// both already valid, as config.Load leaves them, so New checks nothing.
+// For tests:
 //
-// A configured provider whose name (case-insensitive) is a built-in's
-// overrides it field by field: a non-empty list replaces the built-in's
-// list, a non-zero limit replaces the built-in's limit, and zero keeps the
-// built-in's value. Other configured providers are added; their zero
-// connection limits take the catch-all's values, and their zero rate means
-// unlimited, as the configuration's Rate type defines ("0"). Configured
-// providers, overrides included, are matched in configuration order before
-// the remaining built-ins. The catch-all ("default") may be configured for
-// its limits only.
+//	policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
 //
-// Empty retry settings take DefaultRetrySchedule and DefaultRetryMaxAge.
-// All errors are reported together.
-func New(cfg []config.Provider, retry config.Retry) (*Policy, error) {
-	var errs []error
-	builtins := builtinProviders()
-	index := map[string]int{}
-	for i, b := range builtins {
-		index[b.Name] = i
+// New panics when providers lack the catch-all, which only a caller that
+// skipped ResolveProviders can cause.
+func New(providers []config.Provider, retry config.Retry, opts Options) *Policy {
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.Real
 	}
-	catch := builtins[index[CatchAll]]
-
-	var configured []Provider
-	overridden := map[string]bool{}
-	for i, c := range cfg {
-		name := strings.ToLower(strings.TrimSpace(c.Name))
-		where := fmt.Sprintf("providers[%d] (%s)", i, c.Name)
-		if !nameRE.MatchString(name) {
-			errs = append(errs, fmt.Errorf("%s: name must be lower-case letters, digits, '.', '_' or '-'", where))
-			continue
-		}
-		if overridden[name] {
-			errs = append(errs, fmt.Errorf("%s: provider configured twice", where))
-			continue
-		}
-		overridden[name] = true
-		rate, err := rateOf(c.MaxMessageRate)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: max_message_rate: %w", where, err))
-		}
-		if c.ConnectionLimit < 0 {
-			errs = append(errs, fmt.Errorf("%s: connection_limit must not be negative", where))
-		}
-		if c.MaxDeliveriesPerConnection < 0 {
-			errs = append(errs, fmt.Errorf("%s: max_deliveries_per_connection must not be negative", where))
-		}
-		for _, s := range c.MXSuffixes {
-			if _, ok := compileMXRule(s); !ok {
-				errs = append(errs, fmt.Errorf("%s: mx_suffixes: %q matches nothing useful", where, s))
-			}
-		}
-		for _, d := range c.Domains {
-			if normName(d) == "" {
-				errs = append(errs, fmt.Errorf("%s: domains: empty domain", where))
-			}
-		}
-
-		var p Provider
-		bi, isBuiltin := index[name]
-		if isBuiltin {
-			p = builtins[bi]
-		} else {
-			p = Provider{
-				Name:                       name,
-				Rate:                       rate, // zero: unlimited, as config.Rate defines
-				ConnectionLimit:            catch.ConnectionLimit,
-				MaxDeliveriesPerConnection: catch.MaxDeliveriesPerConnection,
-			}
-		}
-		if name == CatchAll && (len(c.Domains) > 0 || len(c.MXSuffixes) > 0) {
-			errs = append(errs, fmt.Errorf("%s: the catch-all matches every other domain; it takes limits only", where))
-		}
-		if len(c.Domains) > 0 {
-			p.Domains = slices.Clone(c.Domains)
-		}
-		if len(c.MXSuffixes) > 0 {
-			p.MXSuffixes = slices.Clone(c.MXSuffixes)
-		}
-		if c.MaxMessageRate.Count > 0 {
-			p.Rate = rate
-		}
-		if c.ConnectionLimit > 0 {
-			p.ConnectionLimit = c.ConnectionLimit
-		}
-		if c.MaxDeliveriesPerConnection > 0 {
-			p.MaxDeliveriesPerConnection = c.MaxDeliveriesPerConnection
-		}
-		if name == CatchAll {
-			catch = p
-			continue
-		}
-		if !isBuiltin && len(p.Domains) == 0 && len(p.MXSuffixes) == 0 {
-			errs = append(errs, fmt.Errorf("%s: a new provider needs domains or mx_suffixes to match anything", where))
-		}
-		configured = append(configured, p)
+	lim := opts.Limiter
+	if lim == nil {
+		lim = NewLocalLimiter()
 	}
-
-	schedule, maxAge, jitter, rerrs := retrySettings(retry)
-	errs = append(errs, rerrs...)
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-
-	pol := &Policy{
+	p := &Policy{
 		byDomain: map[string]*provider{},
-		schedule: schedule,
-		maxAge:   maxAge,
-		jitter:   jitter,
+		maxAge:   retry.MaxAge.D(),
+		jitter:   retry.Jitter,
 		rnd:      rand.Float64,
-		clk:      realClock{},
+		clk:      clockSource{clk},
+		lim:      lim,
 		lanes:    map[string]*Lane{},
 	}
-	all := configured
-	for _, b := range builtins {
-		if !overridden[b.Name] && b.Name != CatchAll {
-			all = append(all, b)
-		}
+	for _, d := range retry.Schedule {
+		p.schedule = append(p.schedule, d.D())
 	}
-	for _, p := range all {
-		cp := &provider{Provider: p}
-		for _, s := range p.MXSuffixes {
-			r, _ := compileMXRule(s)
-			cp.rules = append(cp.rules, r)
+	for _, c := range providers {
+		pr := compileProvider(c)
+		if c.Name == config.CatchAllProvider {
+			p.catchAll = pr
+			continue
 		}
-		for _, d := range p.Domains {
+		for _, d := range c.Domains {
 			d = normName(d)
-			if _, taken := pol.byDomain[d]; !taken {
-				pol.byDomain[d] = cp
+			if _, taken := p.byDomain[d]; !taken {
+				p.byDomain[d] = pr
 			}
 		}
-		pol.providers = append(pol.providers, cp)
+		p.providers = append(p.providers, pr)
 	}
-	pol.catchAll = &provider{Provider: catch}
-	return pol, nil
-}
-
-// rateOf converts a configured rate to messages per second; Count 0 is
-// unlimited.
-func rateOf(r config.Rate) (float64, error) {
-	switch {
-	case r.Count < 0:
-		return 0, errors.New("count must not be negative")
-	case r.Count == 0:
-		return inf, nil
-	case r.Period <= 0:
-		return 0, errors.New("period must be positive")
+	if p.catchAll == nil {
+		panic(fmt.Sprintf("policy.New: no %q provider; pass config.ResolveProviders's result", config.CatchAllProvider))
 	}
-	return float64(r.Count) / r.Period.Seconds(), nil
-}
-
-// Providers returns the providers in match order, the catch-all last.
-func (p *Policy) Providers() []Provider {
-	out := make([]Provider, 0, len(p.providers)+1)
-	for _, pr := range p.providers {
-		out = append(out, clone(pr.Provider))
-	}
-	return append(out, clone(p.catchAll.Provider))
-}
-
-func clone(p Provider) Provider {
-	p.Domains = slices.Clone(p.Domains)
-	p.MXSuffixes = slices.Clone(p.MXSuffixes)
 	return p
 }
 
@@ -243,9 +107,9 @@ func clone(p Provider) Provider {
 func (p *Policy) Match(domain string, mxHosts []string) *Lane {
 	domain = normName(domain)
 	if pr := p.matchProvider(domain, mxHosts); pr != nil {
-		return p.lane(pr.Name, pr.Name, pr.Provider)
+		return p.lane(pr.name, pr.name, pr.limits)
 	}
-	return p.lane(CatchAll, CatchAll+"/"+domain, p.catchAll.Provider)
+	return p.lane(p.catchAll.name, p.catchAll.name+"/"+domain, p.catchAll.limits)
 }
 
 func (p *Policy) matchProvider(domain string, mxHosts []string) *provider {
@@ -265,7 +129,7 @@ func (p *Policy) matchProvider(domain string, mxHosts []string) *provider {
 	return nil
 }
 
-func (p *Policy) lane(name, key string, pr Provider) *Lane {
+func (p *Policy) lane(name, key string, lim limits) *Lane {
 	p.mu.RLock()
 	l, ok := p.lanes[key]
 	p.mu.RUnlock()
@@ -277,7 +141,7 @@ func (p *Policy) lane(name, key string, pr Provider) *Lane {
 	if l, ok := p.lanes[key]; ok {
 		return l
 	}
-	l = newLane(name, key, pr, p.clk)
+	l = newLane(name, key, lim, p.clk, p.lim)
 	p.lanes[key] = l
 	return l
 }

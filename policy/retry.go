@@ -1,37 +1,9 @@
 package policy
 
 import (
-	"errors"
-	"fmt"
 	"math"
 	"time"
-
-	"github.com/certgate/certgate/config"
 )
-
-func retrySettings(r config.Retry) (schedule []time.Duration, maxAge time.Duration, jitter float64, errs []error) {
-	for i, d := range r.Schedule {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("retry.schedule[%d]: %v: must be positive", i, time.Duration(d)))
-		}
-		schedule = append(schedule, time.Duration(d))
-	}
-	if len(schedule) == 0 {
-		schedule = append(schedule, DefaultRetrySchedule...)
-	}
-	maxAge = time.Duration(r.MaxAge)
-	switch {
-	case maxAge < 0:
-		errs = append(errs, fmt.Errorf("retry.max_age: %v: must not be negative", maxAge))
-	case maxAge == 0:
-		maxAge = DefaultRetryMaxAge
-	}
-	jitter = r.Jitter
-	if !(jitter >= 0 && jitter < 1) {
-		errs = append(errs, errors.New("retry.jitter: must be at least 0 and below 1"))
-	}
-	return schedule, maxAge, jitter, errs
-}
 
 // NextAttempt says when to try a temporarily failed message again.
 // attempts is the number of attempts made so far (at least 1; smaller

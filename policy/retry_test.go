@@ -96,13 +96,3 @@ func TestNextAttemptGiveUp(t *testing.T) {
 		}
 	}
 }
-
-func TestRetryDefaults(t *testing.T) {
-	p, _ := newTestPolicy(t, nil, config.Retry{})
-	if len(p.schedule) != len(DefaultRetrySchedule) || p.maxAge != DefaultRetryMaxAge || p.jitter != 0 {
-		t.Fatalf("defaults: %v %v %v", p.schedule, p.maxAge, p.jitter)
-	}
-	if _, giveUp := p.NextAttempt(1, epoch, epoch.Add(DefaultRetryMaxAge)); !giveUp {
-		t.Fatal("default max age not applied")
-	}
-}
