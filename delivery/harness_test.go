@@ -95,10 +95,7 @@ func newQEnv(t *testing.T, o qopts) *qenv {
 		e.clock = clock.NewFake(epoch)
 		clk = e.clock
 	}
-	pol, err := policy.New(o.providers, o.retry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policy.New(config.ResolveProviders(o.providers), o.retry, policy.Options{Clock: clk})
 	if e.store, err = sqlite.Open(context.Background(), o.dbPath, sqlite.Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,11 @@ func (w *worker) deliverNext() step {
 		return leaveLane
 	}
 	if _, err := l.pl.Wait(q.ctx); err != nil {
+		if q.ctx.Err() == nil {
+			// Only a shared limiter fails: the lane's next arrival
+			// starts a worker again.
+			q.log.Error("queue: waiting for the lane's rate", "lane", l.pl.Key(), "err", err)
+		}
 		w.quit()
 		return leaveLane
 	}

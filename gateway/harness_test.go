@@ -211,10 +211,7 @@ func buildRelay(t *testing.T, s relaySpec) relayParts {
 			s.tenants[i].DefaultClass = config.ClassBulk
 		}
 	}
-	pol, err := policy.New(s.providers, s.retry)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := policy.New(config.ResolveProviders(s.providers), s.retry, policy.Options{})
 	p := relayParts{store: st, metrics: metrics.New()}
 	qst := quarantine.EnableOnDelivery(st, s.tenants)
 	if s.queueStore != nil {

@@ -53,8 +53,27 @@ type daemonOptions struct {
 
 // newDaemon builds every part from a validated configuration; nothing
 // listens yet.
-func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOptions) (*daemon, error) {
+func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOptions) (_ *daemon, err error) {
 	d := &daemon{cfg: cfg, log: log, metrics: metrics.New(), ready: make(chan struct{})}
+	if d.store, err = openStore(ctx, cfg); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.store.Close()
+		}
+	}()
+	if err := d.buildMailPath(opts.Resolver); err != nil {
+		return nil, err
+	}
+	if err := d.buildHTTP(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// openStore opens the spool in data_dir.
+func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	if cfg.Storage.Driver != "" && cfg.Storage.Driver != "sqlite" {
 		return nil, fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
 	}
@@ -65,91 +84,101 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
-	d.store = st
+	return st, nil
+}
 
+// buildMailPath wires submission to delivery: the preparer that signs, the
+// queue that delivers, the relay between them, and the SMTP server in
+// front. resolver, when set, replaces DNS.
+func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
+	cfg := d.cfg
 	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	pol, err := policy.New(cfg.Providers, cfg.Delivery.Retry)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	resolver := opts.Resolver
-	if resolver == nil && cfg.Delivery.StaticDNS != nil {
-		resolver = delivery.StaticResolver{MX: cfg.Delivery.StaticDNS.MX, Hosts: cfg.Delivery.StaticDNS.Hosts}
+		return err
 	}
 	if resolver == nil {
-		resolver = net.DefaultResolver
+		resolver = configuredResolver(cfg.Delivery)
 	}
 	routes, err := deliveryRoutes(cfg.Delivery)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
-	prep := gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
-	d.prep = prep
+	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
 	d.queue = delivery.NewQueue(delivery.Options{
 		// Links turn on with the delivery record, as their tenant says.
-		Store:  quarantine.EnableOnDelivery(st, cfg.Tenants),
-		Policy: pol,
+		Store:  quarantine.EnableOnDelivery(d.store, cfg.Tenants),
+		Policy: policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{}),
 		Router: delivery.NewRouter(routes, cfg.Delivery.MXPort, resolver, nil),
 		Dialer: &delivery.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
 			ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),
 			DataTimeout: cfg.Delivery.DataTimeout.D()},
 		Hostname: cfg.Hostname,
-		Sealer:   prep,
+		Sealer:   d.prep,
 		Metrics:  d.metrics,
-		Log:      log,
+		Log:      d.log,
 	})
 	dir, err := gateway.NewDirectory(cfg.Tenants, cfg.HTTP.PublicURL)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
-	relay := gateway.NewRelay(prep, st, d.queue, d.metrics, log)
-	var tlsConf *tls.Config
-	if cfg.SMTP.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLS.CertFile, cfg.SMTP.TLS.KeyFile)
-		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("smtp.tls: %w", err)
-		}
-		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsConf, err := smtpTLS(cfg.SMTP.TLS)
+	if err != nil {
+		return err
 	}
 	d.smtp = gateway.NewServer(gateway.ServerConfig{
 		Hostname: cfg.Hostname, TLS: tlsConf, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxConnections: cfg.SMTP.MaxConnections, MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
 		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
-	}, dir, relay, d.metrics, log)
+	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
+	return nil
+}
 
+// configuredResolver is delivery.static_dns when set, else the system's DNS.
+func configuredResolver(cfg config.Delivery) delivery.Resolver {
+	if cfg.StaticDNS != nil {
+		return delivery.StaticResolver{MX: cfg.StaticDNS.MX, Hosts: cfg.StaticDNS.Hosts}
+	}
+	return net.DefaultResolver
+}
+
+// smtpTLS loads the submission listener's certificate; nil without one.
+func smtpTLS(c config.TLS) (*tls.Config, error) {
+	if c.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("smtp.tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// buildHTTP wires the HTTP side: the gate, the helpdesk's desk and API,
+// the webhooks, metrics and health.
+func (d *daemon) buildHTTP() error {
+	cfg := d.cfg
 	tokens, err := api.LoadTokens(cfg.API.Tokens)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
 	gopts := gateOptions(cfg)
 	if f := cfg.Gate.FormKeyFile; f != "" {
 		key, err := config.ReadSecret(f, "")
 		if err != nil {
-			st.Close()
-			return nil, fmt.Errorf("gate.form_key_file: %w", err)
+			return fmt.Errorf("gate.form_key_file: %w", err)
 		}
 		gopts.Key = []byte(key)
 	}
-	d.gate = quarantine.NewGate(st, gopts, d.metrics, log)
-	d.desk = quarantine.NewDesk(st, d.queue, d.metrics)
+	d.gate = quarantine.NewGate(d.store, gopts, d.metrics, d.log)
+	d.desk = quarantine.NewDesk(d.store, d.queue, d.metrics)
 	hooks, err := webhook.Endpoints(cfg.Webhooks)
 	if err != nil {
-		st.Close()
-		return nil, err
+		return err
 	}
-	d.hooks = webhook.New(st, hooks, webhook.Options{}, log)
+	d.hooks = webhook.New(d.store, hooks, webhook.Options{}, d.log)
 	d.http = &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
-	return d, nil
+	return nil
 }
 
 // start opens the listeners (so that a port in use fails at once), loads
