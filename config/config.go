@@ -20,7 +20,7 @@ type Config struct {
 	DKIM     []DKIMKey `yaml:"dkim"`
 	// DKIMEngine chooses what makes RSA signatures: auto (OpenSSL when
 	// libcrypto is usable, else Go), openssl (required), or go.
-	DKIMEngine string     `yaml:"dkim_engine"`
+	DKIMEngine DKIMEngine `yaml:"dkim_engine"`
 	Delivery   Delivery   `yaml:"delivery"`
 	Providers  []Provider `yaml:"providers"`
 	API        API        `yaml:"api"`
@@ -151,7 +151,7 @@ type Route struct {
 	Domains []string `yaml:"domains"`
 	MX      bool     `yaml:"mx"`   // look up MX records
 	Host    string   `yaml:"host"` // host:port of a static next hop or smarthost
-	TLS     string   `yaml:"tls"`  // required, opportunistic (default), none
+	TLS     TLSMode  `yaml:"tls"`  // required, opportunistic (default), none
 	// CAFile verifies the next hop's certificate with these roots instead of the system's (tls: required).
 	CAFile string     `yaml:"ca_file"`
 	Auth   *RouteAuth `yaml:"auth"` // smarthost credentials
@@ -262,6 +262,24 @@ const (
 	LinksOnDelivery  LinkEnable = "on_delivery" // once the receiving MX accepted the copy
 	LinksOnRelease   LinkEnable = "on_release"  // once the message is released through the API
 	LinksImmediately LinkEnable = "immediately" // at once
+)
+
+// TLSMode is a delivery route's policy for STARTTLS.
+type TLSMode string
+
+const (
+	TLSRequired      TLSMode = "required"      // STARTTLS with a verified certificate, or defer
+	TLSOpportunistic TLSMode = "opportunistic" // STARTTLS when offered, unverified (RFC 7435); plaintext otherwise
+	TLSNone          TLSMode = "none"          // never
+)
+
+// DKIMEngine is what makes RSA signatures.
+type DKIMEngine string
+
+const (
+	DKIMEngineAuto    DKIMEngine = "auto"    // OpenSSL's libcrypto when it opens, else Go
+	DKIMEngineOpenSSL DKIMEngine = "openssl" // OpenSSL, or refuse to start
+	DKIMEngineGo      DKIMEngine = "go"      // Go's crypto/rsa
 )
 
 // Scope is a permission an API token holds.

@@ -42,7 +42,7 @@ func newFixture(t testing.TB) fixture {
 	}
 	write("batch.hash", append(hash, '\n'))
 	write("bad.hash", []byte("hello\n"))
-	write("helpdesk.token", []byte("tok-123\n"))
+	write("helpdesk.token", []byte("tok-0123456789abcdef\n"))
 
 	_, dk, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

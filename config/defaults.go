@@ -25,14 +25,14 @@ const (
 	DefaultLinksEnable         = LinksOnDelivery
 	DefaultLinksTTL            = Duration(720 * time.Hour)
 	DefaultLinksMaxUses        = 3
-	DefaultRouteTLS            = "opportunistic"
+	DefaultRouteTLS            = TLSOpportunistic
 	DefaultMXPort              = 25
 	DefaultConnectTimeout      = Duration(30 * time.Second)
 	DefaultCommandTimeout      = Duration(5 * time.Minute)
 	DefaultDataTimeout         = Duration(10 * time.Minute)
 	DefaultRetryMaxAge         = Duration(72 * time.Hour)
 	DefaultRetryJitter         = 0.1
-	DefaultDKIMEngine          = "auto"
+	DefaultDKIMEngine          = DKIMEngineAuto
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "text"
 )
@@ -69,113 +69,80 @@ func (c *Config) SetDefaults() { c.applyDefaults(nil) }
 // applyDefaults fills the keys that are not set. has reports whether the
 // file sets a key path; nil means "set when not zero".
 func (c *Config) applyDefaults(has func(path string) bool) {
-	unset := func(path string, zero bool) bool {
-		if has == nil {
-			return zero
-		}
-		return !has(path)
-	}
-	if unset("hostname", c.Hostname == "") {
+	f := filler{has}
+	if f.unset("hostname", c.Hostname == "") {
 		if h, err := os.Hostname(); err == nil {
 			c.Hostname = h
 		}
 	}
-	if unset("data_dir", c.DataDir == "") {
-		c.DataDir = DefaultDataDir
+	fill(f, "data_dir", &c.DataDir, DefaultDataDir)
+	fill(f, "storage.driver", &c.Storage.Driver, DefaultStorageDriver)
+	fill(f, "dkim_engine", &c.DKIMEngine, DefaultDKIMEngine)
+	fill(f, "log.level", &c.Log.Level, DefaultLogLevel)
+	fill(f, "log.format", &c.Log.Format, DefaultLogFormat)
+	c.SMTP.applyDefaults(f)
+	fill(f, "http.listen", &c.HTTP.Listen, DefaultHTTPListen)
+	fill(f, "http.public_url", &c.HTTP.PublicURL, c.derivedPublicURL())
+	for i := range c.Tenants {
+		c.Tenants[i].applyDefaults(f, indexPath("tenants", i))
 	}
-	if unset("storage.driver", c.Storage.Driver == "") {
-		c.Storage.Driver = DefaultStorageDriver
-	}
+	c.Delivery.applyDefaults(f)
+}
 
-	s := &c.SMTP
-	if unset("smtp.listen", s.Listen == nil) {
+func (s *SMTP) applyDefaults(f filler) {
+	if f.unset("smtp.listen", s.Listen == nil) {
 		s.Listen = []string{DefaultSMTPListen}
 	}
-	if unset("smtp.max_message_bytes", s.MaxMessageBytes == 0) {
-		s.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if unset("smtp.max_recipients", s.MaxRecipients == 0) {
-		s.MaxRecipients = DefaultMaxRecipients
-	}
-	if unset("smtp.max_connections", s.MaxConnections == 0) {
-		s.MaxConnections = DefaultMaxConnections
-	}
-	if unset("smtp.max_connections_per_ip", s.MaxConnectionsPerIP == 0) {
-		s.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
-	}
-	if unset("smtp.read_timeout", s.ReadTimeout == 0) {
-		s.ReadTimeout = DefaultReadTimeout
-	}
-	if unset("smtp.write_timeout", s.WriteTimeout == 0) {
-		s.WriteTimeout = DefaultWriteTimeout
-	}
-	if unset("smtp.auth_failure_delay", s.AuthFailureDelay == 0) {
-		s.AuthFailureDelay = DefaultAuthFailureDelay
-	}
+	fill(f, "smtp.max_message_bytes", &s.MaxMessageBytes, DefaultMaxMessageBytes)
+	fill(f, "smtp.max_recipients", &s.MaxRecipients, DefaultMaxRecipients)
+	fill(f, "smtp.max_connections", &s.MaxConnections, DefaultMaxConnections)
+	fill(f, "smtp.max_connections_per_ip", &s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	fill(f, "smtp.read_timeout", &s.ReadTimeout, DefaultReadTimeout)
+	fill(f, "smtp.write_timeout", &s.WriteTimeout, DefaultWriteTimeout)
+	fill(f, "smtp.auth_failure_delay", &s.AuthFailureDelay, DefaultAuthFailureDelay)
+}
 
-	if unset("http.listen", c.HTTP.Listen == "") {
-		c.HTTP.Listen = DefaultHTTPListen
-	}
-	if unset("http.public_url", c.HTTP.PublicURL == "") {
-		c.HTTP.PublicURL = c.derivedPublicURL()
-	}
+func (t *Tenant) applyDefaults(f filler, at string) {
+	fill(f, at+".default_class", &t.DefaultClass, DefaultClass)
+	fill(f, at+".links.enable", &t.Links.Enable, DefaultLinksEnable)
+	fill(f, at+".links.ttl", &t.Links.TTL, DefaultLinksTTL)
+	fill(f, at+".links.max_uses", &t.Links.MaxUses, DefaultLinksMaxUses)
+}
 
-	for i := range c.Tenants {
-		t := &c.Tenants[i]
-		at := indexPath("tenants", i)
-		if unset(at+".default_class", t.DefaultClass == "") {
-			t.DefaultClass = DefaultClass
-		}
-		if unset(at+".links.enable", t.Links.Enable == "") {
-			t.Links.Enable = DefaultLinksEnable
-		}
-		if unset(at+".links.ttl", t.Links.TTL == 0) {
-			t.Links.TTL = DefaultLinksTTL
-		}
-		if unset(at+".links.max_uses", t.Links.MaxUses == 0) {
-			t.Links.MaxUses = DefaultLinksMaxUses
-		}
-	}
-
-	d := &c.Delivery
-	if unset("delivery.routes", d.Routes == nil) {
+func (d *Delivery) applyDefaults(f filler) {
+	if f.unset("delivery.routes", d.Routes == nil) {
 		d.Routes = DefaultRoutes()
 	}
 	for i := range d.Routes {
-		if unset(indexPath("delivery.routes", i)+".tls", d.Routes[i].TLS == "") {
-			d.Routes[i].TLS = DefaultRouteTLS
-		}
+		fill(f, indexPath("delivery.routes", i)+".tls", &d.Routes[i].TLS, DefaultRouteTLS)
 	}
-	if unset("delivery.mx_port", d.MXPort == 0) {
-		d.MXPort = DefaultMXPort
-	}
-	if unset("delivery.connect_timeout", d.ConnectTimeout == 0) {
-		d.ConnectTimeout = DefaultConnectTimeout
-	}
-	if unset("delivery.command_timeout", d.CommandTimeout == 0) {
-		d.CommandTimeout = DefaultCommandTimeout
-	}
-	if unset("delivery.data_timeout", d.DataTimeout == 0) {
-		d.DataTimeout = DefaultDataTimeout
-	}
-	if unset("delivery.retry.schedule", d.Retry.Schedule == nil) {
+	fill(f, "delivery.mx_port", &d.MXPort, DefaultMXPort)
+	fill(f, "delivery.connect_timeout", &d.ConnectTimeout, DefaultConnectTimeout)
+	fill(f, "delivery.command_timeout", &d.CommandTimeout, DefaultCommandTimeout)
+	fill(f, "delivery.data_timeout", &d.DataTimeout, DefaultDataTimeout)
+	if f.unset("delivery.retry.schedule", d.Retry.Schedule == nil) {
 		d.Retry.Schedule = DefaultRetrySchedule()
 	}
-	if unset("delivery.retry.max_age", d.Retry.MaxAge == 0) {
-		d.Retry.MaxAge = DefaultRetryMaxAge
-	}
-	if unset("delivery.retry.jitter", d.Retry.Jitter == 0) {
-		d.Retry.Jitter = DefaultRetryJitter
-	}
+	fill(f, "delivery.retry.max_age", &d.Retry.MaxAge, DefaultRetryMaxAge)
+	fill(f, "delivery.retry.jitter", &d.Retry.Jitter, DefaultRetryJitter)
+}
 
-	if unset("dkim_engine", c.DKIMEngine == "") {
-		c.DKIMEngine = DefaultDKIMEngine
+// filler decides which keys take their default: those the file leaves
+// out, or, for a Config built in code (has nil), those left at zero.
+type filler struct{ has func(path string) bool }
+
+func (f filler) unset(path string, zero bool) bool {
+	if f.has == nil {
+		return zero
 	}
-	if unset("log.level", c.Log.Level == "") {
-		c.Log.Level = DefaultLogLevel
-	}
-	if unset("log.format", c.Log.Format == "") {
-		c.Log.Format = DefaultLogFormat
+	return !f.has(path)
+}
+
+// fill sets *field to def when the key at path is unset.
+func fill[T comparable](f filler, path string, field *T, def T) {
+	var zero T
+	if f.unset(path, *field == zero) {
+		*field = def
 	}
 }
 

@@ -480,7 +480,7 @@ func (ix *index) valueAt(line int, tag, val string) string {
 func describeGoType(t string) string {
 	t = strings.TrimPrefix(t, "*")
 	switch t {
-	case "config.Class", "config.LinkEnable", "config.Scope":
+	case "config.Class", "config.LinkEnable", "config.Scope", "config.TLSMode", "config.DKIMEngine":
 		return "a string"
 	}
 	switch {

@@ -151,7 +151,7 @@ func (v *validator) general(c *Config) {
 	}
 
 	switch c.DKIMEngine {
-	case "auto", "openssl", "go":
+	case DKIMEngineAuto, DKIMEngineOpenSSL, DKIMEngineGo:
 	default:
 		v.add("dkim_engine", "%q is not one of auto, openssl, go", c.DKIMEngine)
 	}
@@ -489,7 +489,7 @@ func (v *validator) route(at string, r *Route) {
 		v.hostPort(at+".host", r.Host, true)
 	}
 	switch r.TLS {
-	case "required", "opportunistic", "none":
+	case TLSRequired, TLSOpportunistic, TLSNone:
 	default:
 		v.add(at+".tls", "%q is not one of required, opportunistic, none", r.TLS)
 	}
@@ -510,7 +510,7 @@ func (v *validator) route(at string, r *Route) {
 			v.add(ap+".username", "required")
 		}
 		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv)
-		if r.TLS == "none" {
+		if r.TLS == TLSNone {
 			v.add(at+".tls", "none would send the smarthost password in clear; use required with auth")
 		}
 	}
@@ -658,7 +658,11 @@ func (v *validator) api(a API) {
 		} else {
 			names[t.Name] = i
 		}
+		n := len(v.problems)
 		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv)
+		if len(v.problems) == n && (t.TokenFile == "") != (t.TokenEnv == "") {
+			v.secretLength(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, minAPIToken, "token")
+		}
 		if len(t.Scopes) == 0 {
 			v.add(at+".scopes", "list at least one of read, release, admin")
 		}
@@ -709,7 +713,7 @@ func (v *validator) webhooks(c *Config) {
 		n := len(v.problems)
 		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv)
 		if len(v.problems) == n && (w.SecretFile == "") != (w.SecretEnv == "") {
-			v.webhookSecret(at, w)
+			v.secretLength(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv, minWebhookSecret, "secret")
 		}
 
 		if len(w.Events) == 0 {
@@ -744,23 +748,33 @@ func (v *validator) webhooks(c *Config) {
 	}
 }
 
-// minWebhookSecret is the shortest webhook signing secret, in bytes.
-const minWebhookSecret = 16
+// The shortest secrets accepted, in bytes: a webhook's signing secret and
+// an API bearer token (stored as a fast hash, so it must be long random).
+const (
+	minWebhookSecret = 16
+	minAPIToken      = 16
+)
 
-// webhookSecret reads the signing secret now, as the dispatcher will at
-// start, so that a missing variable or a short secret is reported with
-// the rest of the file. Problems name the file or variable, never the value.
-func (v *validator) webhookSecret(at string, w *Webhook) {
-	key, from := at+".secret_file", "file "+w.SecretFile
-	if w.SecretEnv != "" {
-		key, from = at+".secret_env", "environment variable "+w.SecretEnv
+// secretLength reads a secret now, as the daemon will at start, so that
+// an unreadable or short secret is reported with the rest of the file.
+// A variable that is not set here is not judged: check-config often runs
+// where the service's environment is not (a shell, a deploy pipeline), and
+// serve names the variable if it is missing at start. Problems name the
+// file or variable, never the value.
+func (v *validator) secretLength(at, fileKey, file, envKey, env string, min int, what string) {
+	key, from := at+"."+fileKey, "file "+file
+	if env != "" {
+		key, from = at+"."+envKey, "environment variable "+env
+		if _, set := os.LookupEnv(env); !set {
+			return
+		}
 	}
-	secret, err := w.Secret()
+	secret, err := ReadSecret(file, env)
 	switch {
 	case err != nil:
 		v.add(key, "%v", err)
-	case len(secret) < minWebhookSecret:
-		v.add(key, "the secret in %s is shorter than %d characters (make one with openssl rand -hex 32)", from, minWebhookSecret)
+	case len(secret) < min:
+		v.add(key, "the %s in %s is shorter than %d characters (make one with openssl rand -hex 32)", what, from, min)
 	}
 }
 

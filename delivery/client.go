@@ -18,6 +18,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/config"
 )
 
 // Dialer opens outbound SMTP connections to destinations.
@@ -135,9 +136,9 @@ func (d *Dialer) Dial(ctx context.Context, dest *Destination) (*Conn, Result) {
 }
 
 func (d *Dialer) dialHost(ctx context.Context, dest *Destination, host, addr string) (*Conn, Result) {
-	useTLS := dest.TLS == TLSRequired || (dest.TLS == TLSOpportunistic && !d.tlsBroken(host))
+	useTLS := dest.TLS == config.TLSRequired || (dest.TLS == config.TLSOpportunistic && !d.tlsBroken(host))
 	c, res, tlsFailed := d.open(ctx, dest, host, addr, useTLS)
-	if c == nil && tlsFailed && dest.TLS == TLSOpportunistic {
+	if c == nil && tlsFailed && dest.TLS == config.TLSOpportunistic {
 		// A failed handshake leaves the connection unusable: redial in
 		// plaintext, as the route allows, and remember the host for a while.
 		d.markTLSBroken(host)
@@ -199,7 +200,7 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 			var tf tlsFailure
 			return nil, Result{Host: host, Network: true, Text: "starttls: " + err.Error()}, errors.As(err, &tf)
 		}
-		if !tlsOn && dest.TLS == TLSRequired {
+		if !tlsOn && dest.TLS == config.TLSRequired {
 			raw.Close()
 			return nil, Result{Host: host, Network: true, Text: "TLS required by route, but the server does not offer STARTTLS"}, false
 		}
@@ -233,7 +234,7 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 		return nil, false, err
 	}
 	if code != 250 {
-		if code >= 500 && code < 600 && dest.TLS != TLSRequired {
+		if code >= 500 && code < 600 && dest.TLS != config.TLSRequired {
 			return plain(), false, nil // no EHLO, so no STARTTLS (RFC 3207 4)
 		}
 		return nil, false, replyError(code, text)
@@ -253,13 +254,13 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 	} else if code != 220 {
 		// RFC 3207 4: 454 "TLS not available"; the session goes on in
 		// plaintext, which only an opportunistic route accepts.
-		if dest.TLS != TLSRequired {
+		if dest.TLS != config.TLSRequired {
 			return plain(), false, nil
 		}
 		return nil, false, replyError(code, text)
 	}
 	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if dest.TLS == TLSRequired {
+	if dest.TLS == config.TLSRequired {
 		conf.RootCAs = dest.RootCAs
 	} else {
 		// RFC 7435: opportunistic security encrypts without authenticating;

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/sim"
 )
 
@@ -24,7 +25,7 @@ func faultyMX(t *testing.T, f sim.Faults) (*Dialer, *Destination) {
 	t.Cleanup(func() { p.Close() })
 	host, port, _ := net.SplitHostPort(p.Addr())
 	d := testDialer(map[string][]string{"mx.example": {host}})
-	dest := &Destination{Key: "k", Hosts: []string{"mx.example"}, TLS: TLSOpportunistic}
+	dest := &Destination{Key: "k", Hosts: []string{"mx.example"}, TLS: config.TLSOpportunistic}
 	dest.Port, _ = net.LookupPort("tcp", port)
 	return d, dest
 }
@@ -33,7 +34,7 @@ func faultyMX(t *testing.T, f sim.Faults) (*Dialer, *Destination) {
 // uses TLS: a server that accepts and says nothing must not hold a lane's
 // worker for the command timeout (5 minutes by default).
 func TestGreetingStallBoundedByConnectTimeout(t *testing.T) {
-	for _, mode := range []TLSMode{TLSOpportunistic, TLSNone} {
+	for _, mode := range []config.TLSMode{config.TLSOpportunistic, config.TLSNone} {
 		d, dest := faultyMX(t, sim.Faults{GreetingStall: 1, Stall: time.Minute})
 		d.ConnectTimeout, d.CommandTimeout = 300*time.Millisecond, 10*time.Second
 		dest.TLS = mode
@@ -67,7 +68,7 @@ func TestBrokenHandshake(t *testing.T) {
 		t.Fatalf("send in plaintext after the broken handshake: %v", r)
 	}
 	c.Close()
-	dest.TLS = TLSRequired
+	dest.TLS = config.TLSRequired
 	if c, res := d.Dial(context.Background(), dest); c != nil || !res.Network {
 		t.Fatalf("required: conn %v, %+v; want a deferral", c != nil, res)
 	}
@@ -76,7 +77,7 @@ func TestBrokenHandshake(t *testing.T) {
 // A refusal at the greeting keeps its enhanced status code, with or without
 // STARTTLS: "421 4.7.0" is how receivers say they throttle a sender.
 func TestGreetingRefusalKeepsEnhancedCode(t *testing.T) {
-	for _, mode := range []TLSMode{TLSOpportunistic, TLSNone} {
+	for _, mode := range []config.TLSMode{config.TLSOpportunistic, config.TLSNone} {
 		d, dest := faultyMX(t, sim.Faults{Greeting421: 1})
 		dest.TLS = mode
 		c, res := d.Dial(context.Background(), dest)

@@ -3,13 +3,13 @@ package delivery
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/sim"
 )
 
@@ -33,9 +33,9 @@ func startSim(t *testing.T, opts sim.Options) (*sim.Provider, *Dialer, *Destinat
 var plainMsg = []byte("From: <a@ca.example>\r\nTo: <b@gmail.com>\r\nSubject: hi\r\n\r\nbody\r\n")
 
 func TestDeliverTLSRequiredVerified(t *testing.T) {
-	serverTLS, clientTLS := testCerts(t)
+	serverTLS, clientTLS := sim.TLSPair("relay.ca.example")
 	p, d, dest := startSim(t, sim.Options{TLS: serverTLS})
-	dest.TLS, dest.RootCAs = TLSRequired, clientTLS.RootCAs
+	dest.TLS, dest.RootCAs = config.TLSRequired, clientTLS.RootCAs
 	c, res := d.Dial(context.Background(), dest)
 	if c == nil {
 		t.Fatalf("dial: %v", res)
@@ -59,14 +59,14 @@ func TestDeliverTLSRequiredVerified(t *testing.T) {
 }
 
 func TestDeliverTLSRequiredRefusesUnverifiedOrMissing(t *testing.T) {
-	serverTLS, _ := testCerts(t)
+	serverTLS, _ := sim.TLSPair("relay.ca.example")
 	_, d, dest := startSim(t, sim.Options{TLS: serverTLS})
-	dest.TLS = TLSRequired // system roots: the test certificate does not verify
+	dest.TLS = config.TLSRequired // system roots: the test certificate does not verify
 	if c, res := d.Dial(context.Background(), dest); c != nil || !res.Network {
 		t.Fatalf("unverifiable certificate accepted under tls: required (%v)", res)
 	}
 	_, d2, dest2 := startSim(t, sim.Options{})
-	dest2.TLS = TLSRequired
+	dest2.TLS = config.TLSRequired
 	c, res := d2.Dial(context.Background(), dest2)
 	if c != nil || !strings.Contains(res.Text, "does not offer STARTTLS") {
 		t.Fatalf("plaintext MX accepted under tls: required (%v)", res)
@@ -93,7 +93,7 @@ func TestDeliverOpportunisticFallsBackToPlaintext(t *testing.T) {
 	portN, _ := strconv.Atoi(port)
 	d := &Dialer{Hostname: "out.ca.example", Resolver: StaticResolver{Hosts: map[string][]string{"mx.broken.example": {host}}},
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
-	dest := &Destination{Key: "k", Hosts: []string{"mx.broken.example"}, Port: portN, TLS: TLSOpportunistic}
+	dest := &Destination{Key: "k", Hosts: []string{"mx.broken.example"}, Port: portN, TLS: config.TLSOpportunistic}
 	c, res := d.Dial(context.Background(), dest)
 	if c == nil {
 		t.Fatalf("no plaintext fallback: %v", res)
@@ -227,7 +227,7 @@ func TestStaleReusedConnection(t *testing.T) {
 	portN, _ := strconv.Atoi(port)
 	d := &Dialer{Hostname: "out.ca.example", Resolver: StaticResolver{Hosts: map[string][]string{"mx.example": {host}}},
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
-	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: portN, TLS: TLSNone})
+	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: portN, TLS: config.TLSNone})
 	if c == nil {
 		t.Fatal(res)
 	}
@@ -239,15 +239,4 @@ func TestStaleReusedConnection(t *testing.T) {
 	if r := c.Send("a@ca.example", "c@x.example", plainMsg); !r.Stale || !r.Network {
 		t.Fatalf("second send on a dropped connection: %+v, want stale", r)
 	}
-}
-
-// testCerts makes a server certificate for relay.ca.example and a client
-// configuration that trusts exactly it.
-func testCerts(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	c, err := sim.SelfSigned("relay.ca.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.ServerConfig(), c.ClientConfig("relay.ca.example")
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/certgate/certgate/config"
 )
 
 // scriptedMX serves each connection with h on 127.0.0.1 and returns its port.
@@ -86,15 +88,15 @@ func testDialer(hosts map[string][]string) *Dialer {
 }
 
 // mxEverywhere is the default route: every domain through its MX hosts.
-var mxEverywhere = []Route{{Domains: []string{"*"}, MX: true, TLS: TLSOpportunistic}}
+var mxEverywhere = []Route{{Domains: []string{"*"}, MX: true, TLS: config.TLSOpportunistic}}
 
 // Connections are shared by destination key: a route that demands TLS or
 // its own login must never ride on a connection made for another route.
 func TestDestinationKeySeparatesRoutes(t *testing.T) {
 	res := StaticResolver{MX: map[string][]string{"secure.example": {"aspmx.l.google.com"}, "other.example": {"aspmx.l.google.com"}}}
 	r := NewRouter([]Route{
-		{Domains: []string{"secure.example"}, MX: true, TLS: TLSRequired},
-		{Domains: []string{"*"}, MX: true, TLS: TLSOpportunistic},
+		{Domains: []string{"secure.example"}, MX: true, TLS: config.TLSRequired},
+		{Domains: []string{"*"}, MX: true, TLS: config.TLSOpportunistic},
 	}, 25, res, nil)
 	a, err1 := r.Resolve(context.Background(), "secure.example")
 	b, err2 := r.Resolve(context.Background(), "other.example")
@@ -111,7 +113,7 @@ func TestConnectFailureDoesNotDisableTLS(t *testing.T) {
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	closed := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	if c, _ := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: closed, TLS: TLSOpportunistic}); c != nil {
+	if c, _ := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: closed, TLS: config.TLSOpportunistic}); c != nil {
 		t.Fatal("connected to a closed port")
 	}
 	if d.tlsBroken("mx.example") {
@@ -126,7 +128,7 @@ func TestStartTLSRefusedGoesOnInPlaintextOnlyWhenOpportunistic(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := testDialer(map[string][]string{"mx.example": {"127.0.0.1"}})
-		dest := &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: port, TLS: TLSOpportunistic}
+		dest := &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: port, TLS: config.TLSOpportunistic}
 		c, res := d.Dial(context.Background(), dest)
 		if c == nil {
 			t.Fatalf("STARTTLS answered %q: opportunistic route did not go on in plaintext: %v", reply, res)
@@ -135,7 +137,7 @@ func TestStartTLSRefusedGoesOnInPlaintextOnlyWhenOpportunistic(t *testing.T) {
 			t.Fatalf("send after %q: %v", reply, r)
 		}
 		c.Close()
-		dest.TLS = TLSRequired
+		dest.TLS = config.TLSRequired
 		if c, res := d.Dial(context.Background(), dest); c != nil || !res.Network {
 			t.Fatalf("STARTTLS answered %q: required route got conn %v, result %+v (want a deferral)", reply, c != nil, res)
 		}
@@ -157,14 +159,14 @@ func TestFiveXXGreetingTriesTheNextMXAndNeverBounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := testDialer(map[string][]string{"mx1.example": {"127.0.0.1"}, "mx2.example": {"127.0.0.2"}})
-	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx1.example", "mx2.example"}, Port: port, TLS: TLSNone})
+	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx1.example", "mx2.example"}, Port: port, TLS: config.TLSNone})
 	if c == nil || c.Host != "mx2.example" {
 		t.Fatalf("5xx greeting on mx1 stopped the dial: %+v", res)
 	}
 	c.Close()
 	// With only the refusing host, the failure defers: it is about the
 	// session, not about any message.
-	if c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx1.example"}, Port: port, TLS: TLSNone}); c != nil || !res.Network || res.Code != 554 {
+	if c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx1.example"}, Port: port, TLS: config.TLSNone}); c != nil || !res.Network || res.Code != 554 {
 		t.Fatalf("all hosts 5xx: conn %v, result %+v; want a Network (deferring) result with the 554", c != nil, res)
 	}
 }
@@ -198,7 +200,7 @@ func TestDataWriteHasADeadline(t *testing.T) {
 	}
 	d := testDialer(map[string][]string{"mx.example": {"127.0.0.1"}})
 	d.DataTimeout = 500 * time.Millisecond
-	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: port, TLS: TLSNone})
+	c, res := d.Dial(context.Background(), &Destination{Key: "k", Hosts: []string{"mx.example"}, Port: port, TLS: config.TLSNone})
 	if c == nil {
 		t.Fatal(res)
 	}

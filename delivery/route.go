@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/config"
 )
 
 // Resolver is the DNS the delivery engine needs. net.Resolver satisfies it
@@ -23,23 +24,14 @@ type Resolver interface {
 	LookupHost(ctx context.Context, host string) ([]string, error)
 }
 
-// TLSMode is a route's policy for STARTTLS.
-type TLSMode string
-
-const (
-	TLSRequired      TLSMode = "required"      // STARTTLS with a verified certificate, or defer
-	TLSOpportunistic TLSMode = "opportunistic" // STARTTLS when offered, unverified; plaintext otherwise
-	TLSNone          TLSMode = "none"          // never
-)
-
 // Destination is where mail for one domain goes.
 type Destination struct {
 	Key     string   // equal keys may share a connection
 	Hosts   []string // MX hosts in preference order, or the one static host
 	Port    int
 	MX      bool // Hosts came from MX records (used for provider matching)
-	TLS     TLSMode
-	RootCAs *x509.CertPool // verifies TLSRequired; nil means the system's
+	TLS     config.TLSMode
+	RootCAs *x509.CertPool // verifies config.TLSRequired; nil means the system's
 	User    string         // smarthost AUTH, "" for none
 	Pass    string
 }
@@ -57,8 +49,8 @@ type Route struct {
 	MX      bool     // look up the domain's MX hosts; else Host:Port
 	Host    string
 	Port    int
-	TLS     TLSMode
-	RootCAs *x509.CertPool // verifies TLSRequired; nil means the system's
+	TLS     config.TLSMode
+	RootCAs *x509.CertPool // verifies config.TLSRequired; nil means the system's
 	User    string         // smarthost AUTH, "" for none
 	Pass    string
 }

@@ -141,7 +141,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		retry = config.Retry{Schedule: []config.Duration{config.Duration(50 * time.Millisecond)}, MaxAge: config.Duration(time.Hour)}
 	}
 	hash, _ := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
-	serverTLS, clientTLS := testCerts(t)
+	serverTLS, clientTLS := sim.TLSPair("relay.ca.example")
 	e.tlsConf = clientTLS
 	cfg := ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20, MaxRecipients: 50,
 		MaxConnections: 100, MaxConnectionsPerIP: 50, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
@@ -219,7 +219,7 @@ func buildRelay(t *testing.T, s relaySpec) relayParts {
 	}
 	prep := NewPreparer(s.server.Hostname, signer.New(s.keys), p.metrics)
 	p.queue = delivery.NewQueue(delivery.Options{Store: qst, Policy: pol,
-		Router: delivery.NewRouter([]delivery.Route{{Domains: []string{"*"}, MX: true, TLS: delivery.TLSOpportunistic}}, s.mxPort, s.resolver, nil),
+		Router: delivery.NewRouter([]delivery.Route{{Domains: []string{"*"}, MX: true, TLS: config.TLSOpportunistic}}, s.mxPort, s.resolver, nil),
 		Dialer: &delivery.Dialer{Hostname: s.server.Hostname, Resolver: s.resolver,
 			ConnectTimeout: min(s.timeout, 5*time.Second), CommandTimeout: s.timeout, DataTimeout: s.timeout},
 		Hostname: s.server.Hostname, Sealer: prep, Metrics: p.metrics, Log: s.log,
@@ -268,17 +268,6 @@ func (e *testEnv) stop() {
 	e.server.Shutdown(ctx)
 	e.queue.Stop(ctx)
 	e.store.Close()
-}
-
-// testCerts makes a server certificate for relay.ca.example and a client
-// configuration that trusts exactly it.
-func testCerts(t *testing.T) (server, client *tls.Config) {
-	t.Helper()
-	c, err := sim.SelfSigned("relay.ca.example")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.ServerConfig(), c.ClientConfig("relay.ca.example")
 }
 
 // sample reads one of the shared sample certificate mails.

@@ -13,6 +13,7 @@ import (
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/sim"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -38,7 +39,7 @@ func TestDeliverThroughSmarthostWithAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serverTLS, clientTLS := testCerts(t)
+	serverTLS, clientTLS := sim.TLSPair("relay.ca.example")
 	acc := &recordingAcceptor{}
 	srv := NewServer(ServerConfig{Hostname: "relay.ca.example", TLS: serverTLS, MaxMessageBytes: 1 << 20,
 		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}, dir, acc, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -52,7 +53,7 @@ func TestDeliverThroughSmarthostWithAuth(t *testing.T) {
 	portN, _ := strconv.Atoi(port)
 	d := &delivery.Dialer{Hostname: "out.ca.example", Resolver: delivery.StaticResolver{Hosts: map[string][]string{"relay.ca.example": {"127.0.0.1"}}},
 		ConnectTimeout: 5 * time.Second, CommandTimeout: 5 * time.Second, DataTimeout: 5 * time.Second}
-	dest := &delivery.Destination{Key: "k", Hosts: []string{"relay.ca.example"}, Port: portN, TLS: delivery.TLSRequired,
+	dest := &delivery.Destination{Key: "k", Hosts: []string{"relay.ca.example"}, Port: portN, TLS: config.TLSRequired,
 		RootCAs: clientTLS.RootCAs, User: "outbound", Pass: "smarthost-secret"}
 
 	c, res := d.Dial(context.Background(), dest)

@@ -8,7 +8,7 @@ import (
 
 func addSeeds(f *testing.F) {
 	for _, s := range samples(f) {
-		f.Add(s.msg)
+		f.Add(s.Data)
 	}
 	f.Add(msgOf(nested))
 	f.Add(msgOf("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Transfer-Encoding: quoted-printable\n\n=2D-b\n--b--\n"))
@@ -119,7 +119,7 @@ func parsedLeaves(msg []byte) ([]*entity, error) {
 // FuzzHeader: parsing keeps the bytes, and editing keeps the others.
 func FuzzHeader(f *testing.F) {
 	for _, s := range samples(f) {
-		f.Add(s.msg, "X-Certgate-Class")
+		f.Add(s.Data, "X-Certgate-Class")
 	}
 	f.Add([]byte("A: 1\r\n b\r\nA : 2\r\n"), "a")
 	f.Fuzz(func(t *testing.T, msg []byte, name string) {

@@ -8,26 +8,14 @@ import (
 	"github.com/certgate/certgate/sim"
 )
 
-type sample struct {
-	name string
-	msg  []byte
-}
-
 // samples are the shared sample certificate mails, in name order.
-func samples(tb testing.TB) []sample {
-	tb.Helper()
-	var out []sample
-	for _, m := range sim.SampleMails() {
-		out = append(out, sample{m.Name, m.Data})
-	}
-	return out
-}
+func samples(testing.TB) []sim.Sample { return sim.SampleMails() }
 
 func sampleMsg(tb testing.TB, prefix string) []byte {
 	tb.Helper()
 	for _, s := range samples(tb) {
-		if len(s.name) >= len(prefix) && s.name[:len(prefix)] == prefix {
-			return s.msg
+		if len(s.Name) >= len(prefix) && s.Name[:len(prefix)] == prefix {
+			return s.Data
 		}
 	}
 	tb.Fatalf("no sample %s*", prefix)

@@ -14,21 +14,21 @@ func forceReencode(p *Part, decoded []byte) ([]byte, bool, error) { return decod
 
 func TestSamplesRoundTrip(t *testing.T) {
 	for _, s := range samples(t) {
-		t.Run(s.name, func(t *testing.T) {
-			out, err := Rewrite(s.msg, identity)
+		t.Run(s.Name, func(t *testing.T) {
+			out, err := Rewrite(s.Data, identity)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(out, s.msg) {
+			if !bytes.Equal(out, s.Data) {
 				t.Fatal("identity rewrite changed the message")
 			}
 			// Re-encoding every part must keep every decoded body.
-			out, err = Rewrite(s.msg, forceReencode)
+			out, err = Rewrite(s.Data, forceReencode)
 			if err != nil {
 				t.Fatal(err)
 			}
 			checkLines(t, out, MaxLineLength)
-			before, after := leaves(t, s.msg), leaves(t, out)
+			before, after := leaves(t, s.Data), leaves(t, out)
 			if len(before) != len(after) {
 				t.Fatalf("%d leaves became %d", len(before), len(after))
 			}
@@ -51,15 +51,15 @@ func TestSamplesWalk(t *testing.T) {
 	}
 	for _, s := range samples(t) {
 		var got []string
-		err := Walk(s.msg, func(p *Part, decoded []byte) error {
+		err := Walk(s.Data, func(p *Part, decoded []byte) error {
 			got = append(got, fmt.Sprintf("%s %s %s %s", p.Path, p.MediaType, p.Encoding, p.Charset))
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("%s: %v", s.name, err)
+			t.Fatalf("%s: %v", s.Name, err)
 		}
-		if w := want[s.name[:2]]; fmt.Sprint(got) != fmt.Sprint(w) {
-			t.Errorf("%s: parts %q, want %q", s.name, got, w)
+		if w := want[s.Name[:2]]; fmt.Sprint(got) != fmt.Sprint(w) {
+			t.Errorf("%s: parts %q, want %q", s.Name, got, w)
 		}
 	}
 }
@@ -101,12 +101,12 @@ func TestFixLongLinesSample05(t *testing.T) {
 
 func TestFixLongLinesOtherSamplesUnchanged(t *testing.T) {
 	for _, s := range samples(t) {
-		if strings.HasPrefix(s.name, "05") {
+		if strings.HasPrefix(s.Name, "05") {
 			continue
 		}
-		out, changed, err := FixLongLines(s.msg)
-		if err != nil || changed || !bytes.Equal(out, s.msg) {
-			t.Errorf("%s: changed=%v err=%v", s.name, changed, err)
+		out, changed, err := FixLongLines(s.Data)
+		if err != nil || changed || !bytes.Equal(out, s.Data) {
+			t.Errorf("%s: changed=%v err=%v", s.Name, changed, err)
 		}
 	}
 }

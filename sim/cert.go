@@ -91,3 +91,14 @@ func (c *Certificate) WriteFiles(dir, name string) (certFile, keyFile string, er
 	}
 	return certFile, keyFile, os.WriteFile(keyFile, c.KeyPEM, 0o600)
 }
+
+// TLSPair makes a fresh certificate for host and returns a server
+// configuration with it and a client configuration that trusts exactly
+// it, for tests. It panics if no certificate can be made.
+func TLSPair(host string) (server, client *tls.Config) {
+	c, err := SelfSigned(host)
+	if err != nil {
+		panic("sim: " + err.Error())
+	}
+	return c.ServerConfig(), c.ClientConfig(host)
+}

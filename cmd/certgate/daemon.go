@@ -304,9 +304,9 @@ func loadKeys(cfg *config.Config, log *slog.Logger) ([]*signer.Key, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dkim key %s/%s: %w", k.Domain, k.Selector, err)
 		}
-		if cfg.DKIMEngine != "go" {
+		if cfg.DKIMEngine != config.DKIMEngineGo {
 			if err := key.UseOpenSSL(); err != nil {
-				if cfg.DKIMEngine == "openssl" {
+				if cfg.DKIMEngine == config.DKIMEngineOpenSSL {
 					return nil, fmt.Errorf("dkim key %s/%s: dkim_engine openssl: %w", k.Domain, k.Selector, err)
 				}
 				log.Warn("dkim: signing RSA with Go", "key", key.String(), "reason", err)

@@ -17,7 +17,7 @@ import (
 func deliveryRoutes(cfg config.Delivery) ([]delivery.Route, error) {
 	var out []delivery.Route
 	for i, rc := range cfg.Routes {
-		rt := delivery.Route{Domains: rc.Domains, MX: rc.MX, TLS: delivery.TLSMode(rc.TLS)}
+		rt := delivery.Route{Domains: rc.Domains, MX: rc.MX, TLS: rc.TLS}
 		if rc.Host != "" {
 			h, p, err := net.SplitHostPort(rc.Host)
 			if err != nil {

@@ -44,21 +44,21 @@ func TestOpenSSLMatchesGo(t *testing.T) {
 		var got, want []byte
 		for range 3 {
 			var err error
-			if want, err = New([]*Key{goKey}).Sign(s.msg, []*Key{goKey}); err != nil {
-				t.Fatalf("%s: go: %v", s.name, err)
+			if want, err = New([]*Key{goKey}).Sign(s.Data, []*Key{goKey}); err != nil {
+				t.Fatalf("%s: go: %v", s.Name, err)
 			}
-			if got, err = New([]*Key{sslKey}).Sign(s.msg, []*Key{sslKey}); err != nil {
-				t.Fatalf("%s: openssl: %v", s.name, err)
+			if got, err = New([]*Key{sslKey}).Sign(s.Data, []*Key{sslKey}); err != nil {
+				t.Fatalf("%s: openssl: %v", s.Name, err)
 			}
 			if bytes.Equal(got, want) {
 				break
 			}
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("%s: OpenSSL signature differs from Go's:\n%s\n%s", s.name, got, want)
+			t.Errorf("%s: OpenSSL signature differs from Go's:\n%s\n%s", s.Name, got, want)
 		}
 	}
-	msg := samples(t)[0].msg
+	msg := samples(t)[0].Data
 	sig, err := New([]*Key{sslKey}).Sign(msg, []*Key{sslKey})
 	if err != nil {
 		t.Fatal(err)

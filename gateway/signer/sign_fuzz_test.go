@@ -16,7 +16,7 @@ import (
 // the header, or a line to the body.
 func FuzzSign(f *testing.F) {
 	for _, s := range samples(f) {
-		f.Add(s.msg)
+		f.Add(s.Data)
 	}
 	f.Add([]byte("From: a@ca.example\r\n\r\n"))
 	f.Add([]byte("From: a@ca.example\r\nFrom: b@ca.example\r\n\r\nx"))

@@ -21,22 +21,16 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 )
 
-type sample struct {
-	name string
-	msg  []byte
-}
-
 // samples returns the sample mails prepared as the gateway prepares them
 // before signing: long lines re-encoded; in name order.
-func samples(tb testing.TB) []sample {
+func samples(tb testing.TB) []sim.Sample {
 	tb.Helper()
-	var out []sample
-	for _, m := range sim.SampleMails() {
-		b, _, err := mimeedit.FixLongLines(m.Data)
-		if err != nil {
+	out := sim.SampleMails()
+	for i := range out {
+		var err error
+		if out[i].Data, _, err = mimeedit.FixLongLines(out[i].Data); err != nil {
 			tb.Fatal(err)
 		}
-		out = append(out, sample{m.Name, b})
 	}
 	return out
 }
@@ -108,13 +102,13 @@ func TestSignSamples(t *testing.T) {
 	rsaKey, edKey := testKeys(t)
 	for _, s := range samples(t) {
 		for name, keys := range map[string][]*Key{"rsa": {rsaKey}, "ed25519": {edKey}, "both": {rsaKey, edKey}} {
-			t.Run(s.name+"/"+name, func(t *testing.T) {
+			t.Run(s.Name+"/"+name, func(t *testing.T) {
 				before := time.Now().Unix()
-				sigs, err := New(keys).Sign(s.msg, keys)
+				sigs, err := New(keys).Sign(s.Data, keys)
 				if err != nil {
 					t.Fatal(err)
 				}
-				signed := append(sigs, s.msg...)
+				signed := append(sigs, s.Data...)
 				vs := mustVerify(t, signed, len(keys), keys...)
 				for i, v := range vs {
 					if v.Domain != "ca.example" || v.Time.Unix() < before || v.Time.Unix() > time.Now().Unix() {
@@ -140,12 +134,12 @@ func TestSignSamples(t *testing.T) {
 func TestIndependentVerifier(t *testing.T) {
 	rsaKey, edKey := testKeys(t)
 	for _, s := range samples(t) {
-		t.Run(s.name, func(t *testing.T) {
-			independentVerify(t, sign(t, s.msg, rsaKey, edKey), rsaKey, edKey)
+		t.Run(s.Name, func(t *testing.T) {
+			independentVerify(t, sign(t, s.Data, rsaKey, edKey), rsaKey, edKey)
 		})
 	}
 	t.Run("tampered", func(t *testing.T) {
-		signed := sign(t, samples(t)[1].msg, rsaKey, edKey)
+		signed := sign(t, samples(t)[1].Data, rsaKey, edKey)
 		tampered := bytes.Replace(signed, []byte("vendredi"), []byte("vendredj"), 1)
 		if bytes.Equal(tampered, signed) {
 			t.Fatal("sample 02 changed")
@@ -197,7 +191,7 @@ func checkSignatureFields(t *testing.T, sigs []byte, keys []*Key) {
 
 func TestSignTamperedBody(t *testing.T) {
 	rsaKey, edKey := testKeys(t)
-	msg := samples(t)[0].msg
+	msg := samples(t)[0].Data
 	signed := sign(t, msg, rsaKey, edKey)
 	tampered := bytes.Replace(signed, []byte("pedido=3D88412"), []byte("pedido=3D88413"), 1)
 	if bytes.Equal(tampered, signed) {
@@ -213,7 +207,7 @@ func TestSignTamperedBody(t *testing.T) {
 
 func TestOversigning(t *testing.T) {
 	rsaKey, edKey := testKeys(t)
-	msg := samples(t)[0].msg
+	msg := samples(t)[0].Data
 	signed := sign(t, msg, rsaKey, edKey)
 	sigEnd := bytes.Index(signed, []byte("From: "))
 	for name, add := range map[string]string{
@@ -250,8 +244,8 @@ func TestControlHeadersUnsigned(t *testing.T) {
 	rsaKey, edKey := testKeys(t)
 	var msg []byte
 	for _, s := range samples(t) {
-		if strings.HasPrefix(s.name, "04") {
-			msg = s.msg
+		if strings.HasPrefix(s.Name, "04") {
+			msg = s.Data
 		}
 	}
 	signed := sign(t, msg, rsaKey, edKey)
