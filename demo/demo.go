@@ -100,7 +100,7 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 	}
 
 	got := snapshot(sims)
-	printDeliveries(out, got, len(w.all()), sub.recipients(), opts.Faults)
+	printDeliveries(out, got, len(w.all()), sub.recipients(), expectedCopies(w)["issuer"] > 0, opts.Faults)
 	printBooks(out, got, sub.recipients(), gw.Queued())
 	printWaits(out, got, sub.acceptedAt)
 	printAPI(out, got, gw.HTTPURL(), creds.token)

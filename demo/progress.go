@@ -43,12 +43,13 @@ func expectedCopies(w wave) map[string]int {
 	expected := map[string]int{}
 	for _, m := range w.all() {
 		for _, r := range m.rcpts {
-			if r != bounceAddress {
+			if r == bounceAddress {
+				expected["issuer"]++ // its DSN, at the sender's MX
+			} else {
 				expected[providerOf(r)]++
 			}
 		}
 	}
-	expected["issuer"]++
 	return expected
 }
 

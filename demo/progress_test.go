@@ -117,7 +117,7 @@ func TestWatchProgressStopsWithContext(t *testing.T) {
 	if err := watchProgress(ctx, l.out, time.Now(), make(chan error), newSubmitter("", ""), w, sims, fakeGateway{queued: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(l.String(), "accepted   0/2  delivered: google 0/2  microsoft 0/0  yahoo 0/0  issuer 0/1  queued: 2") {
+	if !strings.Contains(l.String(), "accepted   0/2  delivered: google 0/2  microsoft 0/0  yahoo 0/0  issuer 0/0  queued: 2") {
 		t.Errorf("printed:\n%s", l.String())
 	}
 }

@@ -29,7 +29,7 @@ func snapshot(sims []*sim.Provider) []received {
 
 // printDeliveries prints what each provider received and verified, the
 // bounce, and the faults the receivers injected.
-func printDeliveries(out printer, got []received, messages, recipients int, faults bool) {
+func printDeliveries(out printer, got []received, messages, recipients int, bounced, faults bool) {
 	out("\nsummary")
 	out("  accepted:   %d messages, %d recipients", messages, recipients)
 	total, pass := 0, 0
@@ -40,7 +40,9 @@ func printDeliveries(out printer, got []received, messages, recipients int, faul
 			r.name, r.stats.Received, r.stats.DKIMPass, r.stats.Received, r.stats.MaxConcurrent, r.stats.DeliveriesPerConnectionMax)
 	}
 	out("  DKIM:       %d of %d delivered copies verified at the receiving side", pass, total)
-	out("  bounce:     %s refused with 550 5.1.1; a DSN went back to the sender (see the issuer provider)", bounceAddress)
+	if bounced {
+		out("  bounce:     %s refused with 550 5.1.1; a DSN went back to the sender (see the issuer provider)", bounceAddress)
+	}
 	if faults {
 		for _, r := range got {
 			if f := r.stats.Faults; f != (sim.FaultStats{}) {

@@ -47,7 +47,7 @@ func TestDeliveriesShowFaultsOnlyWhenAsked(t *testing.T) {
 	got[2].stats.Faults.Greylisted = 4
 	for _, faults := range []bool{false, true} {
 		var l lines
-		printDeliveries(l.out, got, 2, 3, faults)
+		printDeliveries(l.out, got, 2, 3, true, faults)
 		text := l.String()
 		if !strings.Contains(text, "accepted:   2 messages, 3 recipients") || !strings.Contains(text, "DKIM:       0 of 3 delivered copies") {
 			t.Errorf("summary:\n%s", text)

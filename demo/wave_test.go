@@ -88,6 +88,11 @@ func TestExpectedCopies(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("expected copies %v; want %v", got, want)
 	}
+	// A wave too small to reach the refused address expects no DSN (the
+	// demo used to wait three minutes for one).
+	if got := expectedCopies(testWave(t, 3, 1)); got["issuer"] != 0 {
+		t.Errorf("a wave without the refused address expects %d DSNs", got["issuer"])
+	}
 }
 
 func TestProviderOf(t *testing.T) {

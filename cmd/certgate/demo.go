@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os/signal"
@@ -22,6 +23,9 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	faults := fs.Bool("faults", false, "make the simulated receivers misbehave: Microsoft answers some RCPT and DATA with 451 and drops some connections mid-DATA, Yahoo greylists")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	if *bulk < 0 || *urgent < 0 {
+		return usageError{fmt.Errorf("--messages and --urgent count mails: %d and %d will not do", *bulk, *urgent)}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
