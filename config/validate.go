@@ -246,7 +246,6 @@ func (v *validator) tenants(ts []Tenant) {
 		} else {
 			names[t.Name] = i
 		}
-
 		for j, u := range t.Users {
 			up := indexPath(at+".users", j)
 			if u.Username == "" {
@@ -258,58 +257,67 @@ func (v *validator) tenants(ts []Tenant) {
 			}
 			v.user(up, u)
 		}
-
-		for j, n := range t.TrustedNetworks {
-			np := indexPath(at+".trusted_networks", j)
-			p, err := parseNetwork(n)
-			switch {
-			case err != nil:
-				v.add(np, "%q is not a CIDR (such as 192.0.2.0/24) or an IP address", n)
-			case p.Bits() == 0:
-				v.add(np, "%s trusts every address: anyone who reaches smtp.listen could send as this tenant without a password; list the issuer's own networks", p)
-			default:
-				t.TrustedNetworks[j] = p.String()
-			}
-		}
-		if len(t.Users) == 0 && len(t.TrustedNetworks) == 0 {
-			v.addAbout(at, []string{"users", "trusted_networks"}, "no way to submit: give the tenant users (SMTP AUTH) or trusted_networks")
-		}
-
+		v.trustedNetworks(at, t)
 		if len(t.FromDomains) == 0 {
 			v.add(at+".from_domains", "list at least one domain the tenant sends from")
 		}
 		for j := range t.FromDomains {
 			v.domain(indexPath(at+".from_domains", j), &t.FromDomains[j], true)
 		}
-
 		switch t.DefaultClass {
 		case ClassBulk, ClassTransactional:
 		default:
 			v.add(at+".default_class", "%q is not bulk or transactional", t.DefaultClass)
 		}
+		v.links(at+".links", &t.Links)
+		v.support(at+".support", t.Support)
+	}
+}
 
-		l := &t.Links
-		for j, g := range l.Gate {
-			if msg := urlProblem(g, true); msg != "" {
-				v.add(indexPath(at+".links.gate", j), "%s", msg)
-			}
-		}
-		switch l.Enable {
-		case LinksOnRelease, LinksOnDelivery, LinksImmediately:
+// trustedNetworks checks and normalizes the networks that submit without
+// AUTH; a tenant needs them or users.
+func (v *validator) trustedNetworks(at string, t *Tenant) {
+	for j, n := range t.TrustedNetworks {
+		np := indexPath(at+".trusted_networks", j)
+		p, err := parseNetwork(n)
+		switch {
+		case err != nil:
+			v.add(np, "%q is not a CIDR (such as 192.0.2.0/24) or an IP address", n)
+		case p.Bits() == 0:
+			v.add(np, "%s trusts every address: anyone who reaches smtp.listen could send as this tenant without a password; list the issuer's own networks", p)
 		default:
-			v.add(at+".links.enable", "%q is not one of on_release, on_delivery, immediately", l.Enable)
+			t.TrustedNetworks[j] = p.String()
 		}
-		v.positiveDuration(at+".links.ttl", l.TTL)
-		if e := t.Support.Email; e != "" && (!strings.Contains(e, "@") || strings.ContainsAny(e, " <>\"")) {
-			v.add(at+".support.email", "%q is not a plain address", e)
+	}
+	if len(t.Users) == 0 && len(t.TrustedNetworks) == 0 {
+		v.addAbout(at, []string{"users", "trusted_networks"}, "no way to submit: give the tenant users (SMTP AUTH) or trusted_networks")
+	}
+}
+
+func (v *validator) links(at string, l *Links) {
+	for j, g := range l.Gate {
+		if msg := urlProblem(g, true); msg != "" {
+			v.add(indexPath(at+".gate", j), "%s", msg)
 		}
-		if u := t.Support.URL; u != "" {
-			if msg := urlProblem(u, false); msg != "" {
-				v.add(at+".support.url", "%s", msg)
-			}
-		}
-		if l.MaxUses < 1 {
-			v.add(at+".links.max_uses", "must be at least 1, not %d", l.MaxUses)
+	}
+	switch l.Enable {
+	case LinksOnRelease, LinksOnDelivery, LinksImmediately:
+	default:
+		v.add(at+".enable", "%q is not one of on_release, on_delivery, immediately", l.Enable)
+	}
+	v.positiveDuration(at+".ttl", l.TTL)
+	if l.MaxUses < 1 {
+		v.add(at+".max_uses", "must be at least 1, not %d", l.MaxUses)
+	}
+}
+
+func (v *validator) support(at string, s Support) {
+	if e := s.Email; e != "" && (!strings.Contains(e, "@") || strings.ContainsAny(e, " <>\"")) {
+		v.add(at+".email", "%q is not a plain address", e)
+	}
+	if u := s.URL; u != "" {
+		if msg := urlProblem(u, false); msg != "" {
+			v.add(at+".url", "%s", msg)
 		}
 	}
 }
