@@ -30,7 +30,7 @@ var mayImport = map[string][]string{
 	"policy":          {"config", "clock"},
 	"quarantine":      {"config", "metrics", "mimeedit", "store", "clock"},
 	"webhook":         {"config", "store", "clock"},
-	"gateway/signer":  {"mimeedit"},
+	"gateway/signer":  {"config", "mimeedit"},
 	"gateway":         {"config", "metrics", "mimeedit", "gateway/signer", "quarantine", "store"},
 	"delivery":        {"config", "metrics", "policy", "store", "clock"},
 	"api":             {"config", "metrics", "quarantine", "store"},

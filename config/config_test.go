@@ -555,9 +555,9 @@ func TestProblems(t *testing.T) {
 				{"dkim[0].key_file", "key_file: {{dir}}/nope.pem", "does not exist"},
 			}},
 		{"dkim key not a key", "", edit{"key_file: {{dir}}/dkim.pem", "key_file: {{dir}}/helpdesk.token"},
-			[]wantProblem{{"dkim[0].key_file", "key_file: {{dir}}/helpdesk.token", "no PEM data"}}},
+			[]wantProblem{{"dkim[0].key_file", "key_file: {{dir}}/helpdesk.token", "no PEM private key found"}}},
 		{"dkim key is a certificate", "", edit{"key_file: {{dir}}/dkim.pem", "key_file: {{dir}}/tls.crt"},
-			[]wantProblem{{"dkim[0].key_file", "key_file: {{dir}}/tls.crt", "not a private key"}}},
+			[]wantProblem{{"dkim[0].key_file", "key_file: {{dir}}/tls.crt", "no PEM private key found"}}},
 		{"dkim domain and selector twice", "", edit{"{domain: mail.reseller.example, selector: s1,", "{domain: Issuer.Example, selector: S2026,"},
 			[]wantProblem{
 				{"dkim[1]", "{domain: Issuer.Example", "already defined by dkim[0]"},

@@ -1,11 +1,8 @@
 package config
 
 import (
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -1012,31 +1009,8 @@ func bcryptProblem(h string) string {
 }
 
 func dkimKeyProblem(data []byte) string {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return "no PEM data (expected an RSA or Ed25519 private key)"
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	case "PRIVATE KEY":
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	default:
-		return fmt.Sprintf("PEM block %q is not a private key (expected RSA PRIVATE KEY or PRIVATE KEY)", block.Type)
-	}
-	if err != nil {
-		return "cannot parse the private key: " + err.Error()
-	}
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < 1024 {
-			return fmt.Sprintf("an RSA key of %d bits is too short: receivers ignore DKIM keys under 1024 bits (use 2048)", k.N.BitLen())
-		}
-	case ed25519.PrivateKey:
-	default:
-		return fmt.Sprintf("a %T key; DKIM signs with RSA or Ed25519 only", key)
+	if _, err := ParseDKIMKey(data); err != nil {
+		return err.Error()
 	}
 	return ""
 }

@@ -8,11 +8,12 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/certgate/certgate/config"
 )
 
 // Signature algorithms (RFC 6376 3.3, RFC 8463 3).
@@ -21,13 +22,11 @@ const (
 	AlgEd25519SHA256 = "ed25519-sha256"
 )
 
-// RSA key sizes. RFC 8301 3.2: signers MUST use at least 1024 bits and
-// SHOULD use at least 2048; verifiers MUST handle 1024 to 4096 bits, so
-// larger keys would not verify everywhere.
+// RSA key sizes: config.ParseDKIMKey's (RFC 8301 3.2).
 const (
-	MinRSABits         = 1024
-	RecommendedRSABits = 2048
-	MaxRSABits         = 4096
+	MinRSABits         = config.MinRSABits
+	RecommendedRSABits = config.RecommendedRSABits
+	MaxRSABits         = config.MaxRSABits
 )
 
 // Key is a DKIM private key with the domain (d=) and selector (s=) it signs
@@ -96,57 +95,24 @@ func ParseKey(domain, selector string, pemData []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	for rest := pemData; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, errors.New("dkim key: no PEM private key found")
-		}
-		if _, encrypted := block.Headers["Proc-Type"]; encrypted {
-			return nil, errors.New("dkim key: encrypted PEM keys are not supported")
-		}
-		var parsed any
-		switch block.Type {
-		case "PRIVATE KEY":
-			parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			parsed, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "ENCRYPTED PRIVATE KEY":
-			return nil, errors.New("dkim key: encrypted PKCS#8 keys are not supported; decrypt it (openssl pkcs8)")
-		case "EC PRIVATE KEY", "OPENSSH PRIVATE KEY":
-			return nil, fmt.Errorf("dkim key: %s is not usable for DKIM, which signs with RSA or Ed25519 only (RFC 8463)", block.Type)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("dkim key: %w", err)
-		}
-		return newKey(domain, selector, parsed)
+	priv, err := config.ParseDKIMKey(pemData)
+	if err != nil {
+		return nil, fmt.Errorf("dkim key: %w", err)
 	}
+	return newKey(domain, selector, priv), nil
 }
 
-func newKey(domain, selector string, priv any) (*Key, error) {
-	k := &Key{Domain: domain, Selector: selector, Engine: EngineGo}
+// newKey wraps a key that config.ParseDKIMKey accepted, or Generate made.
+func newKey(domain, selector string, priv crypto.Signer) *Key {
+	k := &Key{Domain: domain, Selector: selector, Engine: EngineGo, priv: priv, signer: priv}
 	switch priv := priv.(type) {
 	case *rsa.PrivateKey:
-		bits := priv.N.BitLen()
-		if bits < MinRSABits {
-			return nil, fmt.Errorf("dkim key: RSA key of %d bits, need at least %d (RFC 8301 3.2)", bits, MinRSABits)
-		}
-		if bits > MaxRSABits {
-			return nil, fmt.Errorf("dkim key: RSA key of %d bits; verifiers need only handle up to %d (RFC 8301 3.2)", bits, MaxRSABits)
-		}
-		if err := priv.Validate(); err != nil {
-			return nil, fmt.Errorf("dkim key: %w", err)
-		}
 		priv.Precompute() // once, here, not per message
-		k.Algorithm, k.Bits, k.priv, k.signer = AlgRSASHA256, bits, priv, priv
+		k.Algorithm, k.Bits = AlgRSASHA256, priv.N.BitLen()
 	case ed25519.PrivateKey:
-		k.Algorithm, k.Bits, k.priv, k.signer = AlgEd25519SHA256, 256, priv, priv
-	default:
-		return nil, fmt.Errorf("dkim key: %T is not usable for DKIM, which signs with RSA or Ed25519 only (RFC 8463)", priv)
+		k.Algorithm, k.Bits = AlgEd25519SHA256, 256
 	}
-	return k, nil
+	return k
 }
 
 // checkNames lower-cases domain and selector and checks that they are DNS
@@ -195,22 +161,24 @@ func Generate(algorithm, domain, selector string) (k *Key, pemBytes []byte, err 
 	if err != nil {
 		return nil, nil, err
 	}
-	var priv any
+	var priv crypto.Signer
 	switch algorithm {
 	case "rsa2048", "rsa3072", "rsa4096":
 		bits := map[string]int{"rsa2048": 2048, "rsa3072": 3072, "rsa4096": 4096}[algorithm]
-		priv, err = rsa.GenerateKey(rand.Reader, bits)
+		var rk *rsa.PrivateKey
+		rk, err = rsa.GenerateKey(rand.Reader, bits)
+		priv = rk
 	case "ed25519":
-		_, priv, err = ed25519.GenerateKey(rand.Reader)
+		var ek ed25519.PrivateKey
+		_, ek, err = ed25519.GenerateKey(rand.Reader)
+		priv = ek
 	default:
 		return nil, nil, fmt.Errorf("dkim keygen: unknown algorithm %q (want rsa2048, rsa3072, rsa4096 or ed25519)", algorithm)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dkim keygen: %w", err)
 	}
-	if k, err = newKey(domain, selector, priv); err != nil {
-		return nil, nil, err
-	}
+	k = newKey(domain, selector, priv)
 	if pemBytes, err = k.marshalPEM(); err != nil {
 		return nil, nil, err
 	}
