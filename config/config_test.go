@@ -554,6 +554,8 @@ func TestProblems(t *testing.T) {
 				{"dkim[0].selector", "selector: s_2026", "not a valid selector"},
 				{"dkim[0].key_file", "key_file: {{dir}}/nope.pem", "does not exist"},
 			}},
+		{"dkim name too long", "", edit{"    selector: s2026\n", "    selector: sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"},
+			[]wantProblem{{"dkim[0].selector", "selector: sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.sxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "too long for a DNS name"}}},
 		{"dkim key not a key", "", edit{"key_file: {{dir}}/dkim.pem", "key_file: {{dir}}/helpdesk.token"},
 			[]wantProblem{{"dkim[0].key_file", "key_file: {{dir}}/helpdesk.token", "no PEM private key found"}}},
 		{"dkim key is a certificate", "", edit{"key_file: {{dir}}/dkim.pem", "key_file: {{dir}}/tls.crt"},

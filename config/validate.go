@@ -361,7 +361,9 @@ func (v *validator) dkim(keys []DKIMKey) {
 		}
 		if domainOK && selectorOK {
 			id := [2]string{k.Domain, k.Selector}
-			if j, dup := seen[id]; dup {
+			if name := k.Selector + "._domainkey." + k.Domain; len(name) > 253 {
+				v.add(at+".selector", "%s is too long for a DNS name (RFC 1035 2.3.4)", name)
+			} else if j, dup := seen[id]; dup {
 				v.add(at, "%s with selector %s is already defined by dkim[%d]", k.Domain, k.Selector, j)
 			} else {
 				seen[id] = i
