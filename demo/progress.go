@@ -26,8 +26,11 @@ func watchProgress(ctx context.Context, out printer, started time.Time, submitte
 		default:
 		}
 		delivered, landed := deliveredSoFar(sims, expected)
-		out("  [%5.1fs] accepted %3d/%d  delivered: %s  queued: %d", time.Since(started).Seconds(), sub.count(), len(w.all()), delivered, gw.Queued())
-		if (allSubmitted && landed) || time.Now().After(deadline) || ctx.Err() != nil {
+		queued := gw.Queued()
+		out("  [%5.1fs] accepted %3d/%d  delivered: %s  queued: %d", time.Since(started).Seconds(), sub.count(), len(w.all()), delivered, queued)
+		// A receiver stores a copy a moment before certgate records the
+		// delivery: the books are closed once the queue is empty too.
+		if (allSubmitted && landed && queued == 0) || time.Now().After(deadline) || ctx.Err() != nil {
 			return nil
 		}
 		select {

@@ -71,6 +71,43 @@ func TestDeliveredSoFar(t *testing.T) {
 	}
 }
 
+// settlingGateway's queue still holds a copy the receiver has already
+// stored, until it has been asked once.
+type settlingGateway struct {
+	fakeGateway
+	asked *int
+}
+
+func (g settlingGateway) Queued() int {
+	*g.asked++
+	if *g.asked == 1 {
+		return 1
+	}
+	return 0
+}
+
+// Every copy has landed but one delivery is not recorded yet: the watch
+// goes on until the queue is empty, so the books it closes balance.
+func TestWatchProgressWaitsForTheLastRecord(t *testing.T) {
+	sims := startTestProviders(t)
+	w := testWave(t, 2, 0)
+	for _, m := range w.all() {
+		for _, r := range m.rcpts {
+			deliverTo(t, sims, r)
+		}
+	}
+	submitted := make(chan error, 1)
+	submitted <- nil
+	var l lines
+	asked := 0
+	if err := watchProgress(context.Background(), l.out, time.Now(), submitted, newSubmitter("", ""), w, sims, settlingGateway{asked: &asked}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(l.String(), "\n"); n != 2 || !strings.HasSuffix(l.String(), "queued: 0\n") {
+		t.Errorf("printed %d lines, want the watch to end on an empty queue:\n%s", n, l.String())
+	}
+}
+
 // Once the wave is submitted and every copy has landed, one line is
 // printed and the watch ends without waiting for the next second.
 func TestWatchProgressEndsWhenEverythingLanded(t *testing.T) {
