@@ -233,6 +233,7 @@ func (v *validator) tenants(ts []Tenant) {
 	}
 	names := map[string]int{}
 	users := map[string]int{}
+	claims := map[string]int{} // from_domains entry -> tenant index
 	for i := range ts {
 		t := &ts[i]
 		at := indexPath("tenants", i)
@@ -259,7 +260,14 @@ func (v *validator) tenants(ts []Tenant) {
 			v.add(at+".from_domains", "list at least one domain the tenant sends from")
 		}
 		for j := range t.FromDomains {
-			v.domain(indexPath(at+".from_domains", j), &t.FromDomains[j], true)
+			dp := indexPath(at+".from_domains", j)
+			if v.domain(dp, &t.FromDomains[j], true) {
+				if k, dup := claims[t.FromDomains[j]]; dup && k != i {
+					v.add(dp, "%s is already claimed by tenants[%d] (%s): a domain belongs to one tenant", t.FromDomains[j], k, ts[k].Name)
+				} else {
+					claims[t.FromDomains[j]] = i
+				}
+			}
 		}
 		switch t.DefaultClass {
 		case ClassBulk, ClassTransactional:
@@ -268,6 +276,32 @@ func (v *validator) tenants(ts []Tenant) {
 		}
 		v.links(at+".links", &t.Links)
 		v.support(at+".support", t.Support)
+	}
+	v.networksApart(ts)
+}
+
+// networksApart refuses trusted networks that overlap across tenants: a
+// client in both would be filed under whichever tenant came first.
+func (v *validator) networksApart(ts []Tenant) {
+	type claim struct {
+		tenant, entry int
+		p             netip.Prefix
+	}
+	var seen []claim
+	for i, t := range ts {
+		for j, n := range t.TrustedNetworks {
+			p, err := netip.ParsePrefix(n) // normalized by trustedNetworks when valid
+			if err != nil {
+				continue
+			}
+			for _, c := range seen {
+				if c.tenant != i && c.p.Overlaps(p) {
+					v.add(indexPath(indexPath("tenants", i)+".trusted_networks", j),
+						"%s overlaps %s of tenants[%d] (%s): a client there would be filed under either", p, c.p, c.tenant, ts[c.tenant].Name)
+				}
+			}
+			seen = append(seen, claim{i, j, p})
+		}
 	}
 }
 
@@ -388,10 +422,13 @@ func (v *validator) alignment(c *Config) {
 	if v.isBad("dkim") {
 		return
 	}
-	orgs := map[string]bool{}
+	// A key belongs to the tenant that owns its domain (DomainOwners), and
+	// a tenant signs only with its own keys.
+	owners := NewDomainOwners(c.Tenants)
+	orgs := map[[2]string]bool{} // tenant, organizational domain
 	for _, k := range c.DKIM {
 		if isDNSName(k.Domain) {
-			orgs[orgDomain(k.Domain)] = true
+			orgs[[2]string{owners.Owner(k.Domain), orgDomain(k.Domain)}] = true
 		}
 	}
 	for i, t := range c.Tenants {
@@ -399,9 +436,9 @@ func (v *validator) alignment(c *Config) {
 			if !isDNSName(d) || !strings.Contains(d, ".") {
 				continue // reported already
 			}
-			if !orgs[orgDomain(d)] {
+			if owners.Owner(d) == t.Name && !orgs[[2]string{t.Name, orgDomain(d)}] {
 				v.add(indexPath(indexPath("tenants", i)+".from_domains", j),
-					"no DKIM key aligned with %s; mail from it would fail DMARC (add a dkim entry for %s or a subdomain of it)", d, orgDomain(d))
+					"no DKIM key aligned with %s; mail from it would fail DMARC (add a dkim entry for %s, or a subdomain of it that no other tenant claims: a tenant signs with its own keys only)", d, d)
 			}
 		}
 	}

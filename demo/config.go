@@ -56,7 +56,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	fmt.Fprintf(&b, "tenants:\n  - name: issuer\n    users: [{username: app, password_hash: %q}]\n", string(hash))
 	fmt.Fprintf(&b, "    from_domains: [ca.example, certs.example, ac.example]\n")
 	fmt.Fprintf(&b, "  - name: portal\n    display_name: Service Certificats\n    users: [{username: portal, password_hash: %q}]\n", string(hash))
-	fmt.Fprintf(&b, "    from_domains: [certs.example]\n    support: {email: support@certs.example}\n")
+	fmt.Fprintf(&b, "    from_domains: [%s]\n    support: {email: support@certs.example}\n", portalDomain)
 	fmt.Fprintf(&b, "    links: {gate: [%q], enable: on_release, max_uses: 3}\n", downloadPrefix)
 	fmt.Fprintf(&b, "gate: {min_human_delay: 500ms}\n")
 	fmt.Fprintf(&b, "dkim:\n")

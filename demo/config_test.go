@@ -37,8 +37,8 @@ func TestWrittenConfigLoads(t *testing.T) {
 	if !slices.Equal(tenants, []string{"issuer", "portal"}) {
 		t.Errorf("tenants %v; want issuer and portal", tenants)
 	}
-	if len(cfg.DKIM) != 4 {
-		t.Errorf("%d DKIM keys configured; want 4", len(cfg.DKIM))
+	if len(cfg.DKIM) != 5 {
+		t.Errorf("%d DKIM keys configured; want 5 (the portal signs with its own)", len(cfg.DKIM))
 	}
 	if b, err := os.ReadFile(cfg.API.Tokens[0].TokenFile); err != nil || strings.TrimSpace(string(b)) != creds.token {
 		t.Errorf("API token file holds %q (%v); want the token handed back", b, err)

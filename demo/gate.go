@@ -54,7 +54,7 @@ func (ds *downloadServer) Close() { ds.srv.Close() }
 // download links wait for the helpdesk's release.
 func portalMail(prefix, rcpt string) string {
 	link := prefix + "7731/9f2c4e?formato=pem"
-	return "From: Service Certificats <no-reply@certs.example>\r\nTo: " + rcpt + "\r\n" +
+	return "From: Service Certificats <no-reply@" + portalDomain + ">\r\nTo: " + rcpt + "\r\n" +
 		"Subject: Votre certificat est disponible\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n" +
 		"--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
@@ -127,7 +127,7 @@ func sendPortalMail(smtpAddr, password, msg, rcpt string) error {
 	if err := c.Auth(sasl.NewPlainClient("", "portal", password)); err != nil {
 		return err
 	}
-	if err := c.SendMail("no-reply@certs.example", []string{rcpt}, strings.NewReader(msg)); err != nil {
+	if err := c.SendMail("no-reply@"+portalDomain, []string{rcpt}, strings.NewReader(msg)); err != nil {
 		return err
 	}
 	c.Quit()

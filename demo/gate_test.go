@@ -17,7 +17,7 @@ const testGateURL = "http://127.0.0.1:8080/d/AbCdEfGhIjKlMnOpQrStUv"
 // gatedCopy is the portal's mail as certgate delivers it: each link
 // rewritten to the gate, the HTML part quoted-printable.
 func gatedCopy(rcpt string) string {
-	return "From: no-reply@certs.example\r\nTo: " + rcpt + "\r\nSubject: x\r\nMIME-Version: 1.0\r\n" +
+	return "From: no-reply@" + portalDomain + "\r\nTo: " + rcpt + "\r\nSubject: x\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n" +
 		"--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVotre certificat : " + testGateURL + "\r\n" +
 		"--b1\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +

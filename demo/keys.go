@@ -17,12 +17,14 @@ type dkimKeys struct {
 }
 
 // makeKeys writes RSA-2048 keys for each issuer domain, plus Ed25519
-// for ca.example, into dir.
+// for ca.example, and one for the portal tenant's own subdomain (a tenant
+// signs with its own keys only), into dir.
 func makeKeys(dir string) (dkimKeys, error) {
 	keys := dkimKeys{txt: map[string][]string{}}
 	for _, k := range []struct{ alg, domain, sel string }{
 		{"rsa2048", "ca.example", "s2026"}, {"ed25519", "ca.example", "e2026"},
 		{"rsa2048", "certs.example", "s2026"}, {"rsa2048", "ac.example", "s2026"},
+		{"rsa2048", portalDomain, "s2026"},
 	} {
 		key, pemBytes, err := signer.Generate(k.alg, k.domain, k.sel)
 		if err != nil {

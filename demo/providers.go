@@ -35,6 +35,10 @@ var providers = []provider{
 	{"issuer", "127.0.0.14", map[string]string{"ca.example": "mx.ca.example", "certs.example": "mx.certs.example", "ac.example": "mx.ac.example"}},
 }
 
+// portalDomain is the portal tenant's: nested in certs.example, which the
+// issuer tenant claims, so it is the portal's as the more specific claim.
+const portalDomain = "portal.certs.example"
+
 // bounceAddress is refused by the simulated Microsoft MX, to show a DSN.
 const bounceAddress = "no.such.user@contoso.example"
 

@@ -81,13 +81,3 @@ func validDomain(s string) bool {
 	}
 	return true
 }
-
-// domainIn reports whether domain is one of list or a subdomain of one.
-func domainIn(domain string, list []string) bool {
-	for _, d := range list {
-		if domain == d || strings.HasSuffix(domain, "."+d) {
-			return true
-		}
-	}
-	return false
-}

@@ -37,11 +37,12 @@ func TestParseAddress(t *testing.T) {
 	}
 }
 
-func TestDomainIn(t *testing.T) {
-	list := []string{"ca.example"}
+// A tenant alone owns its domains and their subdomains, nothing else.
+func TestTenantOwnsItsDomains(t *testing.T) {
+	tenant := &Tenant{Name: "ca", FromDomains: []string{"ca.example"}}
 	for d, want := range map[string]bool{"ca.example": true, "mail.ca.example": true, "evilca.example": false, "example": false} {
-		if domainIn(d, list) != want {
-			t.Errorf("domainIn(%q) = %v", d, !want)
+		if tenant.Owns(d) != want {
+			t.Errorf("Owns(%q) = %v", d, !want)
 		}
 	}
 }

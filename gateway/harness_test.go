@@ -63,6 +63,8 @@ type envOptions struct {
 	defaultClass string
 	freshBudget  int64                         // queue's in-memory budget for fresh copies; 0: the default
 	queueStore   func(store.Store) store.Store // wraps the store the queue sees
+	tenants      []config.Tenant               // more tenants, after "issuer"
+	extraKeys    []*signer.Key                 // more DKIM keys, after the default ones
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -86,6 +88,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		}
 		keys = append(keys, k)
 	}
+	keys = append(keys, o.extraKeys...)
 	for _, k := range keys {
 		name, value := k.DNSRecord()
 		e.txt[strings.TrimSuffix(name, ".")] = []string{value}
@@ -159,9 +162,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	parts := buildRelay(t, relaySpec{
 		dbPath: filepath.Join(e.dir, "certgate.db"), resolver: resolver, mxPort: mxPort,
 		providers: o.providers, retry: retry, timeout: 10 * time.Second,
-		tenants: []config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
+		tenants: append([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
 			Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,
-			DefaultClass: config.Class(o.defaultClass), Links: o.links}},
+			DefaultClass: config.Class(o.defaultClass), Links: o.links}}, o.tenants...),
 		keys: keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
 		recorded: e.attempts.add,
 		log:      testLog(""),

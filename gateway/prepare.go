@@ -151,10 +151,10 @@ func aligned(h *mimeedit.Header, t *Tenant, sg *signer.Signer) (from string, key
 	if err != nil {
 		return "", nil, alignmentError("The From header address %q is not a plain address", from)
 	}
-	if !domainIn(domain, t.FromDomains) {
-		return "", nil, alignmentError("From domain %s is not one of the from_domains of tenant %s", domain, t.Name)
+	if !t.Owns(domain) {
+		return "", nil, alignmentError("From domain %s is not one of the domains of tenant %s", domain, t.Name)
 	}
-	if keys = sg.KeysFor(domain); len(keys) == 0 {
+	if keys = sg.KeysFor(domain, t.Owns); len(keys) == 0 {
 		return "", nil, alignmentError("No DKIM key aligned with From domain %s: the mail would fail DMARC", domain)
 	}
 	return from, keys, nil
@@ -257,7 +257,7 @@ func gatedCopies(lp *quarantine.LinkPolicy, msg []byte, rcpts []string, state st
 // reporting host name (delivery.Sealer); otherwise it stays unsigned.
 func (p *Preparer) SealDSN(dsn []byte) ([]byte, error) {
 	sg := p.signer.Load()
-	keys := sg.KeysFor(p.hostname)
+	keys := sg.KeysFor(p.hostname, nil)
 	if len(keys) == 0 {
 		return dsn, nil
 	}

@@ -96,7 +96,7 @@ func FuzzPrepare(f *testing.F) {
 		if len(out.Rcpts) != len(env.Rcpts) || len(out.Contents) == 0 {
 			t.Fatalf("%d recipients and %d contents for %d recipients", len(out.Rcpts), len(out.Contents), len(env.Rcpts))
 		}
-		if _, _, d, err := parseAddress(out.Message.HeaderFrom); err != nil || !domainIn(d, env.Tenant.FromDomains) {
+		if _, _, d, err := parseAddress(out.Message.HeaderFrom); err != nil || !env.Tenant.Owns(d) {
 			t.Fatalf("header From %q is not in the tenant's domains (%v)", out.Message.HeaderFrom, err)
 		}
 		if out.Message.Size != int64(len(out.Contents[0])) {

@@ -19,14 +19,18 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// client dials the submission server, upgrades to TLS and authenticates.
-func (e *testEnv) client() *smtp.Client {
+// client dials the submission server, upgrades to TLS and authenticates
+// as tenant issuer's user app.
+func (e *testEnv) client() *smtp.Client { return e.clientAs("app") }
+
+// clientAs is client for another user, whose password is testPassword too.
+func (e *testEnv) clientAs(user string) *smtp.Client {
 	e.t.Helper()
 	c, err := smtp.DialStartTLS(e.addr, e.tlsConf)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := c.Auth(sasl.NewPlainClient("", "app", testPassword)); err != nil {
+	if err := c.Auth(sasl.NewPlainClient("", user, testPassword)); err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { c.Close() })

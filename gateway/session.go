@@ -188,9 +188,9 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if err != nil {
 		return errBadSender // RFC 3463 3.2: X.1.7 is the sender's address
 	}
-	if !domainIn(domain, t.FromDomains) {
+	if !t.Owns(domain) {
 		return newReply(550, smtp.EnhancedCode{5, 7, 1}, "alignment",
-			fmt.Sprintf("Sender domain %s is not one of the from_domains of tenant %s", domain, t.Name))
+			fmt.Sprintf("Sender domain %s is not one of the domains of tenant %s", domain, t.Name))
 	}
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return errTooBig // RFC 1870 6.1

@@ -24,6 +24,18 @@ type Tenant struct {
 	Networks     []netip.Prefix
 	Links        *quarantine.LinkPolicy // nil: no gated links
 	Hold         bool                   // every message waits for release
+
+	owners config.DomainOwners // every tenant's claims; nil: FromDomains alone
+}
+
+// Owns reports whether domain is this tenant's: the most specific claim
+// among all tenants' from_domains is its own (config.DomainOwners). A key
+// whose domain the tenant owns is the tenant's key.
+func (t *Tenant) Owns(domain string) bool {
+	if t.owners == nil {
+		return config.NewDomainOwners([]config.Tenant{{Name: t.Name, FromDomains: t.FromDomains}}).Owner(domain) == t.Name
+	}
+	return t.owners.Owner(domain) == t.Name
 }
 
 // Directory knows the tenants, their users and their trusted networks.
@@ -61,8 +73,9 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 		return nil, err
 	}
 	d.dummy = dummy
+	owners := config.NewDomainOwners(tenants)
 	for _, tc := range tenants {
-		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass}
+		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass, owners: owners}
 		for _, fd := range tc.FromDomains {
 			t.FromDomains = append(t.FromDomains, strings.ToLower(strings.TrimSuffix(fd, ".")))
 		}

@@ -86,8 +86,10 @@ func New(keys []*Key) *Signer {
 // is preferred, then the closest parent domain, then any other aligned
 // domain (a sibling or child), then configuration order. A fromDomain that
 // is a public suffix itself (co.uk) or not a valid name aligns with
-// nothing. Internationalized domains are compared as A-labels.
-func (s *Signer) KeysFor(fromDomain string) []*Key {
+// nothing. Internationalized domains are compared as A-labels. usable, when
+// not nil, keeps only the keys whose domain it accepts: a tenant signs with
+// its own keys only.
+func (s *Signer) KeysFor(fromDomain string, usable func(keyDomain string) bool) []*Key {
 	d, err := idna.Lookup.ToASCII(strings.TrimSuffix(strings.ToLower(fromDomain), "."))
 	if err != nil {
 		return nil
@@ -99,7 +101,7 @@ func (s *Signer) KeysFor(fromDomain string) []*Key {
 	best := map[string]*Key{}
 	bestRank := map[string]int{}
 	for _, e := range s.keys {
-		if e.org != org {
+		if e.org != org || (usable != nil && !usable(e.key.Domain)) {
 			continue
 		}
 		var rank int

@@ -339,14 +339,14 @@ func TestKeysFor(t *testing.T) {
 		{"..", nil},                                       // garbage
 	}
 	for _, c := range cases {
-		got := s.KeysFor(c.from)
+		got := s.KeysFor(c.from, nil)
 		if fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("KeysFor(%q) = %v, want %v", c.from, got, c.want)
 		}
 	}
 	// A key only for a child domain still aligns (relaxed), after parents.
 	s = New([]*Key{mk(AlgRSASHA256, "mail.certs.example")})
-	if got := s.KeysFor("certs.example"); len(got) != 1 {
+	if got := s.KeysFor("certs.example", nil); len(got) != 1 {
 		t.Errorf("child key: %v", got)
 	}
 }
