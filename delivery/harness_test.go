@@ -140,12 +140,19 @@ func (e *qenv) now() time.Time {
 	return time.Now()
 }
 
-// enqueue spools a message from the sender to rcpts and hands its copies
-// to the queue, as the relay does; it returns the message id.
+// enqueue spools a message of tenant issuer from the sender to rcpts and
+// hands its copies to the queue, as the relay does; it returns the
+// message id.
 func (e *qenv) enqueue(from string, rcpts []string, class config.Class, data []byte) string {
 	e.t.Helper()
+	return e.enqueueAs("issuer", from, rcpts, class, data)
+}
+
+// enqueueAs is enqueue for another tenant.
+func (e *qenv) enqueueAs(tenant, from string, rcpts []string, class config.Class, data []byte) string {
+	e.t.Helper()
 	now := e.now()
-	m := store.Message{ID: store.NewMessageID(now), Tenant: "issuer", MailFrom: from, HeaderFrom: from,
+	m := store.Message{ID: store.NewMessageID(now), Tenant: tenant, MailFrom: from, HeaderFrom: from,
 		MessageID: "test@ca.example", Class: string(class), Size: int64(len(data)), ReceivedAt: now}
 	var nr []store.NewRecipient
 	for _, r := range rcpts {

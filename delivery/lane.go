@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"slices"
 	"time"
 
 	"github.com/certgate/certgate/clock"
@@ -20,7 +21,7 @@ const connectionIdleTime = 2 * time.Second
 type lane struct {
 	q       *Queue
 	pl      *policy.Lane
-	ready   [2]destQueues // [0] transactional, [1] bulk
+	ready   [2]tenantQueues // [0] transactional, [1] bulk
 	workers int
 	arrived chan struct{}  // closed and replaced when an item arrives
 	open    map[string]int // connections the workers hold, by destination key
@@ -110,9 +111,78 @@ func (l *lane) awaitWork(hasConn bool) bool {
 	}
 }
 
-// destQueues holds one class's ready items as a FIFO per destination, with
-// the destinations in round-robin order, so that a worker can keep its
-// connection busy while no destination starves.
+// tenantQueues holds one class's ready items per tenant, the tenants in
+// round-robin order: within a lane and a class, a tenant with a wave
+// queued takes one turn in as many as there are tenants waiting, so
+// another tenant's one-time code waits for one copy of the wave, not for
+// the wave.
+type tenantQueues struct {
+	byTenant map[string]*destQueues
+	order    []string
+	next     int
+	n        int
+}
+
+func (q *tenantQueues) init() { q.byTenant = map[string]*destQueues{} }
+
+func (q *tenantQueues) push(it *item) {
+	d := q.byTenant[it.p.Tenant]
+	if d == nil {
+		d = &destQueues{}
+		d.init()
+		q.byTenant[it.p.Tenant] = d
+		q.order = append(q.order, it.p.Tenant)
+	}
+	d.push(it)
+	q.n++
+}
+
+// pop takes the next tenant's turn, preferring the destination prefer
+// within it.
+func (q *tenantQueues) pop(prefer string) *item {
+	if q.n == 0 {
+		return nil
+	}
+	q.next %= len(q.order)
+	tenant := q.order[q.next]
+	d := q.byTenant[tenant]
+	it := d.pop(prefer)
+	q.n--
+	if d.n == 0 {
+		q.drop(tenant) // the next tenant now sits at q.next
+	} else {
+		q.next++
+	}
+	return it
+}
+
+// take removes and returns every tenant's items queued for key.
+func (q *tenantQueues) take(key string) []*item {
+	var out []*item
+	for _, tenant := range slices.Clone(q.order) {
+		d := q.byTenant[tenant]
+		items := d.take(key)
+		q.n -= len(items)
+		out = append(out, items...)
+		if d.n == 0 {
+			q.drop(tenant)
+		}
+	}
+	return out
+}
+
+func (q *tenantQueues) drop(tenant string) {
+	delete(q.byTenant, tenant)
+	i := slices.Index(q.order, tenant)
+	q.order = slices.Delete(q.order, i, i+1)
+	if i < q.next {
+		q.next--
+	}
+}
+
+// destQueues holds one tenant's ready items of a class as a FIFO per
+// destination, with the destinations in round-robin order, so that a
+// worker can keep its connection busy while no destination starves.
 type destQueues struct {
 	byKey map[string]*fifo
 	order []string
