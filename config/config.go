@@ -85,6 +85,15 @@ type Tenant struct {
 	// through the API (review before sending).
 	Hold    bool    `yaml:"hold"`
 	Support Support `yaml:"support"`
+	// Classes are the classes the tenant may mark its mail with
+	// (X-Certgate-Class); default: both.
+	Classes []Class `yaml:"classes"`
+	// MaxMessageRate caps the transactions the tenant may start (MAIL);
+	// unlimited by default.
+	MaxMessageRate Rate `yaml:"max_message_rate"`
+	// MaxQueued caps the tenant's recipients waiting in the delivery queue;
+	// 0 is no cap.
+	MaxQueued int `yaml:"max_queued"`
 }
 
 // Support is how an issuer's customers reach its helpdesk.

@@ -227,6 +227,7 @@ func TestParseFull(t *testing.T) {
 					TTL:     Duration(48 * time.Hour),
 					MaxUses: 5,
 				},
+				Classes: []Class{ClassBulk, ClassTransactional},
 			},
 			{
 				Name:            "reseller",
@@ -234,6 +235,7 @@ func TestParseFull(t *testing.T) {
 				FromDomains:     []string{"reseller.example"},
 				DefaultClass:    "bulk",
 				Links:           Links{Enable: "on_delivery", TTL: Duration(720 * time.Hour), MaxUses: 3},
+				Classes:         []Class{ClassBulk, ClassTransactional},
 			},
 		},
 		DKIM: []DKIMKey{
@@ -320,6 +322,7 @@ func TestParseDefaults(t *testing.T) {
 			FromDomains:  []string{"issuer.example"},
 			DefaultClass: "bulk",
 			Links:        Links{Enable: "on_delivery", TTL: Duration(720 * time.Hour), MaxUses: 3},
+			Classes:      []Class{ClassBulk, ClassTransactional},
 		}},
 		DKIM: []DKIMKey{{Domain: "issuer.example", Selector: "s1", KeyFile: filepath.Join(f.dir, "dkim.pem")}},
 		Delivery: Delivery{

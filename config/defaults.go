@@ -104,6 +104,9 @@ func (s *SMTP) applyDefaults(f filler) {
 
 func (t *Tenant) applyDefaults(f filler, at string) {
 	fill(f, at+".default_class", &t.DefaultClass, DefaultClass)
+	if f.unset(at+".classes", t.Classes == nil) {
+		t.Classes = []Class{ClassBulk, ClassTransactional}
+	}
 	fill(f, at+".links.enable", &t.Links.Enable, DefaultLinksEnable)
 	fill(f, at+".links.ttl", &t.Links.TTL, DefaultLinksTTL)
 	fill(f, at+".links.max_uses", &t.Links.MaxUses, DefaultLinksMaxUses)

@@ -269,10 +269,12 @@ func (v *validator) tenants(ts []Tenant) {
 				}
 			}
 		}
-		switch t.DefaultClass {
-		case ClassBulk, ClassTransactional:
-		default:
-			v.add(at+".default_class", "%q is not bulk or transactional", t.DefaultClass)
+		v.classes(at, t)
+		if t.MaxMessageRate.Count < 0 || (t.MaxMessageRate.Count > 0 && t.MaxMessageRate.Period <= 0) {
+			v.add(at+".max_message_rate", "%d per %s is not a rate", t.MaxMessageRate.Count, t.MaxMessageRate.Period)
+		}
+		if t.MaxQueued < 0 {
+			v.add(at+".max_queued", "must not be negative, not %d", t.MaxQueued)
 		}
 		v.links(at+".links", &t.Links)
 		v.support(at+".support", t.Support)
@@ -302,6 +304,27 @@ func (v *validator) networksApart(ts []Tenant) {
 			}
 			seen = append(seen, claim{i, j, p})
 		}
+	}
+}
+
+// classes checks the classes a tenant may use, its default among them.
+func (v *validator) classes(at string, t *Tenant) {
+	switch t.DefaultClass {
+	case ClassBulk, ClassTransactional:
+	default:
+		v.add(at+".default_class", "%q is not bulk or transactional", t.DefaultClass)
+		return
+	}
+	if len(t.Classes) == 0 {
+		v.add(at+".classes", "list at least one of bulk, transactional; leave the key out for both")
+	}
+	for j, c := range t.Classes {
+		if c != ClassBulk && c != ClassTransactional {
+			v.add(indexPath(at+".classes", j), "%q is not bulk or transactional", c)
+		}
+	}
+	if len(t.Classes) > 0 && !slices.Contains(t.Classes, t.DefaultClass) {
+		v.add(at+".default_class", "%s is not one of the tenant's classes %v", t.DefaultClass, t.Classes)
 	}
 }
 

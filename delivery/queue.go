@@ -67,12 +67,13 @@ type Queue struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	sched   schedHeap
-	lanes   map[string]*lane
-	wake    chan struct{}
-	count   int           // recipients held by the queue in any stage
-	changed chan struct{} // closed and replaced when count changes
+	mu       sync.Mutex
+	sched    schedHeap
+	lanes    map[string]*lane
+	wake     chan struct{}
+	count    int            // recipients held by the queue in any stage
+	byTenant map[string]int // count, by tenant
+	changed  chan struct{}  // closed and replaced when count changes
 
 	// heldBytes is what items carry of their contents (see AddAccepted),
 	// kept under freshBudget.
@@ -90,7 +91,7 @@ const defaultFreshBudget = 16 << 20
 func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
 		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget,
-		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{})}
+		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{}), byTenant: map[string]int{}}
 	if q.clock == nil {
 		q.clock = clock.Real
 	}
@@ -181,7 +182,7 @@ func (q *Queue) dropData(it *item) {
 
 func (q *Queue) enter(it *item) {
 	q.mu.Lock()
-	q.setCount(q.count + 1)
+	q.setCount(it, +1)
 	q.mu.Unlock()
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Inc()
 	q.schedule(it)
@@ -193,13 +194,16 @@ func (q *Queue) leave(it *item) {
 	q.dropData(it)
 	q.metrics.Queued.WithLabelValues(it.gauge, string(it.class)).Dec()
 	q.mu.Lock()
-	q.setCount(q.count - 1)
+	q.setCount(it, -1)
 	q.mu.Unlock()
 }
 
-// setCount changes count and wakes WaitLen. Called with q.mu held.
-func (q *Queue) setCount(n int) {
-	q.count = n
+// setCount counts it in or out, and wakes WaitLen. Called with q.mu held.
+func (q *Queue) setCount(it *item, delta int) {
+	q.count += delta
+	if q.byTenant[it.p.Tenant] += delta; q.byTenant[it.p.Tenant] <= 0 {
+		delete(q.byTenant, it.p.Tenant)
+	}
 	close(q.changed)
 	q.changed = make(chan struct{})
 }
@@ -335,6 +339,14 @@ func (q *Queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.count
+}
+
+// Queued is the number of a tenant's recipients the queue holds (held
+// mail waits in the store, not here), for its max_queued quota.
+func (q *Queue) Queued(tenant string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.byTenant[tenant]
 }
 
 // WaitLen blocks until the queue holds n recipients or fewer, or ctx ends.

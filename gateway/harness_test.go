@@ -64,6 +64,7 @@ type envOptions struct {
 	freshBudget  int64                         // queue's in-memory budget for fresh copies; 0: the default
 	queueStore   func(store.Store) store.Store // wraps the store the queue sees
 	tenants      []config.Tenant               // more tenants, after "issuer"
+	issuer       func(*config.Tenant)          // changes tenant issuer
 	extraKeys    []*signer.Key                 // more DKIM keys, after the default ones
 }
 
@@ -159,13 +160,17 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
 	e.attempts = newAttemptLog()
+	issuer := config.Tenant{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
+		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,
+		DefaultClass: config.Class(o.defaultClass), Links: o.links}
+	if o.issuer != nil {
+		o.issuer(&issuer)
+	}
 	parts := buildRelay(t, relaySpec{
 		dbPath: filepath.Join(e.dir, "certgate.db"), resolver: resolver, mxPort: mxPort,
 		providers: o.providers, retry: retry, timeout: 10 * time.Second,
-		tenants: append([]config.Tenant{{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
-			Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,
-			DefaultClass: config.Class(o.defaultClass), Links: o.links}}, o.tenants...),
-		keys: keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
+		tenants: append([]config.Tenant{issuer}, o.tenants...),
+		keys:    keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
 		recorded: e.attempts.add,
 		log:      testLog(""),
 	})
@@ -232,6 +237,7 @@ func buildRelay(t *testing.T, s relaySpec) relayParts {
 		t.Fatal(err)
 	}
 	p.relay = NewRelay(prep, st, p.queue, p.metrics, s.log)
+	s.server.Queued = p.queue.Queued
 	p.server = NewServer(s.server, dir, p.relay, p.metrics, s.log)
 	return p
 }

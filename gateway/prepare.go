@@ -171,6 +171,10 @@ func controls(h *mimeedit.Header, t *Tenant) (config.Class, store.State, error) 
 		}
 		class = c
 	}
+	if !t.mayUse(class) {
+		return "", "", newReply(550, smtp.EnhancedCode{5, 7, 1}, "class",
+			fmt.Sprintf("Tenant %s may not send %s mail (tenants[].classes)", t.Name, class))
+	}
 	hold := t.Hold
 	switch v := strings.ToLower(h.Get(HoldHeader)); v {
 	case "":

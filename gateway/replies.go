@@ -36,7 +36,11 @@ var (
 	errTooBig             = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", "Message exceeds the maximum size")
 	errTempFail           = newReply(451, smtp.EnhancedCode{4, 3, 0}, "tempfail", "Temporary local problem, try again later")
 	errShuttingDown       = newReply(421, smtp.EnhancedCode{4, 3, 2}, "shutdown", "Service shutting down, try again later")
-	errLongHeader         = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
+	// A tenant's quotas (tenants[].max_message_rate, max_queued): the
+	// client keeps its mail and retries, as with any 4xx.
+	errTenantRate  = newReply(451, smtp.EnhancedCode{4, 7, 1}, "tenant_rate", "Message rate of this sender exceeded, try again later")
+	errTenantQueue = newReply(452, smtp.EnhancedCode{4, 3, 1}, "tenant_queue", "Queue of this sender is full, try again later")
+	errLongHeader  = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
 	// RFC 3463 X.3.4. Preparing a message is linear in its header fields.
 	errHeaderTooBig = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf("Message header exceeds %d fields or %d KiB", maxHeaderFields, maxHeaderBytes>>10))
 )

@@ -29,6 +29,9 @@ type ServerConfig struct {
 	ReadTimeout         time.Duration
 	WriteTimeout        time.Duration
 	AuthFailureDelay    time.Duration
+	// Queued, when set, says how many recipients of a tenant wait in the
+	// delivery queue, for tenants[].max_queued.
+	Queued func(tenant string) int
 }
 
 // Acceptor takes a complete, checked submission and makes it durable; only

@@ -195,6 +195,12 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return errTooBig // RFC 1870 6.1
 	}
+	if t.MaxQueued > 0 && s.srv.cfg.Queued != nil && s.srv.cfg.Queued(t.Name) >= t.MaxQueued {
+		return errTenantQueue
+	}
+	if !t.startTransaction() {
+		return errTenantRate
+	}
 	s.tenant, s.from, s.rcpts, s.seen, s.excess, s.size = t, addr, nil, map[string]bool{}, 0, 0
 	if opts != nil && opts.Size > 0 && opts.Size <= s.srv.cfg.MaxMessageBytes {
 		// A hint only, and bounded: a declared size costs nothing to

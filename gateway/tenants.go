@@ -5,12 +5,15 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/time/rate"
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/quarantine"
@@ -24,8 +27,31 @@ type Tenant struct {
 	Networks     []netip.Prefix
 	Links        *quarantine.LinkPolicy // nil: no gated links
 	Hold         bool                   // every message waits for release
+	Classes      []config.Class         // the classes it may use; nil: both
+	MaxQueued    int                    // recipients it may have queued; 0: no cap
 
 	owners config.DomainOwners // every tenant's claims; nil: FromDomains alone
+	rate   *rate.Limiter       // transactions it may start; nil: unlimited
+}
+
+// mayUse reports whether the tenant may mark its mail with class.
+func (t *Tenant) mayUse(class config.Class) bool {
+	return t.Classes == nil || slices.Contains(t.Classes, class)
+}
+
+// startTransaction takes one of the tenant's transaction slots
+// (max_message_rate); false when it has none left for now.
+func (t *Tenant) startTransaction() bool { return t.rate == nil || t.rate.Allow() }
+
+// newRateLimiter is max_message_rate as a token bucket holding about one
+// second's worth, so that a client's short burst passes but a sustained
+// flood is held to the rate; nil when unlimited.
+func newRateLimiter(r config.Rate) *rate.Limiter {
+	if r.Count <= 0 || r.Period <= 0 {
+		return nil
+	}
+	perSecond := float64(r.Count) / r.Period.Seconds()
+	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
 }
 
 // Owns reports whether domain is this tenant's: the most specific claim
@@ -75,7 +101,8 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 	d.dummy = dummy
 	owners := config.NewDomainOwners(tenants)
 	for _, tc := range tenants {
-		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass, owners: owners}
+		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass, Classes: tc.Classes, MaxQueued: tc.MaxQueued,
+			owners: owners, rate: newRateLimiter(tc.MaxMessageRate)}
 		for _, fd := range tc.FromDomains {
 			t.FromDomains = append(t.FromDomains, strings.ToLower(strings.TrimSuffix(fd, ".")))
 		}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 	"golang.org/x/crypto/bcrypt"
@@ -117,4 +118,53 @@ func TestTenantSignsWithItsOwnKeysOnly(t *testing.T) {
 	if got := signedDomains(t, e, "d@gmail.com"); strings.Join(got, ",") != "ca.example,ca.example" {
 		t.Fatalf("issuer's mail signed d=%v, want ca.example twice (RSA and Ed25519)", got)
 	}
+}
+
+func wantReply(t *testing.T, what string, err error, code int, enhanced smtp.EnhancedCode) {
+	t.Helper()
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != code || se.EnhancedCode != enhanced {
+		t.Fatalf("%s: %v, want %d %d.%d.%d", what, err, code, enhanced[0], enhanced[1], enhanced[2])
+	}
+}
+
+// A tenant that may only send bulk cannot push its mail ahead of others'
+// one-time codes by marking it transactional.
+func TestTenantClasses(t *testing.T) {
+	e := newEnv(t, envOptions{issuer: func(tn *config.Tenant) { tn.Classes = []config.Class{config.ClassBulk} }})
+	c := e.client()
+	urgent := []byte("From: <certificados@ca.example>\r\nX-Certgate-Class: transactional\r\nSubject: x\r\n\r\nbody\r\n")
+	wantReply(t, "transactional from a bulk-only tenant", e.send(c, "certificados@ca.example", []string{"a@gmail.com"}, urgent),
+		550, smtp.EnhancedCode{5, 7, 1})
+	c.Reset()
+	plain := []byte("From: <certificados@ca.example>\r\nSubject: x\r\n\r\nbody\r\n")
+	if err := e.send(c, "certificados@ca.example", []string{"a@gmail.com"}, plain); err != nil {
+		t.Fatalf("bulk from a bulk-only tenant: %v", err)
+	}
+}
+
+// max_message_rate holds a tenant to its rate at MAIL, with a temporary
+// failure the client retries.
+func TestTenantMessageRate(t *testing.T) {
+	e := newEnv(t, envOptions{issuer: func(tn *config.Tenant) { tn.MaxMessageRate = config.Rate{Count: 1, Period: time.Hour} }})
+	c := e.client()
+	msg := []byte("From: <certificados@ca.example>\r\nSubject: x\r\n\r\nbody\r\n")
+	if err := e.send(c, "certificados@ca.example", []string{"a@gmail.com"}, msg); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	wantReply(t, "second message within the hour", c.Mail("certificados@ca.example", nil), 451, smtp.EnhancedCode{4, 7, 1})
+}
+
+// max_queued stops a tenant's intake while its recipients wait in the
+// queue (here behind a dead receiver), so that its backlog cannot grow
+// for all.
+func TestTenantQueueQuota(t *testing.T) {
+	e := newEnv(t, envOptions{sinkDown: true, issuer: func(tn *config.Tenant) { tn.MaxQueued = 2 },
+		retry: config.Retry{Schedule: []config.Duration{config.Duration(time.Hour)}, MaxAge: config.Duration(24 * time.Hour)}})
+	c := e.client()
+	msg := []byte("From: <certificados@ca.example>\r\nSubject: x\r\n\r\nbody\r\n")
+	if err := e.send(c, "certificados@ca.example", []string{"a@gmail.com", "b@gmail.com"}, msg); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	wantReply(t, "a message with the quota reached", c.Mail("certificados@ca.example", nil), 452, smtp.EnhancedCode{4, 3, 1})
 }
