@@ -53,6 +53,9 @@ type SMTP struct {
 	// AuthFailureDelay is the pause after each failed AUTH, multiplied by the
 	// client address's recent failures (capped at 8x).
 	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
+	// MemoryBudget bounds the bytes all submissions hold at once: DATA
+	// buffers and the copies prepared from them.
+	MemoryBudget int64 `yaml:"memory_budget"`
 }
 
 // TLS names a certificate and key in PEM files.

@@ -209,6 +209,7 @@ func TestParseFull(t *testing.T) {
 			ReadTimeout:         Duration(2 * time.Minute),
 			WriteTimeout:        Duration(30 * time.Second),
 			AuthFailureDelay:    Duration(2 * time.Second),
+			MemoryBudget:        DefaultMemoryBudget,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "https://gate.issuer.example"},
 		Tenants: []Tenant{
@@ -314,6 +315,7 @@ func TestParseDefaults(t *testing.T) {
 			ReadTimeout:         Duration(5 * time.Minute),
 			WriteTimeout:        Duration(time.Minute),
 			AuthFailureDelay:    Duration(time.Second),
+			MemoryBudget:        DefaultMemoryBudget,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "http://127.0.0.1:8080"},
 		Tenants: []Tenant{{

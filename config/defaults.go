@@ -20,6 +20,7 @@ const (
 	DefaultReadTimeout         = Duration(5 * time.Minute)
 	DefaultWriteTimeout        = Duration(time.Minute)
 	DefaultAuthFailureDelay    = Duration(time.Second)
+	DefaultMemoryBudget        = 256 << 20 // 268435456
 	DefaultHTTPListen          = "127.0.0.1:8080"
 	DefaultClass               = ClassBulk
 	DefaultLinksEnable         = LinksOnDelivery
@@ -100,6 +101,7 @@ func (s *SMTP) applyDefaults(f filler) {
 	fill(f, "smtp.read_timeout", &s.ReadTimeout, DefaultReadTimeout)
 	fill(f, "smtp.write_timeout", &s.WriteTimeout, DefaultWriteTimeout)
 	fill(f, "smtp.auth_failure_delay", &s.AuthFailureDelay, DefaultAuthFailureDelay)
+	fill(f, "smtp.memory_budget", &s.MemoryBudget, DefaultMemoryBudget)
 }
 
 func (t *Tenant) applyDefaults(f filler, at string) {

@@ -201,6 +201,12 @@ func (v *validator) smtp(s *SMTP) {
 	v.positive("smtp.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
 	v.positiveDuration("smtp.read_timeout", s.ReadTimeout)
 	v.positiveDuration("smtp.write_timeout", s.WriteTimeout)
+	// One message at max_message_bytes takes up to twice its size in its
+	// buffer (grown by doubling), and once more prepared.
+	if s.MaxMessageBytes > 0 && s.MemoryBudget < 3*s.MaxMessageBytes {
+		v.add("smtp.memory_budget", "%d bytes cannot hold one message of max_message_bytes (%d) as it arrives and is prepared; give at least %d",
+			s.MemoryBudget, s.MaxMessageBytes, 3*s.MaxMessageBytes)
+	}
 	if s.AuthFailureDelay < 0 {
 		v.add("smtp.auth_failure_delay", "must not be negative, not %s", s.AuthFailureDelay)
 	}

@@ -65,6 +65,7 @@ type envOptions struct {
 	queueStore   func(store.Store) store.Store // wraps the store the queue sees
 	tenants      []config.Tenant               // more tenants, after "issuer"
 	issuer       func(*config.Tenant)          // changes tenant issuer
+	memoryBudget int64                         // smtp.memory_budget; 0: none
 	extraKeys    []*signer.Key                 // more DKIM keys, after the default ones
 }
 
@@ -159,6 +160,7 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.perIP > 0 {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
+	cfg.MemoryBudget = o.memoryBudget
 	e.attempts = newAttemptLog()
 	issuer := config.Tenant{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
 		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,

@@ -41,6 +41,11 @@ func NewRelay(prep *Preparer, spool Spool, handoff Handoff, m *metrics.Metrics, 
 // 250 that follows is a promise (RFC 5321 6.1).
 func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string, error) {
 	now := r.now()
+	// Preparing makes one more copy of the message (more with gated
+	// links; gatedCopies counts those).
+	if env.Reserve != nil && !env.Reserve(int64(len(data))) {
+		return "", errMemoryBudget
+	}
 	p, err := r.prep.Prepare(env, store.NewMessageID(now), data, now)
 	if err != nil {
 		return "", err

@@ -32,6 +32,9 @@ type ServerConfig struct {
 	// Queued, when set, says how many recipients of a tenant wait in the
 	// delivery queue, for tenants[].max_queued.
 	Queued func(tenant string) int
+	// MemoryBudget bounds the bytes submissions hold at once (DATA and
+	// prepared copies); 0 is no bound.
+	MemoryBudget int64
 }
 
 // Acceptor takes a complete, checked submission and makes it durable; only
@@ -42,6 +45,11 @@ type Acceptor interface {
 
 // Envelope is what the SMTP session learned about a submission.
 type Envelope struct {
+	// Reserve takes bytes of the server's memory budget for what the
+	// submission makes of the message (prepared copies), until the
+	// transaction ends; false when they do not fit. nil: no budget.
+	Reserve func(n int64) bool
+
 	Tenant   *Tenant
 	AuthUser string
 	ClientIP netip.Addr
@@ -59,6 +67,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	throttle *authThrottle
+	budget   *memoryBudget
 
 	smtp        *smtp.Server
 	closing     chan struct{} // closed when Shutdown begins
@@ -71,7 +80,8 @@ type Server struct {
 // NewServer builds a submission server; Serve starts it on listeners.
 func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log, throttle: newAuthThrottle(cfg.AuthFailureDelay),
-		conns: map[*clientConn]struct{}{}, closing: make(chan struct{}), changed: make(chan struct{})}
+		budget: newMemoryBudget(cfg.MemoryBudget),
+		conns:  map[*clientConn]struct{}{}, closing: make(chan struct{}), changed: make(chan struct{})}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLS

@@ -195,6 +195,9 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return errTooBig // RFC 1870 6.1
 	}
+	if s.srv.budget.full() {
+		return errMemoryBudget
+	}
 	if t.MaxQueued > 0 && s.srv.cfg.Queued != nil && s.srv.cfg.Queued(t.Name) >= t.MaxQueued {
 		return errTenantQueue
 	}
@@ -256,6 +259,36 @@ const (
 	maxDataPrealloc   = 1 << 20
 )
 
+// dataChunk is how much of a message is read between two looks at the
+// memory budget.
+const dataChunk = 64 << 10
+
+// readData reads a message into one buffer, sized at first to hint (the
+// declared SIZE or a typical certificate mail: one allocation instead of
+// doubling from 512 bytes, a third of the bytes certgate allocated per
+// message), counting what the buffer holds against the memory budget.
+// Over the budget the rest of the message is read and dropped, so the
+// session stays in step, and the message is refused with 452 4.3.1.
+func readData(r io.Reader, hint int, mem *holding) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(hint)
+	for {
+		if !mem.grow(int64(buf.Cap()) - mem.held) {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, dataReadError(err)
+			}
+			return nil, errMemoryBudget
+		}
+		n, err := buf.ReadFrom(io.LimitReader(r, dataChunk))
+		if err != nil {
+			return nil, dataReadError(err)
+		}
+		if n < dataChunk {
+			return buf.Bytes(), nil
+		}
+	}
+}
+
 // errClientGone: the connection ended during DATA; nobody reads a reply.
 var errClientGone = errors.New("connection lost during DATA")
 
@@ -263,16 +296,13 @@ func (s *session) data(r io.Reader) error {
 	if s.from == "" || len(s.rcpts) == 0 {
 		return errNeedMail
 	}
-	// One allocation of the declared size, or of what a certificate mail
-	// usually needs, instead of doubling from 512 bytes: that doubling
-	// was a third of the bytes certgate allocated per message.
-	var buf bytes.Buffer
-	buf.Grow(cmp.Or(s.size+bytes.MinRead, initialDataBuffer))
-	if _, err := buf.ReadFrom(r); err != nil {
-		return dataReadError(err)
+	mem := &holding{b: s.srv.budget}
+	defer mem.releaseAll()
+	data, err := readData(r, cmp.Or(s.size+bytes.MinRead, initialDataBuffer), mem)
+	if err != nil {
+		return err
 	}
 	start := time.Now()
-	data := buf.Bytes()
 	if err := checkLineEndings(data); err != nil {
 		return err
 	}
@@ -281,7 +311,7 @@ func (s *session) data(r io.Reader) error {
 	}
 	env := &Envelope{
 		Tenant: s.tenant, AuthUser: s.authUser, ClientIP: s.ip, Helo: s.conn.Hostname(),
-		TLS: s.isTLS(), From: s.from, Rcpts: s.rcpts,
+		TLS: s.isTLS(), From: s.from, Rcpts: s.rcpts, Reserve: mem.grow,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

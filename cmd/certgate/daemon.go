@@ -129,7 +129,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		Hostname: cfg.Hostname, TLS: tlsConf, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxConnections: cfg.SMTP.MaxConnections, MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
 		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
-		Queued: d.queue.Queued,
+		Queued: d.queue.Queued, MemoryBudget: cfg.SMTP.MemoryBudget,
 	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
 	return nil
 }
