@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,16 +16,9 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// Reader is what the API reads from the store itself; changes go through
-// the desk.
-type Reader interface {
-	Message(ctx context.Context, id string) (*store.MessageView, error)
-	Search(ctx context.Context, q store.Query) ([]store.Message, error)
-}
-
 // Deps are what the API calls.
 type Deps struct {
-	Store  Reader
+	Store  quarantine.Reader // read through quarantine, which keeps to the caller's tenants
 	Desk   *quarantine.Desk
 	Tokens *Tokens
 	Log    *slog.Logger
@@ -36,7 +28,7 @@ type Deps struct {
 // became of it, release it, revoke its links. Every call that changes
 // something is recorded on the message with who asked and from where.
 type API struct {
-	store  Reader
+	store  quarantine.Reader
 	desk   *quarantine.Desk
 	tokens *Tokens
 	log    *slog.Logger
@@ -83,13 +75,21 @@ func (a *API) Register(mux *http.ServeMux) {
 // who is the audit trail's actor, "api:<token>@<client address>", and the
 // scope the request used.
 func who(r *http.Request) quarantine.Actor {
-	name, scope := Caller(r)
+	name, scope, _ := Caller(r)
 	return quarantine.Actor{Name: "api:" + name + "@" + r.RemoteAddr, Scope: scope}
+}
+
+// tenants are those whose mail the caller sees: every read and change
+// goes through quarantine with them, where another tenant's message is
+// not found.
+func tenants(r *http.Request) quarantine.Tenants {
+	_, _, in := Caller(r)
+	return in
 }
 
 func (a *API) message(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	v, err := a.store.Message(r.Context(), id)
+	v, err := quarantine.Message(r.Context(), a.store, id, tenants(r))
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
 		return
@@ -133,7 +133,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 		}
 		query.Limit = n
 	}
-	msgs, err := a.store.Search(r.Context(), query)
+	msgs, err := quarantine.Search(r.Context(), a.store, query, tenants(r))
 	if err != nil {
 		a.internal(w, "searching", err)
 		return
@@ -199,7 +199,7 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	ids := body.IDs
 	if body.Recipient != "" {
-		msgs, err := a.store.Search(r.Context(), store.Query{Recipient: body.Recipient, Tenant: body.Tenant, Limit: 500})
+		msgs, err := quarantine.Search(r.Context(), a.store, store.Query{Recipient: body.Recipient, Tenant: body.Tenant, Limit: 500}, tenants(r))
 		if err != nil {
 			a.internal(w, "searching", err)
 			return
@@ -228,7 +228,7 @@ func (a *API) releaseBatch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) release(r *http.Request, id, reason string) (releaseResult, error) {
-	pend, err := a.desk.Release(r.Context(), id, who(r), reason)
+	pend, err := a.desk.Release(r.Context(), id, tenants(r), who(r), reason)
 	if err != nil {
 		return releaseResult{}, err
 	}
@@ -249,7 +249,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, who(r), body.Reason)
+	n, err := a.desk.Revoke(r.Context(), id, body.Recipient, tenants(r), who(r), body.Reason)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)

@@ -25,7 +25,8 @@ type noQueue struct{}
 
 func (noQueue) Add(...store.Pending) {}
 
-// helpdeskToken reads and releases; the API's tests call as it.
+// helpdeskToken reads and releases the mail of tenant issuer, which the
+// API's tests store; they call as it.
 const helpdeskToken = "helpdesk-token-0123456789"
 
 type apiEnv struct {
@@ -36,16 +37,21 @@ type apiEnv struct {
 
 func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, map[string]config.APIToken{
+		helpdeskToken: {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead, config.ScopeRelease}, Tenants: []string{"issuer"}}})
+}
+
+// newAPIEnvWith serves the API with the given tokens, by secret.
+func newAPIEnvWith(t *testing.T, secrets map[string]config.APIToken) *apiEnv {
+	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	desk := quarantine.NewDesk(st, noQueue{}, metrics.New())
-	tokens := testTokens(map[string]config.APIToken{
-		helpdeskToken: {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead, config.ScopeRelease}}})
 	mux := http.NewServeMux()
-	New(Deps{Store: st, Desk: desk, Tokens: tokens, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Register(mux)
+	New(Deps{Store: st, Desk: desk, Tokens: testTokens(secrets), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}).Register(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &apiEnv{t: t, st: st, srv: srv}
@@ -54,11 +60,17 @@ func newAPIEnv(t *testing.T) *apiEnv {
 // do sends a request as the helpdesk.
 func (e *apiEnv) do(method, path, body string) *http.Response {
 	e.t.Helper()
+	return e.doAs(helpdeskToken, method, path, body)
+}
+
+// doAs sends a request with the bearer token secret.
+func (e *apiEnv) doAs(secret, method, path, body string) *http.Response {
+	e.t.Helper()
 	req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+helpdeskToken)
+	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -66,13 +78,20 @@ func (e *apiEnv) do(method, path, body string) *http.Response {
 	return resp
 }
 
-// enqueue stores a message at minute i of the day with one recipient.
+// enqueue stores a message of tenant issuer at minute i of the day with
+// one recipient.
 func (e *apiEnv) enqueue(i int, rcpt string, state store.State, link store.LinkState) string {
+	e.t.Helper()
+	return e.enqueueFor("issuer", i, rcpt, state, link)
+}
+
+// enqueueFor is enqueue for another tenant.
+func (e *apiEnv) enqueueFor(tenant string, i int, rcpt string, state store.State, link store.LinkState) string {
 	e.t.Helper()
 	at := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
 	id := fmt.Sprintf("06h%013d%010d", at.UnixMilli(), i)
 	_, hash := quarantine.NewToken()
-	_, err := e.st.Enqueue(context.Background(), store.Message{ID: id, Tenant: "issuer", MailFrom: "certificados@ca.example",
+	_, err := e.st.Enqueue(context.Background(), store.Message{ID: id, Tenant: tenant, MailFrom: "certificados@ca.example",
 		Subject: fmt.Sprintf("Certificado %d", i), Class: "bulk", ReceivedAt: at}, [][]byte{[]byte("x")},
 		[]store.NewRecipient{{Address: rcpt, TrackingID: id, State: state, NextAttempt: at,
 			Links: []store.NewLink{{TokenHash: hash, URL: "https://descargas.ca.example/certificado/" + id, State: link, MaxUses: 3}}}})
@@ -84,7 +103,14 @@ func (e *apiEnv) enqueue(i int, rcpt string, state store.State, link store.LinkS
 
 func (e *apiEnv) call(method, path, body string, out any) int {
 	e.t.Helper()
-	resp := e.do(method, path, body)
+	return e.callAs(helpdeskToken, method, path, body, out)
+}
+
+// callAs sends a request with the bearer token secret and decodes the
+// JSON answer into out.
+func (e *apiEnv) callAs(secret, method, path, body string, out any) int {
+	e.t.Helper()
+	resp := e.doAs(secret, method, path, body)
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		e.t.Fatalf("%s %s: content type %q", method, path, ct)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/quarantine"
 )
 
 // Tokens are the configured bearer tokens as certgate keeps them: only
@@ -21,12 +22,22 @@ type Tokens struct {
 }
 
 type token struct {
-	hash [32]byte
-	cfg  config.APIToken
+	hash    [32]byte
+	cfg     config.APIToken
+	tenants quarantine.Tenants
+}
+
+func newToken(secret string, cfg config.APIToken) token {
+	tenants := quarantine.OnlyTenants(cfg.Tenants...)
+	if cfg.SeesEveryTenant() {
+		tenants = quarantine.AllTenants()
+	}
+	return token{hash: sha256.Sum256([]byte(secret)), cfg: cfg, tenants: tenants}
 }
 
 // LoadTokens reads every token's secret and keeps its hash; config has
-// checked that each can be read and is long enough.
+// checked that each can be read and is long enough, and filled in the
+// tenants each sees. A token with none sees nothing.
 func LoadTokens(cfg []config.APIToken) (*Tokens, error) {
 	ts := &Tokens{}
 	for _, t := range cfg {
@@ -34,7 +45,7 @@ func LoadTokens(cfg []config.APIToken) (*Tokens, error) {
 		if err != nil {
 			return nil, fmt.Errorf("api token %s: %w", t.Name, err)
 		}
-		ts.list = append(ts.list, token{hash: sha256.Sum256([]byte(secret)), cfg: t})
+		ts.list = append(ts.list, newToken(secret, t))
 	}
 	return ts, nil
 }
@@ -58,7 +69,8 @@ func (ts *Tokens) authenticate(r *http.Request) *token {
 }
 
 // Require guards h: 401 without a valid token, 403 when the token lacks
-// scope (admin holds every scope). h finds the caller with Caller.
+// scope (admin holds every scope). h finds the caller with Caller, and
+// must keep to the caller's tenants.
 func (ts *Tokens) Require(scope config.Scope, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t := ts.authenticate(r)
@@ -75,22 +87,22 @@ func (ts *Tokens) Require(scope config.Scope, h http.Handler) http.Handler {
 		if !slices.Contains(t.cfg.Scopes, scope) {
 			used = config.ScopeAdmin
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{t.cfg.Name, used})))
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{t.cfg.Name, used, t.tenants})))
 	})
 }
 
 type callerKey struct{}
 
 type caller struct {
-	name  string
-	scope config.Scope
+	name    string
+	scope   config.Scope
+	tenants quarantine.Tenants
 }
 
 // Caller returns the name of the token that Require let r through with,
-// and the scope it used (admin when it holds no narrower one).
-func Caller(r *http.Request) (name string, scope config.Scope) {
-	if c, ok := r.Context().Value(callerKey{}).(caller); ok {
-		return c.name, c.scope
-	}
-	return "", ""
+// the scope it used (admin when it holds no narrower one), and the
+// tenants whose mail it sees (none when Require did not run).
+func Caller(r *http.Request) (name string, scope config.Scope, tenants quarantine.Tenants) {
+	c, _ := r.Context().Value(callerKey{}).(caller)
+	return c.name, c.scope, c.tenants
 }

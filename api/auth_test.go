@@ -14,16 +14,17 @@ import (
 func testTokens(secrets map[string]config.APIToken) *Tokens {
 	ts := &Tokens{}
 	for s, c := range secrets {
-		ts.list = append(ts.list, token{hash: sha256.Sum256([]byte(s)), cfg: c})
+		ts.list = append(ts.list, newToken(s, c))
 	}
 	return ts
 }
 
-// frontTokens are a read, an admin and a release token.
+// frontTokens are a read, an admin and a release token, seeing one
+// tenant, every tenant and two tenants.
 var frontTokens = map[string]config.APIToken{
-	"helpdesk-token-0123456789":  {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}},
-	"ops-token-0123456789abcdef": {Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}},
-	"release-token-0123456789ab": {Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}},
+	"helpdesk-token-0123456789":  {Name: "helpdesk", Scopes: []config.Scope{config.ScopeRead}, Tenants: []string{"issuer"}},
+	"ops-token-0123456789abcdef": {Name: "ops", Scopes: []config.Scope{config.ScopeAdmin}, Tenants: []string{config.EveryTenant}},
+	"release-token-0123456789ab": {Name: "releaser", Scopes: []config.Scope{config.ScopeRelease}, Tenants: []string{"issuer", "reseller"}},
 }
 
 func TestBearerScopes(t *testing.T) {

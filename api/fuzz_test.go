@@ -4,17 +4,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/quarantine"
 )
 
 // FuzzAPIFront puts any Authorization header, X-Forwarded-For values and
 // peer address through the API's front: ClientAddress, then Require for
 // the read scope. A request reaches the handler only with exactly
 // "Bearer " and a configured token that holds the scope (or admin), and as
-// that token; 401 for anything else that is not a token, 403 for a token
+// that token, seeing its tenants and no others; 401 for anything else that is not a token, 403 for a token
 // without the scope. The client address changes only when the peer is a
 // trusted proxy, and then to the rightmost hop that is not a trusted proxy,
 // all hops right of it being well-formed trusted proxies: never to a hop
@@ -40,13 +42,14 @@ func FuzzAPIFront(f *testing.F) {
 	var reached bool
 	var seenAddr, seenName string
 	var seenScope config.Scope
+	var seenTenants quarantine.Tenants
 	h := ClientAddress(trusted, testTokens(secrets).Require(config.ScopeRead, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached, seenAddr = true, r.RemoteAddr
-		seenName, seenScope = Caller(r)
+		seenName, seenScope, seenTenants = Caller(r)
 	})))
 
 	f.Fuzz(func(t *testing.T, auth, xff1, xff2, peer string) {
-		reached, seenAddr, seenName, seenScope = false, "", "", ""
+		reached, seenAddr, seenName, seenScope, seenTenants = false, "", "", "", quarantine.Tenants{}
 		r := httptest.NewRequest("GET", "/api/v1/messages", nil)
 		r.RemoteAddr = peer
 		if auth != "" {
@@ -76,6 +79,11 @@ func FuzzAPIFront(f *testing.F) {
 		}
 		if !reached || seenName != cfg.Name || seenScope != map[bool]config.Scope{true: config.ScopeRead, false: config.ScopeAdmin}[cfg.Scopes[0] == config.ScopeRead] {
 			t.Fatalf("%q: status %d, reached %v as %q/%q", auth, w.Code, reached, seenName, seenScope)
+		}
+		for _, tenant := range []string{"issuer", "reseller", "other", "*", ""} {
+			if want := cfg.SeesEveryTenant() || slices.Contains(cfg.Tenants, tenant); seenTenants.Has(tenant) != want {
+				t.Fatalf("%q: sees tenant %q: %v, want %v", auth, tenant, !want, want)
+			}
 		}
 
 		p, err := netip.ParseAddrPort(peer)

@@ -219,6 +219,18 @@ type APIToken struct {
 	TokenFile string  `yaml:"token_file"`
 	TokenEnv  string  `yaml:"token_env"`
 	Scopes    []Scope `yaml:"scopes"` // read, release, admin
+	// Tenants whose mail the token sees and acts on, or ["*"] for every
+	// tenant; validation makes the only tenant the default. No scope
+	// widens it, admin included.
+	Tenants []string `yaml:"tenants"`
+}
+
+// EveryTenant, alone in APIToken.Tenants, lets a token see every tenant.
+const EveryTenant = "*"
+
+// SeesEveryTenant reports whether the token's tenants are ["*"].
+func (t APIToken) SeesEveryTenant() bool {
+	return len(t.Tenants) == 1 && t.Tenants[0] == EveryTenant
 }
 
 // Webhook is an endpoint that receives signed POSTs for events of the

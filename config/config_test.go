@@ -166,7 +166,8 @@ api:
     - name: helpdesk
       token_file: {{dir}}/helpdesk.token
       scopes: [read, release]
-    - {name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin]}
+      tenants: [issuer]
+    - {name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin], tenants: ["*"]}
 log:
   level: debug
   format: json
@@ -280,8 +281,8 @@ func TestParseFull(t *testing.T) {
 			MaxDeliveriesPerConnection: 50,
 		}},
 		API: API{Tokens: []APIToken{
-			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []Scope{ScopeRead, ScopeRelease}},
-			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}},
+			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []Scope{ScopeRead, ScopeRelease}, Tenants: []string{"issuer"}},
+			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}, Tenants: []string{"*"}},
 		}},
 		DKIMEngine: "auto",
 		Log:        Log{Level: "debug", Format: "json"},
@@ -657,19 +658,34 @@ func TestProblems(t *testing.T) {
 			[]wantProblem{{"providers[0].max_message_rate", "max_message_rate:", `unknown period "fortnight"`}}},
 
 		// api
-		{"api tokens", "", edit{"{name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin]}", "{name: helpdesk, token_env: CERTGATE_OPS_TOKEN, token_file: /x, scopes: [write]}"},
+		{"api tokens", "", edit{"{name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin],", "{name: helpdesk, token_env: CERTGATE_OPS_TOKEN, token_file: /x, scopes: [write],"},
 			[]wantProblem{
 				{"api.tokens[1].name", "{name: helpdesk, token_env", "already the name of api.tokens[0]"},
 				{"api.tokens[1]", "{name: helpdesk, token_env", "only one of token_file and token_env"},
 				{"api.tokens[1].scopes[0]", "{name: helpdesk, token_env", `"write" is not one of read, release, admin`},
 			}},
-		{"api token without secret or scopes", "", edit{"{name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin]}", "{name: ops}"},
+		{"api token without secret or scopes", "", edit{`{name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin], tenants: ["*"]}`, `{name: ops, tenants: ["*"]}`},
 			[]wantProblem{
-				{"api.tokens[1]", "{name: ops}", "set token_file or token_env"},
-				{"api.tokens[1].scopes", "{name: ops}", "at least one of read, release, admin"},
+				{"api.tokens[1]", "{name: ops, tenants", "set token_file or token_env"},
+				{"api.tokens[1].scopes", "{name: ops, tenants", "at least one of read, release, admin"},
 			}},
 		{"api token file missing", "", edit{"token_file: {{dir}}/helpdesk.token", "token_file: {{dir}}/nope.token"},
 			[]wantProblem{{"api.tokens[0].token_file", "token_file:", "does not exist"}}},
+		// With two tenants, seeing both must be asked for: a token that
+		// says nothing is refused at its own line.
+		{"api token tenants left out", "", edit{"      tenants: [issuer]\n", "", `, tenants: ["*"]}`, "}"},
+			[]wantProblem{
+				{"api.tokens[0].tenants", "- name: helpdesk", `required with more than one tenant: list those this token may see, such as [issuer], or ["*"]`},
+				{"api.tokens[1].tenants", "{name: ops,", "required with more than one tenant"},
+			}},
+		{"api token tenants", "", edit{"tenants: [issuer]", "tenants: [issuer, nobody, issuer]", `tenants: ["*"]}`, `tenants: [reseller, "*"]}`},
+			[]wantProblem{
+				{"api.tokens[0].tenants[1]", "tenants: [issuer, nobody", `"nobody" is not the name of a tenant`},
+				{"api.tokens[0].tenants[2]", "tenants: [issuer, nobody", `"issuer" is listed twice`},
+				{"api.tokens[1].tenants[1]", "{name: ops,", `"*" means every tenant: list it alone`},
+			}},
+		{"api token tenants empty", "", edit{"tenants: [issuer]", "tenants: []"},
+			[]wantProblem{{"api.tokens[0].tenants", "tenants: []", `list the tenants this token may see, or ["*"]`}}},
 
 		// decoding
 		{"unknown key, misspelt", "", edit{"max_recipients: 100", "max_recipient: 100"},
@@ -1036,6 +1052,26 @@ func TestUserAndTenantHelpers(t *testing.T) {
 	}
 	if !cfg.API.Tokens[0].HasScope("release") || cfg.API.Tokens[0].HasScope("admin") || !cfg.API.Tokens[1].HasScope("release") {
 		t.Error("HasScope")
+	}
+	if cfg.API.Tokens[0].SeesEveryTenant() || !cfg.API.Tokens[1].SeesEveryTenant() {
+		t.Error("SeesEveryTenant")
+	}
+}
+
+// TestAPITokenSeesTheOnlyTenant: with one tenant, a token that names none
+// sees that one, and "*" stays as written.
+func TestAPITokenSeesTheOnlyTenant(t *testing.T) {
+	f := newFixture(t)
+	cfg := mustParse(t, f, minimalYAML+`api:
+  tokens:
+    - {name: helpdesk, token_file: {{dir}}/helpdesk.token, scopes: [read]}
+    - {name: ops, token_file: {{dir}}/helpdesk.token, scopes: [admin], tenants: ["*"]}
+`)
+	if got := cfg.API.Tokens[0].Tenants; !reflect.DeepEqual(got, []string{"issuer"}) {
+		t.Errorf("tenants left out = %q, want [issuer]", got)
+	}
+	if !cfg.API.Tokens[1].SeesEveryTenant() {
+		t.Errorf(`tenants: ["*"] became %q`, cfg.API.Tokens[1].Tenants)
 	}
 }
 

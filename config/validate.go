@@ -99,7 +99,7 @@ func (v *validator) validate(c *Config) {
 	v.alignment(c)
 	v.delivery(&c.Delivery)
 	v.providers(c.Providers)
-	v.api(c.API)
+	v.api(c)
 	for i, n := range c.Gate.ScannerNetworks {
 		if _, err := parseNetwork(n); err != nil {
 			v.add(indexPath("gate.scanner_networks", i), "%q is not a network (CIDR) or an address", n)
@@ -720,9 +720,10 @@ func (v *validator) providers(ps []Provider) {
 	}
 }
 
-func (v *validator) api(a API) {
+func (v *validator) api(c *Config) {
 	names := map[string]int{}
-	for i, t := range a.Tokens {
+	for i := range c.API.Tokens {
+		t := &c.API.Tokens[i]
 		at := indexPath("api.tokens", i)
 		if t.Name == "" {
 			v.add(at+".name", "required")
@@ -746,6 +747,42 @@ func (v *validator) api(a API) {
 				v.add(indexPath(at+".scopes", j), "%q is not one of read, release, admin", s)
 			}
 		}
+		v.apiTokenTenants(at, t, c.Tenants)
+	}
+}
+
+// apiTokenTenants checks the tenants a token sees. Leaving them out is
+// allowed only while there is one tenant, which it then sees: seeing every
+// tenant must be asked for, so adding a tenant never widens a token.
+func (v *validator) apiTokenTenants(at string, t *APIToken, tenants []Tenant) {
+	known := map[string]bool{}
+	for _, tn := range tenants {
+		known[tn.Name] = true
+	}
+	switch {
+	case len(t.Tenants) > 0:
+	case v.has(at + ".tenants"):
+		v.add(at+".tenants", `list the tenants this token may see, or ["*"] for every tenant`)
+		return
+	case len(tenants) == 1:
+		t.Tenants = []string{tenants[0].Name}
+		return
+	case len(tenants) > 1:
+		v.add(at+".tenants", `required with more than one tenant: list those this token may see, such as [%s], or ["*"] for every tenant`, tenants[0].Name)
+		return
+	}
+	seen := map[string]bool{}
+	for j, name := range t.Tenants {
+		switch {
+		case name == EveryTenant && len(t.Tenants) > 1:
+			v.add(indexPath(at+".tenants", j), `"*" means every tenant: list it alone, not with names`)
+		case name == EveryTenant:
+		case !known[name] && !v.isBad("tenants"):
+			v.add(indexPath(at+".tenants", j), "%q is not the name of a tenant", name)
+		case seen[name]:
+			v.add(indexPath(at+".tenants", j), "%q is listed twice", name)
+		}
+		seen[name] = true
 	}
 }
 

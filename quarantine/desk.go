@@ -3,6 +3,7 @@ package quarantine
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -11,10 +12,15 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// DeskStore is what the desk needs of the store.
-type DeskStore interface {
+// Reader is what reading mail needs of the store.
+type Reader interface {
 	Message(ctx context.Context, id string) (*store.MessageView, error)
 	Search(ctx context.Context, q store.Query) ([]store.Message, error)
+}
+
+// DeskStore is what the desk needs of the store.
+type DeskStore interface {
+	Reader
 	Release(ctx context.Context, messageID string, now time.Time, actor, detail string) ([]store.Pending, error)
 	SetLinkState(ctx context.Context, messageID string, recipientID int64, from []store.LinkState, to store.LinkState, actor, detail string) (int, error)
 }
@@ -28,6 +34,73 @@ type Requeuer interface {
 type Actor struct {
 	Name  string       // as the audit trail records it, such as "api:helpdesk@192.0.2.9:41000"
 	Scope config.Scope // the scope the request used, for certgate_releases_total
+}
+
+// Tenants is whose mail a caller may see and act on: every tenant, or
+// those named. The zero value is none, so a caller nobody scoped sees
+// nothing.
+type Tenants struct {
+	all   bool
+	names []string
+}
+
+// AllTenants is every tenant, present and future.
+func AllTenants() Tenants { return Tenants{all: true} }
+
+// OnlyTenants is the tenants named.
+func OnlyTenants(names ...string) Tenants { return Tenants{names: slices.Clone(names)} }
+
+// Has reports whether tenant is one of t.
+func (t Tenants) Has(tenant string) bool { return t.all || slices.Contains(t.names, tenant) }
+
+// narrow limits q to t's mail, in the query so that pages stay full;
+// false when nothing can match.
+func (t Tenants) narrow(q store.Query) (store.Query, bool) {
+	if t.all {
+		return q, true
+	}
+	names := t.names
+	if len(q.Tenants) > 0 {
+		names = slices.DeleteFunc(slices.Clone(q.Tenants), func(n string) bool { return !t.Has(n) })
+	}
+	q.Tenants = names
+	return q, len(names) > 0
+}
+
+// Search returns the messages st finds for q among in's.
+func Search(ctx context.Context, st Reader, q store.Query, in Tenants) ([]store.Message, error) {
+	q, ok := in.narrow(q)
+	if !ok {
+		return nil, nil
+	}
+	return st.Search(ctx, q)
+}
+
+// Message returns message id with everything known about it if it is
+// in's; otherwise store.ErrNotFound, as for an unknown id.
+func Message(ctx context.Context, st Reader, id string, in Tenants) (*store.MessageView, error) {
+	if err := find(ctx, st, id, in); err != nil {
+		return nil, err
+	}
+	return st.Message(ctx, id)
+}
+
+// find is store.ErrNotFound unless id is a message of in's. Another
+// tenant's id and an unknown one take the same single lookup by id, so
+// neither the answer nor its time tells them apart.
+func find(ctx context.Context, st Reader, id string, in Tenants) error {
+	q, ok := in.narrow(store.Query{ID: id, Limit: 1})
+	if !ok || id == "" { // an empty ID is no filter: it would find any message
+		return store.ErrNotFound
+	}
+	found, err := st.Search(ctx, q)
+	if err != nil {
+		return err
+	}
+	if len(found) == 0 {
+		return store.ErrNotFound
+	}
+	return nil
 }
 
 // ErrNoRecipient is Revoke's answer for an address that is not one of the
@@ -49,11 +122,14 @@ func NewDesk(st DeskStore, q Requeuer, m *metrics.Metrics) *Desk {
 	return &Desk{store: st, queue: q, metrics: m, now: time.Now}
 }
 
-// Release marks a message safe: its held copies go to the queue and its
-// pending links turn on. Releasing again changes nothing but is
-// recorded. It returns the recipients it queued; an unknown message is
-// store.ErrNotFound.
-func (d *Desk) Release(ctx context.Context, id string, by Actor, reason string) ([]store.Pending, error) {
+// Release marks a message of in's safe: its held copies go to the queue
+// and its pending links turn on. Releasing again changes nothing but is
+// recorded. It returns the recipients it queued; an unknown message, or
+// one not in's, is store.ErrNotFound.
+func (d *Desk) Release(ctx context.Context, id string, in Tenants, by Actor, reason string) ([]store.Pending, error) {
+	if err := find(ctx, d.store, id, in); err != nil {
+		return nil, err
+	}
 	pend, err := d.store.Release(ctx, id, d.now(), by.Name, detail("released", reason))
 	if err != nil {
 		return nil, err
@@ -66,11 +142,14 @@ func (d *Desk) Release(ctx context.Context, id string, by Actor, reason string) 
 	return pend, nil
 }
 
-// Revoke turns off the links of a message, or of one of its recipients
-// when recipient is not empty, and returns how many it turned off. An
-// unknown message is store.ErrNotFound; an address the message was not
-// sent to, ErrNoRecipient.
-func (d *Desk) Revoke(ctx context.Context, id, recipient string, by Actor, reason string) (int, error) {
+// Revoke turns off the links of a message of in's, or of one of its
+// recipients when recipient is not empty, and returns how many it turned
+// off. An unknown message, or one not in's, is store.ErrNotFound; an
+// address the message was not sent to, ErrNoRecipient.
+func (d *Desk) Revoke(ctx context.Context, id, recipient string, in Tenants, by Actor, reason string) (int, error) {
+	if err := find(ctx, d.store, id, in); err != nil {
+		return 0, err
+	}
 	var rcptID int64
 	if recipient != "" {
 		v, err := d.store.Message(ctx, id)

@@ -180,7 +180,15 @@ type LinkUse struct {
 // Query selects messages for search; zero fields do not filter, and the
 // filters given must all hold.
 type Query struct {
-	Tenant    string
+	// ID selects that one message: with Tenants, a lookup that answers
+	// alike for an unknown id and another tenant's.
+	ID     string
+	Tenant string
+	// Tenants keeps the messages of these tenants only. It is a filter of
+	// the query itself, so pages stay full and After stays right. The list
+	// comes from the configuration (a few names), so a backend may bind
+	// each name.
+	Tenants   []string
 	Recipient string // exact address, case-insensitive domain
 	// State selects messages with at least one recipient in this state;
 	// with Recipient, that recipient must be in it.

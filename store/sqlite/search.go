@@ -16,12 +16,13 @@ const (
 
 // Search returns the messages matching q, newest (highest id) first.
 //
-// How each filter finds its rows: a recipient address goes through the
-// recipients_address index to the few messages it names, and so does a
-// state other than delivered through recipients_state; everything else
-// walks messages backwards from the page token through the primary key and
-// stops once the page is full, which is quick wherever matches are common
-// (a tenant's mail, a day, delivered mail) and a scan where they are rare.
+// How each filter finds its rows: an id is one primary key lookup; a
+// recipient address goes through the recipients_address index to the few
+// messages it names, and so does a state other than delivered through
+// recipients_state; everything else walks messages backwards from the page
+// token through the primary key and stops once the page is full, which is
+// quick wherever matches are common (a tenant's mail, a day, delivered
+// mail) and a scan where they are rare.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, error) {
 	query, args := searchSQL(q)
 	rows, err := s.rdb.QueryContext(ctx, query, args...)
@@ -54,8 +55,18 @@ func searchSQL(q store.Query) (string, []any) {
 		where = append(where, cond)
 		args = append(args, vals...)
 	}
+	if q.ID != "" {
+		add("m.id = ?", q.ID)
+	}
 	if q.Tenant != "" {
 		add("m.tenant = ?", q.Tenant)
+	}
+	if len(q.Tenants) > 0 {
+		names := make([]any, len(q.Tenants))
+		for i, t := range q.Tenants {
+			names[i] = t
+		}
+		add("m.tenant IN (?"+strings.Repeat(", ?", len(q.Tenants)-1)+")", names...)
 	}
 	switch {
 	case q.Recipient != "" && q.State != "":

@@ -206,23 +206,88 @@ func testSearchPaging(t *testing.T, s store.Store) {
 	ids := enqueueMany(t, s, "paged", 120)
 	enqueueTo(t, s, "unpaged", base, "x@example.com")
 
-	var got []string
-	var sizes []int
 	q := store.Query{Tenant: "paged", Limit: 50}
-	for range 10 {
+	got, sizes := pages(t, s, q)
+	if !slices.Equal(sizes, []int{50, 50, 20, 0}) {
+		t.Errorf("page sizes = %v, want [50 50 20 0]", sizes)
+	}
+	// Newest first, each message once, none missing.
+	checkIDs(t, q, got, newestFirst(ids...))
+}
+
+// pages follows q's pages (After the last id of each) until an empty one,
+// and returns the ids in order and each page's size.
+func pages(t *testing.T, s store.Store, q store.Query) (ids []string, sizes []int) {
+	t.Helper()
+	for range 20 {
 		page := searchIDs(t, s, q)
 		sizes = append(sizes, len(page))
 		if len(page) == 0 {
 			break
 		}
-		got = append(got, page...)
+		ids = append(ids, page...)
 		q.After = page[len(page)-1]
 	}
-	if !slices.Equal(sizes, []int{50, 50, 20, 0}) {
-		t.Errorf("page sizes = %v, want [50 50 20 0]", sizes)
+	return ids, sizes
+}
+
+// testSearchTenants: a tenant set filters in the query itself, so a
+// caller that may see some tenants gets full pages of their mail only,
+// and an id of another tenant is not told apart from an unknown one.
+func testSearchTenants(t *testing.T, s store.Store) {
+	byTenant := map[string][]string{}
+	var held []string
+	for i := range 30 {
+		// Interleaved, so that filtering after the page would leave
+		// pages short.
+		tenant := []string{"alpha", "beta", "gamma"}[i%3]
+		id := newID("search")
+		m := message(id)
+		m.Tenant = tenant
+		state := store.StateQueued
+		if i%2 == 0 {
+			state = store.StateHeld
+			if tenant == "alpha" {
+				held = append(held, id)
+			}
+		}
+		enqueue(t, s, m, [][]byte{[]byte("x")}, []store.NewRecipient{rcpt(id, "same@example.com", 0, state)})
+		byTenant[tenant] = append(byTenant[tenant], id)
 	}
-	// Newest first, each message once, none missing.
-	checkIDs(t, store.Query{Tenant: "paged", Limit: 50}, got, newestFirst(ids...))
+	alpha, beta, gamma := byTenant["alpha"], byTenant["beta"], byTenant["gamma"]
+	alphaGamma := slices.Concat(alpha, gamma)
+
+	for _, c := range []struct {
+		q    store.Query
+		want []string
+	}{
+		{store.Query{Tenants: []string{"alpha", "gamma"}}, newestFirst(alphaGamma...)},
+		{store.Query{Tenants: []string{"beta"}}, newestFirst(beta...)},
+		{store.Query{Tenants: []string{"delta"}}, nil},
+		{store.Query{Tenant: "alpha", Tenants: []string{"alpha", "gamma"}}, newestFirst(alpha...)},
+		{store.Query{Tenant: "beta", Tenants: []string{"alpha", "gamma"}}, nil},
+		{store.Query{Recipient: "same@example.com", Tenants: []string{"gamma"}}, newestFirst(gamma...)},
+		{store.Query{State: store.StateHeld, Tenants: []string{"alpha"}}, newestFirst(held...)},
+		{store.Query{ID: alpha[0]}, []string{alpha[0]}},
+		{store.Query{ID: alpha[0], Tenants: []string{"beta", "alpha"}}, []string{alpha[0]}},
+		{store.Query{ID: alpha[0], Tenants: []string{"beta"}}, nil},
+		{store.Query{ID: alpha[0], Tenant: "beta"}, nil},
+		{store.Query{ID: "no-such-message"}, nil},
+	} {
+		checkIDs(t, c.q, searchIDs(t, s, c.q), c.want)
+	}
+
+	// Page boundaries: full pages of the set's mail, none of the others'.
+	for _, q := range []store.Query{
+		{Tenants: []string{"alpha", "gamma"}, Limit: 7},
+		{Tenants: []string{"alpha", "gamma"}, Recipient: "same@example.com", Limit: 7},
+	} {
+		got, sizes := pages(t, s, q)
+		if !slices.Equal(sizes, []int{7, 7, 6, 0}) {
+			t.Errorf("Search(%+v) page sizes = %v, want [7 7 6 0]", q, sizes)
+		}
+		checkIDs(t, q, got, newestFirst(alphaGamma...))
+	}
 }
 
 func testSearchLimits(t *testing.T, s store.Store) {

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"HeldHasNoNextAttempt", testHeldNoNextAttempt},
 
 		{"SearchTenant", testSearchTenant},
+		{"SearchTenants", testSearchTenants},
 		{"SearchRecipient", testSearchRecipient},
 		{"SearchState", testSearchState},
 		{"SearchTime", testSearchTime},
