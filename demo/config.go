@@ -81,7 +81,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	fmt.Fprintf(&b, "  - {name: microsoft365, max_message_rate: 1200/min, connection_limit: 2}\n")
 	fmt.Fprintf(&b, "  - {name: outlook, max_message_rate: 900/min, connection_limit: 2}\n")
 	fmt.Fprintf(&b, "  - {name: yahoo, max_message_rate: 600/min, connection_limit: 2}\n")
-	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release]}]\n", tokenFile)
+	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release], tenants: [\"*\"]}]\n", tokenFile)
 	path = filepath.Join(dir, "certgate.yaml")
 	return path, creds, os.WriteFile(path, []byte(b.String()), 0o600)
 }
