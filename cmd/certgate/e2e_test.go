@@ -7,6 +7,10 @@ package main
 //     (TestE2ESwaksSubmission);
 //   - a private Postfix instance, the issuer's MTA, relays them through
 //     certgate with SASL over TLS (TestE2EPostfixRelay);
+//   - another, as the receiving MX of recv.example, takes certgate's
+//     deliveries over STARTTLS into maildirs, defers one mailbox with 450
+//     from an access table and refuses an unknown user with 550
+//     (TestE2EPostfixReceivingMX, e2e_mx_test.go);
 //   - every copy the simulated MX receives is verified by python3-dkim
 //     (testdata/e2e/dkimverify.py), not only by go-msgauth, against the TXT
 //     records that "certgate dkim keygen" printed;
@@ -28,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/mail"
@@ -478,6 +483,10 @@ type e2eSetup struct {
 	httpAddr string
 	logPath  string
 	proc     *e2eProcess
+
+	// More of static_dns: recipient domain -> MX host, and MX host -> IP
+	// (on the simulated MX's port, as MX delivery uses one port).
+	extraMX, extraHosts map[string]string
 }
 
 // e2eRcptDomains are the recipient domains of the sample mails; the static
@@ -487,7 +496,11 @@ var e2eRcptDomains = []string{"empresa.example", "client.example", "loja.example
 // newE2ESetup generates DKIM keys with the binary, starts the simulated MX
 // (offering STARTTLS and verifying DKIM with the keygen records), writes a
 // configuration and starts "certgate serve".
-func newE2ESetup(t *testing.T) *e2eSetup {
+func newE2ESetup(t *testing.T) *e2eSetup { return newE2ESetupWith(t, nil) }
+
+// newE2ESetupWith is newE2ESetup with prepare run before certgate starts,
+// to add to its configuration.
+func newE2ESetupWith(t *testing.T, prepare func(*e2eSetup)) *e2eSetup {
 	t.Helper()
 	s := &e2eSetup{t: t, bin: e2eCertgateBinary(t), dir: t.TempDir(), mxHost: "mx.e2e.example",
 		username: "issuer-app", samples: e2eSamples(t)}
@@ -535,6 +548,9 @@ func newE2ESetup(t *testing.T) *e2eSetup {
 	}
 	t.Cleanup(func() { s.mx.Close() })
 
+	if prepare != nil {
+		prepare(s)
+	}
 	s.startCertgate()
 	return s
 }
@@ -585,8 +601,14 @@ func (s *e2eSetup) writeConfig(smtpPort, httpPort int) string {
 	for _, d := range e2eRcptDomains {
 		w("      %s: [%s]", d, s.mxHost)
 	}
+	for _, d := range slices.Sorted(maps.Keys(s.extraMX)) {
+		w("      %s: [%s]", d, s.extraMX[d])
+	}
 	w("    hosts:")
 	w("      %s: [\"127.0.0.1\"]", s.mxHost)
+	for _, h := range slices.Sorted(maps.Keys(s.extraHosts)) {
+		w("      %s: [%q]", h, s.extraHosts[h])
+	}
 	w("api:")
 	w("  tokens: [{name: e2e, token_file: %s, scopes: [read]}]", tokenFile)
 	w("log: {level: debug}")
@@ -1083,6 +1105,7 @@ func e2eRequirePostfixPrivileges(t *testing.T) {
 // e2ePostfix is a private Postfix instance under a test's temporary directory.
 type e2ePostfix struct {
 	bin  string
+	dir  string // the instance's directory
 	conf string // config_directory
 	addr string // its smtpd, "127.0.0.1:port"
 	log  string // maillog_file
@@ -1094,23 +1117,49 @@ type e2ePostfix struct {
 // AUTH over mandatory STARTTLS, and stops it when the test ends.
 func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePostfix {
 	t.Helper()
+	port := e2eFreePort(t)
+	relay := "[127.0.0.1]:" + relayPort
+	return e2eStartPostfixInstance(t, "127.0.0.1", port, "mta.issuer.example", func(conf string) ([]string, []string) {
+		saslFile := filepath.Join(conf, "sasl_passwd")
+		if err := os.WriteFile(saslFile, []byte(relay+" "+username+":"+password+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return []string{
+			"mydestination =",
+			"local_recipient_maps =",
+			"smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
+			"relayhost = " + relay,
+			"smtp_dns_support_level = disabled",
+			"smtp_tls_security_level = encrypt",
+			"smtp_tls_loglevel = 1",
+			"smtp_sasl_auth_enable = yes",
+			"smtp_sasl_password_maps = texthash:" + saslFile,
+			"smtp_sasl_security_options = noanonymous",
+			"smtp_sasl_tls_security_options = noanonymous",
+			"smtp_sasl_mechanism_filter = plain, login",
+			"smtp_connect_timeout = 10s",
+		}, nil
+	})
+}
+
+// e2eStartPostfixInstance starts a private Postfix instance whose smtpd
+// listens on ip:port, with the settings every instance shares and those
+// that role returns (main.cf lines, extra master.cf services), written
+// once the config directory exists; it stops it when the test ends.
+func e2eStartPostfixInstance(t *testing.T, ip string, port int, hostname string, role func(conf string) (mainCF, masterCF []string)) *e2ePostfix {
+	t.Helper()
 	dir := e2ePostfixDir(t)
-	p := &e2ePostfix{bin: requireTool(t, "postfix"), conf: filepath.Join(dir, "conf"), log: filepath.Join(dir, "maillog")}
+	p := &e2ePostfix{bin: requireTool(t, "postfix"), dir: dir, conf: filepath.Join(dir, "conf"), log: filepath.Join(dir, "maillog")}
 	queue := filepath.Join(dir, "queue")
 	for _, d := range []string{p.conf, queue} { // data_directory is left to Postfix: it must be mail_owner's
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	port := e2eFreePort(t)
-	p.addr = fmt.Sprintf("127.0.0.1:%d", port)
-	relay := "[127.0.0.1]:" + relayPort
-	saslFile := filepath.Join(p.conf, "sasl_passwd")
-	if err := os.WriteFile(saslFile, []byte(relay+" "+username+":"+password+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p.addr = net.JoinHostPort(ip, strconv.Itoa(port))
+	roleMain, roleMaster := role(p.conf)
 
-	mainCF := strings.Join([]string{
+	mainCF := strings.Join(append(append([]string{
 		"# private Postfix instance of " + t.Name(),
 		"compatibility_level = 3.6",
 		"config_directory = " + p.conf,
@@ -1118,29 +1167,17 @@ func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePos
 		"data_directory = " + filepath.Join(dir, "data"),
 		"mail_owner = postfix",
 		"setgid_group = postdrop",
-		"myhostname = mta.issuer.example",
-		"mydomain = issuer.example",
+		"myhostname = " + hostname,
 		"myorigin = $myhostname",
-		"mydestination =",
-		"local_recipient_maps =",
 		"alias_maps =",
 		"alias_database =",
 		"biff = no",
+		// smtpd binds ip itself (master.cf); Postfix refuses an
+		// inet_interfaces address that no interface lists, as 127.0.0.2.
 		"inet_interfaces = 127.0.0.1",
 		"inet_protocols = ipv4",
 		"mynetworks = 127.0.0.0/8",
-		"smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
 		"smtpd_peername_lookup = no",
-		"relayhost = " + relay,
-		"smtp_dns_support_level = disabled",
-		"smtp_tls_security_level = encrypt",
-		"smtp_tls_loglevel = 1",
-		"smtp_sasl_auth_enable = yes",
-		"smtp_sasl_password_maps = texthash:" + saslFile,
-		"smtp_sasl_security_options = noanonymous",
-		"smtp_sasl_tls_security_options = noanonymous",
-		"smtp_sasl_mechanism_filter = plain, login",
-		"smtp_connect_timeout = 10s",
 		// A temporary failure is retried in seconds, not minutes.
 		"queue_run_delay = 1s",
 		"minimal_backoff_time = 1s",
@@ -1148,11 +1185,10 @@ func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePos
 		"default_process_limit = 20",
 		"maillog_file = " + p.log,
 		"maillog_file_prefixes = " + dir,
-		"",
-	}, "\n")
+	}, roleMain...), ""), "\n")
 	// Every service without chroot: the queue is in a temporary directory.
-	masterCF := strings.Join([]string{
-		fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd", port),
+	masterCF := strings.Join(append(append([]string{
+		fmt.Sprintf("%s inet n - n - - smtpd", p.addr),
 		"cleanup   unix n - n - 0 cleanup",
 		"qmgr      unix n - n 300 1 qmgr",
 		"tlsmgr    unix - - n 1000? 1 tlsmgr",
@@ -1173,8 +1209,7 @@ func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePos
 		"anvil     unix - - n - 1 anvil",
 		"scache    unix - - n - 1 scache",
 		"postlog   unix-dgram n - n - 1 postlogd",
-		"",
-	}, "\n")
+	}, roleMaster...), ""), "\n")
 	for name, content := range map[string]string{"main.cf": mainCF, "master.cf": masterCF} {
 		if err := os.WriteFile(filepath.Join(p.conf, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -1188,8 +1223,9 @@ func e2eStartPostfix(t *testing.T, relayPort, username, password string) *e2ePos
 	})
 	out, code := e2eRun(t, 2*time.Minute, p.bin, "-c", p.conf, "start")
 	if code != 0 {
+		check, _ := e2eRun(t, time.Minute, p.bin, "-c", p.conf, "check")
 		p.stop(t)
-		t.Fatalf("postfix -c %s start: exit %d\n%s", p.conf, code, out)
+		t.Fatalf("postfix -c %s start: exit %d\n%s\npostfix check:\n%s", p.conf, code, out, check)
 	}
 	t.Cleanup(func() { p.stop(t) })
 
