@@ -42,7 +42,7 @@ type Sweeper struct {
 	ret  Retention
 	opts SweepOptions
 	stop chan struct{}
-	done chan struct{}
+	done chan struct{} // made by Start
 }
 
 // NewSweeper builds a sweeper; nothing runs before Start.
@@ -71,12 +71,13 @@ func NewSweeper(st Pruner, r Retention, opts SweepOptions) *Sweeper {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	return &Sweeper{st: st, ret: r, opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
+	return &Sweeper{st: st, ret: r, opts: opts, stop: make(chan struct{})}
 }
 
 // Start sweeps now and then every Every until Stop. A retention of zero
 // for both kinds starts nothing.
 func (s *Sweeper) Start() {
+	s.done = make(chan struct{})
 	if s.ret.Events <= 0 && s.ret.Messages <= 0 {
 		close(s.done)
 		return
@@ -104,10 +105,13 @@ func (s *Sweeper) Start() {
 }
 
 // Stop ends the sweeps, cutting one in progress between two transactions,
-// and waits for the sweeper to finish. Call it once, after Start.
+// and waits for the sweeper to finish. Call it once, after Start or
+// instead of it.
 func (s *Sweeper) Stop() {
 	close(s.stop)
-	<-s.done
+	if s.done != nil {
+		<-s.done
+	}
 }
 
 // Sweep deletes, once, everything older than the retention allows, events

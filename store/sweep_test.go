@@ -128,4 +128,5 @@ func TestSweeperOff(t *testing.T) {
 	if clk.Timers() != 0 {
 		t.Error("a sweeper without retention waits on the clock")
 	}
+	store.NewSweeper(nil, store.Retention{Events: time.Hour}, store.SweepOptions{}).Stop() // never started
 }
