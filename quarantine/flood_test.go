@@ -137,8 +137,8 @@ var noLimits = GateOptions{PerLink: RateLimit{Burst: 1 << 40, Every: time.Nanose
 // TestGateRefusalFloodStaysSmall: 10,000 refused presses on one link, even
 // with the limits lifted so that every one reaches the store, grow the
 // database by less than 100 KB and leave one link_refused event (the
-// first); they are counted on the link. (Each was a row and a webhook: 2,000
-// grew it by 9.8 MB.)
+// first); they are counted on the link. (Each was a row and a webhook:
+// the database grew 2 MB, with a WAL of up to 59 MB.)
 func TestGateRefusalFloodStaysSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 HTTP requests on a real database")
