@@ -22,8 +22,9 @@ var (
 )
 
 // DefaultLimiterKeys bounds how many links, and how many client
-// addresses, the gate's limits remember (a few MB at most).
-const DefaultLimiterKeys = 1 << 16
+// addresses, each generation of the gate's limits remembers: about 8 MB
+// at most in all, and far more than are pressed within a refill time.
+const DefaultLimiterKeys = 1 << 14
 
 // keyLimiter is a GCRA per key: each key keeps the time at which its next
 // press is on schedule (tat), and a press goes through while that lies at
