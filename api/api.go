@@ -87,9 +87,14 @@ func tenants(r *http.Request) quarantine.Tenants {
 	return in
 }
 
+// message: GET /api/v1/messages/{id}?events_limit=&events_after=
 func (a *API) message(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	v, err := quarantine.Message(r.Context(), a.store, id, tenants(r))
+	page, ok := eventPage(w, r)
+	if !ok {
+		return
+	}
+	v, err := quarantine.MessagePage(r.Context(), a.store, id, page, tenants(r))
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", "no message with id "+id)
 		return
@@ -99,6 +104,30 @@ func (a *API) message(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, messageJSON(v))
+}
+
+// eventPage reads the message view's page of events: the latest
+// events_limit (default 100), before the events_after of a previous page.
+func eventPage(w http.ResponseWriter, r *http.Request) (store.EventPage, bool) {
+	q := r.URL.Query()
+	p := store.EventPage{Limit: store.DefaultEventPage}
+	if v := q.Get("events_limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxEventPage {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("events_limit must be a whole number from 1 to %d", store.MaxEventPage))
+			return p, false
+		}
+		p.Limit = n
+	}
+	if v := q.Get("events_after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "bad_request", "events_after must be the events_next of a previous page")
+			return p, false
+		}
+		p.Before = n
+	}
+	return p, true
 }
 
 // search: GET /api/v1/messages?recipient=&tenant=&state=&since=&until=&after=&limit=
@@ -300,6 +329,7 @@ type apiMessage struct {
 	Recipients []apiRecipient `json:"recipients"`
 	Links      []apiLink      `json:"links"`
 	Events     []apiEvent     `json:"events"`
+	EventsNext string         `json:"events_next,omitempty"` // pass as events_after for the page before
 }
 
 type apiRecipient struct {
@@ -322,6 +352,16 @@ type apiLink struct {
 	Uses      int        `json:"uses"`
 	MaxUses   int        `json:"max_uses"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Refusals  int64      `json:"refusals"`
+	Recent    []apiPress `json:"recent_refusals"`
+}
+
+// apiPress is a refused press of a link's button.
+type apiPress struct {
+	Time      time.Time `json:"time"`
+	Reason    string    `json:"reason"`
+	Client    string    `json:"client"`
+	UserAgent string    `json:"user_agent"`
 }
 
 type apiEvent struct {
@@ -330,6 +370,7 @@ type apiEvent struct {
 	Actor     string    `json:"actor"`
 	Recipient string    `json:"recipient,omitempty"`
 	Detail    string    `json:"detail"`
+	Count     int64     `json:"count"`
 }
 
 func messageJSON(v *store.MessageView) apiMessage {
@@ -350,7 +391,11 @@ func messageJSON(v *store.MessageView) apiMessage {
 		out.Recipients = append(out.Recipients, ar)
 	}
 	for _, l := range v.Links {
-		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: urlOrigin(l.URL), State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses}
+		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: urlOrigin(l.URL), State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses,
+			Refusals: l.Refusals.Count, Recent: []apiPress{}}
+		for _, p := range l.Refusals.Recent {
+			al.Recent = append(al.Recent, apiPress{Time: p.Time.UTC(), Reason: p.Reason, Client: p.Client, UserAgent: p.UserAgent})
+		}
 		if !l.ExpiresAt.IsZero() {
 			t := l.ExpiresAt.UTC()
 			al.ExpiresAt = &t
@@ -359,7 +404,10 @@ func messageJSON(v *store.MessageView) apiMessage {
 	}
 	for _, e := range v.Events {
 		out.Events = append(out.Events, apiEvent{Time: e.Time.UTC(), Kind: e.Kind, Actor: e.Actor,
-			Recipient: byID[e.RecipientID], Detail: e.Detail})
+			Recipient: byID[e.RecipientID], Detail: e.Detail, Count: max(e.Count, 1)})
+	}
+	if v.OlderEvents != 0 {
+		out.EventsNext = strconv.FormatInt(v.OlderEvents, 10)
 	}
 	return out
 }

@@ -113,6 +113,7 @@ func TestOpenAPIResponsesHaveTheirRequiredFields(t *testing.T) {
 	check("POST", "/api/v1/release", `{"ids": ["`+id+`"]}`, "/api/v1/release")
 	check("POST", "/api/v1/messages/"+id+"/links/revoke", "", "/api/v1/messages/{id}/links/revoke")
 	check("GET", "/api/v1/messages/nope", "", "/api/v1/messages/{id}")
+	check("GET", "/api/v1/messages/"+id+"?events_limit=0", "", "/api/v1/messages/{id}")
 	check("GET", "/api/v1/messages?limit=0", "", "/api/v1/messages")
 
 	resp, err := http.Get(e.srv.URL + "/api/v1/openapi.yaml")

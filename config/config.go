@@ -26,6 +26,7 @@ type Config struct {
 	API        API        `yaml:"api"`
 	Gate       Gate       `yaml:"gate"`
 	Webhooks   []Webhook  `yaml:"webhooks"`
+	Retention  Retention  `yaml:"retention"`
 	Log        Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
@@ -314,6 +315,19 @@ const (
 	ScopeRelease Scope = "release" // release held mail, revoke links
 	ScopeAdmin   Scope = "admin"   // every scope, and profiling
 )
+
+// Retention is how long certgate keeps what is done with; a sweeper
+// deletes the rest every SweepInterval, in small transactions. 0 keeps it
+// for ever.
+type Retention struct {
+	// Events are the audit trail's events, by their time.
+	Events Duration `yaml:"events"`
+	// DeliveredMessages are messages with nothing left to send (every
+	// copy delivered or bounced), by when they were received, each with
+	// its recipients, links and remaining events.
+	DeliveredMessages Duration `yaml:"delivered_messages"`
+	SweepInterval     Duration `yaml:"sweep_interval"`
+}
 
 // Log configures log/slog output.
 type Log struct {

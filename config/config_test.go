@@ -285,6 +285,7 @@ func TestParseFull(t *testing.T) {
 			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}, Tenants: []string{"*"}},
 		}},
 		DKIMEngine: "auto",
+		Retention:  DefaultRetention(),
 		Log:        Log{Level: "debug", Format: "json"},
 		Path:       f.path(),
 	}
@@ -344,6 +345,7 @@ func TestParseDefaults(t *testing.T) {
 			DataTimeout:    Duration(10 * time.Minute),
 		},
 		DKIMEngine: "auto",
+		Retention:  DefaultRetention(),
 		Log:        Log{Level: "info", Format: "text"},
 		Path:       f.path(),
 	}

@@ -34,6 +34,9 @@ const (
 	DefaultRetryMaxAge         = Duration(72 * time.Hour)
 	DefaultRetryJitter         = 0.1
 	DefaultDKIMEngine          = DKIMEngineAuto
+	DefaultRetentionEvents     = Duration(2160 * time.Hour) // 90 days
+	DefaultRetentionDelivered  = Duration(2160 * time.Hour)
+	DefaultSweepInterval       = Duration(10 * time.Minute)
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "text"
 )
@@ -88,6 +91,18 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		c.Tenants[i].applyDefaults(f, indexPath("tenants", i))
 	}
 	c.Delivery.applyDefaults(f)
+	c.Retention.applyDefaults(f)
+}
+
+// DefaultRetention is retention when its keys are absent.
+func DefaultRetention() Retention {
+	return Retention{Events: DefaultRetentionEvents, DeliveredMessages: DefaultRetentionDelivered, SweepInterval: DefaultSweepInterval}
+}
+
+func (r *Retention) applyDefaults(f filler) {
+	fill(f, "retention.events", &r.Events, DefaultRetentionEvents)
+	fill(f, "retention.delivered_messages", &r.DeliveredMessages, DefaultRetentionDelivered)
+	fill(f, "retention.sweep_interval", &r.SweepInterval, DefaultSweepInterval)
 }
 
 func (s *SMTP) applyDefaults(f filler) {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/publicsuffix"
@@ -114,6 +115,29 @@ func (v *validator) validate(c *Config) {
 		}
 	}
 	v.webhooks(c)
+	v.retention(&c.Retention)
+}
+
+// Retention below a day would take events that webhooks have not sent
+// yet whenever a receiver is down for an afternoon.
+const minRetention = Duration(24 * time.Hour)
+
+// retention checks how long events and finished mail are kept.
+func (v *validator) retention(r *Retention) {
+	for _, k := range []struct {
+		key string
+		d   Duration
+	}{{"retention.events", r.Events}, {"retention.delivered_messages", r.DeliveredMessages}} {
+		switch {
+		case k.d < 0:
+			v.add(k.key, "must not be negative (0 keeps for ever)")
+		case k.d != 0 && k.d < minRetention:
+			v.add(k.key, "%s is too short: keep at least %s (webhooks and the helpdesk read what it deletes), or 0 to keep for ever", k.d, minRetention)
+		}
+	}
+	if r.SweepInterval < Duration(time.Minute) || r.SweepInterval > Duration(24*time.Hour) {
+		v.add("retention.sweep_interval", "must be from 1m to 24h, not %s", r.SweepInterval)
+	}
 }
 
 func (v *validator) general(c *Config) {

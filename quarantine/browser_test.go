@@ -218,7 +218,7 @@ func newBrowserGate(t *testing.T, state store.LinkState) *browserGate {
 	}
 	g.clk = clock.NewFake(now)
 	gate := NewGate(st, GateOptions{
-		Now:           g.clk.Now,
+		Clock:         g.clk,
 		MinHumanDelay: browserHumanDelay,
 		Tenants: map[string]TenantPage{"issuer": {
 			DisplayName: tenantDisplayName, SupportEmail: tenantEmail, SupportPhone: tenantPhone, SupportURL: tenantSupportURL}},

@@ -15,6 +15,7 @@ import (
 // Reader is what reading mail needs of the store.
 type Reader interface {
 	Message(ctx context.Context, id string) (*store.MessageView, error)
+	MessagePage(ctx context.Context, id string, p store.EventPage) (*store.MessageView, error)
 	Search(ctx context.Context, q store.Query) ([]store.Message, error)
 }
 
@@ -83,6 +84,15 @@ func Message(ctx context.Context, st Reader, id string, in Tenants) (*store.Mess
 		return nil, err
 	}
 	return st.Message(ctx, id)
+}
+
+// MessagePage is Message with a page of its events, newest first (see
+// store.EventPage).
+func MessagePage(ctx context.Context, st Reader, id string, page store.EventPage, in Tenants) (*store.MessageView, error) {
+	if err := find(ctx, st, id, in); err != nil {
+		return nil, err
+	}
+	return st.MessagePage(ctx, id, page)
 }
 
 // find is store.ErrNotFound unless id is a message of in's. Another

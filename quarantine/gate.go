@@ -14,9 +14,11 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 )
@@ -43,7 +45,15 @@ type GateOptions struct {
 	// Key signs the page's form; nil makes one for this process (a page
 	// opened before a restart then asks for one more press).
 	Key []byte
-	Now func() time.Time
+	// Clock times the form and the limits below. Default clock.Real.
+	Clock clock.Clock
+	// PerLink and PerClient limit presses of the button (POSTs) per link
+	// and per client address (an IPv6 client by its /64): over either,
+	// the gate answers 429 with Retry-After before it reads the store.
+	// Zero values take DefaultPerLink and DefaultPerClient; LimiterKeys
+	// (default DefaultLimiterKeys) bounds how many of each they remember.
+	PerLink, PerClient RateLimit
+	LimiterKeys        int
 }
 
 // builtinScannerAgents are user-agent marks of link scanners, preview
@@ -55,11 +65,14 @@ var builtinScannerAgents = []string{
 	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot/", "bot.htm", "crawler", "spider", "scanner",
 }
 
+// tokenLen is the length of the tokens NewToken makes (16 bytes, base64).
+const tokenLen = 22
+
 // GateStore is what the gate needs of the store.
 type GateStore interface {
 	LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, error)
 	UseLink(ctx context.Context, id int64, now time.Time, actor, detail string) (store.LinkUse, error)
-	AddEvent(ctx context.Context, e store.Event) error
+	RefuseLink(ctx context.Context, id int64, r store.LinkRefusal, actor string) (bool, error)
 }
 
 // Gate serves /d/{token}: a page that explains and, once the link is
@@ -68,6 +81,7 @@ type Gate struct {
 	store   GateStore
 	opts    GateOptions
 	agents  []string
+	limits  postLimits
 	metrics *metrics.Metrics
 	log     *slog.Logger
 }
@@ -78,17 +92,31 @@ func NewGate(st GateStore, opts GateOptions, m *metrics.Metrics, log *slog.Logge
 		opts.Key = make([]byte, 32)
 		rand.Read(opts.Key)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.Real
 	}
 	if opts.MinHumanDelay == 0 {
 		opts.MinHumanDelay = 2 * time.Second
+	}
+	for _, l := range []struct {
+		lim *RateLimit
+		def RateLimit
+	}{{&opts.PerLink, DefaultPerLink}, {&opts.PerClient, DefaultPerClient}} {
+		if l.lim.Burst <= 0 || l.lim.Every <= 0 {
+			*l.lim = l.def
+		}
+	}
+	if opts.LimiterKeys <= 0 {
+		opts.LimiterKeys = DefaultLimiterKeys
 	}
 	agents := append([]string(nil), builtinScannerAgents...)
 	for _, a := range opts.ScannerAgents {
 		agents = append(agents, strings.ToLower(a))
 	}
-	return &Gate{store: st, opts: opts, agents: agents, metrics: m, log: log}
+	return &Gate{store: st, opts: opts, agents: agents, metrics: m, log: log, limits: postLimits{
+		link:   newKeyLimiter[[32]byte](opts.PerLink, opts.LimiterKeys),
+		client: newKeyLimiter[netip.Prefix](opts.PerClient, opts.LimiterKeys),
+	}}
 }
 
 // Register adds the gate's routes to mux.
@@ -109,8 +137,14 @@ func (g *Gate) show(w http.ResponseWriter, r *http.Request) {
 	g.render(w, r, http.StatusOK, view, link)
 }
 
-// use spends one use of the link and forwards to the issuer's URL.
+// use spends one use of the link and forwards to the issuer's URL. Every
+// press is limited before the store is read; a refused one is counted on
+// the link (store RefuseLink), which writes an audit event only now and
+// then.
 func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
+	if !g.allow(w, r) {
+		return
+	}
 	link, ok := g.lookup(w, r)
 	if !ok {
 		return
@@ -119,8 +153,7 @@ func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
 	who := g.describe(r)
 	if reason := g.refuse(r, link); reason != "" {
 		g.metrics.GateRefusals.WithLabelValues(reason).Inc()
-		g.store.AddEvent(r.Context(), store.Event{MessageID: link.MessageID, RecipientID: link.RecipientID, Time: g.opts.Now(),
-			Kind: "link_refused", Actor: who, Detail: "not counted: " + reason})
+		g.countRefusal(r, link, reason, who)
 		view := g.view(link)
 		if view == string(store.LinkEnabled) {
 			view = "tooquick"
@@ -128,7 +161,7 @@ func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
 		g.render(w, r, http.StatusOK, view, link)
 		return
 	}
-	res, err := g.store.UseLink(r.Context(), link.ID, g.opts.Now(), who, "download")
+	res, err := g.store.UseLink(r.Context(), link.ID, g.opts.Clock.Now(), who, "download")
 	if err != nil {
 		g.log.Error("gate: using link", "message", link.MessageID, "err", err)
 		http.Error(w, "temporary problem, please try again", http.StatusServiceUnavailable)
@@ -136,6 +169,7 @@ func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
 	}
 	if !res.OK {
 		g.metrics.GateRefusals.WithLabelValues(res.Why).Inc()
+		g.countRefusal(r, &res.Link, res.Why, who)
 		g.render(w, r, http.StatusOK, string(res.Link.State), &res.Link)
 		return
 	}
@@ -145,11 +179,46 @@ func (g *Gate) use(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, res.Link.URL, http.StatusSeeOther)
 }
 
+// allow applies the limits on presses. Over one, it answers 429 itself,
+// with no page: a flood should cost as little as it can.
+func (g *Gate) allow(w http.ResponseWriter, r *http.Request) bool {
+	token := r.PathValue("token")
+	var hash [32]byte
+	hasLink := len(token) == tokenLen
+	if hasLink {
+		hash = HashToken(token)
+	}
+	wait, ok := g.limits.allow(hash, hasLink, clientKey(r.RemoteAddr), g.opts.Clock.Now())
+	if ok {
+		return true
+	}
+	g.metrics.GateRefusals.WithLabelValues("rate_limited").Inc()
+	secs := int((wait + time.Second - 1) / time.Second)
+	h := w.Header()
+	h.Set("Retry-After", strconv.Itoa(secs))
+	h.Set("Cache-Control", "no-store")
+	http.Error(w, fmt.Sprintf("Too many tries. Wait %d seconds, then press the button again.", secs), http.StatusTooManyRequests)
+	return false
+}
+
+// countRefusal counts a refused press on the link. A failure is logged
+// only: the person gets their page whether it was counted or not.
+func (g *Gate) countRefusal(r *http.Request, link *store.Link, reason, who string) {
+	client := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(client); err == nil {
+		client = ap.Addr().Unmap().String()
+	}
+	ref := store.LinkRefusal{Time: g.opts.Clock.Now(), Reason: reason, Client: client, UserAgent: r.UserAgent()}
+	if _, err := g.store.RefuseLink(r.Context(), link.ID, ref, who); err != nil {
+		g.log.Warn("gate: counting a refused press", "message", link.MessageID, "reason", reason, "err", err)
+	}
+}
+
 func (g *Gate) lookup(w http.ResponseWriter, r *http.Request) (*store.Link, bool) {
 	token := r.PathValue("token")
 	var link *store.Link
 	var err error
-	if len(token) == 22 { // the shape NewToken makes; anything else cannot match
+	if len(token) == tokenLen { // the shape NewToken makes; anything else cannot match
 		link, err = g.store.LinkByToken(r.Context(), HashToken(token))
 	} else {
 		err = store.ErrNotFound
@@ -181,7 +250,7 @@ func (g *Gate) refuse(r *http.Request, link *store.Link) string {
 	if !ok {
 		return "no_form"
 	}
-	age := g.opts.Now().Sub(issued)
+	age := g.opts.Clock.Now().Sub(issued)
 	if age < g.opts.MinHumanDelay {
 		return "too_fast"
 	}
@@ -193,7 +262,7 @@ func (g *Gate) refuse(r *http.Request, link *store.Link) string {
 
 // view is the page a link gets: its state, or expired once past its time.
 func (g *Gate) view(link *store.Link) string {
-	if (link.State == store.LinkEnabled || link.State == store.LinkPending) && !link.ExpiresAt.IsZero() && !g.opts.Now().Before(link.ExpiresAt) {
+	if (link.State == store.LinkEnabled || link.State == store.LinkPending) && !link.ExpiresAt.IsZero() && !g.opts.Clock.Now().Before(link.ExpiresAt) {
 		return string(store.LinkExpired)
 	}
 	return string(link.State)
@@ -222,7 +291,7 @@ func (g *Gate) isScanner(r *http.Request) bool {
 // nonce signs the time the page was shown, bound to the token.
 func (g *Gate) nonce(token string) string {
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(g.opts.Now().UnixMilli()))
+	binary.BigEndian.PutUint64(b[:], uint64(g.opts.Clock.Now().UnixMilli()))
 	mac := hmac.New(sha256.New, g.opts.Key)
 	mac.Write(b[:])
 	mac.Write([]byte(token))

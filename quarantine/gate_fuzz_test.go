@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 )
@@ -44,7 +45,9 @@ func (s *linkStore) UseLink(_ context.Context, id int64, now time.Time, _, _ str
 	return store.LinkUse{Link: l, OK: true}, nil
 }
 
-func (s *linkStore) AddEvent(context.Context, store.Event) error { return nil }
+func (s *linkStore) RefuseLink(context.Context, int64, store.LinkRefusal, string) (bool, error) {
+	return false, nil
+}
 
 const fuzzToken = "q7Zb1xKe9WmR4sVt2YpLc8" // the shape NewToken makes
 
@@ -85,7 +88,11 @@ func FuzzGate(f *testing.F) {
 			SupportPhone: "+54 11 5555 0000", SupportURL: "https://ca.example/ayuda"}},
 		ScannerNets: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
 		Key:         fuzzGateKey,
-		Now:         func() time.Time { return now },
+		Clock:       clock.NewFake(now),
+		// Every input is judged alone: the limits, which remember
+		// presses across requests, have their own test.
+		PerLink:   RateLimit{Burst: 1 << 40, Every: time.Nanosecond},
+		PerClient: RateLimit{Burst: 1 << 40, Every: time.Nanosecond},
 	}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
 	g.Register(mux)

@@ -52,7 +52,7 @@ func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.T
 		t.Fatal(err)
 	}
 	c := clock.NewFake(now)
-	g := NewGate(st, GateOptions{Now: c.Now, Tenants: map[string]TenantPage{"issuer": {
+	g := NewGate(st, GateOptions{Clock: c, Tenants: map[string]TenantPage{"issuer": {
 		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}},
 		metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
@@ -184,9 +184,22 @@ func TestGateScannersCannotUseUpTheLink(t *testing.T) {
 			kinds = append(kinds, ev.Kind+"/"+strings.SplitN(ev.Actor, ":", 2)[0])
 		}
 	}
-	want := "link_refused/scanner link_refused/browser link_refused/browser link_used/browser link_used/browser"
+	// The first refusal is in the trail; the others within the hour are
+	// counted on the link, with the latest few.
+	want := "link_refused/scanner link_used/browser link_used/browser"
 	if strings.Join(kinds, " ") != want {
 		t.Fatalf("audit trail %q, want %q", strings.Join(kinds, " "), want)
+	}
+	rf := e.link().Refusals
+	var reasons []string
+	for _, r := range rf.Recent {
+		reasons = append(reasons, r.Reason)
+		if r.Client != "127.0.0.1" || r.UserAgent == "" {
+			t.Errorf("refusal kept as %+v", r)
+		}
+	}
+	if rf.Count != 3 || strings.Join(reasons, " ") != "scanner too_fast no_form" {
+		t.Fatalf("refusals counted on the link: %d, %v; want 3: scanner too_fast no_form", rf.Count, reasons)
 	}
 	// The third use spends the budget; then the page says so.
 	e.press(chromeUA, 3*time.Second)
@@ -276,9 +289,9 @@ func TestGatePageDoesNotRestrictFormRedirects(t *testing.T) {
 func TestGateFormKeySharedAcrossNodes(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	c := clock.NewFake(time.Now())
-	a := NewGate(nil, GateOptions{Key: key, Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	b := NewGate(nil, GateOptions{Key: key, Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	other := NewGate(nil, GateOptions{Now: c.Now}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := NewGate(nil, GateOptions{Key: key, Clock: c}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := NewGate(nil, GateOptions{Key: key, Clock: c}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	other := NewGate(nil, GateOptions{Clock: c}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	n := a.nonce("tok")
 	if _, ok := b.checkNonce(n, "tok"); !ok {
 		t.Fatal("a node with the same key refused the form")

@@ -107,3 +107,53 @@ func DomainOf(addr string) string {
 	}
 	return strings.ToLower(addr[i+1:])
 }
+
+// What a link keeps of its refused presses (Store.RefuseLink).
+const (
+	// RecentRefusals is how many of a link's latest refusals it keeps.
+	RecentRefusals = 5
+	// RefusalNoticeEvery is the least time between two link_refused
+	// events of one link: each is an audit row and a webhook notice.
+	RefusalNoticeEvery = time.Hour
+	// maxRefusalText bounds each text of a kept refusal, in bytes.
+	maxRefusalText = 120
+)
+
+// CountRefusal applies one refused press r to l: it counts it, keeps it
+// among the RecentRefusals latest (texts cut to 120 bytes), and says
+// whether a link_refused event is due: for the link's first refusal, then
+// for the first one RefusalNoticeEvery or more after the last event. When
+// one is due, count is how many refusals it stands for, those since the
+// last event, this one included.
+func CountRefusal(l *Link, r LinkRefusal) (notice bool, count int64) {
+	r.Reason, r.Client, r.UserAgent = cut(r.Reason), cut(r.Client), cut(r.UserAgent)
+	rf := &l.Refusals
+	rf.Count++
+	if len(rf.Recent) >= RecentRefusals {
+		rf.Recent = append(rf.Recent[:0:0], rf.Recent[len(rf.Recent)-RecentRefusals+1:]...)
+	}
+	rf.Recent = append(rf.Recent, r)
+	if !rf.NoticedAt.IsZero() && r.Time.Before(rf.NoticedAt.Add(RefusalNoticeEvery)) {
+		return false, 0
+	}
+	count = rf.Count - rf.Noticed
+	rf.Noticed, rf.NoticedAt = rf.Count, r.Time
+	return true, count
+}
+
+// RefusalDetail is the detail of a link_refused event: the reason, and
+// how many refusals it stands for when more than one.
+func RefusalDetail(reason string, count int64) string {
+	if count <= 1 {
+		return cut(reason)
+	}
+	return fmt.Sprintf("%s (%d refusals since the last notice)", cut(reason), count)
+}
+
+// cut keeps the first maxRefusalText bytes of s, whole characters only.
+func cut(s string) string {
+	if len(s) <= maxRefusalText {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxRefusalText], "")
+}

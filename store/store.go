@@ -90,6 +90,25 @@ type Link struct {
 	ExpiresAt   time.Time
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
+	Refusals    LinkRefusals
+}
+
+// LinkRefusal is one press of a link's button that the gate turned away.
+type LinkRefusal struct {
+	Time      time.Time
+	Reason    string // the gate's (scanner, no_form, too_fast, stale_form) or UseLink's Why
+	Client    string // the client's address
+	UserAgent string
+}
+
+// LinkRefusals is what a link keeps of its refused presses: counts and
+// the latest few, never a row each, so that anyone holding a link cannot
+// fill the disk by pressing its button (CountRefusal has the rules).
+type LinkRefusals struct {
+	Count     int64         // refusals since the link was made
+	Noticed   int64         // Count when the last link_refused event was recorded
+	NoticedAt time.Time     // when that was; zero before the first
+	Recent    []LinkRefusal // the latest, oldest first, at most RecentRefusals
 }
 
 // Recipient is the delivery record of one recipient's copy.
@@ -151,6 +170,10 @@ type Event struct {
 	Kind        string // accepted, delivered, deferred, bounced, dsn, released, link_used, link_refused, link_<state>, ...
 	Actor       string // who: "smtp:app@192.0.2.1", "queue", "api:helpdesk@192.0.2.9"
 	Detail      string // human-readable detail
+	// Count is how many occurrences the event stands for: 1, or for a
+	// link_refused event the refusals since the link's previous one.
+	// AddEvent stores 0 as 1.
+	Count int64
 }
 
 // EventRecord is an event as the event log yields it to consumers that
@@ -168,7 +191,23 @@ type MessageView struct {
 	Recipients []Recipient
 	Links      []Link
 	Events     []Event
+	// OlderEvents, from MessagePage, is the Before of the page of events
+	// older than Events; 0 when Events reaches the first.
+	OlderEvents int64
 }
+
+// EventPage picks a page of a message's events for MessagePage: the
+// newest Limit of those whose ids are below Before (0 for the newest).
+type EventPage struct {
+	Before int64
+	Limit  int // default DefaultEventPage, at most MaxEventPage
+}
+
+// Page sizes of MessagePage.
+const (
+	DefaultEventPage = 100
+	MaxEventPage     = 1000
+)
 
 // LinkUse is the outcome of spending one use of a link.
 type LinkUse struct {
@@ -219,8 +258,15 @@ type Store interface {
 	// AddEvent appends to a message's audit trail.
 	AddEvent(ctx context.Context, e Event) error
 	// Message returns a message with its recipients, links and events
-	// (oldest first).
+	// (oldest first). A message's events are not bounded: views served to
+	// others use MessagePage.
 	Message(ctx context.Context, id string) (*MessageView, error)
+	// MessagePage is Message with one page of the message's events: the
+	// newest p.Limit with ids below p.Before, oldest first (by time, then
+	// id), and in OlderEvents the Before of the next page back. Limits
+	// outside 1 to MaxEventPage are taken as DefaultEventPage and
+	// MaxEventPage.
+	MessagePage(ctx context.Context, id string, p EventPage) (*MessageView, error)
 	// Search returns messages matching q, newest (highest id) first.
 	Search(ctx context.Context, q Query) ([]Message, error)
 
@@ -228,16 +274,23 @@ type Store interface {
 	// hash, so its time says nothing about how much of a token was right.
 	LinkByToken(ctx context.Context, hash [32]byte) (*Link, error)
 	// UseLink spends one use of an enabled, unexpired link with uses left,
-	// atomically, and records a "link_used" or "link_refused" event with
-	// the link's recipient, the actor and the detail (a refusal's detail
-	// starts with its Why). A pending or enabled link at or past its
-	// expiry (now >= ExpiresAt) becomes expired and is refused with Why
-	// "expired"; one whose last use is spent becomes used. Any other
-	// refusal changes nothing: Why is the link's state, or "no uses left"
-	// for an enabled link whose uses were spent before it was moved back
-	// to enabled. The returned Link is as stored after the call. An
+	// atomically, and records a "link_used" event with the link's
+	// recipient, the actor and the detail. A pending or enabled link at or
+	// past its expiry (now >= ExpiresAt) becomes expired and is refused
+	// with Why "expired"; one whose last use is spent becomes used. Any
+	// other refusal changes nothing: Why is the link's state, or "no uses
+	// left" for an enabled link whose uses were spent before it was moved
+	// back to enabled. A refusal records no event: the caller counts it
+	// with RefuseLink. The returned Link is as stored after the call. An
 	// unknown id is ErrNotFound.
 	UseLink(ctx context.Context, id int64, now time.Time, actor, detail string) (LinkUse, error)
+	// RefuseLink counts a refused press of link id as CountRefusal says,
+	// atomically, and records a "link_refused" event (the link's
+	// recipient, the actor, RefusalDetail, Count) only when CountRefusal
+	// says one is due, so that a flood of presses updates the link and
+	// adds no rows. It reports whether it recorded the event. An unknown
+	// id is ErrNotFound.
+	RefuseLink(ctx context.Context, id int64, r LinkRefusal, actor string) (bool, error)
 	// SetLinkState moves links and records a "link_<state>" event each:
 	// all links of a message (recipientID 0) or of one recipient, from any
 	// of the states in from (for example pending -> enabled on delivery or
@@ -271,6 +324,18 @@ type Store interface {
 	// SetCursor durably stores id (not negative) under name (not empty),
 	// a consumer's position in the event log, replacing any earlier value.
 	SetCursor(ctx context.Context, name string, id int64) error
+
+	// DeleteEvents deletes at most limit (positive) events whose time is
+	// before before, oldest first, in one transaction, and returns how
+	// many it deleted. Deleting never lets an id come back: an event
+	// added later has an id above every id the log ever held, so the
+	// promise of EventsAfter stands.
+	DeleteEvents(ctx context.Context, before time.Time, limit int) (int, error)
+	// DeleteMessages deletes at most limit (positive) messages received
+	// before before that have nothing left to send (no recipient queued
+	// or held), oldest first, each with its recipients, contents, links
+	// and events, in one transaction, and returns how many it deleted.
+	DeleteMessages(ctx context.Context, before time.Time, limit int) (int, error)
 
 	// Close flushes pending writes and releases resources.
 	Close() error

@@ -4,7 +4,10 @@
 // asks for, and stores the id of the last one delivered as the endpoint's
 // cursor. Delivery is therefore durable (nothing is lost across restarts),
 // in order per endpoint, and at least once: a POST whose answer is lost is
-// sent again. docs/config.md documents the payload and the signature.
+// sent again. link_refused notices, which anyone holding a link can cause,
+// walk the log in a lane of their own with its own cursor, so that however
+// many there are, and however their receiver answers them, they never hold
+// up the others. docs/config.md documents the payload and the signature.
 package webhook
 
 import (
@@ -129,16 +132,32 @@ type Dispatcher struct {
 
 type endpoint struct {
 	Endpoint
-	events  map[string]bool
 	tenants map[string]bool // nil for every tenant
-	cursor  int64           // loaded by Start
+	lanes   []*lane
+	split   bool // link_refused has a lane of its own
 }
 
-// cursorName is the key of an endpoint's position in the store.
-func (ep *endpoint) cursorName() string { return "webhook:" + ep.Name }
+// lane is one ordered walk of the log for an endpoint, with its cursor.
+type lane struct {
+	ep     *endpoint
+	name   string // keys the cursor in the store
+	kinds  map[string]bool
+	cursor int64 // loaded by Start
+}
 
-func (ep *endpoint) wants(e store.EventRecord) bool {
-	return ep.events[e.Kind] && (ep.tenants == nil || ep.tenants[e.Tenant])
+// refusalKind is the kind of event that gets a lane of its own.
+const refusalKind = "link_refused"
+
+// cursorName is the key of an endpoint's position in the store; the
+// refusal lane of a split endpoint adds "/link_refused" (names cannot
+// hold a "/", so no endpoint's name can meet it), and seededSuffix marks
+// that lane's cursor as started from the endpoint's.
+func cursorName(ep string) string { return "webhook:" + ep }
+
+const seededSuffix = ".seeded"
+
+func (l *lane) wants(e store.EventRecord) bool {
+	return l.kinds[e.Kind] && (l.ep.tenants == nil || l.ep.tenants[e.Tenant])
 }
 
 // New builds a dispatcher for endpoints config has validated; nothing runs
@@ -147,15 +166,23 @@ func New(st EventLog, eps []Endpoint, opts Options, log *slog.Logger) *Dispatche
 	opts.setDefaults()
 	d := &Dispatcher{store: st, opts: opts, log: log}
 	for _, w := range eps {
-		ep := &endpoint{Endpoint: w, events: map[string]bool{}}
-		for _, k := range w.Events {
-			ep.events[k] = true
-		}
+		ep := &endpoint{Endpoint: w}
 		if len(w.Tenants) > 0 {
 			ep.tenants = map[string]bool{}
 			for _, t := range w.Tenants {
 				ep.tenants[t] = true
 			}
+		}
+		main := &lane{ep: ep, name: cursorName(w.Name), kinds: map[string]bool{}}
+		for _, k := range w.Events {
+			main.kinds[k] = true
+		}
+		ep.lanes = []*lane{main}
+		if main.kinds[refusalKind] && len(main.kinds) > 1 {
+			delete(main.kinds, refusalKind)
+			ep.split = true
+			ep.lanes = append(ep.lanes, &lane{ep: ep, name: cursorName(w.Name) + "/" + refusalKind,
+				kinds: map[string]bool{refusalKind: true}})
 		}
 		d.eps = append(d.eps, ep)
 	}
@@ -166,18 +193,50 @@ func New(st EventLog, eps []Endpoint, opts Options, log *slog.Logger) *Dispatche
 // runs until Stop, or until ctx is canceled.
 func (d *Dispatcher) Start(ctx context.Context) error {
 	for _, ep := range d.eps {
-		c, err := d.store.Cursor(ctx, ep.cursorName())
-		if err != nil {
+		if err := d.loadCursors(ctx, ep); err != nil {
 			return fmt.Errorf("webhook %s: reading its position in the event log: %w", ep.Name, err)
 		}
-		ep.cursor = c
 	}
 	d.aborting, d.abort = context.WithCancel(ctx)
 	d.stopping, d.stop = context.WithCancel(d.aborting)
 	for _, ep := range d.eps {
-		d.log.Info("webhook started", "webhook", ep.Name, "after_event", ep.cursor)
-		d.wg.Add(1)
-		go d.run(ep)
+		for _, l := range ep.lanes {
+			d.log.Info("webhook started", "webhook", ep.Name, "cursor", l.name, "after_event", l.cursor)
+			d.wg.Add(1)
+			go d.run(l)
+		}
+	}
+	return nil
+}
+
+// loadCursors reads the lanes' positions. The refusal lane of an endpoint
+// split for the first time starts where the endpoint is, so that an
+// upgrade sends no old notice again; a mark records that it did, and is
+// cleared when the endpoint stops asking for both, so that a later split
+// starts afresh.
+func (d *Dispatcher) loadCursors(ctx context.Context, ep *endpoint) error {
+	for _, l := range ep.lanes {
+		c, err := d.store.Cursor(ctx, l.name)
+		if err != nil {
+			return err
+		}
+		l.cursor = c
+	}
+	mark := cursorName(ep.Name) + "/" + refusalKind + seededSuffix
+	seeded, err := d.store.Cursor(ctx, mark)
+	if err != nil {
+		return err
+	}
+	switch {
+	case ep.split && seeded == 0:
+		refusals := ep.lanes[1]
+		refusals.cursor = ep.lanes[0].cursor
+		if err := d.store.SetCursor(ctx, refusals.name, refusals.cursor); err != nil {
+			return err
+		}
+		return d.store.SetCursor(ctx, mark, 1)
+	case !ep.split && seeded != 0:
+		return d.store.SetCursor(ctx, mark, 0)
 	}
 	return nil
 }
@@ -202,15 +261,15 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	}
 }
 
-// run is one endpoint's loop: read a page of the log after the cursor,
-// send what the endpoint wants, one event at a time, and move the cursor.
-func (d *Dispatcher) run(ep *endpoint) {
+// run is one lane's loop: read a page of the log after the cursor, send
+// what the lane wants, one event at a time, and move the cursor.
+func (d *Dispatcher) run(l *lane) {
 	defer d.wg.Done()
 	for d.stopping.Err() == nil {
-		page, err := d.store.EventsAfter(d.stopping, ep.cursor, d.opts.PageSize)
+		page, err := d.store.EventsAfter(d.stopping, l.cursor, d.opts.PageSize)
 		if err != nil {
 			if d.stopping.Err() == nil {
-				d.log.Warn("webhook: reading the event log failed", "webhook", ep.Name, "after_event", ep.cursor, "err", err)
+				d.log.Warn("webhook: reading the event log failed", "webhook", l.ep.Name, "after_event", l.cursor, "err", err)
 			}
 			d.sleep(d.opts.Poll)
 			continue
@@ -219,31 +278,31 @@ func (d *Dispatcher) run(ep *endpoint) {
 			d.sleep(d.opts.Poll)
 			continue
 		}
-		stored := true // whether ep.cursor is the stored position
+		stored := true // whether l.cursor is the stored position
 		for _, e := range page {
-			if !ep.wants(e) {
-				ep.cursor, stored = e.ID, false
+			if !l.wants(e) {
+				l.cursor, stored = e.ID, false
 				continue
 			}
-			if !d.deliver(ep, e) {
+			if !d.deliver(l.ep, e) {
 				return // stopping; events passed over are passed over again
 			}
-			ep.cursor = e.ID
-			stored = d.setCursor(ep)
+			l.cursor = e.ID
+			stored = d.setCursor(l)
 		}
 		if !stored {
-			// Events the endpoint does not want move the cursor once a page.
-			d.setCursor(ep)
+			// Events the lane does not want move the cursor once a page.
+			d.setCursor(l)
 		}
 	}
 }
 
-// setCursor stores ep.cursor. A failure is logged and otherwise ignored:
+// setCursor stores l.cursor. A failure is logged and otherwise ignored:
 // the events since the stored position are sent again after a restart,
 // which at-least-once delivery allows.
-func (d *Dispatcher) setCursor(ep *endpoint) bool {
-	if err := d.store.SetCursor(d.aborting, ep.cursorName(), ep.cursor); err != nil {
-		d.log.Warn("webhook: storing its position failed", "webhook", ep.Name, "event", ep.cursor, "err", err)
+func (d *Dispatcher) setCursor(l *lane) bool {
+	if err := d.store.SetCursor(d.aborting, l.name, l.cursor); err != nil {
+		d.log.Warn("webhook: storing its position failed", "webhook", l.ep.Name, "cursor", l.name, "event", l.cursor, "err", err)
 		return false
 	}
 	return true
@@ -264,6 +323,7 @@ type notice struct {
 	Recipient string    `json:"recipient"`
 	Actor     string    `json:"actor"`
 	Detail    string    `json:"detail"`
+	Count     int64     `json:"count"` // occurrences: a link_refused notice's refusals since the link's last
 }
 
 // deliver sends e to ep until the receiver takes it, waiting longer after
@@ -271,7 +331,7 @@ type notice struct {
 // false when the dispatcher stops first.
 func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
 	body, err := json.Marshal(notice{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
-		Tenant: e.Tenant, Recipient: e.Recipient, Actor: e.Actor, Detail: e.Detail})
+		Tenant: e.Tenant, Recipient: e.Recipient, Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
 	if err != nil {
 		// Strings, numbers and a UTC time always encode; this is a bug.
 		d.log.Error("webhook: encoding an event failed; skipping it", "webhook", ep.Name, "event", e.ID, "err", err)

@@ -45,6 +45,7 @@ type whNotice struct {
 	Recipient string `json:"recipient"`
 	Actor     string `json:"actor"`
 	Detail    string `json:"detail"`
+	Count     int64  `json:"count"`
 }
 
 // whReceiver is a real HTTP server on 127.0.0.1 that records every POST
@@ -146,7 +147,7 @@ func verifyNotice(t *testing.T, secret string, n whNotice) {
 	if err := json.Unmarshal(n.body, &keys); err != nil {
 		t.Fatal(err)
 	}
-	wantKeys := []string{"actor", "detail", "id", "kind", "message_id", "recipient", "tenant", "time"}
+	wantKeys := []string{"actor", "count", "detail", "id", "kind", "message_id", "recipient", "tenant", "time"}
 	if got := slices.Sorted(maps.Keys(keys)); !slices.Equal(got, wantKeys) {
 		t.Errorf("notice %d has keys %v, want %v", n.ID, got, wantKeys)
 	}
@@ -228,7 +229,7 @@ type whRun struct {
 	t    *testing.T
 	d    *Dispatcher
 	clk  *clock.Fake
-	eps  int
+	eps  int // lanes, in fact: each endpoint's walks of the log
 	poll time.Duration
 }
 
@@ -256,7 +257,11 @@ func startWH(t *testing.T, st EventLog, clk *clock.Fake, eps []Endpoint, opts Op
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Stop(context.Background()) })
-	return &whRun{t: t, d: d, clk: clk, eps: len(eps), poll: opts.Poll}
+	lanes := 0 // each waits on the clock on its own
+	for _, ep := range d.eps {
+		lanes += len(ep.lanes)
+	}
+	return &whRun{t: t, d: d, clk: clk, eps: lanes, poll: opts.Poll}
 }
 
 // idle waits until every endpoint waits on the clock (polling or backing
@@ -336,8 +341,12 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 	if u, err := st.UseLink(ctx, link.ID, time.Now(), "browser:192.0.2.50", "download"); err != nil || !u.OK {
 		t.Fatalf("UseLink = %+v, %v", u, err)
 	}
-	if u, err := st.UseLink(ctx, link.ID, time.Now(), "browser:192.0.2.50", "download"); err != nil || u.OK {
+	u, err := st.UseLink(ctx, link.ID, time.Now(), "browser:192.0.2.50", "download")
+	if err != nil || u.OK {
 		t.Fatalf("second UseLink = %+v, %v", u, err)
+	}
+	if _, err := st.RefuseLink(ctx, link.ID, store.LinkRefusal{Time: time.Now(), Reason: u.Why, Client: "192.0.2.50"}, "browser:192.0.2.50"); err != nil {
+		t.Fatal(err)
 	}
 
 	// The log as the store has it, to compare the notices with.
@@ -374,11 +383,16 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 		return cursor("all") == lastID && cursor("ca-delivered") == lastID
 	})
 	run.quiet()
+	// link_refused notices come in a lane of their own: each lane in order.
+	refusals := func(refused bool) func(whNotice) bool {
+		return func(n whNotice) bool { return (n.Kind == "link_refused") == refused }
+	}
 	for _, c := range []struct {
 		path, secret string
+		lane         func(whNotice) bool
 		want         []want
-	}{{"/all", secretAll, wantAll}, {"/ca", secretCA, wantCA}} {
-		got := rcv.notices(c.path)
+	}{{"/all", secretAll, refusals(false), wantAll[:5]}, {"/all", secretAll, refusals(true), wantAll[5:]}, {"/ca", secretCA, refusals(false), wantCA}} {
+		got := slices.DeleteFunc(rcv.notices(c.path), func(n whNotice) bool { return !c.lane(n) })
 		if len(got) != len(c.want) {
 			t.Fatalf("%s received %d notices %v, want %d", c.path, len(got), ids(got), len(c.want))
 		}
@@ -403,10 +417,14 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 			}
 		}
 	}
-	got := rcv.notices("/all")
+	got := slices.DeleteFunc(rcv.notices("/all"), refusals(true))
+	refused := slices.DeleteFunc(rcv.notices("/all"), refusals(false))
 	if got[0].Actor != "queue" || !strings.Contains(got[0].Detail, "250") || got[2].Actor != "api:helpdesk@192.0.2.9" ||
-		got[4].Actor != "browser:192.0.2.50" || !strings.HasPrefix(got[5].Detail, "used") {
+		got[4].Actor != "browser:192.0.2.50" || got[0].Count != 1 {
 		t.Errorf("actors and details: %+v", got)
+	}
+	if r := refused[0]; r.Actor != "browser:192.0.2.50" || !strings.HasPrefix(r.Detail, "used") || r.Count != 1 {
+		t.Errorf("link_refused notice: %+v", r)
 	}
 
 	// A receiver with another secret, or a changed body, would not verify.

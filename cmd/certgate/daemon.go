@@ -37,6 +37,7 @@ type daemon struct {
 	gate    *quarantine.Gate
 	desk    *quarantine.Desk
 	hooks   *webhook.Dispatcher
+	sweeper *store.Sweeper
 	smtp    *gateway.Server
 	http    *http.Server
 
@@ -177,6 +178,9 @@ func (d *daemon) buildHTTP() error {
 		return err
 	}
 	d.hooks = webhook.New(d.store, hooks, webhook.Options{}, d.log)
+	r := cfg.Retention
+	d.sweeper = store.NewSweeper(d.store, store.Retention{Events: r.Events.D(), Messages: r.DeliveredMessages.D()},
+		store.SweepOptions{Every: r.SweepInterval.D(), Log: d.log})
 	d.http = &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 	return nil
@@ -230,6 +234,7 @@ func (d *daemon) start(ctx context.Context) error {
 			d.log.Error("http listener stopped", "err", err)
 		}
 	}()
+	d.sweeper.Start()
 	close(d.ready)
 	d.log.Info("certgate started", "smtp", d.smtpAddrs, "http", d.httpAddr, "hostname", d.cfg.Hostname)
 	return nil
@@ -275,6 +280,7 @@ func (d *daemon) shutdown(ctx context.Context) {
 		d.http.Close()
 	}
 	d.wg.Wait()
+	d.sweeper.Stop()
 	if !queueStopped {
 		// Give the stragglers' attempt records a last moment to land.
 		time.Sleep(time.Second)

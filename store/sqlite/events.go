@@ -23,7 +23,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 	limit = min(limit, maxEventsPage)
 	// recipient_id 0 (a message's event) matches no recipient: ids start at 1.
 	rows, err := s.rdb.QueryContext(ctx, `
-		SELECT e.id, e.message_id, e.recipient_id, e.time, e.kind, e.actor, e.detail,
+		SELECT e.id, e.message_id, e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count,
 			m.tenant, COALESCE(r.address, '')
 		FROM events e
 		JOIN messages m ON m.id = e.message_id
@@ -38,7 +38,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 	for rows.Next() {
 		var e store.EventRecord
 		var at int64
-		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail,
+		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count,
 			&e.Tenant, &e.Recipient); err != nil {
 			return nil, fmt.Errorf("store/sqlite: events after %d: %w", afterID, err)
 		}

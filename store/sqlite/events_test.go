@@ -39,34 +39,18 @@ func TestCursorSurvivesReopen(t *testing.T) {
 // left it: its events are in the log, and cursors start at 0.
 func TestMigrateFromVersion2(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "certgate.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrateTo(ctx, conn, migrations[:2]); err != nil {
-		t.Fatalf("schema steps 1-2: %v", err)
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT INTO messages (id, tenant, mail_from, header_from,
+	path := oldDatabase(t, 2, func(ctx context.Context, conn *sql.Conn) {
+		execAll(t, ctx, conn,
+			`INSERT INTO messages (id, tenant, mail_from, header_from,
 		message_id, subject, class, size, client_addr, auth_user, received_at)
-		VALUES ('old-1', 'issuer', 'b@issuer.example', 'c@issuer.example', 'old-1@issuer.example', 'old', 'bulk', 1, '192.0.2.1', '', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT INTO recipients (message_id, address, domain, address_key,
+		VALUES ('old-1', 'issuer', 'b@issuer.example', 'c@issuer.example', 'old-1@issuer.example', 'old', 'bulk', 1, '192.0.2.1', '', 1)`,
+			`INSERT INTO recipients (message_id, address, domain, address_key,
 		tracking_id, prefix, content_id, state, next_attempt, updated_at)
-		VALUES ('old-1', 'a@example.com', 'example.com', 'a@example.com', 'old-1/a', NULL, NULL, 'delivered', 0, 1)`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
-		VALUES ('old-1', 0, 1, 'accepted', 'smtp:192.0.2.1', ''), ('old-1', 1, 2, 'delivered', 'queue', '250 ok')`); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close()
-	db.Close()
+		VALUES ('old-1', 'a@example.com', 'example.com', 'a@example.com', 'old-1/a', NULL, NULL, 'delivered', 0, 1)`,
+			`INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
+		VALUES ('old-1', 0, 1, 'accepted', 'smtp:192.0.2.1', ''), ('old-1', 1, 2, 'delivered', 'queue', '250 ok')`,
+		)
+	})
 
 	s, err := Open(ctx, path, Options{})
 	if err != nil {

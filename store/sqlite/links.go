@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,16 +14,23 @@ import (
 
 // linkColumns are what scanLink reads from the links table.
 const linkColumns = `id, token_hash, message_id, recipient_id, tenant, url, state, uses,
-	max_uses, expires_at, created_at, updated_at`
+	max_uses, expires_at, created_at, updated_at,
+	refusals, refusals_noticed, refusals_noticed_at, refusals_recent`
 
 func scanLink(sc scanner) (store.Link, error) {
 	var l store.Link
 	var hash []byte
-	var state string
-	var expires, created, updated int64
+	var state, recent string
+	var expires, created, updated, noticed int64
 	if err := sc.Scan(&l.ID, &hash, &l.MessageID, &l.RecipientID, &l.Tenant, &l.URL, &state,
-		&l.Uses, &l.MaxUses, &expires, &created, &updated); err != nil {
+		&l.Uses, &l.MaxUses, &expires, &created, &updated,
+		&l.Refusals.Count, &l.Refusals.Noticed, &noticed, &recent); err != nil {
 		return l, err
+	}
+	l.Refusals.NoticedAt = fromNanos(noticed)
+	var err error
+	if l.Refusals.Recent, err = decodeRefusals(recent); err != nil {
+		return l, fmt.Errorf("link %d: recent refusals: %w", l.ID, err)
 	}
 	if len(hash) != len(l.TokenHash) {
 		return l, fmt.Errorf("link %d: token hash of %d bytes, want %d", l.ID, len(hash), len(l.TokenHash))
@@ -82,17 +90,88 @@ func (w *writer) useLink(id int64, now time.Time, actor, detail string) (store.L
 			return store.LinkUse{}, fmt.Errorf("update link: %w", err)
 		}
 	}
-	kind, text := "link_used", detail
-	if !use.OK {
-		kind, text = "link_refused", use.Why
-		if detail != "" {
-			text += ": " + detail
+	if use.OK {
+		if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, nanos(now), "link_used", actor, detail); err != nil {
+			return store.LinkUse{}, fmt.Errorf("insert link_used event: %w", err)
 		}
 	}
-	if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, nanos(now), kind, actor, text); err != nil {
-		return store.LinkUse{}, fmt.Errorf("insert %s event: %w", kind, err)
-	}
 	return store.LinkUse{Link: l, OK: use.OK, Why: use.Why}, nil
+}
+
+// RefuseLink counts a refused press in the writer: one update of the
+// link, and an event only when store.CountRefusal says one is due.
+func (s *Store) RefuseLink(ctx context.Context, id int64, r store.LinkRefusal, actor string) (bool, error) {
+	var noticed bool
+	req := &request{run: func(w *writer, now time.Time) error {
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		var err error
+		noticed, err = w.refuseLink(id, r, actor)
+		return err
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return false, fmt.Errorf("store/sqlite: refuse link %d: %w", id, err)
+	}
+	return noticed, nil
+}
+
+func (w *writer) refuseLink(id int64, r store.LinkRefusal, actor string) (bool, error) {
+	l, err := scanLink(w.linkByID.QueryRow(id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, store.ErrNotFound
+	}
+	if err != nil {
+		return false, err
+	}
+	notice, count := store.CountRefusal(&l, r)
+	rf := l.Refusals
+	recent, err := encodeRefusals(rf.Recent)
+	if err != nil {
+		return false, err
+	}
+	if _, err := w.updRefusals.Exec(rf.Count, rf.Noticed, nanos(rf.NoticedAt), recent, l.ID); err != nil {
+		return false, fmt.Errorf("update link refusals: %w", err)
+	}
+	if notice {
+		if _, err := w.insCounted.Exec(l.MessageID, l.RecipientID, nanos(r.Time), "link_refused", actor,
+			store.RefusalDetail(r.Reason, count), count); err != nil {
+			return false, fmt.Errorf("insert link_refused event: %w", err)
+		}
+	}
+	return notice, nil
+}
+
+// storedRefusal is a kept refusal as refusals_recent holds it.
+type storedRefusal struct {
+	Time      int64  `json:"t"`
+	Reason    string `json:"r"`
+	Client    string `json:"c"`
+	UserAgent string `json:"a"`
+}
+
+func encodeRefusals(rs []store.LinkRefusal) (string, error) {
+	out := make([]storedRefusal, len(rs))
+	for i, r := range rs {
+		out[i] = storedRefusal{nanos(r.Time), r.Reason, r.Client, r.UserAgent}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+func decodeRefusals(s string) ([]store.LinkRefusal, error) {
+	var in []storedRefusal
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, err
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make([]store.LinkRefusal, len(in))
+	for i, r := range in {
+		out[i] = store.LinkRefusal{Time: fromNanos(r.Time), Reason: r.Reason, Client: r.Client, UserAgent: r.UserAgent}
+	}
+	return out, nil
 }
 
 // SetLinkState moves the message's (or one recipient's) links whose state

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,48 +18,9 @@ import (
 // by address, its view is intact, and links work on new mail.
 func TestMigrateFromVersion1(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "certgate.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrateTo(ctx, conn, migrations[:1]); err != nil {
-		t.Fatalf("schema step 1: %v", err)
-	}
 	received := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	addrs := []string{"Alice@Example.COM", "odd@name@Tricky.Example", "postmaster", "bob@", "Ünï@Bücher.EXAMPLE"}
-	for i, id := range []string{"old-1", "old-2"} {
-		if _, err := conn.ExecContext(ctx, `INSERT INTO messages (id, tenant, mail_from, header_from,
-			message_id, subject, class, size, client_addr, auth_user, received_at)
-			VALUES (?, 'issuer', 'b@issuer.example', 'c@issuer.example', ?, 'old', 'bulk', 1, '192.0.2.1', '', ?)`,
-			id, id+"@issuer.example", received.Add(time.Duration(i)*time.Minute).UnixNano()); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := conn.ExecContext(ctx, "INSERT INTO contents (message_id, data) VALUES (?, 'x')", id); err != nil {
-			t.Fatal(err)
-		}
-		for j, a := range addrs {
-			state := "queued"
-			if j == 0 && i == 1 {
-				state = "held"
-			}
-			if _, err := conn.ExecContext(ctx, `INSERT INTO recipients (message_id, address, domain,
-				tracking_id, prefix, content_id, state, next_attempt, updated_at)
-				VALUES (?, ?, ?, ?, x'', 1, ?, 0, 1)`, id, a, store.DomainOf(a), id+a, state); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := conn.ExecContext(ctx, `INSERT INTO events (message_id, time, kind, actor, detail)
-			VALUES (?, 1, 'accepted', 'smtp:192.0.2.1', 'old')`, id); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn.Close()
-	db.Close()
+	path := oldDatabase(t, 1, func(ctx context.Context, conn *sql.Conn) { fillVersion1(t, ctx, conn, received, addrs) })
 
 	s, err := Open(ctx, path, Options{})
 	if err != nil {
@@ -136,5 +98,130 @@ func TestMigrateFromVersion1(t *testing.T) {
 	if ms, err := s.Search(ctx, store.Query{Recipient: "Alice@example.com"}); err != nil || len(ms) != 3 || ms[0].ID != "old-2" {
 		// "old-2" > "old-1" > "new-1" as ids.
 		t.Errorf("Search(Alice) with old and new mail = %+v, %v", ms, err)
+	}
+}
+
+// TestMigrateFromVersion3 opens a database as the release before retention
+// left it: event ids, times and the log's order are kept, each old event
+// counts one, links start with no refusals, and an event added after the
+// newest ones are deleted still gets a higher id.
+func TestMigrateFromVersion3(t *testing.T) {
+	ctx := context.Background()
+	path := oldDatabase(t, 3, func(ctx context.Context, conn *sql.Conn) {
+		execAll(t, ctx, conn,
+			`INSERT INTO messages (id, tenant, mail_from, header_from, message_id, subject, class, size, client_addr, auth_user, received_at)
+				VALUES ('old-1', 'issuer', 'b@issuer.example', 'c@issuer.example', 'old-1@issuer.example', 'old', 'bulk', 1, '192.0.2.1', '', 1)`,
+			`INSERT INTO recipients (message_id, address, domain, address_key, tracking_id, prefix, content_id, state, next_attempt, updated_at)
+				VALUES ('old-1', 'a@example.com', 'example.com', 'a@example.com', 'old-1/a', NULL, NULL, 'delivered', 0, 1)`,
+			`INSERT INTO links (token_hash, message_id, recipient_id, tenant, url, state, uses, max_uses, expires_at, created_at, updated_at)
+				VALUES (x'`+strings.Repeat("ab", 32)+`', 'old-1', 1, 'issuer', 'https://issuer.example/d/1', 'enabled', 0, 3, 0, 1, 1)`,
+			// Ids with a gap, as a log whose middle went (it never did, but ids are what must survive).
+			`INSERT INTO events (id, message_id, recipient_id, time, kind, actor, detail) VALUES
+				(1, 'old-1', 0, 1, 'accepted', 'smtp:192.0.2.1', ''),
+				(5, 'old-1', 1, 2, 'delivered', 'queue', '250 ok'),
+				(9, 'old-1', 1, 3, 'link_refused', 'browser:192.0.2.7', 'pending: download')`,
+			`INSERT INTO cursors (name, event_id, updated_at) VALUES ('webhook:crm', 9, 1)`)
+	})
+
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open of a version 3 database: %v", err)
+	}
+	defer s.Close()
+	evs, err := s.EventsAfter(ctx, 0, 10)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("EventsAfter after migration = %+v, %v", evs, err)
+	}
+	for i, want := range []struct {
+		id   int64
+		kind string
+	}{{1, "accepted"}, {5, "delivered"}, {9, "link_refused"}} {
+		if e := evs[i]; e.ID != want.id || e.Kind != want.kind || e.Count != 1 || e.Time != time.Unix(0, int64(i+1)).UTC() {
+			t.Errorf("migrated event %d = %+v, want id %d, %s, count 1", i, e, want.id, want.kind)
+		}
+	}
+	var hash [32]byte
+	for i := range hash {
+		hash[i] = 0xab
+	}
+	l, err := s.LinkByToken(ctx, hash)
+	if err != nil || l.Refusals.Count != 0 || l.Refusals.Recent != nil || !l.Refusals.NoticedAt.IsZero() {
+		t.Fatalf("migrated link = %+v, %v", l, err)
+	}
+	if _, err := s.RefuseLink(ctx, l.ID, store.LinkRefusal{Time: time.Unix(0, 4).UTC(), Reason: "too_fast"}, "browser:192.0.2.7"); err != nil {
+		t.Fatalf("RefuseLink after migration: %v", err)
+	}
+	if _, err := s.DeleteEvents(ctx, time.Unix(0, 100), 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddEvent(ctx, store.Event{MessageID: "old-1", Kind: "note", Actor: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if evs, err := s.EventsAfter(ctx, 0, 10); err != nil || len(evs) != 1 || evs[0].ID <= 10 {
+		t.Errorf("after deleting the migrated log, EventsAfter = %+v, %v; want one event above id 10", evs, err)
+	}
+}
+
+// oldDatabase makes a database as a release with the first steps of the
+// schema left it, lets fill write rows with that release's statements,
+// and returns its path.
+func oldDatabase(t *testing.T, steps int, fill func(ctx context.Context, conn *sql.Conn)) string {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "certgate.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := migrateTo(ctx, conn, migrations[:steps]); err != nil {
+		t.Fatalf("schema steps 1-%d: %v", steps, err)
+	}
+	fill(ctx, conn)
+	return path
+}
+
+// execAll runs statements that take no arguments.
+func execAll(t *testing.T, ctx context.Context, conn *sql.Conn, stmts ...string) {
+	t.Helper()
+	for _, q := range stmts {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// fillVersion1 writes two messages as the first release did.
+func fillVersion1(t *testing.T, ctx context.Context, conn *sql.Conn, received time.Time, addrs []string) {
+	for i, id := range []string{"old-1", "old-2"} {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO messages (id, tenant, mail_from, header_from,
+			message_id, subject, class, size, client_addr, auth_user, received_at)
+			VALUES (?, 'issuer', 'b@issuer.example', 'c@issuer.example', ?, 'old', 'bulk', 1, '192.0.2.1', '', ?)`,
+			id, id+"@issuer.example", received.Add(time.Duration(i)*time.Minute).UnixNano()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.ExecContext(ctx, "INSERT INTO contents (message_id, data) VALUES (?, 'x')", id); err != nil {
+			t.Fatal(err)
+		}
+		for j, a := range addrs {
+			state := "queued"
+			if j == 0 && i == 1 {
+				state = "held"
+			}
+			if _, err := conn.ExecContext(ctx, `INSERT INTO recipients (message_id, address, domain,
+				tracking_id, prefix, content_id, state, next_attempt, updated_at)
+				VALUES (?, ?, ?, ?, x'', 1, ?, 0, 1)`, id, a, store.DomainOf(a), id+a, state); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO events (message_id, time, kind, actor, detail)
+			VALUES (?, 1, 'accepted', 'smtp:192.0.2.1', 'old')`, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -1,10 +1,13 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 
 	"github.com/certgate/certgate/store"
 )
@@ -113,14 +116,28 @@ func (s *Store) Data(ctx context.Context, recipientID int64) ([]byte, error) {
 // Message returns the message, its recipients in enqueue order, its links
 // in id order and its events oldest first, all read from one snapshot.
 func (s *Store) Message(ctx context.Context, id string) (*store.MessageView, error) {
-	v, err := s.message(ctx, id)
+	v, err := s.message(ctx, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: message %s: %w", id, err)
 	}
 	return v, nil
 }
 
-func (s *Store) message(ctx context.Context, id string) (*store.MessageView, error) {
+// MessagePage is Message with one page of the events, newest by id.
+func (s *Store) MessagePage(ctx context.Context, id string, p store.EventPage) (*store.MessageView, error) {
+	if p.Limit <= 0 {
+		p.Limit = store.DefaultEventPage
+	}
+	p.Limit = min(p.Limit, store.MaxEventPage)
+	v, err := s.message(ctx, id, &p)
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: message %s: %w", id, err)
+	}
+	return v, nil
+}
+
+// message reads a view; page nil reads every event.
+func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (*store.MessageView, error) {
 	// A read transaction gives the four queries one WAL snapshot, so a
 	// view never shows an event without the recipient state it describes.
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -192,9 +209,19 @@ func (s *Store) message(ctx context.Context, id string) (*store.MessageView, err
 		return nil, err
 	}
 
-	rows, err = tx.QueryContext(ctx, `
-		SELECT id, message_id, recipient_id, time, kind, actor, detail
-		FROM events WHERE message_id = ? ORDER BY time, id`, id)
+	const eventColumns = "SELECT id, message_id, recipient_id, time, kind, actor, detail, count FROM events"
+	if page == nil {
+		rows, err = tx.QueryContext(ctx, eventColumns+" WHERE message_id = ? ORDER BY time, id", id)
+	} else {
+		// One more than the page tells whether older events remain. The
+		// index on message_id carries the id, so this reads the page only.
+		before := page.Before
+		if before <= 0 {
+			before = math.MaxInt64
+		}
+		rows, err = tx.QueryContext(ctx, eventColumns+" WHERE message_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+			id, before, page.Limit+1)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -202,11 +229,23 @@ func (s *Store) message(ctx context.Context, id string) (*store.MessageView, err
 	for rows.Next() {
 		var e store.Event
 		var at int64
-		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail); err != nil {
+		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count); err != nil {
 			return nil, err
 		}
 		e.Time = fromNanos(at)
 		v.Events = append(v.Events, e)
 	}
-	return v, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if page != nil {
+		if len(v.Events) > page.Limit {
+			v.Events = v.Events[:page.Limit]
+			v.OlderEvents = v.Events[page.Limit-1].ID
+		}
+		slices.SortFunc(v.Events, func(a, b store.Event) int {
+			return cmp.Or(a.Time.Compare(b.Time), cmp.Compare(a.ID, b.ID))
+		})
+	}
+	return v, nil
 }

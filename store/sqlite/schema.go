@@ -121,6 +121,40 @@ CREATE TABLE cursors (
 	updated_at INTEGER NOT NULL -- Unix nanoseconds, UTC
 );
 `,
+
+	// 4: retention, and refused link presses counted instead of written.
+	`
+-- Retention deletes old events, the newest too when they are old, and
+-- whole messages with their events; plain INTEGER PRIMARY KEY would then
+-- give the next event an id a webhook cursor has passed. AUTOINCREMENT
+-- never gives an id twice. The table is rebuilt, every id kept, with
+-- count: how many occurrences an event stands for (store.Event.Count).
+CREATE TABLE events_v4 (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	message_id   TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+	recipient_id INTEGER NOT NULL DEFAULT 0,
+	time         INTEGER NOT NULL,
+	kind         TEXT NOT NULL,
+	actor        TEXT NOT NULL,
+	detail       TEXT NOT NULL,
+	count        INTEGER NOT NULL DEFAULT 1
+);
+INSERT INTO events_v4 (id, message_id, recipient_id, time, kind, actor, detail)
+	SELECT id, message_id, recipient_id, time, kind, actor, detail FROM events ORDER BY id;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_message ON events(message_id);
+-- The sweep takes the oldest events, and the oldest finished messages.
+CREATE INDEX events_time ON events(time);
+CREATE INDEX messages_received ON messages(received_at);
+
+-- What a link keeps of its refused presses (store.LinkRefusals); recent
+-- is a JSON list of the latest few.
+ALTER TABLE links ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE links ADD COLUMN refusals_noticed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE links ADD COLUMN refusals_noticed_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE links ADD COLUMN refusals_recent TEXT NOT NULL DEFAULT '[]';
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

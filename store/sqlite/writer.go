@@ -50,7 +50,8 @@ type writer struct {
 	dropContents                         *sql.Stmt
 	insLink, linkByID, linksOf           *sql.Stmt
 	updLink, heldOf, releaseHeld         *sql.Stmt
-	setCursor                            *sql.Stmt
+	setCursor, insCounted, updRefusals   *sql.Stmt
+	delEvents, delMessages               *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -105,6 +106,17 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			WHERE r.message_id = ? AND r.state = 'held' ORDER BY r.id`},
 		{&w.releaseHeld, `UPDATE recipients SET state = 'queued', next_attempt = ?, updated_at = ?
 			WHERE message_id = ? AND state = 'held'`},
+		{&w.insCounted, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&w.updRefusals, `UPDATE links SET refusals = ?, refusals_noticed = ?, refusals_noticed_at = ?,
+			refusals_recent = ? WHERE id = ?`},
+		{&w.delEvents, `DELETE FROM events WHERE id IN
+			(SELECT id FROM events WHERE time < ? ORDER BY time LIMIT ?)`},
+		// Finished messages; foreign keys take their rows in other tables.
+		{&w.delMessages, `DELETE FROM messages WHERE id IN
+			(SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS
+				(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state IN ('queued', 'held'))
+			ORDER BY received_at LIMIT ?)`},
 		{&w.setCursor, `INSERT INTO cursors (name, event_id, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at`},
 	} {

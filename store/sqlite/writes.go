@@ -245,6 +245,6 @@ func (w *writer) addEvent(e store.Event, now time.Time) error {
 	if at.IsZero() {
 		at = now
 	}
-	_, err = w.insEvent.Exec(e.MessageID, e.RecipientID, nanos(at), e.Kind, e.Actor, e.Detail)
+	_, err = w.insCounted.Exec(e.MessageID, e.RecipientID, nanos(at), e.Kind, e.Actor, e.Detail, max(e.Count, 1))
 	return err
 }

@@ -75,6 +75,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EventsAfter", testEventsAfter},
 		{"EventsAfterWhileWriting", testEventsAfterWhileWriting},
 		{"Cursor", testCursor},
+
+		{"RefuseLink", testRefuseLink},
+		{"AddEventCount", testAddEventCount},
+		{"MessagePage", testMessagePage},
+		{"DeleteEvents", testDeleteEvents},
+		{"DeleteMessages", testDeleteMessages},
+		{"IDsNeverGoBack", testIDsNeverGoBack},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
