@@ -115,7 +115,7 @@ func New() *Metrics {
 		}),
 		GateRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_gate_refusals_total",
-			Help: "Button presses not counted, by reason (scanner, too_fast, no_form, stale_form, pending, used, expired, revoked).",
+			Help: "Button presses not counted, by reason (scanner, too_fast, no_form, stale_form, rate_limited, pending, used, expired, revoked).",
 		}, []string{"reason"}),
 		Releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_releases_total",
