@@ -677,7 +677,7 @@ func TestProblems(t *testing.T) {
 		// says nothing is refused at its own line.
 		{"api token tenants left out", "", edit{"      tenants: [issuer]\n", "", `, tenants: ["*"]}`, "}"},
 			[]wantProblem{
-				{"api.tokens[0].tenants", "- name: helpdesk", `required with more than one tenant: list those this token may see, such as [issuer], or ["*"]`},
+				{"api.tokens[0].tenants", "- name: helpdesk", `required with more than one tenant: list those this token covers, such as [issuer], or ["*"]`},
 				{"api.tokens[1].tenants", "{name: ops,", "required with more than one tenant"},
 			}},
 		{"api token tenants", "", edit{"tenants: [issuer]", "tenants: [issuer, nobody, issuer]", `tenants: ["*"]}`, `tenants: [reseller, "*"]}`},
@@ -687,7 +687,7 @@ func TestProblems(t *testing.T) {
 				{"api.tokens[1].tenants[1]", "{name: ops,", `"*" means every tenant: list it alone`},
 			}},
 		{"api token tenants empty", "", edit{"tenants: [issuer]", "tenants: []"},
-			[]wantProblem{{"api.tokens[0].tenants", "tenants: []", `list the tenants this token may see, or ["*"]`}}},
+			[]wantProblem{{"api.tokens[0].tenants", "tenants: []", `list the tenants this token covers, or ["*"]`}}},
 
 		// decoding
 		{"unknown key, misspelt", "", edit{"max_recipients: 100", "max_recipient: 100"},

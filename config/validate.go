@@ -771,34 +771,35 @@ func (v *validator) api(c *Config) {
 				v.add(indexPath(at+".scopes", j), "%q is not one of read, release, admin", s)
 			}
 		}
-		v.apiTokenTenants(at, t, c.Tenants)
+		v.tenantScope(at, &t.Tenants, c.Tenants, "token")
 	}
 }
 
-// apiTokenTenants checks the tenants a token sees. Leaving them out is
-// allowed only while there is one tenant, which it then sees: seeing every
-// tenant must be asked for, so adding a tenant never widens a token.
-func (v *validator) apiTokenTenants(at string, t *APIToken, tenants []Tenant) {
+// tenantScope checks the tenants whose mail a token sees or a webhook is
+// told about. Leaving them out is allowed only while there is one tenant,
+// which it then covers: covering every tenant must be asked for (["*"]),
+// so adding a tenant never widens a token or a webhook.
+func (v *validator) tenantScope(at string, list *[]string, tenants []Tenant, what string) {
 	known := map[string]bool{}
 	for _, tn := range tenants {
 		known[tn.Name] = true
 	}
 	switch {
-	case len(t.Tenants) > 0:
+	case len(*list) > 0:
 	case v.has(at + ".tenants"):
-		v.add(at+".tenants", `list the tenants this token may see, or ["*"] for every tenant`)
+		v.add(at+".tenants", `list the tenants this %s covers, or ["*"] for every tenant`, what)
 		return
 	case len(tenants) == 1:
-		t.Tenants = []string{tenants[0].Name}
+		*list = []string{tenants[0].Name}
 		return
 	case len(tenants) > 1:
-		v.add(at+".tenants", `required with more than one tenant: list those this token may see, such as [%s], or ["*"] for every tenant`, tenants[0].Name)
+		v.add(at+".tenants", `required with more than one tenant: list those this %s covers, such as [%s], or ["*"] for every tenant`, what, tenants[0].Name)
 		return
 	}
 	seen := map[string]bool{}
-	for j, name := range t.Tenants {
+	for j, name := range *list {
 		switch {
-		case name == EveryTenant && len(t.Tenants) > 1:
+		case name == EveryTenant && len(*list) > 1:
 			v.add(indexPath(at+".tenants", j), `"*" means every tenant: list it alone, not with names`)
 		case name == EveryTenant:
 		case !known[name] && !v.isBad("tenants"):
@@ -864,16 +865,7 @@ func (v *validator) webhooks(c *Config) {
 			seenEvents[e] = true
 		}
 
-		seenTenants := map[string]bool{}
-		for j, t := range w.Tenants {
-			switch {
-			case !tenants[t] && !v.isBad("tenants"):
-				v.add(indexPath(at+".tenants", j), "%q is not the name of a tenant", t)
-			case seenTenants[t]:
-				v.add(indexPath(at+".tenants", j), "%q is listed twice", t)
-			}
-			seenTenants[t] = true
-		}
+		v.tenantScope(at, &w.Tenants, c.Tenants, "webhook")
 
 		if !v.has(at+".timeout") && w.Timeout == 0 {
 			w.Timeout = DefaultWebhookTimeout

@@ -102,6 +102,8 @@ func TestWebhookConfigChecks(t *testing.T) {
 		{"other event", func(w *Webhook) { w.Events = []string{"accepted"} }, `webhooks[0].events[0]: "accepted" is not one of`},
 		{"event twice", func(w *Webhook) { w.Events = []string{"bounced", "bounced"} }, `webhooks[0].events[1]: "bounced" is listed twice`},
 		{"unknown tenant", func(w *Webhook) { w.Tenants = []string{"ca", "nobody"} }, `webhooks[0].tenants[1]: "nobody" is not the name of a tenant`},
+		{"no tenants with two tenants", func(w *Webhook) { w.Tenants = nil }, `webhooks[0].tenants: required with more than one tenant`},
+		{"every tenant and a name", func(w *Webhook) { w.Tenants = []string{"*", "ca"} }, `webhooks[0].tenants[0]: "*" means every tenant`},
 		{"negative timeout", func(w *Webhook) { w.Timeout = -1 }, "webhooks[0].timeout: must be a positive duration"},
 	} {
 		w := good()

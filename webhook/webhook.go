@@ -49,7 +49,7 @@ type Endpoint struct {
 	URL     string // absolute http(s)
 	Secret  []byte // HMAC-SHA256 key
 	Events  []string
-	Tenants []string // only these tenants' events; empty for all
+	Tenants []string // only these tenants' events; empty, or ["*"], for all
 	Timeout time.Duration
 }
 
@@ -167,7 +167,7 @@ func New(st EventLog, eps []Endpoint, opts Options, log *slog.Logger) *Dispatche
 	d := &Dispatcher{store: st, opts: opts, log: log}
 	for _, w := range eps {
 		ep := &endpoint{Endpoint: w}
-		if len(w.Tenants) > 0 {
+		if len(w.Tenants) > 0 && !slices.Equal(w.Tenants, []string{config.EveryTenant}) {
 			ep.tenants = map[string]bool{}
 			for _, t := range w.Tenants {
 				ep.tenants[t] = true

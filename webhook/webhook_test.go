@@ -321,7 +321,7 @@ func TestWebhooksSignedInOrder(t *testing.T) {
 		store.NewLink{TokenHash: hash, URL: "https://descargas.ca.example/certificado?clave=Zk3p9QwX", State: store.LinkEnabled, MaxUses: 1})
 
 	run := startWH(t, st, clk, []Endpoint{
-		{Name: "all", URL: rcv.srv.URL + "/all", Secret: []byte(secretAll), Events: allKinds},
+		{Name: "all", URL: rcv.srv.URL + "/all", Secret: []byte(secretAll), Events: allKinds, Tenants: []string{config.EveryTenant}},
 		{Name: "ca-delivered", URL: rcv.srv.URL + "/ca", Secret: []byte(secretCA), Events: []string{"delivered"}, Tenants: []string{"ca"}},
 	}, Options{}, nil)
 
