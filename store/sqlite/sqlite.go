@@ -114,12 +114,16 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path, migrates its schema
-// and starts the writer. The directory must exist.
+// and starts the writer. The directory must exist; the files are made or
+// kept 0600.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	opts.setDefaults()
 	if path == "" || strings.ContainsAny(path, "?#") {
 		// The driver splits its DSN at '?', so such a path would be cut.
 		return nil, fmt.Errorf("store/sqlite: unusable database path %q", path)
+	}
+	if err := protectFiles(path, opts.Logger); err != nil {
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
