@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -80,7 +79,10 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "certgate.db"), sqlite.Options{})
+	st, err := sqlite.Open(ctx, storePath(cfg), sqlite.Options{})
+	if ce := (*sqlite.CorruptError)(nil); errors.As(err, &ce) {
+		return nil, errors.New(corruptAdvice(ce, cfg.Path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}

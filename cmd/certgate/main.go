@@ -1,5 +1,5 @@
 // Command certgate is the certgate daemon and its tools: serve, demo,
-// check-config, dkim keygen, version.
+// check-config, dkim keygen, release, store check, version.
 package main
 
 import (
@@ -30,6 +30,7 @@ Usage:
   certgate check-config --config FILE   report every configuration problem, with file and line
   certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
   certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
+  certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate version
 `
 
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDKIM(args[1:], stdout)
 	case "release":
 		err = cmdRelease(args[1:], stdout)
+	case "store":
+		err = cmdStore(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -73,6 +76,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type usageError struct{ error }
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// commandUsage is the synopsis of command name, from usage.
+func commandUsage(name string) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	for _, line := range strings.Split(usage, "\n") {
+		if strings.HasPrefix(line, "  certgate "+name+" ") || line == "  certgate "+name {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
 
 func versionString() string {
 	v := version
