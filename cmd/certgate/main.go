@@ -32,6 +32,8 @@ Usage:
   certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate version
+
+Every command takes --help.
 `
 
 func main() {
@@ -65,6 +67,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "certgate: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // the flag set printed the usage
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "certgate: %v\n", err)
 		if errors.As(err, new(usageError)) {
@@ -76,6 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 func isHelp(arg string) bool {
 	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
@@ -106,9 +113,16 @@ func versionString() string {
 	return "certgate " + v
 }
 
+// newFlags is the flag set of command name (as typed: "dkim keygen"):
+// a wrong flag and --help print its synopsis and flags to out, and
+// --help exits 0.
 func newFlags(name string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "%s\nFlags:\n", commandUsage(name))
+		fs.PrintDefaults()
+	}
 	return fs
 }
 
