@@ -132,20 +132,7 @@ func (v *validator) general(c *Config) {
 		v.add("data_dir", "must not be empty")
 	}
 
-	s := c.Storage
-	switch s.Driver {
-	case "sqlite":
-		if s.DSNFile != "" {
-			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
-		}
-		if s.DSNEnv != "" {
-			v.add("storage.dsn_env", "only for driver postgres; sqlite keeps its database in data_dir")
-		}
-	case "postgres":
-		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv)
-	default:
-		v.add("storage.driver", "%q is not sqlite or postgres", s.Driver)
-	}
+	v.storage(c.Storage)
 
 	switch c.DKIMEngine {
 	case DKIMEngineAuto, DKIMEngineOpenSSL, DKIMEngineGo:
@@ -161,6 +148,33 @@ func (v *validator) general(c *Config) {
 	case "text", "json":
 	default:
 		v.add("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+// storageDrivers are the storage.driver values this build can open.
+var storageDrivers = []string{"sqlite"}
+
+// StorageDrivers lists the storage.driver values this build can open;
+// the binary opens each of them.
+func StorageDrivers() []string { return slices.Clone(storageDrivers) }
+
+// storage refuses a driver the build lacks: check-config must report
+// whatever serve would refuse.
+func (v *validator) storage(s Storage) {
+	switch {
+	case !slices.Contains(storageDrivers, s.Driver) && s.Driver == "postgres":
+		v.add("storage.driver", "postgres is not in this build, which stores in %s only; write driver: sqlite, or leave storage out", strings.Join(storageDrivers, ", "))
+	case !slices.Contains(storageDrivers, s.Driver):
+		v.add("storage.driver", "%q is not a storage driver; this build has %s", s.Driver, strings.Join(storageDrivers, ", "))
+	case s.Driver == "postgres":
+		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv)
+	default:
+		if s.DSNFile != "" {
+			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
+		if s.DSNEnv != "" {
+			v.add("storage.dsn_env", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
 	}
 }
 
