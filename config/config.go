@@ -30,6 +30,10 @@ type Config struct {
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`
+	// Warnings are what Parse or Validate found risky but not wrong, such
+	// as a secret file others can read: check-config prints them and
+	// serve logs them.
+	Warnings []Problem `yaml:"-"`
 }
 
 // Storage selects the durable store.

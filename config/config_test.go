@@ -1141,3 +1141,58 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Secret files others can read are judged as OpenSSH judges private keys:
+// a DKIM key or an API token every local user can read is refused, any
+// other secret open to others or to its group is warned about, with the
+// line, and the file still loads.
+func TestSecretFilePermissions(t *testing.T) {
+	f := newFixture(t)
+	src := f.expand(fullYAML)
+	chmod := func(name string, mode os.FileMode) {
+		t.Helper()
+		if err := os.Chmod(filepath.Join(f.dir, name), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chmod("dkim.pem", 0o644)
+	chmod("helpdesk.token", 0o606)
+	_, err := Parse(f.path(), []byte(src))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse: %v, want the key and the token refused", err)
+	}
+	checkProblems(t, f, src, errs, []wantProblem{
+		{"dkim[0].key_file", "key_file: {{dir}}/dkim.pem", "{{dir}}/dkim.pem has mode 0644: every user of this machine can read it, and a DKIM key signs mail as the issuer; chmod 600"},
+		{"dkim[1].key_file", "key_file: {{dir}}/dkim.pem}", "mode 0644"},
+		{"api.tokens[0].token_file", "token_file:", "mode 0606: every user of this machine can read and change it, and an API token"},
+	})
+
+	chmod("dkim.pem", 0o640)
+	chmod("helpdesk.token", 0o600)
+	chmod("batch.hash", 0o644)
+	chmod("tls.key", 0o660)
+	cfg, err := Parse(f.path(), []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v, want warnings only", err)
+	}
+	want := []struct{ path, at, msg string }{
+		{"smtp.tls.key_file", "key_file: {{dir}}/tls.key", "{{dir}}/tls.key has mode 0660: its group can read and change it; chmod 600 it, owned by the user certgate runs as, unless that group is certgate's alone"},
+		{"tenants[0].users[1].password_hash_file", "password_hash_file:", "mode 0644: every user of this machine can read it; chmod 600"},
+		{"dkim[0].key_file", "key_file: {{dir}}/dkim.pem", "mode 0640: its group can read it"},
+		{"dkim[1].key_file", "key_file: {{dir}}/dkim.pem}", "mode 0640: its group can read it"},
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.String())
+	}
+	if len(cfg.Warnings) != len(want) {
+		t.Fatalf("warnings:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i, w := range want {
+		p := cfg.Warnings[i]
+		if p.Path != w.path || p.Line != lineOf(t, src, f.expand(w.at)) || p.File != f.path() || !strings.Contains(p.Msg, f.expand(w.msg)) {
+			t.Errorf("warning %d: %s\nwant %s at %q: %s", i, p, w.path, w.at, f.expand(w.msg))
+		}
+	}
+}

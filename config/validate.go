@@ -30,6 +30,7 @@ func (c *Config) Validate() error {
 	v := &validator{}
 	v.validate(c)
 	if len(v.problems) == 0 {
+		c.Warnings = v.warningsFor(c.Path)
 		return nil
 	}
 	for i := range v.problems {
@@ -46,6 +47,7 @@ type validator struct {
 	ix       *index
 	bad      []string
 	problems []Problem
+	warnings []Problem
 }
 
 func (v *validator) add(path, format string, args ...any) {
@@ -53,6 +55,20 @@ func (v *validator) add(path, format string, args ...any) {
 		return
 	}
 	v.problems = append(v.problems, Problem{Line: v.ix.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn notes something risky but not wrong at path.
+func (v *validator) warn(path, format string, args ...any) {
+	v.warnings = append(v.warnings, Problem{Line: v.ix.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warningsFor returns the warnings found, in file order, naming file.
+func (v *validator) warningsFor(file string) []Problem {
+	for i := range v.warnings {
+		v.warnings[i].File = file
+	}
+	sortProblems(v.warnings)
+	return v.warnings
 }
 
 // addAbout is add for a problem at path that is about some of its keys
@@ -109,6 +125,7 @@ func (v *validator) validate(c *Config) {
 		v.add("gate.min_human_delay", "must not be negative")
 	}
 	if f := c.Gate.FormKeyFile; f != "" && v.file("gate.form_key_file", f) {
+		v.secretFile("gate.form_key_file", f, "")
 		if b, err := readSmall(f, 4096); err != nil || len(strings.TrimSpace(string(b))) < 32 {
 			v.add("gate.form_key_file", "must hold at least 32 characters of random key (openssl rand -hex 32)")
 		}
@@ -167,7 +184,7 @@ func (v *validator) storage(s Storage) {
 	case !slices.Contains(storageDrivers, s.Driver):
 		v.add("storage.driver", "%q is not a storage driver; this build has %s", s.Driver, strings.Join(storageDrivers, ", "))
 	case s.Driver == "postgres":
-		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv)
+		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv, "")
 	default:
 		if s.DSNFile != "" {
 			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
@@ -206,6 +223,7 @@ func (v *validator) smtp(s *SMTP) {
 			if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
 				v.add("smtp.tls", "cannot load the certificate and key: %v", err)
 			}
+			v.secretFile("smtp.tls.key_file", t.KeyFile, "")
 		}
 	}
 
@@ -348,6 +366,7 @@ func (v *validator) user(at string, u User) {
 		if !v.file(p, u.PasswordHashFile) {
 			return
 		}
+		v.secretFile(p, u.PasswordHashFile, "")
 		data, err := readSmall(u.PasswordHashFile, 4096)
 		if err != nil {
 			v.add(p, "%v", err)
@@ -386,6 +405,7 @@ func (v *validator) dkim(keys []DKIMKey) {
 		if k.KeyFile == "" {
 			v.add(at+".key_file", "required")
 		} else if v.file(at+".key_file", k.KeyFile) {
+			v.secretFile(at+".key_file", k.KeyFile, "a DKIM key signs mail as the issuer")
 			data, err := readSmall(k.KeyFile, 1<<20)
 			if err != nil {
 				v.add(at+".key_file", "%v", err)
@@ -530,7 +550,7 @@ func (v *validator) route(at string, r *Route) {
 		if a.Username == "" {
 			v.add(ap+".username", "required")
 		}
-		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv)
+		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv, "")
 		if r.TLS == TLSNone {
 			v.add(at+".tls", "none would send the smarthost password in clear; use required with auth")
 		}
@@ -680,7 +700,7 @@ func (v *validator) api(a API) {
 			names[t.Name] = i
 		}
 		n := len(v.problems)
-		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv)
+		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, "an API token reads and releases mail")
 		if len(v.problems) == n && (t.TokenFile == "") != (t.TokenEnv == "") {
 			v.secretLength(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, minAPIToken, "token")
 		}
@@ -732,7 +752,7 @@ func (v *validator) webhooks(c *Config) {
 			w.SecretFile = filepath.Join(filepath.Dir(c.Path), w.SecretFile)
 		}
 		n := len(v.problems)
-		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv)
+		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv, "")
 		if len(v.problems) == n && (w.SecretFile == "") != (w.SecretEnv == "") {
 			v.secretLength(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv, minWebhookSecret, "secret")
 		}
@@ -832,15 +852,18 @@ func isLoopbackHost(h string) bool {
 // ---- shared checks ----
 
 // secretSource checks that exactly one of a file and an environment
-// variable is named, and that the one named can be used.
-func (v *validator) secretSource(at, fileKey, file, envKey, env string) {
+// variable is named, and that the one named can be used; refuseShared,
+// when not "", is why a file every user can read is refused (secretFile).
+func (v *validator) secretSource(at, fileKey, file, envKey, env, refuseShared string) {
 	switch {
 	case file != "" && env != "":
 		v.add(at, "set only one of %s and %s", fileKey, envKey)
 	case file == "" && env == "":
 		v.addAbout(at, []string{fileKey, envKey}, "set %s or %s", fileKey, envKey)
 	case file != "":
-		v.file(at+"."+fileKey, file)
+		if v.file(at+"."+fileKey, file) {
+			v.secretFile(at+"."+fileKey, file, refuseShared)
+		}
 	default:
 		if !envName.MatchString(env) {
 			// Never echo it: it may be the secret itself, pasted in the wrong key.

@@ -328,6 +328,7 @@ func (d *daemon) reloadKeys(path string) error {
 	if err != nil {
 		return err
 	}
+	logWarnings(d.log, cfg)
 	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
 		return err
