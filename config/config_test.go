@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,10 +37,7 @@ func newFixture(t testing.TB) fixture {
 			t.Fatal(err)
 		}
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hash := fixtureHash()
 	write("batch.hash", append(hash, '\n'))
 	write("bad.hash", []byte("hello\n"))
 	write("helpdesk.token", []byte("tok-0123456789abcdef\n"))
@@ -79,6 +77,15 @@ func newFixture(t testing.TB) fixture {
 	}
 	return fixture{dir: dir, hash: string(hash)}
 }
+
+// fixtureHash is a sound bcrypt hash, made once: cost 10 takes a while.
+var fixtureHash = sync.OnceValue(func() []byte {
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), MinBcryptCost)
+	if err != nil {
+		panic(err)
+	}
+	return hash
+})
 
 func (f fixture) expand(s string) string {
 	return strings.NewReplacer("{{dir}}", f.dir, "{{hash}}", f.hash).Replace(s)
@@ -515,7 +522,12 @@ func TestProblems(t *testing.T) {
 		{"user without hash", "", edit{"        password_hash: \"{{hash}}\"\n", ""},
 			[]wantProblem{{"tenants[0].users[0]", "username: app", "set password_hash or password_hash_file"}}},
 		{"hash not bcrypt", "", edit{`password_hash: "{{hash}}"`, `password_hash: "{SHA}secret"`},
-			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a bcrypt hash"}}},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "this is SHA-1 (htpasswd -s), not bcrypt"}}},
+		{"hash not bcrypt at all", "", edit{`password_hash: "{{hash}}"`, `password_hash: "hunter2"`},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a bcrypt hash: it must start with $2a$, $2b$ or $2y$ (certgate passwd makes one)"}}},
+		// What htpasswd -nbB prints, pasted whole.
+		{"hash with htpasswd's user", "", edit{`password_hash: "{{hash}}"`, `password_hash: "app:$2y$05$E5nAyUJPdLW8Rdfyzw9ZAOOhJWI/gRh3wbLQZ2sqGBNsGbWlXfG9i"`},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", `this is an htpasswd line, user:hash; keep only the hash, what follows "app:"; and bcrypt cost 5 is below 10`}}},
 		{"hash bad cost", "", edit{`password_hash: "{{hash}}"`, `password_hash: "$2a$99$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0"`},
 			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a valid bcrypt hash"}}},
 		{"hash truncated", "", edit{`password_hash: "{{hash}}"`, `password_hash: "$2a$10$abc"`},
@@ -1194,5 +1206,31 @@ func TestSecretFilePermissions(t *testing.T) {
 		if p.Path != w.path || p.Line != lineOf(t, src, f.expand(w.at)) || p.File != f.path() || !strings.Contains(p.Msg, f.expand(w.msg)) {
 			t.Errorf("warning %d: %s\nwant %s at %q: %s", i, p, w.path, w.at, f.expand(w.msg))
 		}
+	}
+}
+
+// A hash of a cost below 10 loads, with a warning that says how much
+// weaker it is and how to make a sound one.
+func TestWeakPasswordHashWarns(t *testing.T) {
+	f := newFixture(t)
+	weak, err := bcrypt.GenerateFromPassword([]byte("pw"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "batch.hash"), weak, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := f.expand(fullYAML)
+	cfg, err := Parse(f.path(), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 {
+		t.Fatalf("warnings %v, want one", cfg.Warnings)
+	}
+	w := cfg.Warnings[0]
+	if w.Path != "tenants[0].users[1].password_hash_file" || w.Line != lineOf(t, src, "password_hash_file:") ||
+		!strings.Contains(w.Msg, "bcrypt cost 5 is below 10: a stolen hash is guessed 32 times faster than at 10; make a new one with certgate passwd (cost 12)") {
+		t.Fatalf("warning %s", w)
 	}
 }

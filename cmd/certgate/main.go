@@ -1,5 +1,5 @@
 // Command certgate is the certgate daemon and its tools: serve, demo,
-// check-config, dkim keygen, release, store check, version.
+// check-config, dkim keygen, release, passwd, store check, version.
 package main
 
 import (
@@ -30,6 +30,8 @@ Usage:
   certgate check-config --config FILE   report every configuration problem, with file and line
   certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
   certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
+  certgate passwd [--cost N]            print a password's bcrypt hash (asks on a terminal, else reads a line)
+  certgate passwd --check HASH          say whether a hash, or htpasswd's user:hash, will do as password_hash
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate version
 
@@ -57,6 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDKIM(args[1:], stdout)
 	case "release":
 		err = cmdRelease(args[1:], stdout)
+	case "passwd":
+		err = cmdPasswd(args[1:], stdout, stderr)
 	case "store":
 		err = cmdStore(args[1:], stdout)
 	case "version", "--version":
