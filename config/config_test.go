@@ -287,6 +287,7 @@ func TestParseFull(t *testing.T) {
 			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []Scope{ScopeRead, ScopeRelease}},
 			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}},
 		}},
+		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Log:        Log{Level: "debug", Format: "json"},
 		Path:       f.path(),
@@ -344,6 +345,7 @@ func TestParseDefaults(t *testing.T) {
 			CommandTimeout: Duration(5 * time.Minute),
 			DataTimeout:    Duration(10 * time.Minute),
 		},
+		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Log:        Log{Level: "info", Format: "text"},
 		Path:       f.path(),
@@ -1232,5 +1234,25 @@ func TestWeakPasswordHashWarns(t *testing.T) {
 	if w.Path != "tenants[0].users[1].password_hash_file" || w.Line != lineOf(t, src, "password_hash_file:") ||
 		!strings.Contains(w.Msg, "bcrypt cost 5 is below 10: a stolen hash is guessed 32 times faster than at 10; make a new one with certgate passwd (cost 12)") {
 		t.Fatalf("warning %s", w)
+	}
+}
+
+// gate.min_human_delay takes its default when left out and keeps 0s when
+// written, as docs/config.md says of every key.
+func TestMinHumanDelay(t *testing.T) {
+	f := newFixture(t)
+	for src, want := range map[string]time.Duration{
+		minimalYAML: 2 * time.Second,
+		minimalYAML + "gate: {min_human_delay: 0s}\n": 0,
+		minimalYAML + "gate: {min_human_delay: 5s}\n": 5 * time.Second,
+	} {
+		if got := mustParse(t, f, src).Gate.MinHumanDelay.D(); got != want {
+			t.Errorf("%q: min_human_delay %v, want %v", src[len(minimalYAML):], got, want)
+		}
+	}
+	code := &Config{}
+	code.SetDefaults()
+	if code.Gate.MinHumanDelay != DefaultMinHumanDelay {
+		t.Errorf("SetDefaults: min_human_delay %v", code.Gate.MinHumanDelay)
 	}
 }

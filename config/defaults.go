@@ -33,6 +33,7 @@ const (
 	DefaultRetryMaxAge         = Duration(72 * time.Hour)
 	DefaultRetryJitter         = 0.1
 	DefaultDKIMEngine          = DKIMEngineAuto
+	DefaultMinHumanDelay       = Duration(2 * time.Second)
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "text"
 )
@@ -87,6 +88,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		c.Tenants[i].applyDefaults(f, indexPath("tenants", i))
 	}
 	c.Delivery.applyDefaults(f)
+	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
 }
 
 func (s *SMTP) applyDefaults(f filler) {

@@ -39,6 +39,7 @@ type GateOptions struct {
 	ScannerNets   []netip.Prefix
 	// MinHumanDelay is the least time between showing the page and its
 	// button being pressed: scanners that submit forms do it at once.
+	// Zero sets no minimum (config fills in the default).
 	MinHumanDelay time.Duration
 	// Key signs the page's form; nil makes one for this process (a page
 	// opened before a restart then asks for one more press).
@@ -80,9 +81,6 @@ func NewGate(st GateStore, opts GateOptions, m *metrics.Metrics, log *slog.Logge
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.MinHumanDelay == 0 {
-		opts.MinHumanDelay = 2 * time.Second
 	}
 	agents := append([]string(nil), builtinScannerAgents...)
 	for _, a := range opts.ScannerAgents {

@@ -83,9 +83,10 @@ func FuzzGate(f *testing.F) {
 	g := NewGate(st, GateOptions{
 		Tenants: map[string]TenantPage{"issuer": {DisplayName: "Autoridad <Certificante>", SupportEmail: "mesa@ca.example",
 			SupportPhone: "+54 11 5555 0000", SupportURL: "https://ca.example/ayuda"}},
-		ScannerNets: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
-		Key:         fuzzGateKey,
-		Now:         func() time.Time { return now },
+		ScannerNets:   []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		Key:           fuzzGateKey,
+		Now:           func() time.Time { return now },
+		MinHumanDelay: 2 * time.Second,
 	}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
 	g.Register(mux)

@@ -34,7 +34,9 @@ type gateEnv struct {
 	msgID string
 }
 
-func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.Time) *gateEnv {
+// newGateEnv serves one link in state; tune, if given, changes the gate's
+// options.
+func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.Time, tune ...func(*GateOptions)) *gateEnv {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
@@ -52,9 +54,12 @@ func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.T
 		t.Fatal(err)
 	}
 	c := clock.NewFake(now)
-	g := NewGate(st, GateOptions{Now: c.Now, Tenants: map[string]TenantPage{"issuer": {
-		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}},
-		metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts := GateOptions{Now: c.Now, MinHumanDelay: 2 * time.Second, Tenants: map[string]TenantPage{"issuer": {
+		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}}
+	for _, f := range tune {
+		f(&opts)
+	}
+	g := NewGate(st, opts, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
 	g.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -221,6 +226,18 @@ func TestGateExpiredInvalidAndRevoked(t *testing.T) {
 	}
 	if _, page := r.do("GET", chromeUA, "es", nil); !strings.Contains(page, `href="tel:&#43;541155550000"`) {
 		t.Errorf("phone link missing:\n%s", page)
+	}
+}
+
+// gate.min_human_delay: 0s turns the timing check off, as documented:
+// a press at once is counted (scanner marks and the use budget remain).
+func TestGateZeroHumanDelayKept(t *testing.T) {
+	e := newGateEnv(t, store.LinkEnabled, 3, time.Time{}, func(o *GateOptions) { o.MinHumanDelay = 0 })
+	if resp, _ := e.press(chromeUA, 0); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a press at once with no minimum delay: %d", resp.StatusCode)
+	}
+	if resp, _ := e.press(headlessUA, 0); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("a headless browser was forwarded")
 	}
 }
 
