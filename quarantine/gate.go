@@ -48,12 +48,19 @@ type GateOptions struct {
 }
 
 // builtinScannerAgents are user-agent marks of link scanners, preview
-// fetchers and scripts. Scanners that pose as a desktop browser are caught
-// by the form's timing and by the use budget instead.
+// fetchers, and the HTTP libraries and command-line tools scripts use (no
+// person presses a button with those). Scanners that pose as a desktop
+// browser are caught by the form's timing and by the use budget instead.
 var builtinScannerAgents = []string{
+	// scanners and previews
 	"bingpreview", "mimecast", "proofpoint", "barracuda", "safelinks", "urldefense", "cisco", "fortiguard",
-	"headlesschrome", "phantomjs", "python-requests", "go-http-client", "curl/", "wget/", "libwww", "java/",
-	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot/", "bot.htm", "crawler", "spider", "scanner",
+	"headlesschrome", "phantomjs", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview",
+	"bot/", "bot.htm", "crawler", "spider", "scanner",
+	// HTTP libraries and tools
+	"python-requests", "python-urllib", "python-httpx", "python/", "aiohttp", "scrapy", "mechanize",
+	"go-http-client", "go-resty", "curl/", "libcurl", "wget/", "httpie/", "libwww", "http.rb", "ruby", "faraday",
+	"java/", "apache-httpclient", "httpclient", "okhttp", "axios/", "node-fetch", "undici", "got (",
+	"guzzlehttp", "reqwest", "dart:io", "powershell", "winhttp", "postmanruntime", "insomnia",
 }
 
 // GateStore is what the gate needs of the store.

@@ -269,6 +269,44 @@ func TestGateScannerMarksSparePhones(t *testing.T) {
 	}
 }
 
+// HTTP libraries and command-line tools are scanners, as documented: no
+// person presses the button with them. Browsers on every platform are not.
+func TestGateHTTPLibrariesAreScanners(t *testing.T) {
+	g := NewGate(nil, GateOptions{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, ua := range []string{
+		"Python-urllib/3.12", "python-urllib3/2.2.1", "python-httpx/0.27.0", "Python/3.11 aiohttp/3.9.1", "python-requests/2.31.0",
+		"Scrapy/2.11.0 (+https://scrapy.org)", "Go-http-client/2.0", "go-resty/2.12.0 (https://github.com/go-resty/resty)",
+		"curl/8.5.0", "Wget/1.21.4", "HTTPie/3.2.2", "libwww-perl/6.72", "http.rb/5.1.1", "Ruby", "Faraday v2.9.0",
+		"Java/17.0.9", "Apache-HttpClient/4.5.14 (Java/17.0.9)", "Jakarta Commons-HttpClient/3.1", "okhttp/4.12.0",
+		"axios/1.6.7", "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", "undici", "got (https://github.com/sindresorhus/got)",
+		"GuzzleHttp/7", "reqwest/0.11", "Dart/3.3 (dart:io)", "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1.22621.2506",
+		"Microsoft WinHTTP", "PostmanRuntime/7.36.3", "insomnia/8.6.1",
+	} {
+		r := httptest.NewRequest("POST", "/d/x", nil)
+		r.Header.Set("User-Agent", ua)
+		if !g.isScanner(r) {
+			t.Errorf("%q is treated as a browser", ua)
+		}
+	}
+	for _, ua := range []string{
+		chromeUA,
+		"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_3) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Safari/605.1.15",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Mobile/15E148 Safari/604.1",
+		"Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36 Edg/121.0.2277.128",
+		"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 13; Redmi Note 12) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.6167.164 Mobile Safari/537.36",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/450.0]",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Thunderbird/115.7.0",
+	} {
+		r := httptest.NewRequest("POST", "/d/x", nil)
+		r.Header.Set("User-Agent", ua)
+		if g.isScanner(r) {
+			t.Errorf("the browser %q is treated as a scanner", ua)
+		}
+	}
+}
+
 func TestGatePendingPastItsTimeSaysExpired(t *testing.T) {
 	e := newGateEnv(t, store.LinkPending, 3, time.Date(2026, 11, 23, 11, 0, 0, 0, time.UTC))
 	e.clock.Advance(2 * time.Hour)
