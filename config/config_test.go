@@ -113,6 +113,7 @@ smtp:
   auth_failure_delay: 2s
 http:
   listen: "127.0.0.1:8080"
+  gate_listen: "127.0.0.1:8081"
   public_url: "https://gate.issuer.example/"
 tenants:
   - name: issuer
@@ -217,7 +218,7 @@ func TestParseFull(t *testing.T) {
 			WriteTimeout:        Duration(30 * time.Second),
 			AuthFailureDelay:    Duration(2 * time.Second),
 		},
-		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "https://gate.issuer.example"},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", GateListen: "127.0.0.1:8081", PublicURL: "https://gate.issuer.example"},
 		Tenants: []Tenant{
 			{
 				Name: "issuer",
@@ -393,6 +394,11 @@ func TestPublicURLFromListen(t *testing.T) {
 	if cfg.HTTP.PublicURL != "http://relay.issuer.example:8081" {
 		t.Errorf("public_url = %q", cfg.HTTP.PublicURL)
 	}
+	// With a listener of their own, recipients reach the pages there.
+	cfg = mustParse(t, f, "hostname: relay.issuer.example\nhttp: {listen: \"127.0.0.1:8080\", gate_listen: \":8443\"}\n"+minimalYAML)
+	if cfg.HTTP.PublicURL != "http://relay.issuer.example:8443" {
+		t.Errorf("public_url with gate_listen = %q", cfg.HTTP.PublicURL)
+	}
 }
 
 // wantProblem is one expected problem: its path, the line holding the text
@@ -501,6 +507,10 @@ func TestProblems(t *testing.T) {
 		// http
 		{"http listen", "", edit{`listen: "127.0.0.1:8080"`, `listen: "127.0.0.1:http-alt"`},
 			[]wantProblem{{"http.listen", "127.0.0.1:http-alt", "port must be a number"}}},
+		{"gate_listen", "", edit{`gate_listen: "127.0.0.1:8081"`, `gate_listen: "8081"`},
+			[]wantProblem{{"http.gate_listen", "gate_listen:", "not host:port"}}},
+		{"gate_listen is listen", "", edit{`gate_listen: "127.0.0.1:8081"`, `gate_listen: "127.0.0.1:8080"`},
+			[]wantProblem{{"http.gate_listen", "gate_listen:", "is http.listen too"}}},
 		{"public_url scheme", "", edit{`public_url: "https://gate.issuer.example/"`, `public_url: "ftp://gate.issuer.example"`},
 			[]wantProblem{{"http.public_url", "public_url:", "not an absolute http(s) URL"}}},
 		{"public_url relative", "", edit{`public_url: "https://gate.issuer.example/"`, `public_url: "/gate"`},

@@ -148,11 +148,16 @@ func fill[T comparable](f filler, path string, field *T, def T) {
 	}
 }
 
-// derivedPublicURL is http:// and http.listen, with the host name in place
-// of an unspecified address (":8080", "0.0.0.0:8080"); "" when http.listen
-// is not host:port (validation reports that).
+// derivedPublicURL is http:// and the gate's listener (http.gate_listen,
+// else http.listen), with the host name in place of an unspecified address
+// (":8080", "0.0.0.0:8080"); "" when that is not host:port (validation
+// reports it).
 func (c *Config) derivedPublicURL() string {
-	host, port, err := net.SplitHostPort(c.HTTP.Listen)
+	listen := c.HTTP.Listen
+	if c.HTTP.GateListen != "" {
+		listen = c.HTTP.GateListen
+	}
+	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return ""
 	}

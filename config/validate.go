@@ -239,6 +239,12 @@ func (v *validator) smtp(s *SMTP) {
 
 func (v *validator) http(c *Config) {
 	v.hostPort("http.listen", c.HTTP.Listen, false)
+	if g := c.HTTP.GateListen; g != "" {
+		v.hostPort("http.gate_listen", g, false)
+		if _, port, _ := net.SplitHostPort(g); g == c.HTTP.Listen && port != "0" {
+			v.add("http.gate_listen", "%q is http.listen too; give the gate pages an address of their own, or leave the key out to serve them on http.listen", g)
+		}
+	}
 	for i, n := range c.HTTP.TrustedProxies {
 		if _, err := parseNetwork(n); err != nil {
 			v.add(indexPath("http.trusted_proxies", i), "%q is not a network (CIDR) or an address", n)

@@ -5,13 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/bcrypt"
 	"gopkg.in/yaml.v3"
@@ -32,12 +29,12 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	}
 	root := t.TempDir()
 	text := strings.NewReplacer("/etc/certgate/", root+"/etc/certgate/", "/var/lib/certgate", root+"/var/lib/certgate").Replace(string(src))
-	for _, l := range []string{`[":587"]`, `"127.0.0.1:8080"`} {
+	for _, l := range []string{`[":587"]`, `"127.0.0.1:8080"`, `"127.0.0.1:8081"`} {
 		if !strings.Contains(text, l) {
 			t.Fatalf("the example no longer listens on %s; update this test", l)
 		}
 	}
-	text = strings.NewReplacer(`[":587"]`, `["127.0.0.1:0"]`, `"127.0.0.1:8080"`, `"127.0.0.1:0"`).Replace(text)
+	text = strings.NewReplacer(`[":587"]`, `["127.0.0.1:0"]`, `"127.0.0.1:8080"`, `"127.0.0.1:0"`, `"127.0.0.1:8081"`, `"127.0.0.1:0"`).Replace(text)
 	cfgPath := filepath.Join(root, "etc/certgate/certgate.yaml")
 	writeSecret(t, cfgPath, text)
 
@@ -106,21 +103,7 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	if code := run([]string{"check-config", "--config", cfgPath}, &out, &out); code != 0 {
 		t.Fatalf("certgate check-config on the example: exit %d\n%s", code, out.String())
 	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := newDaemon(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemonOptions{})
-	if err != nil {
-		t.Fatalf("serve on the example: %v", err)
-	}
-	if err := d.start(context.Background()); err != nil {
-		d.store.Close()
-		t.Fatalf("serve on the example: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	d.shutdown(ctx)
+	startTestDaemon(t, cfgPath)
 }
 
 // writeSecret writes a file only its owner reads, making its directory.
