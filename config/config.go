@@ -31,6 +31,10 @@ type Config struct {
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`
+	// Warnings are what Parse or Validate found risky but not wrong, such
+	// as a secret file others can read: check-config prints them and
+	// serve logs them.
+	Warnings []Problem `yaml:"-"`
 }
 
 // Storage selects the durable store.
@@ -67,8 +71,12 @@ type TLS struct {
 
 // HTTP is the API, metrics and gate listener.
 type HTTP struct {
-	Listen    string `yaml:"listen"`
-	PublicURL string `yaml:"public_url"`
+	Listen string `yaml:"listen"`
+	// GateListen, when set, serves the public pages (the gate) on a
+	// listener of their own, and Listen keeps /metrics, the API and the
+	// console, for a reverse proxy to expose only the first.
+	GateListen string `yaml:"gate_listen"`
+	PublicURL  string `yaml:"public_url"`
 	// TrustedProxies are reverse proxies whose X-Forwarded-For names the
 	// client (for scanner networks and the audit trail).
 	TrustedProxies []string `yaml:"trusted_proxies"`

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,10 +37,7 @@ func newFixture(t testing.TB) fixture {
 			t.Fatal(err)
 		}
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hash := fixtureHash()
 	write("batch.hash", append(hash, '\n'))
 	write("bad.hash", []byte("hello\n"))
 	write("helpdesk.token", []byte("tok-0123456789abcdef\n"))
@@ -80,6 +78,15 @@ func newFixture(t testing.TB) fixture {
 	return fixture{dir: dir, hash: string(hash)}
 }
 
+// fixtureHash is a sound bcrypt hash, made once: cost 10 takes a while.
+var fixtureHash = sync.OnceValue(func() []byte {
+	hash, err := bcrypt.GenerateFromPassword([]byte("correct horse"), MinBcryptCost)
+	if err != nil {
+		panic(err)
+	}
+	return hash
+})
+
 func (f fixture) expand(s string) string {
 	return strings.NewReplacer("{{dir}}", f.dir, "{{hash}}", f.hash).Replace(s)
 }
@@ -106,6 +113,7 @@ smtp:
   auth_failure_delay: 2s
 http:
   listen: "127.0.0.1:8080"
+  gate_listen: "127.0.0.1:8081"
   public_url: "https://gate.issuer.example/"
 tenants:
   - name: issuer
@@ -212,7 +220,7 @@ func TestParseFull(t *testing.T) {
 			AuthFailureDelay:    Duration(2 * time.Second),
 			MemoryBudget:        DefaultMemoryBudget,
 		},
-		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "https://gate.issuer.example"},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", GateListen: "127.0.0.1:8081", PublicURL: "https://gate.issuer.example"},
 		Tenants: []Tenant{
 			{
 				Name: "issuer",
@@ -284,6 +292,7 @@ func TestParseFull(t *testing.T) {
 			{Name: "helpdesk", TokenFile: d + "/helpdesk.token", Scopes: []Scope{ScopeRead, ScopeRelease}, Tenants: []string{"issuer"}},
 			{Name: "ops", TokenEnv: "CERTGATE_OPS_TOKEN", Scopes: []Scope{ScopeAdmin}, Tenants: []string{"*"}},
 		}},
+		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
 		Log:        Log{Level: "debug", Format: "json"},
@@ -344,6 +353,7 @@ func TestParseDefaults(t *testing.T) {
 			CommandTimeout: Duration(5 * time.Minute),
 			DataTimeout:    Duration(10 * time.Minute),
 		},
+		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
 		Log:        Log{Level: "info", Format: "text"},
@@ -392,6 +402,11 @@ func TestPublicURLFromListen(t *testing.T) {
 	if cfg.HTTP.PublicURL != "http://relay.issuer.example:8081" {
 		t.Errorf("public_url = %q", cfg.HTTP.PublicURL)
 	}
+	// With a listener of their own, recipients reach the pages there.
+	cfg = mustParse(t, f, "hostname: relay.issuer.example\nhttp: {listen: \"127.0.0.1:8080\", gate_listen: \":8443\"}\n"+minimalYAML)
+	if cfg.HTTP.PublicURL != "http://relay.issuer.example:8443" {
+		t.Errorf("public_url with gate_listen = %q", cfg.HTTP.PublicURL)
+	}
 }
 
 // wantProblem is one expected problem: its path, the line holding the text
@@ -432,7 +447,9 @@ func TestProblems(t *testing.T) {
 	f := newFixture(t)
 	cases := []struct {
 		name string
-		base string // fullYAML when empty
+		// base is fullYAML when empty; "postgres" is fullYAML with a
+		// build that has the postgres driver.
+		base string
 		edit edit
 		want []wantProblem
 	}{
@@ -444,14 +461,17 @@ func TestProblems(t *testing.T) {
 		{"hostname empty", "", edit{"hostname: relay.issuer.example", `hostname: ""`},
 			[]wantProblem{{"hostname", "hostname:", "must not be empty"}}},
 		{"storage driver", "", edit{"driver: sqlite", "driver: mysql"},
-			[]wantProblem{{"storage.driver", "driver: mysql", "not sqlite or postgres"}}},
-		{"postgres without dsn", "", edit{"driver: sqlite", "driver: postgres"},
+			[]wantProblem{{"storage.driver", "driver: mysql", `"mysql" is not a storage driver; this build has sqlite`}}},
+		// serve would refuse it: check-config must too.
+		{"storage driver not in this build", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token}"},
+			[]wantProblem{{"storage.driver", "driver: postgres", "postgres is not in this build, which stores in sqlite only"}}},
+		{"postgres without dsn", "postgres", edit{"driver: sqlite", "driver: postgres"},
 			[]wantProblem{{"storage", "storage:", "set dsn_file or dsn_env"}}},
-		{"postgres both dsn", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token, dsn_env: PG}"},
+		{"postgres both dsn", "postgres", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token, dsn_env: PG}"},
 			[]wantProblem{{"storage", "storage:", "only one of dsn_file and dsn_env"}}},
-		{"postgres dsn file missing", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: /nonexistent/dsn}"},
+		{"postgres dsn file missing", "postgres", edit{"driver: sqlite", "{driver: postgres, dsn_file: /nonexistent/dsn}"},
 			[]wantProblem{{"storage.dsn_file", "dsn_file:", "does not exist"}}},
-		{"postgres dsn_env holds a value", "", edit{"driver: sqlite", "driver: postgres\n  dsn_env: postgres://u:hunter2@db/x"},
+		{"postgres dsn_env holds a value", "postgres", edit{"driver: sqlite", "driver: postgres\n  dsn_env: postgres://u:hunter2@db/x"},
 			[]wantProblem{{"storage.dsn_env", "dsn_env:", "name of an environment variable"}}},
 		{"sqlite with dsn", "", edit{"driver: sqlite", "driver: sqlite\n  dsn_env: PG"},
 			[]wantProblem{{"storage.dsn_env", "dsn_env:", "only for driver postgres"}}},
@@ -495,6 +515,10 @@ func TestProblems(t *testing.T) {
 		// http
 		{"http listen", "", edit{`listen: "127.0.0.1:8080"`, `listen: "127.0.0.1:http-alt"`},
 			[]wantProblem{{"http.listen", "127.0.0.1:http-alt", "port must be a number"}}},
+		{"gate_listen", "", edit{`gate_listen: "127.0.0.1:8081"`, `gate_listen: "8081"`},
+			[]wantProblem{{"http.gate_listen", "gate_listen:", "not host:port"}}},
+		{"gate_listen is listen", "", edit{`gate_listen: "127.0.0.1:8081"`, `gate_listen: "127.0.0.1:8080"`},
+			[]wantProblem{{"http.gate_listen", "gate_listen:", "is http.listen too"}}},
 		{"public_url scheme", "", edit{`public_url: "https://gate.issuer.example/"`, `public_url: "ftp://gate.issuer.example"`},
 			[]wantProblem{{"http.public_url", "public_url:", "not an absolute http(s) URL"}}},
 		{"public_url relative", "", edit{`public_url: "https://gate.issuer.example/"`, `public_url: "/gate"`},
@@ -518,7 +542,12 @@ func TestProblems(t *testing.T) {
 		{"user without hash", "", edit{"        password_hash: \"{{hash}}\"\n", ""},
 			[]wantProblem{{"tenants[0].users[0]", "username: app", "set password_hash or password_hash_file"}}},
 		{"hash not bcrypt", "", edit{`password_hash: "{{hash}}"`, `password_hash: "{SHA}secret"`},
-			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a bcrypt hash"}}},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "this is SHA-1 (htpasswd -s), not bcrypt"}}},
+		{"hash not bcrypt at all", "", edit{`password_hash: "{{hash}}"`, `password_hash: "hunter2"`},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a bcrypt hash: it must start with $2a$, $2b$ or $2y$ (certgate passwd makes one)"}}},
+		// What htpasswd -nbB prints, pasted whole.
+		{"hash with htpasswd's user", "", edit{`password_hash: "{{hash}}"`, `password_hash: "app:$2y$05$E5nAyUJPdLW8Rdfyzw9ZAOOhJWI/gRh3wbLQZ2sqGBNsGbWlXfG9i"`},
+			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", `this is an htpasswd line, user:hash; keep only the hash, what follows "app:"; and bcrypt cost 5 is below 10`}}},
 		{"hash bad cost", "", edit{`password_hash: "{{hash}}"`, `password_hash: "$2a$99$abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0"`},
 			[]wantProblem{{"tenants[0].users[0].password_hash", "password_hash:", "not a valid bcrypt hash"}}},
 		{"hash truncated", "", edit{`password_hash: "{{hash}}"`, `password_hash: "$2a$10$abc"`},
@@ -710,6 +739,11 @@ func TestProblems(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			base := tc.base
+			if base == "postgres" {
+				defer func(d []string) { storageDrivers = d }(storageDrivers)
+				storageDrivers = []string{"sqlite", "postgres"}
+				base = ""
+			}
 			if base == "" {
 				base = fullYAML
 			}
@@ -1179,4 +1213,105 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("an error with a config")
 		}
 	})
+}
+
+// Secret files others can read are judged as OpenSSH judges private keys:
+// a DKIM key or an API token every local user can read is refused, any
+// other secret open to others or to its group is warned about, with the
+// line, and the file still loads.
+func TestSecretFilePermissions(t *testing.T) {
+	f := newFixture(t)
+	src := f.expand(fullYAML)
+	chmod := func(name string, mode os.FileMode) {
+		t.Helper()
+		if err := os.Chmod(filepath.Join(f.dir, name), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chmod("dkim.pem", 0o644)
+	chmod("helpdesk.token", 0o606)
+	_, err := Parse(f.path(), []byte(src))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse: %v, want the key and the token refused", err)
+	}
+	checkProblems(t, f, src, errs, []wantProblem{
+		{"dkim[0].key_file", "key_file: {{dir}}/dkim.pem", "{{dir}}/dkim.pem has mode 0644: every user of this machine can read it, and a DKIM key signs mail as the issuer; chmod 600"},
+		{"dkim[1].key_file", "key_file: {{dir}}/dkim.pem}", "mode 0644"},
+		{"api.tokens[0].token_file", "token_file:", "mode 0606: every user of this machine can read and change it, and an API token"},
+	})
+
+	chmod("dkim.pem", 0o640)
+	chmod("helpdesk.token", 0o600)
+	chmod("batch.hash", 0o644)
+	chmod("tls.key", 0o660)
+	cfg, err := Parse(f.path(), []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v, want warnings only", err)
+	}
+	want := []struct{ path, at, msg string }{
+		{"smtp.tls.key_file", "key_file: {{dir}}/tls.key", "{{dir}}/tls.key has mode 0660: its group can read and change it; chmod 600 it, owned by the user certgate runs as, unless that group is certgate's alone"},
+		{"tenants[0].users[1].password_hash_file", "password_hash_file:", "mode 0644: every user of this machine can read it; chmod 600"},
+		{"dkim[0].key_file", "key_file: {{dir}}/dkim.pem", "mode 0640: its group can read it"},
+		{"dkim[1].key_file", "key_file: {{dir}}/dkim.pem}", "mode 0640: its group can read it"},
+	}
+	var got []string
+	for _, w := range cfg.Warnings {
+		got = append(got, w.String())
+	}
+	if len(cfg.Warnings) != len(want) {
+		t.Fatalf("warnings:\n%s\nwant %d", strings.Join(got, "\n"), len(want))
+	}
+	for i, w := range want {
+		p := cfg.Warnings[i]
+		if p.Path != w.path || p.Line != lineOf(t, src, f.expand(w.at)) || p.File != f.path() || !strings.Contains(p.Msg, f.expand(w.msg)) {
+			t.Errorf("warning %d: %s\nwant %s at %q: %s", i, p, w.path, w.at, f.expand(w.msg))
+		}
+	}
+}
+
+// A hash of a cost below 10 loads, with a warning that says how much
+// weaker it is and how to make a sound one.
+func TestWeakPasswordHashWarns(t *testing.T) {
+	f := newFixture(t)
+	weak, err := bcrypt.GenerateFromPassword([]byte("pw"), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "batch.hash"), weak, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := f.expand(fullYAML)
+	cfg, err := Parse(f.path(), []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 {
+		t.Fatalf("warnings %v, want one", cfg.Warnings)
+	}
+	w := cfg.Warnings[0]
+	if w.Path != "tenants[0].users[1].password_hash_file" || w.Line != lineOf(t, src, "password_hash_file:") ||
+		!strings.Contains(w.Msg, "bcrypt cost 5 is below 10: a stolen hash is guessed 32 times faster than at 10; make a new one with certgate passwd (cost 12)") {
+		t.Fatalf("warning %s", w)
+	}
+}
+
+// gate.min_human_delay takes its default when left out and keeps 0s when
+// written, as docs/config.md says of every key.
+func TestMinHumanDelay(t *testing.T) {
+	f := newFixture(t)
+	for src, want := range map[string]time.Duration{
+		minimalYAML: 2 * time.Second,
+		minimalYAML + "gate: {min_human_delay: 0s}\n": 0,
+		minimalYAML + "gate: {min_human_delay: 5s}\n": 5 * time.Second,
+	} {
+		if got := mustParse(t, f, src).Gate.MinHumanDelay.D(); got != want {
+			t.Errorf("%q: min_human_delay %v, want %v", src[len(minimalYAML):], got, want)
+		}
+	}
+	code := &Config{}
+	code.SetDefaults()
+	if code.Gate.MinHumanDelay != DefaultMinHumanDelay {
+		t.Errorf("SetDefaults: min_human_delay %v", code.Gate.MinHumanDelay)
+	}
 }

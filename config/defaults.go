@@ -37,6 +37,7 @@ const (
 	DefaultRetentionEvents     = Duration(2160 * time.Hour) // 90 days
 	DefaultRetentionDelivered  = Duration(2160 * time.Hour)
 	DefaultSweepInterval       = Duration(10 * time.Minute)
+	DefaultMinHumanDelay       = Duration(2 * time.Second)
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "text"
 )
@@ -91,6 +92,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		c.Tenants[i].applyDefaults(f, indexPath("tenants", i))
 	}
 	c.Delivery.applyDefaults(f)
+	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
 	c.Retention.applyDefaults(f)
 }
 
@@ -166,11 +168,16 @@ func fill[T comparable](f filler, path string, field *T, def T) {
 	}
 }
 
-// derivedPublicURL is http:// and http.listen, with the host name in place
-// of an unspecified address (":8080", "0.0.0.0:8080"); "" when http.listen
-// is not host:port (validation reports that).
+// derivedPublicURL is http:// and the gate's listener (http.gate_listen,
+// else http.listen), with the host name in place of an unspecified address
+// (":8080", "0.0.0.0:8080"); "" when that is not host:port (validation
+// reports it).
 func (c *Config) derivedPublicURL() string {
-	host, port, err := net.SplitHostPort(c.HTTP.Listen)
+	listen := c.HTTP.Listen
+	if c.HTTP.GateListen != "" {
+		listen = c.HTTP.GateListen
+	}
+	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return ""
 	}

@@ -101,6 +101,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	if len(v.problems) > 0 {
 		return fail(v.problems...)
 	}
+	cfg.Warnings = v.warningsFor(path)
 	return &cfg, nil
 }
 

@@ -9,6 +9,45 @@ import (
 	"strings"
 )
 
+// secretFile judges who besides its owner may read or change the secret
+// file name (at path), by its mode, as OpenSSH judges a private key.
+// Open to every user of the machine, it is refused when refuseShared says
+// why that is too much (a DKIM key, an API token), and warned about
+// otherwise; open to its group, it is warned about: a group may be
+// certgate's alone (root:certgate 0640), and check-config may run as
+// another user than serve.
+func (v *validator) secretFile(path, name, refuseShared string) {
+	fi, err := os.Stat(name)
+	if err != nil {
+		return // v.file reported it
+	}
+	mode := fi.Mode().Perm()
+	const fix = "chmod 600 it, owned by the user certgate runs as"
+	switch {
+	case mode&0o006 != 0:
+		msg := fmt.Sprintf("%s has mode %04o: every user of this machine can %s it", name, mode, access(mode, 0o004, 0o002))
+		if refuseShared != "" {
+			v.add(path, "%s, and %s; %s", msg, refuseShared, fix)
+		} else {
+			v.warn(path, "%s; %s", msg, fix)
+		}
+	case mode&0o060 != 0:
+		v.warn(path, "%s has mode %04o: its group can %s it; %s, unless that group is certgate's alone",
+			name, mode, access(mode, 0o040, 0o020), fix)
+	}
+}
+
+// access says what the read and write bits r and w of mode allow.
+func access(mode os.FileMode, r, w os.FileMode) string {
+	switch {
+	case mode&r != 0 && mode&w != 0:
+		return "read and change"
+	case mode&w != 0:
+		return "change"
+	}
+	return "read"
+}
+
 // ReadSecret returns a secret from a file or from an environment variable,
 // whichever is named (exactly one must be), with surrounding white space
 // (the final newline) trimmed. An empty secret is an error. Errors name the

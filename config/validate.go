@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/net/publicsuffix"
 )
 
@@ -31,6 +30,7 @@ func (c *Config) Validate() error {
 	v := &validator{}
 	v.validate(c)
 	if len(v.problems) == 0 {
+		c.Warnings = v.warningsFor(c.Path)
 		return nil
 	}
 	for i := range v.problems {
@@ -47,6 +47,7 @@ type validator struct {
 	ix       *index
 	bad      []string
 	problems []Problem
+	warnings []Problem
 }
 
 func (v *validator) add(path, format string, args ...any) {
@@ -54,6 +55,20 @@ func (v *validator) add(path, format string, args ...any) {
 		return
 	}
 	v.problems = append(v.problems, Problem{Line: v.ix.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn notes something risky but not wrong at path.
+func (v *validator) warn(path, format string, args ...any) {
+	v.warnings = append(v.warnings, Problem{Line: v.ix.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warningsFor returns the warnings found, in file order, naming file.
+func (v *validator) warningsFor(file string) []Problem {
+	for i := range v.warnings {
+		v.warnings[i].File = file
+	}
+	sortProblems(v.warnings)
+	return v.warnings
 }
 
 // addAbout is add for a problem at path that is about some of its keys
@@ -110,6 +125,7 @@ func (v *validator) validate(c *Config) {
 		v.add("gate.min_human_delay", "must not be negative")
 	}
 	if f := c.Gate.FormKeyFile; f != "" && v.file("gate.form_key_file", f) {
+		v.secretFile("gate.form_key_file", f, "")
 		if b, err := readSmall(f, 4096); err != nil || len(strings.TrimSpace(string(b))) < 32 {
 			v.add("gate.form_key_file", "must hold at least 32 characters of random key (openssl rand -hex 32)")
 		}
@@ -156,20 +172,7 @@ func (v *validator) general(c *Config) {
 		v.add("data_dir", "must not be empty")
 	}
 
-	s := c.Storage
-	switch s.Driver {
-	case "sqlite":
-		if s.DSNFile != "" {
-			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
-		}
-		if s.DSNEnv != "" {
-			v.add("storage.dsn_env", "only for driver postgres; sqlite keeps its database in data_dir")
-		}
-	case "postgres":
-		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv)
-	default:
-		v.add("storage.driver", "%q is not sqlite or postgres", s.Driver)
-	}
+	v.storage(c.Storage)
 
 	switch c.DKIMEngine {
 	case DKIMEngineAuto, DKIMEngineOpenSSL, DKIMEngineGo:
@@ -185,6 +188,33 @@ func (v *validator) general(c *Config) {
 	case "text", "json":
 	default:
 		v.add("log.format", "%q is not text or json", c.Log.Format)
+	}
+}
+
+// storageDrivers are the storage.driver values this build can open.
+var storageDrivers = []string{"sqlite"}
+
+// StorageDrivers lists the storage.driver values this build can open;
+// the binary opens each of them.
+func StorageDrivers() []string { return slices.Clone(storageDrivers) }
+
+// storage refuses a driver the build lacks: check-config must report
+// whatever serve would refuse.
+func (v *validator) storage(s Storage) {
+	switch {
+	case !slices.Contains(storageDrivers, s.Driver) && s.Driver == "postgres":
+		v.add("storage.driver", "postgres is not in this build, which stores in %s only; write driver: sqlite, or leave storage out", strings.Join(storageDrivers, ", "))
+	case !slices.Contains(storageDrivers, s.Driver):
+		v.add("storage.driver", "%q is not a storage driver; this build has %s", s.Driver, strings.Join(storageDrivers, ", "))
+	case s.Driver == "postgres":
+		v.secretSource("storage", "dsn_file", s.DSNFile, "dsn_env", s.DSNEnv, "")
+	default:
+		if s.DSNFile != "" {
+			v.add("storage.dsn_file", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
+		if s.DSNEnv != "" {
+			v.add("storage.dsn_env", "only for driver postgres; sqlite keeps its database in data_dir")
+		}
 	}
 }
 
@@ -216,6 +246,7 @@ func (v *validator) smtp(s *SMTP) {
 			if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
 				v.add("smtp.tls", "cannot load the certificate and key: %v", err)
 			}
+			v.secretFile("smtp.tls.key_file", t.KeyFile, "")
 		}
 	}
 
@@ -238,6 +269,12 @@ func (v *validator) smtp(s *SMTP) {
 
 func (v *validator) http(c *Config) {
 	v.hostPort("http.listen", c.HTTP.Listen, false)
+	if g := c.HTTP.GateListen; g != "" {
+		v.hostPort("http.gate_listen", g, false)
+		if _, port, _ := net.SplitHostPort(g); g == c.HTTP.Listen && port != "0" {
+			v.add("http.gate_listen", "%q is http.listen too; give the gate pages an address of their own, or leave the key out to serve them on http.listen", g)
+		}
+	}
 	for i, n := range c.HTTP.TrustedProxies {
 		if _, err := parseNetwork(n); err != nil {
 			v.add(indexPath("http.trusted_proxies", i), "%q is not a network (CIDR) or an address", n)
@@ -413,19 +450,25 @@ func (v *validator) user(at string, u User) {
 	case u.PasswordHash == "" && u.PasswordHashFile == "":
 		v.addAbout(at, []string{"password_hash", "password_hash_file"}, "set password_hash or password_hash_file")
 	case u.PasswordHash != "":
-		if msg := bcryptProblem(u.PasswordHash); msg != "" {
-			v.add(at+".password_hash", "%s", msg)
+		problem, warning := PasswordHashProblem(u.PasswordHash)
+		if problem != "" {
+			v.add(at+".password_hash", "%s", problem)
+		} else if warning != "" {
+			v.warn(at+".password_hash", "%s", warning)
 		}
 	default:
 		p := at + ".password_hash_file"
 		if !v.file(p, u.PasswordHashFile) {
 			return
 		}
+		v.secretFile(p, u.PasswordHashFile, "")
 		data, err := readSmall(u.PasswordHashFile, 4096)
 		if err != nil {
 			v.add(p, "%v", err)
-		} else if msg := bcryptProblem(strings.TrimSpace(string(data))); msg != "" {
-			v.add(p, "%s: %s", u.PasswordHashFile, msg)
+		} else if problem, warning := PasswordHashProblem(strings.TrimSpace(string(data))); problem != "" {
+			v.add(p, "%s: %s", u.PasswordHashFile, problem)
+		} else if warning != "" {
+			v.warn(p, "%s: %s", u.PasswordHashFile, warning)
 		}
 	}
 }
@@ -459,6 +502,7 @@ func (v *validator) dkim(keys []DKIMKey) {
 		if k.KeyFile == "" {
 			v.add(at+".key_file", "required")
 		} else if v.file(at+".key_file", k.KeyFile) {
+			v.secretFile(at+".key_file", k.KeyFile, "a DKIM key signs mail as the issuer")
 			data, err := readSmall(k.KeyFile, 1<<20)
 			if err != nil {
 				v.add(at+".key_file", "%v", err)
@@ -606,7 +650,7 @@ func (v *validator) route(at string, r *Route) {
 		if a.Username == "" {
 			v.add(ap+".username", "required")
 		}
-		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv)
+		v.secretSource(ap, "password_file", a.PasswordFile, "password_env", a.PasswordEnv, "")
 		if r.TLS == TLSNone {
 			v.add(at+".tls", "none would send the smarthost password in clear; use required with auth")
 		}
@@ -757,7 +801,7 @@ func (v *validator) api(c *Config) {
 			names[t.Name] = i
 		}
 		n := len(v.problems)
-		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv)
+		v.secretSource(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, "an API token reads and releases mail")
 		if len(v.problems) == n && (t.TokenFile == "") != (t.TokenEnv == "") {
 			v.secretLength(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, minAPIToken, "token")
 		}
@@ -846,7 +890,7 @@ func (v *validator) webhooks(c *Config) {
 			w.SecretFile = filepath.Join(filepath.Dir(c.Path), w.SecretFile)
 		}
 		n := len(v.problems)
-		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv)
+		v.secretSource(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv, "")
 		if len(v.problems) == n && (w.SecretFile == "") != (w.SecretEnv == "") {
 			v.secretLength(at, "secret_file", w.SecretFile, "secret_env", w.SecretEnv, minWebhookSecret, "secret")
 		}
@@ -937,15 +981,18 @@ func isLoopbackHost(h string) bool {
 // ---- shared checks ----
 
 // secretSource checks that exactly one of a file and an environment
-// variable is named, and that the one named can be used.
-func (v *validator) secretSource(at, fileKey, file, envKey, env string) {
+// variable is named, and that the one named can be used; refuseShared,
+// when not "", is why a file every user can read is refused (secretFile).
+func (v *validator) secretSource(at, fileKey, file, envKey, env, refuseShared string) {
 	switch {
 	case file != "" && env != "":
 		v.add(at, "set only one of %s and %s", fileKey, envKey)
 	case file == "" && env == "":
 		v.addAbout(at, []string{fileKey, envKey}, "set %s or %s", fileKey, envKey)
 	case file != "":
-		v.file(at+"."+fileKey, file)
+		if v.file(at+"."+fileKey, file) {
+			v.secretFile(at+"."+fileKey, file, refuseShared)
+		}
 	default:
 		if !envName.MatchString(env) {
 			// Never echo it: it may be the secret itself, pasted in the wrong key.
@@ -1111,20 +1158,6 @@ func urlProblem(s string, prefix bool) string {
 	}
 	if !prefix && (u.RawQuery != "" || u.ForceQuery) {
 		return fmt.Sprintf("%q must not have a ?query", s)
-	}
-	return ""
-}
-
-func bcryptProblem(h string) string {
-	const how = ` (htpasswd -bnBC 12 "" 'password' | tr -d ':\n' makes one)`
-	if !strings.HasPrefix(h, "$2a$") && !strings.HasPrefix(h, "$2b$") && !strings.HasPrefix(h, "$2y$") {
-		return "not a bcrypt hash: it must start with $2a$, $2b$ or $2y$" + how
-	}
-	if len(h) != 60 {
-		return fmt.Sprintf("not a bcrypt hash: it must be 60 characters long, not %d", len(h))
-	}
-	if _, err := bcrypt.Cost([]byte(h)); err != nil {
-		return "not a valid bcrypt hash: " + strings.TrimPrefix(err.Error(), "crypto/bcrypt: ") + how
 	}
 	return ""
 }

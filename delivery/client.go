@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -83,7 +82,7 @@ func (r Result) String() string {
 // Conn is an open SMTP session with one host, reused for several messages.
 type Conn struct {
 	c           *smtp.Client
-	nc          net.Conn // what go-smtp reads and writes, for the DATA deadline
+	nc          *session // what go-smtp reads and writes
 	dataTimeout time.Duration
 	clock       clock.Clock
 	Host        string
@@ -187,11 +186,14 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 		raw.Close()
 		return nil, resultOf(host, replyError(code, text)), false
 	}
-	conn := regreet(raw, host, br)
+	conn := newSession(raw, br, host)
+	if err := conn.ehlo(d.Hostname); err != nil {
+		raw.Close()
+		return nil, Result{Host: host, Network: true, Text: "ehlo: " + err.Error()}, false
+	}
 	tlsOn := false
 	if useTLS {
-		conn, tlsOn, err = d.startTLS(raw, br, dest, host)
-		if err != nil {
+		if tlsOn, err = d.startTLS(conn, dest, host); err != nil {
 			raw.Close()
 			var se *smtp.SMTPError
 			if errors.As(err, &se) {
@@ -208,6 +210,7 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 	c := smtp.NewClient(conn)
 	c.CommandTimeout = d.CommandTimeout
 	c.SubmissionTimeout = d.DataTimeout
+	conn.answerEHLO()
 	if err := c.Hello(d.Hostname); err != nil {
 		c.Close()
 		return nil, resultOf(host, err), false
@@ -216,28 +219,19 @@ func (d *Dialer) open(ctx context.Context, dest *Destination, host, addr string,
 	return &Conn{c: c, nc: conn, dataTimeout: d.DataTimeout, clock: d.clock(), Host: host, Dest: dest, TLS: tlsOn, LastUsed: d.clock().Now()}, Result{Host: host}, false
 }
 
-// startTLS, after the greeting read from br, says EHLO and, when STARTTLS
-// is offered, upgrades the connection (RFC 3207 4). It returns a connection
-// that replays a greeting so that go-smtp's client can take over and EHLO
-// again, as RFC 3207 4.2 requires after TLS. go-smtp's own
-// NewClientStartTLS would say EHLO localhost, which receivers hold against
-// a sender.
-func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, host string) (net.Conn, bool, error) {
-	plain := func() net.Conn {
-		// Go on in plaintext on this connection; go-smtp greets again
-		// (EHLO, or HELO if EHLO is refused).
-		return regreet(raw, host, br)
-	}
-	fmt.Fprintf(raw, "EHLO %s\r\n", d.Hostname)
-	code, text, err := readReply(br)
-	if err != nil {
-		return nil, false, err
-	}
+// startTLS upgrades the session when the server's EHLO answer offers
+// STARTTLS (RFC 3207 4), and says EHLO again over TLS, as RFC 3207 4.2
+// requires. go-smtp's own NewClientStartTLS would say EHLO localhost,
+// which receivers hold against a sender. Without STARTTLS, or when the
+// server refuses it, the session goes on in plaintext: the caller decides
+// whether the route allows that.
+func (d *Dialer) startTLS(s *session, dest *Destination, host string) (bool, error) {
+	code, text := s.lastEHLO()
 	if code != 250 {
-		if code >= 500 && code < 600 && dest.TLS != config.TLSRequired {
-			return plain(), false, nil // no EHLO, so no STARTTLS (RFC 3207 4)
+		if code >= 500 && dest.TLS != config.TLSRequired {
+			return false, nil // no EHLO, so no STARTTLS (RFC 3207 4)
 		}
-		return nil, false, replyError(code, text)
+		return false, replyError(code, text)
 	}
 	offered := false
 	for _, line := range strings.Split(text, "\n") {
@@ -246,18 +240,18 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 		}
 	}
 	if !offered {
-		return plain(), false, nil
+		return false, nil
 	}
-	fmt.Fprintf(raw, "STARTTLS\r\n")
-	if code, text, err = readReply(br); err != nil {
-		return nil, false, err
+	fmt.Fprintf(s.Conn, "STARTTLS\r\n")
+	if code, text, err := readReply(s.br); err != nil {
+		return false, err
 	} else if code != 220 {
 		// RFC 3207 4: 454 "TLS not available"; the session goes on in
 		// plaintext, which only an opportunistic route accepts.
 		if dest.TLS != config.TLSRequired {
-			return plain(), false, nil
+			return false, nil
 		}
-		return nil, false, replyError(code, text)
+		return false, replyError(code, text)
 	}
 	conf := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	if dest.TLS == config.TLSRequired {
@@ -267,26 +261,116 @@ func (d *Dialer) startTLS(raw net.Conn, br *bufio.Reader, dest *Destination, hos
 		// an unverifiable certificate is still better than plaintext.
 		conf.InsecureSkipVerify = true
 	}
-	tc := tls.Client(raw, conf)
+	tc := tls.Client(s.Conn, conf)
 	if err := tc.Handshake(); err != nil {
-		return nil, false, tlsFailure{err}
+		return false, tlsFailure{err}
 	}
-	return regreet(tc, host, tc), true, nil
+	s.upgrade(tc)
+	return true, s.ehlo(d.Hostname)
 }
 
-// replayConn is a connection whose first bytes read are a synthetic greeting.
-type replayConn struct {
-	net.Conn
-	r io.Reader
+// session is the connection go-smtp's client gets once the dialer has read
+// the greeting and said EHLO itself. It replays a greeting, and answers
+// the EHLO go-smtp says next (and again after each RSET, since go-smtp's
+// Reset forgets the hello) with the server's answer to the dialer's: the
+// server hears one EHLO per session. RFC 5321 4.1.4 lets a client repeat
+// EHLO, but a receiver that refuses it would defer the mail for ever.
+type session struct {
+	net.Conn               // the server: plaintext, then TLS once upgraded
+	br       *bufio.Reader // reads the server
+
+	mu      sync.Mutex
+	pending []byte // read before the server: a greeting, an EHLO answer
+	ehloAns []byte // the server's answer to the last EHLO, as it came
+	code    int    // and its code and text, for startTLS
+	text    string
+	armed   bool // the next write is go-smtp's EHLO: answer it here
 }
 
-// regreet hands go-smtp's client c, reading from r, behind a greeting of
-// its own: the server's was read already.
-func regreet(c net.Conn, host string, r io.Reader) net.Conn {
-	return &replayConn{Conn: c, r: io.MultiReader(strings.NewReader("220 "+host+" ESMTP\r\n"), r)}
+func newSession(raw net.Conn, br *bufio.Reader, host string) *session {
+	return &session{Conn: raw, br: br, pending: []byte("220 " + host + " ESMTP\r\n")}
 }
 
-func (c *replayConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+// ehlo says EHLO to the server and keeps its answer, whatever it is: a
+// refusal reaches go-smtp's Hello as the server gave it (500 and 502 then
+// make go-smtp say HELO). The error is the connection's.
+func (s *session) ehlo(hostname string) error {
+	if _, err := fmt.Fprintf(s.Conn, "EHLO %s\r\n", hostname); err != nil {
+		return err
+	}
+	code, text, err := readReply(s.br)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.code, s.text, s.ehloAns = code, text, formatReply(code, text)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *session) lastEHLO() (int, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.code, s.text
+}
+
+// upgrade goes on over tc, a TLS client on the same connection.
+func (s *session) upgrade(tc *tls.Conn) {
+	s.Conn, s.br = tc, bufio.NewReader(tc)
+}
+
+// answerEHLO makes the next write, if it is an EHLO, be answered from the
+// server's last answer instead of reaching the server.
+func (s *session) answerEHLO() {
+	s.mu.Lock()
+	s.armed = true
+	s.mu.Unlock()
+}
+
+func (s *session) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	if s.armed {
+		s.armed = false
+		if isEHLO(b) {
+			s.pending = append(s.pending, s.ehloAns...)
+			s.mu.Unlock()
+			return len(b), nil
+		}
+	}
+	s.mu.Unlock()
+	return s.Conn.Write(b)
+}
+
+func (s *session) Read(b []byte) (int, error) {
+	s.mu.Lock()
+	if len(s.pending) > 0 {
+		n := copy(b, s.pending)
+		s.pending = s.pending[n:]
+		s.mu.Unlock()
+		return n, nil
+	}
+	s.mu.Unlock()
+	return s.br.Read(b)
+}
+
+// isEHLO reports whether b is one whole EHLO command line.
+func isEHLO(b []byte) bool {
+	return len(b) > 5 && strings.EqualFold(string(b[:5]), "EHLO ") && bytes.IndexByte(b, '\n') == len(b)-1
+}
+
+// formatReply writes a reply as readReply read it: code and text lines.
+func formatReply(code int, text string) []byte {
+	lines := strings.Split(text, "\n")
+	var b bytes.Buffer
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		fmt.Fprintf(&b, "%d%s%s\r\n", code, sep, l)
+	}
+	return b.Bytes()
+}
 
 // readReply reads a possibly multi-line SMTP reply (RFC 5321 4.2.1) and
 // returns its code and text lines joined by "\n".
@@ -397,6 +481,7 @@ func (c *Conn) Send(from, to string, parts ...[]byte) Result {
 			res.Stale, res.Network = true, true
 			return res
 		}
+		c.nc.answerEHLO() // go-smtp says EHLO again before MAIL
 		c.dirty = false
 	}
 	c.Sent++

@@ -67,8 +67,11 @@ type Queue struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	sched    schedHeap
+	mu    sync.Mutex
+	sched schedHeap
+	// labelled is closed once the recipients Start loaded for later are
+	// counted under their lanes (labelWaiting).
+	labelled chan struct{}
 	lanes    map[string]*lane
 	wake     chan struct{}
 	count    int            // recipients held by the queue in any stage
@@ -91,7 +94,8 @@ const defaultFreshBudget = 16 << 20
 func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
 		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget,
-		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{}), byTenant: map[string]int{}}
+		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
+		byTenant: map[string]int{}}
 	if q.clock == nil {
 		q.clock = clock.Real
 	}
@@ -109,6 +113,7 @@ type item struct {
 	lane    *lane
 	gauge   string // provider label it is counted under in the queued gauge
 	readyAt time.Time
+	heapIdx int // its place in the waiting heap, -1 when not in it
 
 	// prefix and body are the copy's bytes when the queue got them with
 	// the recipient (AddAccepted), so the first attempt need not read
@@ -120,8 +125,14 @@ type item struct {
 func (q *Queue) Start(ctx context.Context) error {
 	q.ctx, q.cancel = context.WithCancel(ctx)
 	n := 0
+	waiting := map[string][]*item{} // by domain: those not due yet
+	now := q.clock.Now()
 	err := q.store.Pending(ctx, func(p store.Pending) error {
-		q.enter(q.newItem(p))
+		it := q.newItem(p)
+		if p.NextAttempt.After(now) {
+			waiting[p.Domain] = append(waiting[p.Domain], it)
+		}
+		q.enter(it)
 		n++
 		return nil
 	})
@@ -129,9 +140,47 @@ func (q *Queue) Start(ctx context.Context) error {
 		return err
 	}
 	q.log.Info("queue started", "pending", n)
-	q.wg.Add(1)
+	q.wg.Add(2)
 	go q.scheduler()
+	go q.labelWaiting(waiting)
 	return nil
+}
+
+// labelWaiting counts recipients loaded for a later attempt under their
+// lane's provider at once, not as unrouted until that attempt, which after
+// a restart may be hours away: one route lookup per domain, a few at a
+// time. An item that leaves the heap meanwhile is labelled by its route.
+func (q *Queue) labelWaiting(waiting map[string][]*item) {
+	defer q.wg.Done()
+	defer close(q.labelled)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for domain, items := range waiting {
+		select {
+		case sem <- struct{}{}:
+		case <-q.ctx.Done():
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ctx, cancel := context.WithTimeout(q.ctx, 30*time.Second)
+			defer cancel()
+			dest, err := q.router.Resolve(ctx, domain)
+			if err != nil {
+				return // its attempt will say why
+			}
+			label := q.laneFor(domain, dest).Name()
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			for _, it := range items {
+				if it.heapIdx >= 0 && it.gauge == unrouted {
+					q.regauge(it, label)
+				}
+			}
+		}()
+	}
 }
 
 // Add queues recipients that the store has made durable (released ones).
@@ -162,8 +211,12 @@ func (q *Queue) newItem(p store.Pending) *item {
 	if !ok {
 		class = config.ClassBulk // a mislabelled message never jumps the queue
 	}
-	return &item{p: p, class: class, gauge: "unrouted"}
+	return &item{p: p, class: class, gauge: unrouted, heapIdx: -1}
 }
+
+// unrouted is the gauge's provider label for an item not matched to a
+// lane yet.
+const unrouted = "unrouted"
 
 // takeData returns the copy's bytes the item carries, if any, and lets go
 // of them: whatever the attempt's outcome, a later one reads the store.
@@ -287,13 +340,18 @@ func (q *Queue) route(it *item) {
 			q.finish(it, "none", res, nil)
 			return
 		}
-		var mx []string
-		if dest.MX {
-			mx = dest.Hosts
-		}
 		it.dest = dest
-		q.enqueueLane(it, q.policy.Match(it.p.Domain, mx))
+		q.enqueueLane(it, q.laneFor(it.p.Domain, dest))
 	}()
+}
+
+// laneFor is policy's lane for mail to domain going to dest.
+func (q *Queue) laneFor(domain string, dest *Destination) *policy.Lane {
+	var mx []string
+	if dest.MX {
+		mx = dest.Hosts
+	}
+	return q.policy.Match(domain, mx)
 }
 
 // enqueueLane makes the item ready in its lane and starts a worker when
@@ -388,12 +446,20 @@ type schedHeap []*item
 
 func (h schedHeap) Len() int           { return len(h) }
 func (h schedHeap) Less(i, j int) bool { return h[i].p.NextAttempt.Before(h[j].p.NextAttempt) }
-func (h schedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *schedHeap) Push(x any)        { *h = append(*h, x.(*item)) }
+func (h schedHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+func (h *schedHeap) Push(x any) {
+	it := x.(*item)
+	it.heapIdx = len(*h)
+	*h = append(*h, it)
+}
 func (h *schedHeap) Pop() any {
 	old := *h
 	it := old[len(old)-1]
 	old[len(old)-1] = nil
 	*h = old[:len(old)-1]
+	it.heapIdx = -1
 	return it
 }

@@ -96,6 +96,49 @@ func TestRestartDeliversQueuedMail(t *testing.T) {
 	}
 }
 
+// After a restart, mail waiting for its next attempt is counted under its
+// provider in certgate_queue_recipients at once, not as unrouted until
+// that attempt.
+func TestRestartCountsWaitingMailUnderItsProvider(t *testing.T) {
+	db := t.TempDir() + "/certgate.db"
+	down := newQEnv(t, qopts{dbPath: db, sinkDown: true, fakeClock: true})
+	for i := range 3 {
+		down.enqueue("certificados@ca.example", []string{fmt.Sprintf("r%d@empresa.example", i)}, config.ClassBulk, sample(t, "01-es-download-link-qp.eml"))
+	}
+	down.enqueue("certificados@ca.example", []string{"t@gmail.com"}, config.ClassTransactional, sample(t, "01-es-download-link-qp.eml"))
+	down.waitAttempts(4)
+	down.stop()
+
+	up := newQEnv(t, qopts{dbPath: db, fakeClock: true})
+	select {
+	case <-up.queue.labelled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loaded mail was never labelled")
+	}
+	gauge := func(provider, class string) float64 {
+		var m dto.Metric
+		up.metrics.Queued.WithLabelValues(provider, class).Write(&m)
+		return m.GetGauge().GetValue()
+	}
+	// empresa.example's MX is the google sim's, its own lane in this
+	// harness; gmail.com is the built-in gmail provider's by domain.
+	for _, c := range []struct {
+		provider, class string
+		want            float64
+	}{{"google", "bulk", 3}, {"gmail", "transactional", 1}, {"unrouted", "bulk", 0}, {"unrouted", "transactional", 0}} {
+		if got := gauge(c.provider, c.class); got != c.want {
+			t.Errorf("certgate_queue_recipients{provider=%q,class=%q} = %v, want %v", c.provider, c.class, got, c.want)
+		}
+	}
+	// Delivered, the gauge goes back to zero under the same labels.
+	up.clock.Advance(time.Minute)
+	up.waitAttempts(4)
+	up.waitLen(0)
+	if got := gauge("google", "bulk") + gauge("gmail", "transactional") + gauge("unrouted", "bulk"); got != 0 {
+		t.Errorf("after delivery the gauge still counts %v", got)
+	}
+}
+
 func TestTransactionalOvertakesBulk(t *testing.T) {
 	e := newQEnv(t, qopts{providers: []config.Provider{{Name: "gmail", MXSuffixes: []string{".google.com"},
 		MaxMessageRate: config.Rate{Count: 10, Period: time.Second}, ConnectionLimit: 1}}})

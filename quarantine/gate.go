@@ -41,6 +41,7 @@ type GateOptions struct {
 	ScannerNets   []netip.Prefix
 	// MinHumanDelay is the least time between showing the page and its
 	// button being pressed: scanners that submit forms do it at once.
+	// Zero sets no minimum (config fills in the default).
 	MinHumanDelay time.Duration
 	// Key signs the page's form; nil makes one for this process (a page
 	// opened before a restart then asks for one more press).
@@ -57,12 +58,19 @@ type GateOptions struct {
 }
 
 // builtinScannerAgents are user-agent marks of link scanners, preview
-// fetchers and scripts. Scanners that pose as a desktop browser are caught
-// by the form's timing and by the use budget instead.
+// fetchers, and the HTTP libraries and command-line tools scripts use (no
+// person presses a button with those). Scanners that pose as a desktop
+// browser are caught by the form's timing and by the use budget instead.
 var builtinScannerAgents = []string{
+	// scanners and previews
 	"bingpreview", "mimecast", "proofpoint", "barracuda", "safelinks", "urldefense", "cisco", "fortiguard",
-	"headlesschrome", "phantomjs", "python-requests", "go-http-client", "curl/", "wget/", "libwww", "java/",
-	"okhttp", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview", "bot/", "bot.htm", "crawler", "spider", "scanner",
+	"headlesschrome", "phantomjs", "facebookexternalhit", "slackbot", "whatsapp", "skypeuripreview",
+	"bot/", "bot.htm", "crawler", "spider", "scanner",
+	// HTTP libraries and tools
+	"python-requests", "python-urllib", "python-httpx", "python/", "aiohttp", "scrapy", "mechanize",
+	"go-http-client", "go-resty", "curl/", "libcurl", "wget/", "httpie/", "libwww", "http.rb", "ruby", "faraday",
+	"java/", "apache-httpclient", "httpclient", "okhttp", "axios/", "node-fetch", "undici", "got (",
+	"guzzlehttp", "reqwest", "dart:io", "powershell", "winhttp", "postmanruntime", "insomnia",
 }
 
 // tokenLen is the length of the tokens NewToken makes (16 bytes, base64).
@@ -94,9 +102,6 @@ func NewGate(st GateStore, opts GateOptions, m *metrics.Metrics, log *slog.Logge
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real
-	}
-	if opts.MinHumanDelay == 0 {
-		opts.MinHumanDelay = 2 * time.Second
 	}
 	for _, l := range []struct {
 		lim *RateLimit

@@ -86,9 +86,10 @@ func FuzzGate(f *testing.F) {
 	g := NewGate(st, GateOptions{
 		Tenants: map[string]TenantPage{"issuer": {DisplayName: "Autoridad <Certificante>", SupportEmail: "mesa@ca.example",
 			SupportPhone: "+54 11 5555 0000", SupportURL: "https://ca.example/ayuda"}},
-		ScannerNets: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
-		Key:         fuzzGateKey,
-		Clock:       clock.NewFake(now),
+		ScannerNets:   []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")},
+		Key:           fuzzGateKey,
+		Clock:         clock.NewFake(now),
+		MinHumanDelay: 2 * time.Second,
 		// Every input is judged alone: the limits, which remember
 		// presses across requests, have their own test.
 		PerLink:   RateLimit{Burst: 1 << 40, Every: time.Nanosecond},

@@ -34,7 +34,9 @@ type gateEnv struct {
 	msgID string
 }
 
-func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.Time) *gateEnv {
+// newGateEnv serves one link in state; tune, if given, changes the gate's
+// options.
+func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.Time, tune ...func(*GateOptions)) *gateEnv {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
 	if err != nil {
@@ -52,9 +54,12 @@ func newGateEnv(t *testing.T, state store.LinkState, maxUses int, expires time.T
 		t.Fatal(err)
 	}
 	c := clock.NewFake(now)
-	g := NewGate(st, GateOptions{Clock: c, Tenants: map[string]TenantPage{"issuer": {
-		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}},
-		metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts := GateOptions{Clock: c, MinHumanDelay: 2 * time.Second, Tenants: map[string]TenantPage{"issuer": {
+		DisplayName: "Autoridad Certificante Ejemplo", SupportEmail: "mesadeayuda@ca.example", SupportPhone: "+54 11 5555 0000"}}}
+	for _, f := range tune {
+		f(&opts)
+	}
+	g := NewGate(st, opts, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
 	g.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -237,6 +242,18 @@ func TestGateExpiredInvalidAndRevoked(t *testing.T) {
 	}
 }
 
+// gate.min_human_delay: 0s turns the timing check off, as documented:
+// a press at once is counted (scanner marks and the use budget remain).
+func TestGateZeroHumanDelayKept(t *testing.T) {
+	e := newGateEnv(t, store.LinkEnabled, 3, time.Time{}, func(o *GateOptions) { o.MinHumanDelay = 0 })
+	if resp, _ := e.press(chromeUA, 0); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a press at once with no minimum delay: %d", resp.StatusCode)
+	}
+	if resp, _ := e.press(headlessUA, 0); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("a headless browser was forwarded")
+	}
+}
+
 func TestPickLanguage(t *testing.T) {
 	for in, want := range map[string]string{"": "en", "es": "es", "pt-BR,pt;q=0.9": "pt", "de-DE,fr;q=0.5": "fr",
 		"en;q=0.2,es;q=0.8": "es", "xx": "en", "fr;q=0": "en", "es;q=abc,pt": "pt"} {
@@ -261,6 +278,44 @@ func TestGateScannerMarksSparePhones(t *testing.T) {
 		r.Header.Set("User-Agent", ua)
 		if got := g.isScanner(r); got != scanner {
 			t.Errorf("isScanner(%q) = %v", ua, got)
+		}
+	}
+}
+
+// HTTP libraries and command-line tools are scanners, as documented: no
+// person presses the button with them. Browsers on every platform are not.
+func TestGateHTTPLibrariesAreScanners(t *testing.T) {
+	g := NewGate(nil, GateOptions{}, metrics.New(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, ua := range []string{
+		"Python-urllib/3.12", "python-urllib3/2.2.1", "python-httpx/0.27.0", "Python/3.11 aiohttp/3.9.1", "python-requests/2.31.0",
+		"Scrapy/2.11.0 (+https://scrapy.org)", "Go-http-client/2.0", "go-resty/2.12.0 (https://github.com/go-resty/resty)",
+		"curl/8.5.0", "Wget/1.21.4", "HTTPie/3.2.2", "libwww-perl/6.72", "http.rb/5.1.1", "Ruby", "Faraday v2.9.0",
+		"Java/17.0.9", "Apache-HttpClient/4.5.14 (Java/17.0.9)", "Jakarta Commons-HttpClient/3.1", "okhttp/4.12.0",
+		"axios/1.6.7", "node-fetch/1.0 (+https://github.com/bitinn/node-fetch)", "undici", "got (https://github.com/sindresorhus/got)",
+		"GuzzleHttp/7", "reqwest/0.11", "Dart/3.3 (dart:io)", "Mozilla/5.0 (Windows NT; Windows NT 10.0; en-US) WindowsPowerShell/5.1.22621.2506",
+		"Microsoft WinHTTP", "PostmanRuntime/7.36.3", "insomnia/8.6.1",
+	} {
+		r := httptest.NewRequest("POST", "/d/x", nil)
+		r.Header.Set("User-Agent", ua)
+		if !g.isScanner(r) {
+			t.Errorf("%q is treated as a browser", ua)
+		}
+	}
+	for _, ua := range []string{
+		chromeUA,
+		"Mozilla/5.0 (Macintosh; Intel Mac OS X 14_3) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Safari/605.1.15",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Mobile/15E148 Safari/604.1",
+		"Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36 Edg/121.0.2277.128",
+		"Mozilla/5.0 (Linux; Android 14; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 13; Redmi Note 12) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.6167.164 Mobile Safari/537.36",
+		"Mozilla/5.0 (iPhone; CPU iPhone OS 17_3 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/450.0]",
+		"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Thunderbird/115.7.0",
+	} {
+		r := httptest.NewRequest("POST", "/d/x", nil)
+		r.Header.Set("User-Agent", ua)
+		if g.isScanner(r) {
+			t.Errorf("the browser %q is treated as a scanner", ua)
 		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -40,9 +39,11 @@ type daemon struct {
 	sweeper *store.Sweeper
 	smtp    *gateway.Server
 	http    *http.Server
+	gateWeb *http.Server // http.gate_listen's; nil without it
 
 	smtpAddrs []net.Addr
 	httpAddr  net.Addr
+	gateAddr  net.Addr // http.gate_listen's; nil without it
 	wg        sync.WaitGroup
 	ready     chan struct{}
 }
@@ -81,7 +82,10 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data_dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "certgate.db"), sqlite.Options{})
+	st, err := sqlite.Open(ctx, storePath(cfg), sqlite.Options{})
+	if ce := (*sqlite.CorruptError)(nil); errors.As(err, &ce) {
+		return nil, errors.New(corruptAdvice(ce, cfg.Path))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}
@@ -181,8 +185,10 @@ func (d *daemon) buildHTTP() error {
 	r := cfg.Retention
 	d.sweeper = store.NewSweeper(d.store, store.Retention{Events: r.Events.D(), Messages: r.DeliveredMessages.D()},
 		store.SweepOptions{Every: r.SweepInterval.D(), Log: d.log})
-	d.http = &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), newRouter(d, tokens)), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+	d.http = newHTTPServer(cfg, newRouter(d, tokens, cfg.HTTP.GateListen == ""))
+	if cfg.HTTP.GateListen != "" {
+		d.gateWeb = newHTTPServer(cfg, newPublicRouter(d))
+	}
 	return nil
 }
 
@@ -205,17 +211,27 @@ func (d *daemon) start(ctx context.Context) error {
 		return fmt.Errorf("http.listen %s: %w", d.cfg.HTTP.Listen, err)
 	}
 	d.httpAddr = hl.Addr()
+	web := []net.Listener{hl}
+	var gl net.Listener
+	if d.gateWeb != nil {
+		if gl, err = net.Listen("tcp", d.cfg.HTTP.GateListen); err != nil {
+			closeAll(append(ls, hl))
+			return fmt.Errorf("http.gate_listen %s: %w", d.cfg.HTTP.GateListen, err)
+		}
+		d.gateAddr = gl.Addr()
+		web = append(web, gl)
+	}
 	if err := d.desk.CountHeld(ctx); err != nil {
-		closeAll(append(ls, hl))
+		closeAll(append(ls, web...))
 		return err
 	}
 	if err := d.hooks.Start(ctx); err != nil {
-		closeAll(append(ls, hl))
+		closeAll(append(ls, web...))
 		return err
 	}
 	if err := d.queue.Start(ctx); err != nil {
 		d.hooks.Stop(ctx)
-		closeAll(append(ls, hl))
+		closeAll(append(ls, web...))
 		return err
 	}
 	for _, l := range ls {
@@ -227,16 +243,15 @@ func (d *daemon) start(ctx context.Context) error {
 			}
 		}(l)
 	}
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := d.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			d.log.Error("http listener stopped", "err", err)
-		}
-	}()
+	d.serveHTTP(d.http, hl)
+	attrs := []any{"smtp", d.smtpAddrs, "http", d.httpAddr, "hostname", d.cfg.Hostname}
+	if gl != nil {
+		d.serveHTTP(d.gateWeb, gl)
+		attrs = append(attrs, "gate", d.gateAddr)
+	}
 	d.sweeper.Start()
 	close(d.ready)
-	d.log.Info("certgate started", "smtp", d.smtpAddrs, "http", d.httpAddr, "hostname", d.cfg.Hostname)
+	d.log.Info("certgate started", attrs...)
 	return nil
 }
 
@@ -276,8 +291,10 @@ func (d *daemon) shutdown(ctx context.Context) {
 		}
 	}()
 	wg.Wait()
-	if err := d.http.Shutdown(ctx); err != nil {
-		d.http.Close()
+	for _, srv := range []*http.Server{d.http, d.gateWeb} {
+		if srv != nil && srv.Shutdown(ctx) != nil {
+			srv.Close()
+		}
 	}
 	d.wg.Wait()
 	d.sweeper.Stop()
@@ -333,6 +350,7 @@ func (d *daemon) reloadKeys(path string) error {
 	if err != nil {
 		return err
 	}
+	logWarnings(d.log, cfg)
 	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
 		return err

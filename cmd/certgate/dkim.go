@@ -11,6 +11,10 @@ import (
 // cmdDKIM runs "certgate dkim keygen": a new key on disk and the DNS record
 // the operator must publish before certgate signs with it.
 func cmdDKIM(args []string, stdout io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprint(stdout, commandUsage("dkim"))
+		return nil
+	}
 	if len(args) == 0 || args[0] != "keygen" {
 		return usageError{fmt.Errorf("usage: certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR")}
 	}

@@ -1,5 +1,5 @@
 // Command certgate is the certgate daemon and its tools: serve, demo,
-// check-config, dkim keygen, version.
+// check-config, dkim keygen, release, passwd, store check, version.
 package main
 
 import (
@@ -30,7 +30,12 @@ Usage:
   certgate check-config --config FILE   report every configuration problem, with file and line
   certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
   certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
+  certgate passwd [--cost N]            print a password's bcrypt hash (asks on a terminal, else reads a line)
+  certgate passwd --check HASH          say whether a hash, or htpasswd's user:hash, will do as password_hash
+  certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate version
+
+Every command takes --help.
 `
 
 func main() {
@@ -54,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDKIM(args[1:], stdout)
 	case "release":
 		err = cmdRelease(args[1:], stdout)
+	case "passwd":
+		err = cmdPasswd(args[1:], stdout, stderr)
+	case "store":
+		err = cmdStore(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -61,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "certgate: unknown command %q\n\n%s", args[0], usage)
 		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0 // the flag set printed the usage
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "certgate: %v\n", err)
@@ -73,6 +85,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// commandUsage is the synopsis of command name, from usage.
+func commandUsage(name string) string {
+	var b strings.Builder
+	b.WriteString("Usage:\n")
+	for _, line := range strings.Split(usage, "\n") {
+		if strings.HasPrefix(line, "  certgate "+name+" ") || line == "  certgate "+name {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
 
 func versionString() string {
 	v := version
@@ -87,9 +117,16 @@ func versionString() string {
 	return "certgate " + v
 }
 
+// newFlags is the flag set of command name (as typed: "dkim keygen"):
+// a wrong flag and --help print its synopsis and flags to out, and
+// --help exits 0.
 func newFlags(name string, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "%s\nFlags:\n", commandUsage(name))
+		fs.PrintDefaults()
+	}
 	return fs
 }
 
@@ -110,6 +147,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	logWarnings(log, cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	tuneGC(ctx, log)
@@ -145,11 +183,22 @@ func cmdCheckConfig(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	if _, err := config.Load(*path); err != nil {
+	cfg, err := config.Load(*path)
+	if err != nil {
 		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return nil
+}
+
+// logWarnings logs what the configuration has that is risky but not wrong.
+func logWarnings(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration: "+w.Msg, "key", w.Path, "file", w.File, "line", w.Line)
+	}
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

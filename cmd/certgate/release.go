@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -42,21 +44,36 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		body = map[string]any{"recipient": *recipient, "reason": *reason}
 	}
 	raw, _ := json.Marshal(body)
-	req, err := http.NewRequest("POST", strings.TrimSuffix(*base, "/")+"/api/v1/release", bytes.NewReader(raw))
+	endpoint := strings.TrimSuffix(*base, "/") + "/api/v1/release"
+	// Every error names the URL called: a wrong --url is the usual cause.
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("POST %s: %s", endpoint, fmt.Sprintf(format, args...))
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError{fmt.Errorf("--url %q is not an http(s) URL such as http://127.0.0.1:8080", *base)}
+	}
+	req, err := http.NewRequest("POST", endpoint, bytes.NewReader(raw))
 	if err != nil {
-		return err
+		return fail("%v", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // it would repeat the URL
+		}
+		return fail("%v (is --url certgate's http.listen?)", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error, Reason string }
-		json.NewDecoder(resp.Body).Decode(&e)
-		return fmt.Errorf("the API answered %s: %s", resp.Status, e.Reason)
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&e) != nil || e.Error == "" {
+			return fail("answered %s, and not as certgate's API does (is --url certgate's http.listen?)", resp.Status)
+		}
+		return fail("answered %s: %s", resp.Status, e.Reason)
 	}
 	var out struct {
 		Released []struct {
@@ -66,7 +83,7 @@ func cmdRelease(args []string, stdout io.Writer) error {
 		NotFound []string `json:"not_found"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return err
+		return fail("unreadable answer: %v", err)
 	}
 	for _, r := range out.Released {
 		if len(r.Requeued) > 0 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,5 +100,49 @@ api: {tokens: [{name: helpdesk, token_file: %s, scopes: [release]}]}
 	out.Reset()
 	if code := run([]string{"release", "--url", base, "--token-file", tokenFile, "06h0unknown"}, &out, &out); code == 0 || !strings.Contains(out.String(), "not found") {
 		t.Fatalf("unknown id: exit %d, %q", code, out.String())
+	}
+}
+
+// Every failure of certgate release names the URL it called, since a wrong
+// --url (a port, the gate's listener, a proxy) is the usual cause.
+func TestReleaseErrorsNameTheURL(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/release" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"unauthorized","reason":"unknown token"}` + "\n"))
+	}))
+	defer api.Close()
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+
+	t.Setenv("CERTGATE_TOKEN", "some-token-0123456789")
+	for _, c := range []struct {
+		base string
+		want []string
+	}{
+		{api.URL, []string{"POST " + api.URL + "/api/v1/release", "401 Unauthorized", "unknown token"}},
+		{other.URL + "/", []string{"POST " + other.URL + "/api/v1/release", "404 Not Found", "is --url certgate's http.listen?"}},
+		{closed.URL, []string{"POST " + closed.URL + "/api/v1/release", "connection refused"}},
+		{"127.0.0.1:8080", []string{`--url "127.0.0.1:8080"`, "http://127.0.0.1:8080"}},
+	} {
+		var out bytes.Buffer
+		code := run([]string{"release", "--url", c.base, "06h0id"}, &out, &out)
+		if code == 0 {
+			t.Errorf("--url %s: exit 0", c.base)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("--url %s: the error does not say %q:\n%s", c.base, w, out.String())
+			}
+		}
+		if strings.Contains(c.base, "://") && strings.Count(out.String(), c.base) > 1 {
+			t.Errorf("--url %s: the URL is repeated:\n%s", c.base, out.String())
+		}
 	}
 }

@@ -1,22 +1,24 @@
 package main
 
 import (
+	"errors"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
 )
 
-// newRouter assembles the HTTP surface: metrics and health for operations,
-// the API for the helpdesk and the issuer's systems, the download gate for
-// recipients, profiling for admins.
-func newRouter(d *daemon, tokens *api.Tokens) http.Handler {
+// newRouter assembles the HTTP surface of http.listen: metrics and health
+// for operations, the API for the helpdesk and the issuer's systems,
+// profiling for admins, and, when public is set (no http.gate_listen), the
+// pages recipients open.
+func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", d.metrics.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("GET /healthz", healthz)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-d.ready:
@@ -26,8 +28,9 @@ func newRouter(d *daemon, tokens *api.Tokens) http.Handler {
 		}
 	})
 	api.New(api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log}).Register(mux)
-	// The download gate is public: the token in the path is the credential.
-	d.gate.Register(mux)
+	if public {
+		registerPublic(mux, d)
+	}
 	// Profiling a live relay under load is how throughput problems are
 	// found; it reveals internals, so it takes the admin scope.
 	mux.Handle("GET /debug/pprof/", tokens.Require(config.ScopeAdmin, http.HandlerFunc(pprof.Index)))
@@ -35,4 +38,39 @@ func newRouter(d *daemon, tokens *api.Tokens) http.Handler {
 	mux.Handle("GET /debug/pprof/trace", tokens.Require(config.ScopeAdmin, http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /debug/pprof/symbol", tokens.Require(config.ScopeAdmin, http.HandlerFunc(pprof.Symbol)))
 	return mux
+}
+
+// newPublicRouter is http.gate_listen's surface: the public pages and a
+// health check for the proxy in front, nothing an outsider should not see.
+func newPublicRouter(d *daemon) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	registerPublic(mux, d)
+	return mux
+}
+
+// registerPublic adds the pages recipients open from their mail: the
+// download gate, where the token in the path is the credential.
+func registerPublic(mux *http.ServeMux, d *daemon) {
+	d.gate.Register(mux)
+}
+
+func healthz(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
+
+// newHTTPServer serves h behind the client-address rule of
+// http.trusted_proxies, with bounds on slow clients.
+func newHTTPServer(cfg *config.Config, h http.Handler) *http.Server {
+	return &http.Server{Handler: api.ClientAddress(cfg.HTTP.Proxies(), h), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: time.Minute, WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+}
+
+// serveHTTP serves srv on l until it is shut down.
+func (d *daemon) serveHTTP(srv *http.Server, l net.Listener) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("http listener stopped", "addr", l.Addr(), "err", err)
+		}
+	}()
 }

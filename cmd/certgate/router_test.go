@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,7 +42,7 @@ func TestRouterWiring(t *testing.T) {
 	m := metrics.New()
 	// No desk: nothing here releases or revokes.
 	d := &daemon{log: log, metrics: m, store: st, ready: make(chan struct{}), gate: quarantine.NewGate(st, quarantine.GateOptions{}, m, log)}
-	srv := httptest.NewServer(newRouter(d, tokens))
+	srv := httptest.NewServer(newRouter(d, tokens, true))
 	defer srv.Close()
 
 	get := func(path, token string) (int, string, string) {
@@ -80,6 +83,60 @@ func TestRouterWiring(t *testing.T) {
 		code, ctype, body := get(c.path, c.token)
 		if code != c.code || !strings.HasPrefix(ctype, c.ctype) || !strings.Contains(body, c.body) {
 			t.Errorf("GET %s (token %q): %d %q, want %d %s containing %q; body %.200q", c.path, c.token, code, ctype, c.code, c.ctype, c.body, body)
+		}
+	}
+}
+
+// With http.gate_listen, recipients' pages have a listener of their own
+// and nothing else: /metrics (tenant names, volumes), the API and
+// profiling answer only on http.listen, which no longer serves the gate.
+func TestGateListenServesOnlyThePublicPages(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("read-token-0123456789ab\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := writeSmallConfig(t, dir, fmt.Sprintf("http: {listen: \"127.0.0.1:0\", gate_listen: \"127.0.0.1:0\"}\napi: {tokens: [{name: helpdesk, token_file: %s, scopes: [read]}]}\n", token))
+	d := startTestDaemon(t, cfgPath)
+	if d.gateAddr == nil || d.gateAddr.String() == d.httpAddr.String() {
+		t.Fatalf("gate on %v, http on %v", d.gateAddr, d.httpAddr)
+	}
+	get := func(addr net.Addr, path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr.String()+path, nil)
+		req.Header.Set("Authorization", "Bearer read-token-0123456789ab")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	const link = "/d/AAAAAAAAAAAAAAAAAAAAAA" // no such link: the gate's own page says so
+	for _, c := range []struct {
+		on   net.Addr
+		path string
+		code int
+		body string
+	}{
+		{d.gateAddr, link, 404, "<html"},
+		{d.gateAddr, "/healthz", 200, "ok"},
+		{d.gateAddr, "/metrics", 404, "404 page not found"},
+		{d.gateAddr, "/readyz", 404, "404 page not found"},
+		{d.gateAddr, "/api/v1/messages", 404, "404 page not found"},
+		{d.gateAddr, "/debug/pprof/", 404, "404 page not found"},
+		{d.httpAddr, "/metrics", 200, "certgate_"},
+		{d.httpAddr, "/readyz", 200, "ready"},
+		{d.httpAddr, "/api/v1/messages", 200, `"messages"`},
+		{d.httpAddr, link, 404, "404 page not found"},
+	} {
+		which := "http.listen"
+		if c.on == d.gateAddr {
+			which = "http.gate_listen"
+		}
+		if code, body := get(c.on, c.path); code != c.code || !strings.Contains(body, c.body) {
+			t.Errorf("GET %s on %s: %d %.100q, want %d with %q", c.path, which, code, body, c.code, c.body)
 		}
 	}
 }

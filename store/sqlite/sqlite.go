@@ -113,13 +113,18 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the database at path, migrates its schema
-// and starts the writer. The directory must exist.
+// Open opens (creating if needed) the database at path, checks it (PRAGMA
+// quick_check; a damaged file gives a *CorruptError), migrates its schema
+// and starts the writer. The directory must exist; the files are made or
+// kept 0600.
 func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	opts.setDefaults()
 	if path == "" || strings.ContainsAny(path, "?#") {
 		// The driver splits its DSN at '?', so such a path would be cut.
 		return nil, fmt.Errorf("store/sqlite: unusable database path %q", path)
+	}
+	if err := protectFiles(path, opts.Logger); err != nil {
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(opts.BusyTimeout.Milliseconds(), 10)+")")
@@ -143,12 +148,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	conn, err := wdb.Conn(ctx)
 	if err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, asCorrupt(path, err))
 	}
 	fail := func(err error) (*Store, error) {
 		conn.Close()
 		wdb.Close()
-		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, asCorrupt(path, err))
 	}
 	// page_size only takes on a database that has no pages yet, and only
 	// before it switches to WAL, hence here and in this order.
@@ -163,6 +168,11 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		// Some file systems (network mounts) cannot do WAL; refusing is
 		// better than silently running with other durability rules.
 		return fail(fmt.Errorf("journal_mode is %q, want wal", mode))
+	}
+	// Before anything writes: serving from a damaged file would accept
+	// mail that may never be found again.
+	if err := quickCheck(ctx, conn, path); err != nil {
+		return fail(err)
 	}
 	if err := migrate(ctx, conn); err != nil {
 		return fail(err)
@@ -184,7 +194,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		ckconn.Close()
 		conn.Close()
 		wdb.Close()
-		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, asCorrupt(path, err))
 	}
 
 	rq := cloneValues(q)

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway/signer"
+)
+
+// writeSmallConfig writes a configuration for one tenant submitting from
+// loopback, with its own DKIM key and data_dir under dir, and returns its
+// path; extra is appended as is.
+func writeSmallConfig(t *testing.T, dir, extra string) string {
+	t.Helper()
+	_, pemBytes, err := signer.Generate("ed25519", "ca.example", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "dkim.pem")
+	if err := os.WriteFile(keyFile, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf(`hostname: relay.ca.example
+data_dir: %s
+smtp: {listen: ["127.0.0.1:0"]}
+tenants:
+  - {name: issuer, trusted_networks: [127.0.0.0/8], from_domains: [ca.example]}
+dkim: [{domain: ca.example, selector: s1, key_file: %s}]
+%s`, filepath.Join(dir, "data"), keyFile, extra)
+	if !strings.Contains(extra, "http:") {
+		text += "http: {listen: \"127.0.0.1:0\"}\n"
+	}
+	path := filepath.Join(dir, "certgate.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startTestDaemon runs certgate in this process on the configuration at
+// cfgPath until the test ends.
+func startTestDaemon(t *testing.T, cfgPath string) *daemon {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := newDaemon(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemonOptions{})
+	if err != nil {
+		t.Fatalf("building the daemon: %v", err)
+	}
+	if err := d.start(context.Background()); err != nil {
+		d.store.Close()
+		t.Fatalf("starting the daemon: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.shutdown(ctx)
+	})
+	return d
+}
