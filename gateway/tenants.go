@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -43,15 +42,15 @@ func (t *Tenant) mayUse(class config.Class) bool {
 // (max_message_rate); false when it has none left for now.
 func (t *Tenant) startTransaction() bool { return t.rate == nil || t.rate.Allow() }
 
-// newRateLimiter is max_message_rate as a token bucket holding about one
-// second's worth, so that a client's short burst passes but a sustained
-// flood is held to the rate; nil when unlimited.
+// newRateLimiter is max_message_rate as a token bucket holding one
+// period's count: "3/h" lets three transactions start at once, then one
+// every 20 minutes, as an operator reading the rate expects; nil when
+// unlimited.
 func newRateLimiter(r config.Rate) *rate.Limiter {
 	if r.Count <= 0 || r.Period <= 0 {
 		return nil
 	}
-	perSecond := float64(r.Count) / r.Period.Seconds()
-	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
+	return rate.NewLimiter(rate.Limit(float64(r.Count)/r.Period.Seconds()), r.Count)
 }
 
 // Owns reports whether domain is this tenant's: the most specific claim
