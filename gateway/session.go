@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,6 +23,7 @@ import (
 type session struct {
 	srv  *Server
 	conn *smtp.Conn
+	cc   *clientConn // beneath conn, nil in some unit tests
 	ip   netip.Addr
 
 	tenant   *Tenant // from AUTH, or from a trusted network at MAIL
@@ -52,39 +54,71 @@ const (
 )
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{srv: s, conn: c, ip: remoteIP(c.Conn())}, nil
+	return &session{srv: s, conn: c, cc: connOf(c.Conn()), ip: remoteIP(c.Conn())}, nil
 }
 
-func (s *session) out(err error) error {
+// out answers a refused command: it counts the refusal, logs it once
+// (with attrs), and hangs up after a 421, a line too long, or too many
+// refusals.
+func (s *session) out(err error, attrs ...any) error {
 	if err == nil {
 		return nil
 	}
-	s.srv.metrics.SMTPRejected.WithLabelValues(reasonOf(err)).Inc()
-	var r *reply
-	if errors.As(err, &r) && (r.code == 421 || r == errLineTooLong) {
-		return s.hangUp(r)
+	r, internal := replyOf(err)
+	s.srv.metrics.SMTPRejected.WithLabelValues(r.reason).Inc()
+	if internal {
+		attrs = append(attrs, "err", err)
 	}
-	if !(err == errTooManyRecipients && s.excess <= recipientOvershoot) && s.refusals.Add(1) >= hardErrorLimit {
+	if r.code == 421 || r == errLineTooLong {
+		return s.hangUp(r, attrs...)
+	}
+	if !(r == errTooManyRecipients && s.excess <= recipientOvershoot) && s.refusals.Add(1) >= hardErrorLimit {
 		s.srv.metrics.SMTPRejected.WithLabelValues(errTooManyErrors.reason).Inc()
-		return s.hangUp(errTooManyErrors)
+		return s.hangUp(errTooManyErrors, append(attrs, "last", r.reason)...)
 	}
-	return toSMTP(s.srv.log, err)
+	// Recipients past the limit are logged once per transaction: a
+	// pipelining client may send a thousand (see recipientOvershoot).
+	if r != errTooManyRecipients || s.excess == 1 {
+		s.logRefusal(r, internal, attrs...)
+	}
+	return toSMTP(r)
+}
+
+// logRefusal logs a refused command with the session's tenant (from AUTH
+// or a trusted network) and user.
+func (s *session) logRefusal(r *reply, internal bool, attrs ...any) {
+	level := slog.LevelInfo
+	if internal {
+		level = slog.LevelError
+	}
+	t := s.tenant
+	if t == nil {
+		t = s.srv.dir.Trusted(s.ip)
+	}
+	tenant := ""
+	if t != nil {
+		tenant = t.Name
+	}
+	if s.authUser != "" {
+		attrs = append(attrs, "user", s.authUser)
+	}
+	s.srv.logRefusal(level, r, tenant, s.ip, attrs...)
 }
 
 // hangUp sends r and closes the connection: after a 421 the server closes
 // (RFC 5321 3.8), where go-smtp would read on. go-smtp flushes every reply,
 // so r is written straight to the connection; go-smtp's own reply to the
 // command then meets a closed connection and is dropped.
-func (s *session) hangUp(r *reply) error {
+func (s *session) hangUp(r *reply, attrs ...any) error {
 	s.hungUp.Do(func() {
 		c := s.conn.Conn()
 		c.SetWriteDeadline(time.Now().Add(cmp.Or(s.srv.cfg.WriteTimeout, time.Minute)))
-		fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", r.code, r.enhanced[0], r.enhanced[1], r.enhanced[2], r.text)
+		fmt.Fprintf(c, "%s\r\n", r.String())
+		s.logRefusal(r, false, append(attrs, "closing", true)...)
 		lingerClose(c)
 		s.conn.Close()
-		s.srv.log.Info("smtp session closed", "client", s.ip, "reply", fmt.Sprintf("%d %s", r.code, r.text))
 	})
-	return toSMTP(s.srv.log, r)
+	return toSMTP(r)
 }
 
 func (s *session) isTLS() bool {
@@ -142,7 +176,7 @@ func (s saslReplies) Next(response []byte) ([]byte, bool, error) {
 }
 
 // login checks credentials. A SASL callback's plain error would become a
-// 454 temporary failure, so failures return smtp.ErrAuthFailed (535 5.7.8).
+// 454 temporary failure, so failures return an *SMTPError (535 5.7.8).
 func (s *session) login(username, password string) error {
 	t, ok := s.srv.dir.Authenticate(username, password)
 	if !ok {
@@ -155,13 +189,8 @@ func (s *session) login(username, password string) error {
 
 func (s *session) authFailed(username string) error {
 	s.srv.metrics.SMTPAuthFailures.Inc()
-	delay := s.srv.throttle.failed(s.ip, time.Now())
-	s.srv.log.Warn("smtp auth failed", "user", username, "client", s.ip, "delay", delay)
-	time.Sleep(delay)
-	if s.refusals.Add(1) >= hardErrorLimit {
-		s.hangUp(errTooManyErrors)
-	}
-	return smtp.ErrAuthFailed
+	time.Sleep(s.srv.throttle.failed(s.ip, time.Now()))
+	return s.out(errAuthFailed, "user", username)
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
@@ -230,15 +259,21 @@ func (s *session) rcpt(to string) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	err := s.data(r)
+	id, err := s.data(r)
 	switch {
+	case err == nil:
+		// Postfix's reply, so that the submitter learns the id the API
+		// and `certgate release` know the message by. go-smtp writes an
+		// *SMTPError's code whatever it is: that is how a session chooses
+		// its success reply (emersion/go-smtp#86).
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 	case errors.Is(err, smtp.ErrDataReset):
 		// BDAT cut short (RSET, EHLO, a chunk over the size limit): go-smtp
 		// has answered, and reads no result.
-		return toSMTP(s.srv.log, errTempFail)
+		return toSMTP(errTempFail)
 	case errors.Is(err, errClientGone):
 		s.conn.Close()
-		return toSMTP(s.srv.log, errTempFail)
+		return toSMTP(errTempFail)
 	}
 	return s.out(err)
 }
@@ -253,25 +288,28 @@ const (
 // errClientGone: the connection ended during DATA; nobody reads a reply.
 var errClientGone = errors.New("connection lost during DATA")
 
-func (s *session) data(r io.Reader) error {
+func (s *session) data(r io.Reader) (queueID string, err error) {
 	if s.from == "" || len(s.rcpts) == 0 {
-		return errNeedMail
+		return "", errNeedMail
 	}
 	// One allocation of the declared size, or of what a certificate mail
 	// usually needs, instead of doubling from 512 bytes: that doubling
 	// was a third of the bytes certgate allocated per message.
 	var buf bytes.Buffer
 	buf.Grow(cmp.Or(s.size+bytes.MinRead, initialDataBuffer))
-	if _, err := buf.ReadFrom(r); err != nil {
-		return dataReadError(err)
+	s.cc.readingData(true)
+	_, err = buf.ReadFrom(r)
+	s.cc.readingData(false)
+	if err != nil {
+		return "", dataReadError(err)
 	}
 	start := time.Now()
 	data := buf.Bytes()
 	if err := checkLineEndings(data); err != nil {
-		return err
+		return "", err
 	}
 	if err := checkHeaderSection(data); err != nil {
-		return err
+		return "", err
 	}
 	env := &Envelope{
 		Tenant: s.tenant, AuthUser: s.authUser, ClientIP: s.ip, Helo: s.conn.Hostname(),
@@ -282,11 +320,11 @@ func (s *session) data(r io.Reader) error {
 	id, err := s.srv.acceptor.Accept(ctx, env, data)
 	s.srv.metrics.SMTPAcceptDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return err
+		return "", err
 	}
 	s.refusals.Store(0)
 	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", len(data), "client", s.ip)
-	return nil
+	return id, nil
 }
 
 func (s *session) Reset() {

@@ -148,13 +148,19 @@ func newAuthThrottle(step time.Duration) *authThrottle {
 	return &authThrottle{step: step, ips: map[netip.Addr]*authFailures{}}
 }
 
+// authKey is what failures are counted under: one IPv6 client holds a
+// whole /64.
+func authKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.Is4In6() {
+		p, _ := ip.Prefix(64)
+		return p.Addr()
+	}
+	return ip
+}
+
 // failed records a failure and returns how long to pause before replying.
 func (a *authThrottle) failed(ip netip.Addr, now time.Time) time.Duration {
-	if ip.Is6() && !ip.Is4In6() {
-		// One IPv6 client holds a whole /64: count failures per network.
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
+	ip = authKey(ip)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.ips) > 10000 { // bound memory under a spray of addresses
