@@ -199,8 +199,14 @@ func (v *validator) smtp(s *SMTP) {
 	v.positive("smtp.max_recipients", int64(s.MaxRecipients))
 	v.positive("smtp.max_connections", int64(s.MaxConnections))
 	v.positive("smtp.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
+	v.positive("smtp.max_connections_per_network", int64(s.MaxConnectionsPerNetwork))
+	if s.TrustedReserve < 0 || (s.MaxConnections > 0 && s.TrustedReserve >= s.MaxConnections) {
+		v.add("smtp.trusted_reserve", "must be at least 0 and less than max_connections (%d), not %d", s.MaxConnections, s.TrustedReserve)
+	}
 	v.positiveDuration("smtp.read_timeout", s.ReadTimeout)
 	v.positiveDuration("smtp.write_timeout", s.WriteTimeout)
+	v.positiveDuration("smtp.pre_auth_timeout", s.PreAuthTimeout)
+	v.positiveDuration("smtp.max_session_without_mail", s.MaxSessionWithoutMail)
 	if s.AuthFailureDelay < 0 {
 		v.add("smtp.auth_failure_delay", "must not be negative, not %s", s.AuthFailureDelay)
 	}

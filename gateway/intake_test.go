@@ -116,6 +116,21 @@ func (r *raw) send(from string) string {
 	return r.cmd("From: <"+from+">\r\nSubject: certificate\r\n\r\nhello\r\n.", "250")
 }
 
+// reply reads one reply without failing the test, for use off the test's
+// goroutine; the last line is returned.
+func (r *raw) reply(within time.Duration) (string, error) {
+	r.c.SetReadDeadline(time.Now().Add(within))
+	for {
+		line, err := r.r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return strings.TrimRight(line, "\r\n"), nil
+		}
+	}
+}
+
 // logRecorder is a slog handler that keeps every record, for tests to wait
 // on and to search.
 type logRecorder struct {
@@ -186,6 +201,13 @@ func (l *logRecorder) wait(t *testing.T, what string, n int, match func(logRecor
 		case <-timeout:
 			t.Fatalf("timed out waiting for %d log records of %s; have %v", n, what, l.find(match))
 		}
+	}
+}
+
+// refusal matches the log record of a refusal with that code to client.
+func refusal(code, client string) func(logRecord) bool {
+	return func(r logRecord) bool {
+		return r.msg == "smtp refused" && strings.HasPrefix(r.attrs["reply"], code) && r.attrs["client"] == client
 	}
 }
 

@@ -54,7 +54,9 @@ const (
 )
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{srv: s, conn: c, cc: connOf(c.Conn()), ip: remoteIP(c.Conn())}, nil
+	cc := connOf(c.Conn())
+	cc.authenticated("") // a session after STARTTLS starts anonymous
+	return &session{srv: s, conn: c, cc: cc, ip: remoteIP(c.Conn())}, nil
 }
 
 // out answers a refused command: it counts the refusal, logs it once
@@ -183,6 +185,7 @@ func (s *session) login(username, password string) error {
 		return s.authFailed(username)
 	}
 	s.tenant, s.authUser = t, username
+	s.cc.authenticated(t.Name)
 	s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
 	return nil
 }
@@ -225,6 +228,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 		return errTooBig // RFC 1870 6.1
 	}
 	s.tenant, s.from, s.rcpts, s.seen, s.excess, s.size = t, addr, nil, map[string]bool{}, 0, 0
+	s.cc.mail(true, false)
 	if opts != nil && opts.Size > 0 && opts.Size <= s.srv.cfg.MaxMessageBytes {
 		// A hint only, and bounded: a declared size costs nothing to
 		// send, so it must not reserve megabytes per connection.
@@ -323,11 +327,13 @@ func (s *session) data(r io.Reader) (queueID string, err error) {
 		return "", err
 	}
 	s.refusals.Store(0)
+	s.cc.mail(false, true)
 	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", len(data), "client", s.ip)
 	return id, nil
 }
 
 func (s *session) Reset() {
+	s.cc.mail(false, false)
 	s.from, s.rcpts, s.seen = "", nil, nil
 	if s.authUser == "" {
 		s.tenant = nil

@@ -47,3 +47,17 @@ func TestAuthThrottleCountsIPv6PerNetwork(t *testing.T) {
 		t.Fatalf("first failure from another /64 paused %v, want 1s", d)
 	}
 }
+
+// Connections are counted per /24 of IPv4 and per /64 of IPv6.
+func TestNetworkOf(t *testing.T) {
+	for addr, want := range map[string]string{
+		"192.0.2.77":          "192.0.2.0/24",
+		"2001:db8:1:2:3::4":   "2001:db8:1:2::/64",
+		"::ffff:192.0.2.77":   "192.0.2.0/24",
+		"2001:db8:1:2:ffff::": "2001:db8:1:2::/64",
+	} {
+		if got := networkOf(netip.MustParseAddr(addr)); got.String() != want {
+			t.Errorf("networkOf(%s) = %s, want %s", addr, got, want)
+		}
+	}
+}
