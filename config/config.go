@@ -64,6 +64,13 @@ type SMTP struct {
 	// AuthFailureDelay is the pause after each failed AUTH, multiplied by the
 	// client address's recent failures (capped at 8x).
 	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
+	// AuthFailureLimit failed AUTH from one address (/64 of IPv6), each
+	// within AuthFailureWindow of the last, and it is refused until the
+	// window passes. AuthConcurrency caps the bcrypt comparisons running at
+	// once (0: one per CPU).
+	AuthFailureLimit  int      `yaml:"auth_failure_limit"`
+	AuthFailureWindow Duration `yaml:"auth_failure_window"`
+	AuthConcurrency   int      `yaml:"auth_concurrency"`
 }
 
 // TLS names a certificate and key in PEM files.

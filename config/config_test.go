@@ -108,6 +108,9 @@ smtp:
   pre_auth_timeout: 20s
   max_session_without_mail: 90s
   auth_failure_delay: 2s
+  auth_failure_limit: 4
+  auth_failure_window: 1h
+  auth_concurrency: 3
 http:
   listen: "127.0.0.1:8080"
   public_url: "https://gate.issuer.example/"
@@ -217,6 +220,9 @@ func TestParseFull(t *testing.T) {
 			PreAuthTimeout:           Duration(20 * time.Second),
 			MaxSessionWithoutMail:    Duration(90 * time.Second),
 			AuthFailureDelay:         Duration(2 * time.Second),
+			AuthFailureLimit:         4,
+			AuthFailureWindow:        Duration(time.Hour),
+			AuthConcurrency:          3,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "https://gate.issuer.example"},
 		Tenants: []Tenant{
@@ -339,6 +345,8 @@ func TestParseDefaults(t *testing.T) {
 			PreAuthTimeout:           Duration(30 * time.Second),
 			MaxSessionWithoutMail:    Duration(2 * time.Minute),
 			AuthFailureDelay:         Duration(time.Second),
+			AuthFailureLimit:         10,
+			AuthFailureWindow:        Duration(15 * time.Minute),
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "http://127.0.0.1:8080"},
 		Tenants: []Tenant{{
@@ -494,26 +502,31 @@ func TestProblems(t *testing.T) {
 			[]wantProblem{{"smtp.tls", "  tls:", "cannot load the certificate and key"}}},
 		{"limits", "", edit{"max_message_bytes: 10485760", "max_message_bytes: -1", "max_recipients: 100", "max_recipients: 0",
 			"max_connections: 50", "max_connections: 0", "max_connections_per_ip: 5", "max_connections_per_ip: -3",
-			"max_connections_per_network: 12", "max_connections_per_network: 0"},
+			"max_connections_per_network: 12", "max_connections_per_network: 0", "auth_failure_limit: 4", "auth_failure_limit: 0",
+			"auth_concurrency: 3", "auth_concurrency: -1"},
 			[]wantProblem{
 				{"smtp.max_message_bytes", "max_message_bytes:", "must be positive"},
 				{"smtp.max_recipients", "max_recipients:", "must be positive"},
 				{"smtp.max_connections", "max_connections:", "must be positive"},
 				{"smtp.max_connections_per_ip", "max_connections_per_ip:", "must be positive"},
 				{"smtp.max_connections_per_network", "max_connections_per_network:", "must be positive"},
+				{"smtp.auth_failure_limit", "auth_failure_limit:", "must be positive"},
+				{"smtp.auth_concurrency", "auth_concurrency:", "must not be negative"},
 			}},
 		{"trusted reserve of every connection", "", edit{"trusted_reserve: 8", "trusted_reserve: 50"},
 			[]wantProblem{{"smtp.trusted_reserve", "trusted_reserve:", "less than max_connections (50)"}}},
 		{"trusted reserve negative", "", edit{"trusted_reserve: 8", "trusted_reserve: -1"},
 			[]wantProblem{{"smtp.trusted_reserve", "trusted_reserve:", "at least 0"}}},
 		{"timeouts", "", edit{"read_timeout: 2m", "read_timeout: 0s", "write_timeout: 30s", "write_timeout: -1s", "auth_failure_delay: 2s", "auth_failure_delay: -1s",
-			"pre_auth_timeout: 20s", "pre_auth_timeout: 0s", "max_session_without_mail: 90s", "max_session_without_mail: -5s"},
+			"pre_auth_timeout: 20s", "pre_auth_timeout: 0s", "max_session_without_mail: 90s", "max_session_without_mail: -5s",
+			"auth_failure_window: 1h", "auth_failure_window: 0s"},
 			[]wantProblem{
 				{"smtp.read_timeout", "read_timeout:", "positive duration"},
 				{"smtp.write_timeout", "write_timeout:", "positive duration"},
 				{"smtp.pre_auth_timeout", "pre_auth_timeout:", "positive duration"},
 				{"smtp.max_session_without_mail", "max_session_without_mail:", "positive duration"},
 				{"smtp.auth_failure_delay", "auth_failure_delay:", "must not be negative"},
+				{"smtp.auth_failure_window", "auth_failure_window:", "positive duration"},
 			}},
 		{"duration without unit", "", edit{"read_timeout: 2m", "read_timeout: 30"},
 			[]wantProblem{{"smtp.read_timeout", "read_timeout:", `"30" has no unit`}}},

@@ -22,6 +22,8 @@ const (
 	DefaultMaxConnectionsPerNetwork = 50
 	DefaultPreAuthTimeout           = Duration(30 * time.Second)
 	DefaultMaxSessionWithoutMail    = Duration(2 * time.Minute)
+	DefaultAuthFailureLimit         = 10
+	DefaultAuthFailureWindow        = Duration(15 * time.Minute)
 	DefaultReadTimeout              = Duration(5 * time.Minute)
 	DefaultWriteTimeout             = Duration(time.Minute)
 	DefaultAuthFailureDelay         = Duration(time.Second)
@@ -113,6 +115,8 @@ func (s *SMTP) applyDefaults(f filler) {
 	fill(f, "smtp.pre_auth_timeout", &s.PreAuthTimeout, DefaultPreAuthTimeout)
 	fill(f, "smtp.max_session_without_mail", &s.MaxSessionWithoutMail, DefaultMaxSessionWithoutMail)
 	fill(f, "smtp.auth_failure_delay", &s.AuthFailureDelay, DefaultAuthFailureDelay)
+	fill(f, "smtp.auth_failure_limit", &s.AuthFailureLimit, DefaultAuthFailureLimit)
+	fill(f, "smtp.auth_failure_window", &s.AuthFailureWindow, DefaultAuthFailureWindow)
 }
 
 func (t *Tenant) applyDefaults(f filler, at string) {

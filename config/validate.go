@@ -210,6 +210,11 @@ func (v *validator) smtp(s *SMTP) {
 	if s.AuthFailureDelay < 0 {
 		v.add("smtp.auth_failure_delay", "must not be negative, not %s", s.AuthFailureDelay)
 	}
+	v.positive("smtp.auth_failure_limit", int64(s.AuthFailureLimit))
+	v.positiveDuration("smtp.auth_failure_window", s.AuthFailureWindow)
+	if s.AuthConcurrency < 0 {
+		v.add("smtp.auth_concurrency", "must not be negative (0: one per CPU), not %d", s.AuthConcurrency)
+	}
 }
 
 func (v *validator) http(c *Config) {

@@ -18,9 +18,11 @@ import (
 )
 
 // The intake suite (issue 9): what clients are answered and what is
-// logged. Each test runs a submission server of its own, with its own
-// limits and directory, over real SMTP on loopback; 127.0.0.0/8 gives it
-// many /24s to come from.
+// logged, and (intake_conn_test.go, intake_auth_test.go) outsiders holding
+// connections or flooding AUTH must not lock out or slow down the issuers.
+// Each test runs a submission server of its own, with its own limits and
+// directory, over real SMTP on loopback; 127.0.0.0/8 gives it many /24s to
+// come from.
 
 // intakeTrusted is the test tenant's trusted network.
 const intakeTrusted = "127.0.9.0/24"
@@ -32,11 +34,12 @@ type intake struct {
 	dir  *Directory
 	addr string
 	logs *logRecorder
+	hash *hashGate
 }
 
 // newIntake starts a server with cfg's limits over env's relay. Its tenant
 // "issuer" has the users app and app2 (testPassword) and trusts
-// intakeTrusted.
+// intakeTrusted; bcrypt goes through a hashGate.
 func newIntake(t *testing.T, env *testEnv, cfg ServerConfig) *intake {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte(testPassword), bcrypt.MinCost)
@@ -51,7 +54,8 @@ func newIntake(t *testing.T, env *testEnv, cfg ServerConfig) *intake {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &intake{t: t, env: env, dir: dir, logs: newLogRecorder()}
+	in := &intake{t: t, env: env, dir: dir, logs: newLogRecorder(), hash: &hashGate{changed: make(chan struct{})}}
+	dir.compare = in.hash.compare
 	cfg.Hostname = "relay.ca.example"
 	cfg.TLS = env.server.cfg.TLS
 	cfg.MaxMessageBytes = 1 << 20
@@ -68,6 +72,7 @@ func newIntake(t *testing.T, env *testEnv, cfg ServerConfig) *intake {
 	in.addr = l.Addr().String()
 	go in.srv.Serve(l)
 	t.Cleanup(func() {
+		in.hash.open()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		in.srv.Shutdown(ctx)

@@ -44,8 +44,12 @@ var (
 	// RFC 3463 X.3.4. Preparing a message is linear in its header fields.
 	errHeaderTooBig = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf("Message header exceeds %d fields or %d KiB", maxHeaderFields, maxHeaderBytes>>10))
 
-	// RFC 4954 6: 535 5.7.8 for bad credentials.
+	// RFC 4954 6: 535 5.7.8 for bad credentials, 454 4.7.0 for a
+	// temporary failure: too many failures from the client's address, or
+	// no bcrypt slot free (a client should try again later, not give up).
 	errAuthFailed = newReply(535, smtp.EnhancedCode{5, 7, 8}, "auth_failed", "Authentication failed")
+	errAuthLimit  = newReply(454, smtp.EnhancedCode{4, 7, 0}, "auth_limit", "Too many failed authentications, try again later")
+	errAuthBusy   = newReply(454, smtp.EnhancedCode{4, 7, 0}, "auth_busy", "Temporary authentication failure, try again later")
 )
 
 // Replies written outside a session (see server.go).

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +46,15 @@ type ServerConfig struct {
 	// last accepted message: commands do not extend it.
 	PreAuthTimeout        time.Duration
 	MaxSessionWithoutMail time.Duration
-	AuthFailureDelay      time.Duration
+	// AuthFailureDelay is the pause after a failed AUTH, times the recent
+	// failures of the client's address (up to 8). Past AuthFailureLimit
+	// failures within AuthFailureWindow (15 minutes if zero) of each other,
+	// the address is refused before bcrypt runs. At most AuthConcurrency
+	// bcrypt comparisons run at once (0: GOMAXPROCS).
+	AuthFailureDelay  time.Duration
+	AuthFailureLimit  int
+	AuthFailureWindow time.Duration
+	AuthConcurrency   int
 }
 
 // Acceptor takes a complete, checked submission and makes it durable; only
@@ -73,6 +82,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	throttle *authThrottle
+	slots    *hashSlots
 	reserve  int // TrustedReserve, 0 when no tenant has trusted networks
 	limits   connLimits
 
@@ -89,7 +99,8 @@ type Server struct {
 // NewServer builds a submission server; Serve starts it on listeners.
 func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.Metrics, log *slog.Logger) *Server {
 	s := &Server{cfg: cfg, dir: dir, acceptor: acceptor, metrics: m, log: log,
-		throttle: newAuthThrottle(cfg.AuthFailureDelay),
+		throttle: newAuthThrottle(cfg.AuthFailureDelay, cfg.AuthFailureLimit, cfg.AuthFailureWindow),
+		slots:    newHashSlots(cmp.Or(cfg.AuthConcurrency, runtime.GOMAXPROCS(0))),
 		limits:   connLimits{perAddr: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}},
 		conns:    map[*clientConn]struct{}{}, closing: make(chan struct{}), changed: make(chan struct{})}
 	for _, t := range dir.tenants {

@@ -150,14 +150,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return saslReplies{sasl.NewPlainServer(func(identity, username, password string) error {
-			if identity != "" && identity != username {
-				return s.authFailed(username)
-			}
-			return s.login(username, password)
-		})}, nil
+		return saslReplies{sasl.NewPlainServer(s.login)}, nil
 	case sasl.Login:
-		return saslReplies{newLoginServer(s.login)}, nil
+		return saslReplies{newLoginServer(func(username, password string) error { return s.login("", username, password) })}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -177,23 +172,37 @@ func (s saslReplies) Next(response []byte) ([]byte, bool, error) {
 	return challenge, done, err
 }
 
-// login checks credentials. A SASL callback's plain error would become a
-// 454 temporary failure, so failures return an *SMTPError (535 5.7.8).
-func (s *session) login(username, password string) error {
-	t, ok := s.srv.dir.Authenticate(username, password)
+// login checks credentials; the replies are RFC 4954 6's, as *SMTPError
+// (a SASL callback's plain error would become a 454). The address's
+// failure budget is checked first, so that an address past it costs no
+// bcrypt and cannot use the credential cache to guess; then the
+// directory runs bcrypt in one of the server's slots, if one is free. A
+// failure is logged with a known user's name, an unknown one's only as a
+// hash: it may be a password typed into the wrong field.
+func (s *session) login(identity, username, password string) error {
+	suspect, ok := s.srv.throttle.allowed(s.ip, time.Now())
 	if !ok {
-		return s.authFailed(username)
+		return s.out(errAuthLimit, "user", s.srv.dir.logName(username))
 	}
-	s.tenant, s.authUser = t, username
-	s.cc.authenticated(t.Name)
-	s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
-	return nil
-}
-
-func (s *session) authFailed(username string) error {
-	s.srv.metrics.SMTPAuthFailures.Inc()
-	time.Sleep(s.srv.throttle.failed(s.ip, time.Now()))
-	return s.out(errAuthFailed, "user", username)
+	var t *Tenant
+	err := error(errAuthFailed)
+	if identity == "" || identity == username { // no acting as another (RFC 4616 2)
+		t, err = s.srv.dir.Authenticate(username, password, func() (func(), bool) { return s.srv.slots.acquire(suspect) })
+	}
+	switch err {
+	case nil:
+		s.tenant, s.authUser = t, username
+		s.cc.authenticated(t.Name)
+		s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
+		return nil
+	case errAuthFailed:
+		s.srv.metrics.SMTPAuthFailures.Inc()
+		// Within the budget only: a client past it is refused at once.
+		time.Sleep(s.srv.throttle.failed(s.ip, time.Now()))
+	case errAuthBusy:
+		s.srv.throttle.busy(s.ip, time.Now())
+	}
+	return s.out(err, "user", s.srv.dir.logName(username))
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {

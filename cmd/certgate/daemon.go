@@ -131,7 +131,8 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		MaxConnectionsPerNetwork: cfg.SMTP.MaxConnectionsPerNetwork, TrustedReserve: cfg.SMTP.TrustedReserve,
 		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(),
 		PreAuthTimeout: cfg.SMTP.PreAuthTimeout.D(), MaxSessionWithoutMail: cfg.SMTP.MaxSessionWithoutMail.D(),
-		AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
+		AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(), AuthFailureLimit: cfg.SMTP.AuthFailureLimit,
+		AuthFailureWindow: cfg.SMTP.AuthFailureWindow.D(), AuthConcurrency: cfg.SMTP.AuthConcurrency,
 	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
 	return nil
 }
