@@ -50,17 +50,35 @@ type SMTP struct {
 	TLS             TLS      `yaml:"tls"`
 	MaxMessageBytes int64    `yaml:"max_message_bytes"`
 	MaxRecipients   int      `yaml:"max_recipients"`
-	// MaxConnections caps concurrent sessions in total; MaxConnectionsPerIP per client address.
-	MaxConnections      int      `yaml:"max_connections"`
-	MaxConnectionsPerIP int      `yaml:"max_connections_per_ip"`
-	ReadTimeout         Duration `yaml:"read_timeout"`  // per command; caps the whole DATA transfer too
-	WriteTimeout        Duration `yaml:"write_timeout"` // per reply
+	// MaxConnections caps concurrent sessions in total; MaxConnectionsPerIP
+	// per client address; MaxConnectionsPerNetwork per client network (/24
+	// of IPv4, /64 of IPv6), not counting trusted networks. TrustedReserve
+	// of MaxConnections only tenants' trusted networks may take.
+	MaxConnections           int      `yaml:"max_connections"`
+	MaxConnectionsPerIP      int      `yaml:"max_connections_per_ip"`
+	MaxConnectionsPerNetwork int      `yaml:"max_connections_per_network"`
+	TrustedReserve           int      `yaml:"trusted_reserve"`
+	ReadTimeout              Duration `yaml:"read_timeout"`  // per command; caps the whole DATA transfer too
+	WriteTimeout             Duration `yaml:"write_timeout"` // per reply
+	// PreAuthTimeout is the read timeout until a client authenticates
+	// (clients on trusted networks get ReadTimeout). MaxSessionWithoutMail
+	// caps the time a session spends outside a mail transaction, from its
+	// start or its last accepted message.
+	PreAuthTimeout        Duration `yaml:"pre_auth_timeout"`
+	MaxSessionWithoutMail Duration `yaml:"max_session_without_mail"`
 	// AuthFailureDelay is the pause after each failed AUTH, multiplied by the
 	// client address's recent failures (capped at 8x).
 	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
 	// MemoryBudget bounds the bytes all submissions hold at once: DATA
 	// buffers and the copies prepared from them.
 	MemoryBudget int64 `yaml:"memory_budget"`
+	// AuthFailureLimit failed AUTH from one address (/64 of IPv6), each
+	// within AuthFailureWindow of the last, and it is refused until the
+	// window passes. AuthConcurrency caps the bcrypt comparisons running at
+	// once (0: one per CPU).
+	AuthFailureLimit  int      `yaml:"auth_failure_limit"`
+	AuthFailureWindow Duration `yaml:"auth_failure_window"`
+	AuthConcurrency   int      `yaml:"auth_concurrency"`
 }
 
 // TLS names a certificate and key in PEM files.

@@ -108,9 +108,16 @@ smtp:
   max_recipients: 100
   max_connections: 50
   max_connections_per_ip: 5
+  max_connections_per_network: 12
+  trusted_reserve: 8
   read_timeout: 2m
   write_timeout: 30s
+  pre_auth_timeout: 20s
+  max_session_without_mail: 90s
   auth_failure_delay: 2s
+  auth_failure_limit: 4
+  auth_failure_window: 1h
+  auth_concurrency: 3
 http:
   listen: "127.0.0.1:8080"
   gate_listen: "127.0.0.1:8081"
@@ -209,16 +216,23 @@ func TestParseFull(t *testing.T) {
 		DataDir:  d + "/data",
 		Storage:  Storage{Driver: "sqlite"},
 		SMTP: SMTP{
-			Listen:              []string{"127.0.0.1:2525", "[::1]:2525"},
-			TLS:                 TLS{CertFile: d + "/tls.crt", KeyFile: d + "/tls.key"},
-			MaxMessageBytes:     10485760,
-			MaxRecipients:       100,
-			MaxConnections:      50,
-			MaxConnectionsPerIP: 5,
-			ReadTimeout:         Duration(2 * time.Minute),
-			WriteTimeout:        Duration(30 * time.Second),
-			AuthFailureDelay:    Duration(2 * time.Second),
-			MemoryBudget:        DefaultMemoryBudget,
+			Listen:                   []string{"127.0.0.1:2525", "[::1]:2525"},
+			TLS:                      TLS{CertFile: d + "/tls.crt", KeyFile: d + "/tls.key"},
+			MaxMessageBytes:          10485760,
+			MaxRecipients:            100,
+			MaxConnections:           50,
+			MaxConnectionsPerIP:      5,
+			MaxConnectionsPerNetwork: 12,
+			TrustedReserve:           8,
+			ReadTimeout:              Duration(2 * time.Minute),
+			WriteTimeout:             Duration(30 * time.Second),
+			PreAuthTimeout:           Duration(20 * time.Second),
+			MaxSessionWithoutMail:    Duration(90 * time.Second),
+			AuthFailureDelay:         Duration(2 * time.Second),
+			AuthFailureLimit:         4,
+			AuthFailureWindow:        Duration(time.Hour),
+			AuthConcurrency:          3,
+			MemoryBudget:             DefaultMemoryBudget,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", GateListen: "127.0.0.1:8081", PublicURL: "https://gate.issuer.example"},
 		Tenants: []Tenant{
@@ -306,6 +320,21 @@ func TestParseFull(t *testing.T) {
 	roundTrip(t, f, got)
 }
 
+// smtp.trusted_reserve follows max_connections unless it is written, even
+// as 0.
+func TestTrustedReserveDefault(t *testing.T) {
+	f := newFixture(t)
+	for src, want := range map[string]int{
+		minimalYAML: 20,
+		minimalYAML + "smtp: {max_connections: 50}\n":                     5,
+		minimalYAML + "smtp: {max_connections: 50, trusted_reserve: 0}\n": 0,
+	} {
+		if got := mustParse(t, f, src).SMTP.TrustedReserve; got != want {
+			t.Errorf("trusted_reserve %d, want %d, from\n%s", got, want, src)
+		}
+	}
+}
+
 func TestParseDefaults(t *testing.T) {
 	f := newFixture(t)
 	got := mustParse(t, f, minimalYAML)
@@ -318,15 +347,21 @@ func TestParseDefaults(t *testing.T) {
 		DataDir:  "/var/lib/certgate",
 		Storage:  Storage{Driver: "sqlite"},
 		SMTP: SMTP{
-			Listen:              []string{"127.0.0.1:2525"},
-			MaxMessageBytes:     26214400,
-			MaxRecipients:       500,
-			MaxConnections:      200,
-			MaxConnectionsPerIP: 20,
-			ReadTimeout:         Duration(5 * time.Minute),
-			WriteTimeout:        Duration(time.Minute),
-			AuthFailureDelay:    Duration(time.Second),
-			MemoryBudget:        DefaultMemoryBudget,
+			Listen:                   []string{"127.0.0.1:2525"},
+			MaxMessageBytes:          26214400,
+			MaxRecipients:            500,
+			MaxConnections:           200,
+			MaxConnectionsPerIP:      20,
+			MaxConnectionsPerNetwork: 50,
+			TrustedReserve:           20,
+			ReadTimeout:              Duration(5 * time.Minute),
+			WriteTimeout:             Duration(time.Minute),
+			PreAuthTimeout:           Duration(30 * time.Second),
+			MaxSessionWithoutMail:    Duration(2 * time.Minute),
+			AuthFailureDelay:         Duration(time.Second),
+			AuthFailureLimit:         10,
+			AuthFailureWindow:        Duration(15 * time.Minute),
+			MemoryBudget:             DefaultMemoryBudget,
 		},
 		HTTP: HTTP{Listen: "127.0.0.1:8080", PublicURL: "http://127.0.0.1:8080"},
 		Tenants: []Tenant{{
@@ -494,18 +529,32 @@ func TestProblems(t *testing.T) {
 		{"tls key does not match", "", edit{"key_file: {{dir}}/tls.key", "key_file: {{dir}}/other.key"},
 			[]wantProblem{{"smtp.tls", "  tls:", "cannot load the certificate and key"}}},
 		{"limits", "", edit{"max_message_bytes: 10485760", "max_message_bytes: -1", "max_recipients: 100", "max_recipients: 0",
-			"max_connections: 50", "max_connections: 0", "max_connections_per_ip: 5", "max_connections_per_ip: -3"},
+			"max_connections: 50", "max_connections: 0", "max_connections_per_ip: 5", "max_connections_per_ip: -3",
+			"max_connections_per_network: 12", "max_connections_per_network: 0", "auth_failure_limit: 4", "auth_failure_limit: 0",
+			"auth_concurrency: 3", "auth_concurrency: -1"},
 			[]wantProblem{
 				{"smtp.max_message_bytes", "max_message_bytes:", "must be positive"},
 				{"smtp.max_recipients", "max_recipients:", "must be positive"},
 				{"smtp.max_connections", "max_connections:", "must be positive"},
 				{"smtp.max_connections_per_ip", "max_connections_per_ip:", "must be positive"},
+				{"smtp.max_connections_per_network", "max_connections_per_network:", "must be positive"},
+				{"smtp.auth_failure_limit", "auth_failure_limit:", "must be positive"},
+				{"smtp.auth_concurrency", "auth_concurrency:", "must not be negative"},
 			}},
-		{"timeouts", "", edit{"read_timeout: 2m", "read_timeout: 0s", "write_timeout: 30s", "write_timeout: -1s", "auth_failure_delay: 2s", "auth_failure_delay: -1s"},
+		{"trusted reserve of every connection", "", edit{"trusted_reserve: 8", "trusted_reserve: 50"},
+			[]wantProblem{{"smtp.trusted_reserve", "trusted_reserve:", "less than max_connections (50)"}}},
+		{"trusted reserve negative", "", edit{"trusted_reserve: 8", "trusted_reserve: -1"},
+			[]wantProblem{{"smtp.trusted_reserve", "trusted_reserve:", "at least 0"}}},
+		{"timeouts", "", edit{"read_timeout: 2m", "read_timeout: 0s", "write_timeout: 30s", "write_timeout: -1s", "auth_failure_delay: 2s", "auth_failure_delay: -1s",
+			"pre_auth_timeout: 20s", "pre_auth_timeout: 0s", "max_session_without_mail: 90s", "max_session_without_mail: -5s",
+			"auth_failure_window: 1h", "auth_failure_window: 0s"},
 			[]wantProblem{
 				{"smtp.read_timeout", "read_timeout:", "positive duration"},
 				{"smtp.write_timeout", "write_timeout:", "positive duration"},
+				{"smtp.pre_auth_timeout", "pre_auth_timeout:", "positive duration"},
+				{"smtp.max_session_without_mail", "max_session_without_mail:", "positive duration"},
 				{"smtp.auth_failure_delay", "auth_failure_delay:", "must not be negative"},
+				{"smtp.auth_failure_window", "auth_failure_window:", "positive duration"},
 			}},
 		{"duration without unit", "", edit{"read_timeout: 2m", "read_timeout: 30"},
 			[]wantProblem{{"smtp.read_timeout", "read_timeout:", `"30" has no unit`}}},

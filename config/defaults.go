@@ -17,30 +17,41 @@ const (
 	DefaultMaxRecipients       = 500
 	DefaultMaxConnections      = 200
 	DefaultMaxConnectionsPerIP = 20
-	DefaultReadTimeout         = Duration(5 * time.Minute)
-	DefaultWriteTimeout        = Duration(time.Minute)
-	DefaultAuthFailureDelay    = Duration(time.Second)
-	DefaultMemoryBudget        = 256 << 20 // 268435456
-	DefaultHTTPListen          = "127.0.0.1:8080"
-	DefaultClass               = ClassBulk
-	DefaultLinksEnable         = LinksOnDelivery
-	DefaultLinksTTL            = Duration(720 * time.Hour)
-	DefaultLinksMaxUses        = 3
-	DefaultRouteTLS            = TLSOpportunistic
-	DefaultMXPort              = 25
-	DefaultConnectTimeout      = Duration(30 * time.Second)
-	DefaultCommandTimeout      = Duration(5 * time.Minute)
-	DefaultDataTimeout         = Duration(10 * time.Minute)
-	DefaultRetryMaxAge         = Duration(72 * time.Hour)
-	DefaultRetryJitter         = 0.1
-	DefaultDKIMEngine          = DKIMEngineAuto
-	DefaultRetentionEvents     = Duration(2160 * time.Hour) // 90 days
-	DefaultRetentionDelivered  = Duration(2160 * time.Hour)
-	DefaultSweepInterval       = Duration(10 * time.Minute)
-	DefaultMinHumanDelay       = Duration(2 * time.Second)
-	DefaultLogLevel            = "info"
-	DefaultLogFormat           = "text"
+	// DefaultMaxConnectionsPerNetwork lets one /24 or /64 hold a quarter
+	// of DefaultMaxConnections.
+	DefaultMaxConnectionsPerNetwork = 50
+	DefaultPreAuthTimeout           = Duration(30 * time.Second)
+	DefaultMaxSessionWithoutMail    = Duration(2 * time.Minute)
+	DefaultAuthFailureLimit         = 10
+	DefaultAuthFailureWindow        = Duration(15 * time.Minute)
+	DefaultReadTimeout              = Duration(5 * time.Minute)
+	DefaultWriteTimeout             = Duration(time.Minute)
+	DefaultAuthFailureDelay         = Duration(time.Second)
+	DefaultHTTPListen               = "127.0.0.1:8080"
+	DefaultClass                    = ClassBulk
+	DefaultLinksEnable              = LinksOnDelivery
+	DefaultLinksTTL                 = Duration(720 * time.Hour)
+	DefaultLinksMaxUses             = 3
+	DefaultRouteTLS                 = TLSOpportunistic
+	DefaultMXPort                   = 25
+	DefaultConnectTimeout           = Duration(30 * time.Second)
+	DefaultCommandTimeout           = Duration(5 * time.Minute)
+	DefaultDataTimeout              = Duration(10 * time.Minute)
+	DefaultRetryMaxAge              = Duration(72 * time.Hour)
+	DefaultRetryJitter              = 0.1
+	DefaultDKIMEngine               = DKIMEngineAuto
+	DefaultMemoryBudget             = 256 << 20                  // 268435456
+	DefaultRetentionEvents          = Duration(2160 * time.Hour) // 90 days
+	DefaultRetentionDelivered       = Duration(2160 * time.Hour)
+	DefaultSweepInterval            = Duration(10 * time.Minute)
+	DefaultMinHumanDelay            = Duration(2 * time.Second)
+	DefaultLogLevel                 = "info"
+	DefaultLogFormat                = "text"
 )
+
+// DefaultTrustedReserve is smtp.trusted_reserve when the key is absent: a
+// tenth of max_connections (20 of the default 200).
+func DefaultTrustedReserve(maxConnections int) int { return max(maxConnections, 0) / 10 }
 
 // DefaultRetrySchedule is delivery.retry.schedule when the key is absent.
 // RFC 5321 section 4.5.4.1 suggests retrying at least 30 minutes apart and
@@ -115,10 +126,16 @@ func (s *SMTP) applyDefaults(f filler) {
 	fill(f, "smtp.max_recipients", &s.MaxRecipients, DefaultMaxRecipients)
 	fill(f, "smtp.max_connections", &s.MaxConnections, DefaultMaxConnections)
 	fill(f, "smtp.max_connections_per_ip", &s.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	fill(f, "smtp.max_connections_per_network", &s.MaxConnectionsPerNetwork, DefaultMaxConnectionsPerNetwork)
+	fill(f, "smtp.trusted_reserve", &s.TrustedReserve, DefaultTrustedReserve(s.MaxConnections))
 	fill(f, "smtp.read_timeout", &s.ReadTimeout, DefaultReadTimeout)
 	fill(f, "smtp.write_timeout", &s.WriteTimeout, DefaultWriteTimeout)
+	fill(f, "smtp.pre_auth_timeout", &s.PreAuthTimeout, DefaultPreAuthTimeout)
+	fill(f, "smtp.max_session_without_mail", &s.MaxSessionWithoutMail, DefaultMaxSessionWithoutMail)
 	fill(f, "smtp.auth_failure_delay", &s.AuthFailureDelay, DefaultAuthFailureDelay)
 	fill(f, "smtp.memory_budget", &s.MemoryBudget, DefaultMemoryBudget)
+	fill(f, "smtp.auth_failure_limit", &s.AuthFailureLimit, DefaultAuthFailureLimit)
+	fill(f, "smtp.auth_failure_window", &s.AuthFailureWindow, DefaultAuthFailureWindow)
 }
 
 func (t *Tenant) applyDefaults(f filler, at string) {

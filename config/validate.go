@@ -254,6 +254,10 @@ func (v *validator) smtp(s *SMTP) {
 	v.positive("smtp.max_recipients", int64(s.MaxRecipients))
 	v.positive("smtp.max_connections", int64(s.MaxConnections))
 	v.positive("smtp.max_connections_per_ip", int64(s.MaxConnectionsPerIP))
+	v.positive("smtp.max_connections_per_network", int64(s.MaxConnectionsPerNetwork))
+	if s.TrustedReserve < 0 || (s.MaxConnections > 0 && s.TrustedReserve >= s.MaxConnections) {
+		v.add("smtp.trusted_reserve", "must be at least 0 and less than max_connections (%d), not %d", s.MaxConnections, s.TrustedReserve)
+	}
 	v.positiveDuration("smtp.read_timeout", s.ReadTimeout)
 	v.positiveDuration("smtp.write_timeout", s.WriteTimeout)
 	// One message at max_message_bytes takes up to twice its size in its
@@ -262,8 +266,15 @@ func (v *validator) smtp(s *SMTP) {
 		v.add("smtp.memory_budget", "%d bytes cannot hold one message of max_message_bytes (%d) as it arrives and is prepared; give at least %d",
 			s.MemoryBudget, s.MaxMessageBytes, 3*s.MaxMessageBytes)
 	}
+	v.positiveDuration("smtp.pre_auth_timeout", s.PreAuthTimeout)
+	v.positiveDuration("smtp.max_session_without_mail", s.MaxSessionWithoutMail)
 	if s.AuthFailureDelay < 0 {
 		v.add("smtp.auth_failure_delay", "must not be negative, not %s", s.AuthFailureDelay)
+	}
+	v.positive("smtp.auth_failure_limit", int64(s.AuthFailureLimit))
+	v.positiveDuration("smtp.auth_failure_window", s.AuthFailureWindow)
+	if s.AuthConcurrency < 0 {
+		v.add("smtp.auth_concurrency", "must not be negative (0: one per CPU), not %d", s.AuthConcurrency)
 	}
 }
 

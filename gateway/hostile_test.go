@@ -35,6 +35,7 @@ const (
 	hMaxBytes     = 1 << 20
 	hMaxConns     = 40
 	hPerIP        = 10
+	hAuthFailures = 5
 	goodLatency   = 2 * time.Second // loose: -race on two shared cores
 )
 
@@ -54,7 +55,8 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 // serve starts the gateway for one test with the hostile limits.
 func (h *hostileEnv) serve(t *testing.T, readTimeout time.Duration) {
 	cfg := ServerConfig{Hostname: "relay.ca.example", TLS: h.server.cfg.TLS, MaxMessageBytes: hMaxBytes, MaxRecipients: hMaxRcpts,
-		MaxConnections: hMaxConns, MaxConnectionsPerIP: hPerIP, ReadTimeout: readTimeout, WriteTimeout: hWriteTimeout}
+		MaxConnections: hMaxConns, MaxConnectionsPerIP: hPerIP, ReadTimeout: readTimeout, WriteTimeout: hWriteTimeout,
+		AuthFailureLimit: hAuthFailures}
 	h.srv = NewServer(cfg, h.server.dir, h.relay, h.metrics, slog.New(&countErrors{n: &h.errorLogs}))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -572,10 +574,15 @@ func TestHostileClients(t *testing.T) {
 		if len(got) != hardErrorLimit {
 			t.Errorf("%d replies, want %d", len(got), hardErrorLimit)
 		}
+		// bcrypt runs for the address's budget of failures; past it the
+		// address is refused at once, until the session has had enough.
 		for i, l := range got {
 			want := "535 5.7.8"
-			if i == len(got)-1 {
+			switch {
+			case i == len(got)-1:
 				want = "421 4.7.0"
+			case i >= hAuthFailures:
+				want = "454 4.7.0"
 			}
 			if !strings.HasPrefix(l, want) {
 				t.Fatalf("reply %d is %q, want %s", i, l, want)

@@ -3,7 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 
 	"github.com/emersion/go-smtp"
 )
@@ -18,6 +17,11 @@ type reply struct {
 }
 
 func (r *reply) Error() string { return r.text }
+
+// String is the reply as the client reads it.
+func (r *reply) String() string {
+	return fmt.Sprintf("%d %d.%d.%d %s", r.code, r.enhanced[0], r.enhanced[1], r.enhanced[2], r.text)
+}
 
 func newReply(code int, enhanced smtp.EnhancedCode, reason, text string) *reply {
 	return &reply{code: code, enhanced: enhanced, text: text, reason: reason}
@@ -45,6 +49,21 @@ var (
 	errLongHeader   = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
 	// RFC 3463 X.3.4. Preparing a message is linear in its header fields.
 	errHeaderTooBig = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf("Message header exceeds %d fields or %d KiB", maxHeaderFields, maxHeaderBytes>>10))
+
+	// RFC 4954 6: 535 5.7.8 for bad credentials, 454 4.7.0 for a
+	// temporary failure: too many failures from the client's address, or
+	// no bcrypt slot free (a client should try again later, not give up).
+	errAuthFailed = newReply(535, smtp.EnhancedCode{5, 7, 8}, "auth_failed", "Authentication failed")
+	errAuthLimit  = newReply(454, smtp.EnhancedCode{4, 7, 0}, "auth_limit", "Too many failed authentications, try again later")
+	errAuthBusy   = newReply(454, smtp.EnhancedCode{4, 7, 0}, "auth_busy", "Temporary authentication failure, try again later")
+)
+
+// Replies written outside a session (see server.go).
+var (
+	// RFC 5321 3.8, by the listener, before the greeting.
+	errTooManyConnections = newReply(421, smtp.EnhancedCode{4, 7, 0}, "connections", "Too many connections, try again later")
+	// go-smtp's own, after no command came in time (RFC 5321 4.5.3.2).
+	errIdleTimeout = newReply(421, smtp.EnhancedCode{4, 4, 2}, "timeout", "Idle timeout, bye bye")
 )
 
 // Replies after which the session ends (see session.out).
@@ -61,29 +80,24 @@ var (
 
 // toSMTP is the one boundary every session error leaves through: go-smtp
 // writes a *smtp.SMTPError as is, and anything else with its internal text
-// under 554 (or 454 for AUTH), so whatever is not one of our replies becomes
-// a bare generic temporary failure and its cause only goes to the log.
-func toSMTP(log *slog.Logger, err error) error {
+// under 554 (or 454 for AUTH), so whatever is not one of our replies
+// becomes a bare generic temporary failure (session.out logs its cause).
+func toSMTP(err error) error {
 	if err == nil {
 		return nil
 	}
-	var r *reply
+	r, _ := replyOf(err)
+	return &smtp.SMTPError{Code: r.code, EnhancedCode: r.enhanced, Message: r.text}
+}
+
+// replyOf is the reply err becomes; internal: it is none of ours.
+func replyOf(err error) (r *reply, internal bool) {
 	if errors.As(err, &r) {
-		return &smtp.SMTPError{Code: r.code, EnhancedCode: r.enhanced, Message: r.text}
+		return r, false
 	}
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
-		return &smtp.SMTPError{Code: se.Code, EnhancedCode: se.EnhancedCode, Message: se.Message}
+		return newReply(se.Code, se.EnhancedCode, "smtp", se.Message), false
 	}
-	log.Error("smtp session: internal error", "err", err)
-	return toSMTP(log, errTempFail)
-}
-
-// reasonOf labels a refusal for the rejected-by-reason metric.
-func reasonOf(err error) string {
-	var r *reply
-	if errors.As(err, &r) {
-		return r.reason
-	}
-	return "tempfail"
+	return errTempFail, true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,6 +23,7 @@ import (
 type session struct {
 	srv  *Server
 	conn *smtp.Conn
+	cc   *clientConn // beneath conn, nil in some unit tests
 	ip   netip.Addr
 
 	tenant   *Tenant // from AUTH, or from a trusted network at MAIL
@@ -52,39 +54,73 @@ const (
 )
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{srv: s, conn: c, ip: remoteIP(c.Conn())}, nil
+	cc := connOf(c.Conn())
+	cc.authenticated("") // a session after STARTTLS starts anonymous
+	return &session{srv: s, conn: c, cc: cc, ip: remoteIP(c.Conn())}, nil
 }
 
-func (s *session) out(err error) error {
+// out answers a refused command: it counts the refusal, logs it once
+// (with attrs), and hangs up after a 421, a line too long, or too many
+// refusals.
+func (s *session) out(err error, attrs ...any) error {
 	if err == nil {
 		return nil
 	}
-	s.srv.metrics.SMTPRejected.WithLabelValues(reasonOf(err)).Inc()
-	var r *reply
-	if errors.As(err, &r) && (r.code == 421 || r == errLineTooLong) {
-		return s.hangUp(r)
+	r, internal := replyOf(err)
+	s.srv.metrics.SMTPRejected.WithLabelValues(r.reason).Inc()
+	if internal {
+		attrs = append(attrs, "err", err)
 	}
-	if !(err == errTooManyRecipients && s.excess <= recipientOvershoot) && s.refusals.Add(1) >= hardErrorLimit {
+	if r.code == 421 || r == errLineTooLong {
+		return s.hangUp(r, attrs...)
+	}
+	if !(r == errTooManyRecipients && s.excess <= recipientOvershoot) && s.refusals.Add(1) >= hardErrorLimit {
 		s.srv.metrics.SMTPRejected.WithLabelValues(errTooManyErrors.reason).Inc()
-		return s.hangUp(errTooManyErrors)
+		return s.hangUp(errTooManyErrors, append(attrs, "last", r.reason)...)
 	}
-	return toSMTP(s.srv.log, err)
+	// Recipients past the limit are logged once per transaction: a
+	// pipelining client may send a thousand (see recipientOvershoot).
+	if r != errTooManyRecipients || s.excess == 1 {
+		s.logRefusal(r, internal, attrs...)
+	}
+	return toSMTP(r)
+}
+
+// logRefusal logs a refused command with the session's tenant (from AUTH
+// or a trusted network) and user.
+func (s *session) logRefusal(r *reply, internal bool, attrs ...any) {
+	level := slog.LevelInfo
+	if internal {
+		level = slog.LevelError
+	}
+	t := s.tenant
+	if t == nil {
+		t = s.srv.dir.Trusted(s.ip)
+	}
+	tenant := ""
+	if t != nil {
+		tenant = t.Name
+	}
+	if s.authUser != "" {
+		attrs = append(attrs, "user", s.authUser)
+	}
+	s.srv.logRefusal(level, r, tenant, s.ip, attrs...)
 }
 
 // hangUp sends r and closes the connection: after a 421 the server closes
 // (RFC 5321 3.8), where go-smtp would read on. go-smtp flushes every reply,
 // so r is written straight to the connection; go-smtp's own reply to the
 // command then meets a closed connection and is dropped.
-func (s *session) hangUp(r *reply) error {
+func (s *session) hangUp(r *reply, attrs ...any) error {
 	s.hungUp.Do(func() {
 		c := s.conn.Conn()
 		c.SetWriteDeadline(time.Now().Add(cmp.Or(s.srv.cfg.WriteTimeout, time.Minute)))
-		fmt.Fprintf(c, "%d %d.%d.%d %s\r\n", r.code, r.enhanced[0], r.enhanced[1], r.enhanced[2], r.text)
+		fmt.Fprintf(c, "%s\r\n", r.String())
+		s.logRefusal(r, false, append(attrs, "closing", true)...)
 		lingerClose(c)
 		s.conn.Close()
-		s.srv.log.Info("smtp session closed", "client", s.ip, "reply", fmt.Sprintf("%d %s", r.code, r.text))
 	})
-	return toSMTP(s.srv.log, r)
+	return toSMTP(r)
 }
 
 func (s *session) isTLS() bool {
@@ -114,14 +150,9 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return saslReplies{sasl.NewPlainServer(func(identity, username, password string) error {
-			if identity != "" && identity != username {
-				return s.authFailed(username)
-			}
-			return s.login(username, password)
-		})}, nil
+		return saslReplies{sasl.NewPlainServer(s.login)}, nil
 	case sasl.Login:
-		return saslReplies{newLoginServer(s.login)}, nil
+		return saslReplies{newLoginServer(func(username, password string) error { return s.login("", username, password) })}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -141,27 +172,37 @@ func (s saslReplies) Next(response []byte) ([]byte, bool, error) {
 	return challenge, done, err
 }
 
-// login checks credentials. A SASL callback's plain error would become a
-// 454 temporary failure, so failures return smtp.ErrAuthFailed (535 5.7.8).
-func (s *session) login(username, password string) error {
-	t, ok := s.srv.dir.Authenticate(username, password)
+// login checks credentials; the replies are RFC 4954 6's, as *SMTPError
+// (a SASL callback's plain error would become a 454). The address's
+// failure budget is checked first, so that an address past it costs no
+// bcrypt and cannot use the credential cache to guess; then the
+// directory runs bcrypt in one of the server's slots, if one is free. A
+// failure is logged with a known user's name, an unknown one's only as a
+// hash: it may be a password typed into the wrong field.
+func (s *session) login(identity, username, password string) error {
+	suspect, ok := s.srv.throttle.allowed(s.ip, time.Now())
 	if !ok {
-		return s.authFailed(username)
+		return s.out(errAuthLimit, "user", s.srv.dir.logName(username))
 	}
-	s.tenant, s.authUser = t, username
-	s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
-	return nil
-}
-
-func (s *session) authFailed(username string) error {
-	s.srv.metrics.SMTPAuthFailures.Inc()
-	delay := s.srv.throttle.failed(s.ip, time.Now())
-	s.srv.log.Warn("smtp auth failed", "user", username, "client", s.ip, "delay", delay)
-	time.Sleep(delay)
-	if s.refusals.Add(1) >= hardErrorLimit {
-		s.hangUp(errTooManyErrors)
+	var t *Tenant
+	err := error(errAuthFailed)
+	if identity == "" || identity == username { // no acting as another (RFC 4616 2)
+		t, err = s.srv.dir.Authenticate(username, password, func() (func(), bool) { return s.srv.slots.acquire(suspect) })
 	}
-	return smtp.ErrAuthFailed
+	switch err {
+	case nil:
+		s.tenant, s.authUser = t, username
+		s.cc.authenticated(t.Name)
+		s.srv.log.Info("smtp auth", "user", username, "tenant", t.Name, "client", s.ip)
+		return nil
+	case errAuthFailed:
+		s.srv.metrics.SMTPAuthFailures.Inc()
+		// Within the budget only: a client past it is refused at once.
+		time.Sleep(s.srv.throttle.failed(s.ip, time.Now()))
+	case errAuthBusy:
+		s.srv.throttle.busy(s.ip, time.Now())
+	}
+	return s.out(err, "user", s.srv.dir.logName(username))
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
@@ -205,6 +246,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 		return errTenantRate
 	}
 	s.tenant, s.from, s.rcpts, s.seen, s.excess, s.size = t, addr, nil, map[string]bool{}, 0, 0
+	s.cc.mail(true, false)
 	if opts != nil && opts.Size > 0 && opts.Size <= s.srv.cfg.MaxMessageBytes {
 		// A hint only, and bounded: a declared size costs nothing to
 		// send, so it must not reserve megabytes per connection.
@@ -239,15 +281,21 @@ func (s *session) rcpt(to string) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	err := s.data(r)
+	id, err := s.data(r)
 	switch {
+	case err == nil:
+		// Postfix's reply, so that the submitter learns the id the API
+		// and `certgate release` know the message by. go-smtp writes an
+		// *SMTPError's code whatever it is: that is how a session chooses
+		// its success reply (emersion/go-smtp#86).
+		return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
 	case errors.Is(err, smtp.ErrDataReset):
 		// BDAT cut short (RSET, EHLO, a chunk over the size limit): go-smtp
 		// has answered, and reads no result.
-		return toSMTP(s.srv.log, errTempFail)
+		return toSMTP(errTempFail)
 	case errors.Is(err, errClientGone):
 		s.conn.Close()
-		return toSMTP(s.srv.log, errTempFail)
+		return toSMTP(errTempFail)
 	}
 	return s.out(err)
 }
@@ -292,22 +340,24 @@ func readData(r io.Reader, hint int, mem *holding) ([]byte, error) {
 // errClientGone: the connection ended during DATA; nobody reads a reply.
 var errClientGone = errors.New("connection lost during DATA")
 
-func (s *session) data(r io.Reader) error {
+func (s *session) data(r io.Reader) (queueID string, err error) {
 	if s.from == "" || len(s.rcpts) == 0 {
-		return errNeedMail
+		return "", errNeedMail
 	}
 	mem := &holding{b: s.srv.budget}
 	defer mem.releaseAll()
+	s.cc.readingData(true)
 	data, err := readData(r, cmp.Or(s.size+bytes.MinRead, initialDataBuffer), mem)
+	s.cc.readingData(false)
 	if err != nil {
-		return err
+		return "", err
 	}
 	start := time.Now()
 	if err := checkLineEndings(data); err != nil {
-		return err
+		return "", err
 	}
 	if err := checkHeaderSection(data); err != nil {
-		return err
+		return "", err
 	}
 	env := &Envelope{
 		Tenant: s.tenant, AuthUser: s.authUser, ClientIP: s.ip, Helo: s.conn.Hostname(),
@@ -318,14 +368,16 @@ func (s *session) data(r io.Reader) error {
 	id, err := s.srv.acceptor.Accept(ctx, env, data)
 	s.srv.metrics.SMTPAcceptDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
-		return err
+		return "", err
 	}
 	s.refusals.Store(0)
+	s.cc.mail(false, true)
 	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", len(data), "client", s.ip)
-	return nil
+	return id, nil
 }
 
 func (s *session) Reset() {
+	s.cc.mail(false, false)
 	s.from, s.rcpts, s.seen = "", nil, nil
 	if s.authUser == "" {
 		s.tenant = nil

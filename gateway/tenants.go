@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -79,6 +80,20 @@ type Directory struct {
 	// dummy is compared against for unknown users so that timing does not
 	// tell which usernames exist.
 	dummy []byte
+	// flights are the bcrypt comparisons under way for known users, by
+	// credential HMAC: concurrent logins with one credential (an MTA opening
+	// several connections at once) share one.
+	flights map[string]*flight
+
+	// compare is bcrypt.CompareHashAndPassword, and joined nil, but in
+	// tests (joined is called when a login shares a flight).
+	compare func(hash, password []byte) error
+	joined  func()
+}
+
+type flight struct {
+	done chan struct{}
+	err  error // once done is closed
 }
 
 type user struct {
@@ -93,11 +108,6 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 	if _, err := rand.Read(d.cacheKey); err != nil {
 		return nil, err
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("certgate-dummy"), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, err
-	}
-	d.dummy = dummy
 	owners := config.NewDomainOwners(tenants)
 	for _, tc := range tenants {
 		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass, Classes: tc.Classes, MaxQueued: tc.MaxQueued,
@@ -121,6 +131,11 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 		d.tenants = append(d.tenants, t)
 		d.byName[t.Name] = t
 	}
+	dummy, err := dummyHash(d.users)
+	if err != nil {
+		return nil, err
+	}
+	d.dummy = dummy
 	return d, nil
 }
 
@@ -140,12 +155,38 @@ func (d *Directory) Trusted(ip netip.Addr) *Tenant {
 	return nil
 }
 
-// Authenticate checks a username and password and returns the user's tenant.
-func (d *Directory) Authenticate(username, password string) (*Tenant, bool) {
-	u, ok := d.users[username]
-	if !ok {
-		bcrypt.CompareHashAndPassword(d.dummy, []byte(password))
-		return nil, false
+// dummyHash is what unknown users' passwords are compared against: a hash
+// of the highest cost among the users', so that an unknown name costs what
+// a known one does.
+func dummyHash(users map[string]user) ([]byte, error) {
+	cost := bcrypt.DefaultCost
+	if len(users) > 0 {
+		cost = bcrypt.MinCost
+		for _, u := range users {
+			if c, err := bcrypt.Cost(u.hash); err == nil {
+				cost = max(cost, c)
+			}
+		}
+	}
+	return bcrypt.GenerateFromPassword([]byte("certgate-dummy"), cost)
+}
+
+// Authenticate checks a username and password and returns the user's
+// tenant, or errAuthFailed. A credential bcrypt has accepted before is
+// known by its HMAC alone, and logins with the credential of one under way
+// wait for its result. Otherwise bcrypt runs, for an unknown user too
+// (against the dummy hash), once slot has granted it a slot: without one
+// (slot returns false) the answer is errAuthBusy.
+func (d *Directory) Authenticate(username, password string, slot func() (release func(), ok bool)) (*Tenant, error) {
+	u, known := d.users[username]
+	if !known {
+		release, ok := slot()
+		if !ok {
+			return nil, errAuthBusy
+		}
+		defer release()
+		d.compareHash(d.dummy, password)
+		return nil, errAuthFailed
 	}
 	mac := hmac.New(sha256.New, d.cacheKey)
 	mac.Write([]byte(username))
@@ -153,62 +194,255 @@ func (d *Directory) Authenticate(username, password string) (*Tenant, bool) {
 	mac.Write([]byte(password))
 	sum := mac.Sum(nil)
 	d.mu.Lock()
-	cached, hit := d.verified[username]
-	d.mu.Unlock()
-	if hit && hmac.Equal(cached, sum) {
-		return u.tenant, true
+	if cached, hit := d.verified[username]; hit && hmac.Equal(cached, sum) {
+		d.mu.Unlock()
+		return u.tenant, nil
 	}
-	if bcrypt.CompareHashAndPassword(u.hash, []byte(password)) != nil {
-		return nil, false
+	if f := d.flights[string(sum)]; f != nil {
+		d.mu.Unlock()
+		if d.joined != nil {
+			d.joined()
+		}
+		<-f.done
+		if f.err != nil {
+			return nil, f.err
+		}
+		return u.tenant, nil
+	}
+	f := &flight{done: make(chan struct{})}
+	if d.flights == nil {
+		d.flights = map[string]*flight{}
+	}
+	d.flights[string(sum)] = f
+	d.mu.Unlock()
+
+	f.err = errAuthBusy
+	if release, ok := slot(); ok {
+		f.err = d.compareHash(u.hash, password)
+		release()
 	}
 	d.mu.Lock()
-	d.verified[username] = sum
+	if f.err == nil {
+		d.verified[username] = sum
+	}
+	delete(d.flights, string(sum))
 	d.mu.Unlock()
-	return u.tenant, true
+	close(f.done)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return u.tenant, nil
 }
 
-// authThrottle slows down clients that fail AUTH: each failure from an
-// address adds one step of delay (capped at 8), and the count decays after a
-// quiet quarter of an hour.
+// compareHash runs bcrypt: nil or errAuthFailed.
+func (d *Directory) compareHash(hash []byte, password string) error {
+	compare := bcrypt.CompareHashAndPassword
+	if d.compare != nil {
+		compare = d.compare
+	}
+	if compare(hash, []byte(password)) != nil {
+		return errAuthFailed
+	}
+	return nil
+}
+
+// logName is how a username given to AUTH is logged: as is when it is a
+// user's, else as a short keyed hash, since it may be a password typed
+// into the wrong field. The same name hashes alike until a restart, so
+// that repeated attempts can be told apart.
+func (d *Directory) logName(username string) string {
+	if _, known := d.users[username]; known {
+		return username
+	}
+	mac := hmac.New(sha256.New, d.cacheKey)
+	mac.Write([]byte("log\x00"))
+	mac.Write([]byte(username))
+	return fmt.Sprintf("unknown:%x", mac.Sum(nil)[:4])
+}
+
+// hashSlots bounds the bcrypt comparisons that run at once. bcrypt is made
+// to cost CPU: unbounded, AUTH from a hundred addresses took every core
+// and a good login 10 s. An AUTH that finds no slot free waits its turn,
+// behind at most hashQueue others of its kind per slot and for hashWait at
+// most; past either it is refused with 454 4.7.0. Suspect clients (whose
+// address has failed recently, or keeps trying while no slot is free) may
+// take all slots but one, and wait behind the others.
+type hashSlots struct {
+	mu      sync.Mutex
+	n       int
+	running int
+	queue   [2][]chan struct{} // waiting: clean clients, suspects
+}
+
+const (
+	hashQueue = 4
+	hashWait  = 10 * time.Second
+)
+
+func newHashSlots(n int) *hashSlots { return &hashSlots{n: max(n, 1)} }
+
+// free says whether a slot is free to a client of that kind; called with
+// h.mu held.
+func (h *hashSlots) free(suspect bool) bool {
+	if suspect && h.n > 1 {
+		return h.running < h.n-1
+	}
+	return h.running < h.n
+}
+
+// acquire takes a slot, waiting for one if its turn comes soon enough.
+func (h *hashSlots) acquire(suspect bool) (release func(), ok bool) {
+	kind := 0
+	if suspect {
+		kind = 1
+	}
+	h.mu.Lock()
+	if len(h.queue[kind]) == 0 && h.free(suspect) {
+		h.running++
+		h.mu.Unlock()
+		return h.release, true
+	}
+	if len(h.queue[kind]) >= hashQueue*h.n {
+		h.mu.Unlock()
+		return nil, false
+	}
+	turn := make(chan struct{})
+	h.queue[kind] = append(h.queue[kind], turn)
+	h.mu.Unlock()
+	t := time.NewTimer(hashWait)
+	defer t.Stop()
+	select {
+	case <-turn:
+		return h.release, true
+	case <-t.C:
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i := slices.Index(h.queue[kind], turn); i >= 0 {
+		h.queue[kind] = slices.Delete(h.queue[kind], i, i+1)
+		return nil, false
+	}
+	return h.release, true // its turn came meanwhile
+}
+
+// release frees a slot and hands free ones to those waiting, clean clients
+// first.
+func (h *hashSlots) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running--
+	for kind := range h.queue {
+		for len(h.queue[kind]) > 0 && h.free(kind == 1) {
+			close(h.queue[kind][0])
+			h.queue[kind] = h.queue[kind][1:]
+			h.running++
+		}
+	}
+}
+
+// authThrottle counts failed AUTH per client address (per /64 for IPv6):
+// past limit failures, each within window of the last, the address is
+// refused before bcrypt runs, until window passes without a failure.
+// Within the limit, each failure pauses step times the recent failures
+// (up to 8). It also notes the AUTH refused for want of a bcrypt slot: an
+// address refused so busySuspect times within busyMemory is hammering, and
+// is suspect (see hashSlots) as one that has failed is.
 type authThrottle struct {
-	step time.Duration
-	mu   sync.Mutex
-	ips  map[netip.Addr]*authFailures
+	step      time.Duration
+	limit     int // 0: none
+	window    time.Duration
+	mu        sync.Mutex
+	ips       map[netip.Addr]*authFailures
+	nextPrune int // map size at which stale entries are dropped
 }
 
 type authFailures struct {
-	count int
-	last  time.Time
+	count     int       // failures
+	last      time.Time // of the last failure
+	busy      int       // AUTH refused for want of a slot, since busySince
+	busySince time.Time
 }
 
-const authFailureMemory = 15 * time.Minute
+const (
+	// defaultAuthFailureWindow is the window when none is configured.
+	defaultAuthFailureWindow = 15 * time.Minute
+	busyMemory               = 10 * time.Second
+	busySuspect              = 3
+)
 
-func newAuthThrottle(step time.Duration) *authThrottle {
-	return &authThrottle{step: step, ips: map[netip.Addr]*authFailures{}}
+func newAuthThrottle(step time.Duration, limit int, window time.Duration) *authThrottle {
+	return &authThrottle{step: step, limit: limit, window: cmp.Or(window, defaultAuthFailureWindow),
+		ips: map[netip.Addr]*authFailures{}, nextPrune: 10000}
+}
+
+// authKey is what failures are counted under: one IPv6 client holds a
+// whole /64.
+func authKey(ip netip.Addr) netip.Addr {
+	if ip.Is6() && !ip.Is4In6() {
+		p, _ := ip.Prefix(64)
+		return p.Addr()
+	}
+	return ip
+}
+
+// entry returns ip's counts with what is past forgotten, nil when there
+// are none unless create; called with a.mu held.
+func (a *authThrottle) entry(ip netip.Addr, now time.Time, create bool) *authFailures {
+	k := authKey(ip)
+	f := a.ips[k]
+	if f == nil {
+		if !create {
+			return nil
+		}
+		if len(a.ips) >= a.nextPrune { // bound memory under a spray of addresses
+			for k, f := range a.ips {
+				if now.Sub(f.last) > a.window && now.Sub(f.busySince) > busyMemory {
+					delete(a.ips, k)
+				}
+			}
+			a.nextPrune = max(10000, 2*len(a.ips))
+		}
+		f = &authFailures{}
+		a.ips[k] = f
+	}
+	if now.Sub(f.last) > a.window {
+		f.count = 0
+	}
+	if now.Sub(f.busySince) > busyMemory {
+		f.busy = 0
+	}
+	return f
+}
+
+// allowed says whether ip may try AUTH now, and whether it is suspect: it
+// has failed recently, or keeps trying while no slot is free.
+func (a *authThrottle) allowed(ip netip.Addr, now time.Time) (suspect, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.entry(ip, now, false)
+	if f == nil {
+		return false, true
+	}
+	return f.count > 0 || f.busy >= busySuspect, a.limit <= 0 || f.count < a.limit
 }
 
 // failed records a failure and returns how long to pause before replying.
 func (a *authThrottle) failed(ip netip.Addr, now time.Time) time.Duration {
-	if ip.Is6() && !ip.Is4In6() {
-		// One IPv6 client holds a whole /64: count failures per network.
-		p, _ := ip.Prefix(64)
-		ip = p.Addr()
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.ips) > 10000 { // bound memory under a spray of addresses
-		for k, f := range a.ips {
-			if now.Sub(f.last) > authFailureMemory {
-				delete(a.ips, k)
-			}
-		}
-	}
-	f := a.ips[ip]
-	if f == nil || now.Sub(f.last) > authFailureMemory {
-		f = &authFailures{}
-		a.ips[ip] = f
-	}
+	f := a.entry(ip, now, true)
 	f.count++
 	f.last = now
 	return a.step * time.Duration(min(f.count, 8))
+}
+
+// busy records an AUTH refused for want of a bcrypt slot.
+func (a *authThrottle) busy(ip netip.Addr, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.entry(ip, now, true)
+	if f.busy == 0 {
+		f.busySince = now
+	}
+	f.busy++
 }

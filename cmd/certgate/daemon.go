@@ -133,7 +133,11 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 	d.smtp = gateway.NewServer(gateway.ServerConfig{
 		Hostname: cfg.Hostname, TLS: tlsConf, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxConnections: cfg.SMTP.MaxConnections, MaxConnectionsPerIP: cfg.SMTP.MaxConnectionsPerIP,
-		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(), AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(),
+		MaxConnectionsPerNetwork: cfg.SMTP.MaxConnectionsPerNetwork, TrustedReserve: cfg.SMTP.TrustedReserve,
+		ReadTimeout: cfg.SMTP.ReadTimeout.D(), WriteTimeout: cfg.SMTP.WriteTimeout.D(),
+		PreAuthTimeout: cfg.SMTP.PreAuthTimeout.D(), MaxSessionWithoutMail: cfg.SMTP.MaxSessionWithoutMail.D(),
+		AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(), AuthFailureLimit: cfg.SMTP.AuthFailureLimit,
+		AuthFailureWindow: cfg.SMTP.AuthFailureWindow.D(), AuthConcurrency: cfg.SMTP.AuthConcurrency,
 		Queued: d.queue.Queued, MemoryBudget: cfg.SMTP.MemoryBudget,
 	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
 	return nil
