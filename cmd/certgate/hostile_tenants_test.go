@@ -38,16 +38,15 @@ import (
 const hostilePassword = "a long test password, not reused"
 
 type hostileTenants struct {
-	t        *testing.T
-	d        *daemon
-	smtp     string
-	api      string // http.listen
-	gate     string // http.gate_listen
-	tlsConf  *tls.Config
-	tokens   map[string]string // tenant -> its helpdesk token
-	mx       *sim.Provider
-	gatePfx  string
-	download string
+	t       *testing.T
+	d       *daemon
+	smtp    string
+	api     string // http.listen
+	gate    string // http.gate_listen
+	tlsConf *tls.Config
+	tokens  map[string]string // tenant -> its helpdesk token
+	mx      *sim.Provider
+	gatePfx string
 }
 
 func newHostileTenants(t *testing.T) *hostileTenants {
