@@ -520,8 +520,13 @@ func (c *Conn) Send(from, to string, parts ...[]byte) Result {
 	}
 	c.nc.SetWriteDeadline(time.Time{})
 	if err != nil {
-		w.Close()
-		return resultOf(c.Host, err)
+		// The data is cut mid-way and the receiver may not be reading:
+		// ending it with "." would write again with no deadline, and the
+		// session cannot be trusted to be in step anyway. Drop it.
+		c.c.Close()
+		res := resultOf(c.Host, err)
+		res.Network = true
+		return res
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
