@@ -3,6 +3,7 @@ package mimeedit
 import (
 	"bytes"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -41,6 +42,21 @@ func Rewrite(msg []byte, edit EditFunc) (out []byte, err error) {
 		return nil, err
 	}
 	return rewrite(msg, root, nil, edit)
+}
+
+// RewriteTypes is Rewrite for the leaves of the given media types
+// (lower case, such as "text/plain") only: the others are neither decoded
+// nor given to edit, so a large attachment costs no copy, and a broken
+// encoding in one is not an error.
+func RewriteTypes(msg []byte, mediaTypes []string, edit EditFunc) (out []byte, err error) {
+	if err := checkCRLF(msg); err != nil {
+		return nil, err
+	}
+	root, err := parse(msg)
+	if err != nil {
+		return nil, err
+	}
+	return rewrite(msg, root, func(e *entity) bool { return slices.Contains(mediaTypes, e.mediaType) }, edit)
 }
 
 // Walk calls fn for every leaf part of msg with its decoded body, like

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -448,5 +449,29 @@ func TestFixLongLinesErrors(t *testing.T) {
 		if b[0].encoding != enc || !bytes.Equal(a[0].decoded, b[0].decoded) {
 			t.Errorf("%s: became %s, same content %v", enc, b[0].encoding, bytes.Equal(a[0].decoded, b[0].decoded))
 		}
+	}
+}
+
+// RewriteTypes decodes only the parts asked for: an attachment with a
+// broken encoding is no error, and comes back byte for byte.
+func TestRewriteTypesLeavesOtherPartsAlone(t *testing.T) {
+	msg := msgOf("Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nhello\n" +
+		"--b\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n!!not base64!!\n--b--\n")
+	if _, err := Rewrite(msg, identity); err == nil {
+		t.Fatal("Rewrite decoded the broken attachment without error; the test proves nothing")
+	}
+	var seen []string
+	out, err := RewriteTypes(msg, []string{"text/plain"}, func(p *Part, decoded []byte) ([]byte, bool, error) {
+		seen = append(seen, p.MediaType)
+		return bytes.ToUpper(decoded), true, nil
+	})
+	if err != nil {
+		t.Fatalf("RewriteTypes: %v", err)
+	}
+	if !slices.Equal(seen, []string{"text/plain"}) {
+		t.Errorf("edit saw %v, want only text/plain", seen)
+	}
+	if !bytes.Contains(out, []byte("HELLO\r\n")) || !bytes.Contains(out, []byte("\r\n!!not base64!!\r\n--b--")) {
+		t.Errorf("text not edited or attachment changed:\n%s", out)
 	}
 }
