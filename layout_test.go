@@ -16,13 +16,14 @@ const module = "github.com/certgate/certgate/"
 // mayImport lists, for each package, the packages of ours it may import
 // (outside its tests). Imports run one way: the binary, then the mail
 // path (gateway, delivery, api, webhook), then policy and quarantine, then
-// store; config, metrics, mimeedit and clock are leaves. sim is for demo
+// store; config, metrics, mimeedit, clock and membudget are leaves. sim is for demo
 // and tests only, demo for the binary's demo subcommand only.
 var mayImport = map[string][]string{
 	"config":          {},
 	"metrics":         {},
 	"mimeedit":        {},
 	"clock":           {},
+	"membudget":       {},
 	"sim":             {},
 	"store":           {},
 	"store/sqlite":    {"store"},
@@ -31,11 +32,11 @@ var mayImport = map[string][]string{
 	"quarantine":      {"config", "metrics", "mimeedit", "store", "clock"},
 	"webhook":         {"config", "store", "clock"},
 	"gateway/signer":  {"config", "mimeedit"},
-	"gateway":         {"config", "metrics", "mimeedit", "gateway/signer", "quarantine", "store"},
-	"delivery":        {"config", "metrics", "policy", "store", "clock"},
+	"gateway":         {"config", "metrics", "membudget", "mimeedit", "gateway/signer", "quarantine", "store"},
+	"delivery":        {"config", "membudget", "metrics", "policy", "store", "clock"},
 	"api":             {"config", "metrics", "quarantine", "store"},
 	"demo":            {"config", "sim", "gateway/signer", "mimeedit"},
-	"cmd/certgate":    {"config", "metrics", "mimeedit", "clock", "store", "store/sqlite", "policy", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
+	"cmd/certgate":    {"config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
 	"bench/probe":     {},
 	"bench/sink":      {},
 }

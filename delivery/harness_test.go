@@ -12,6 +12,7 @@ import (
 
 	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/sim"
@@ -40,6 +41,7 @@ type qopts struct {
 	fakeClock   bool              // the queue, its lanes and router run on a fake clock
 	sinkDown    bool              // the receivers' hosts point at a closed port
 	freshBudget int64
+	memory      *membudget.Budget
 	wrapStore   func(Store) Store
 	dbPath      string // reuse a database (restart tests)
 }
@@ -110,7 +112,7 @@ func newQEnv(t *testing.T, o qopts) *qenv {
 	e.queue = NewQueue(Options{Store: st, Policy: pol, Router: NewRouter(mxEverywhere, port, resolver, clk),
 		Dialer: &Dialer{Hostname: "relay.ca.example", Resolver: resolver, Clock: clk,
 			ConnectTimeout: 5 * time.Second, CommandTimeout: 10 * time.Second, DataTimeout: 10 * time.Second},
-		Hostname: "relay.ca.example", Metrics: e.metrics, Log: log, Clock: clk, FreshBudget: o.freshBudget,
+		Hostname: "relay.ca.example", Metrics: e.metrics, Log: log, Clock: clk, FreshBudget: o.freshBudget, Memory: o.memory,
 		Recorded: func(a store.Attempt) { e.attempts <- a }})
 	if err := e.queue.Start(context.Background()); err != nil {
 		t.Fatal(err)

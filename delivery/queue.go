@@ -11,6 +11,7 @@ import (
 
 	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
@@ -42,6 +43,10 @@ type Options struct {
 	// FreshBudget bounds the bytes of just-accepted copies the queue keeps
 	// in memory (see AddAccepted); 0 is defaultFreshBudget.
 	FreshBudget int64
+	// Memory, when set, is the server-wide budget of mail held in memory
+	// (smtp.memory_budget): a copy read from the store waits for room in
+	// it before it is read, and holds it until its attempt ends.
+	Memory *membudget.Budget
 	// Recorded, when set, hears every attempt once the store has it: for
 	// feedback that follows deliveries, and for tests that wait for them.
 	Recorded func(store.Attempt)
@@ -62,6 +67,7 @@ type Queue struct {
 	log      *slog.Logger
 	clock    clock.Clock
 	recorded func(store.Attempt)
+	memory   *membudget.Budget
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -93,7 +99,7 @@ const defaultFreshBudget = 16 << 20
 // NewQueue builds a queue runner; Start loads the store's pending recipients.
 func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
-		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget,
+		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget, memory: o.Memory,
 		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
 		byTenant: map[string]int{}}
 	if q.clock == nil {

@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/sim"
 	"github.com/certgate/certgate/store"
 )
@@ -248,6 +249,51 @@ func TestCopiesBeyondTheMemoryBudgetComeFromTheStore(t *testing.T) {
 	e.waitLen(0)
 	if n := e.queue.HeldBytes(); n != 0 {
 		t.Errorf("queue still holds %d bytes", n)
+	}
+}
+
+// A copy read back from the store waits for room in the shared memory
+// budget before it is read, and gives the room back once its attempt
+// ends: submissions holding the budget cannot make delivery take more.
+func TestReadingACopyWaitsForTheMemoryBudget(t *testing.T) {
+	body := sample(t, "01-es-download-link-qp.eml")
+	const limit = 1 << 20
+	mem := membudget.New(limit)
+	e := newQEnv(t, qopts{freshBudget: 1, memory: mem}) // every copy is read back
+	if !mem.TryReserve(limit) {                         // submissions hold it all
+		t.Fatal("refused")
+	}
+	e.enqueue("certificados@ca.example", []string{"a@gmail.com"}, config.ClassBulk, body)
+	waitFor(t, mem, func(used int64) bool { return mem.Waiting() == 1 })
+	if !mem.Full() {
+		t.Fatal("a waiting delivery does not turn new submissions away")
+	}
+	select {
+	case a := <-e.attempts:
+		t.Fatalf("delivered while the budget was spent: %+v", a)
+	default:
+	}
+	mem.Release(limit)
+	if a := e.waitAttempts(1)[0]; a.Code != 250 {
+		t.Fatalf("attempt %+v, want delivered", a)
+	}
+	waitFor(t, mem, func(used int64) bool { return used == 0 })
+}
+
+// waitFor waits until ok holds of the bytes mem holds.
+func waitFor(t *testing.T, mem *membudget.Budget, ok func(used int64) bool) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		used, changed := mem.InUse()
+		if ok(used) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("memory budget: %d bytes in use, %d waiting", used, mem.Waiting())
+		}
 	}
 }
 

@@ -127,7 +127,13 @@ func (w *worker) deliver(it *item) step {
 	var data []byte
 	prefix, body := q.takeData(it)
 	if body == nil {
-		var err error
+		held, err := q.holdForRead(it.p.Size)
+		if err != nil {
+			q.leave(it)
+			w.quit()
+			return leaveLane
+		}
+		defer q.memory.Release(held)
 		if data, err = q.store.Data(q.ctx, it.p.RecipientID); err != nil {
 			if q.ctx.Err() != nil {
 				q.leave(it)
@@ -207,4 +213,26 @@ func boolLabel(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// readCopies is how many times a copy read from the store is in memory
+// while it is read: in SQLite's buffer, in the driver's copy, in ours.
+const readCopies = 3
+
+// copyOverhead covers what a copy adds to its message's size: the trace
+// and signature header fields, gated links' longer URLs.
+const copyOverhead = 64 << 10
+
+// holdForRead waits for room in the memory budget for a copy of a message
+// of size bytes read from the store, and returns what it took (0 without
+// a budget). It fails only when the queue stops.
+func (q *Queue) holdForRead(size int64) (int64, error) {
+	if q.memory == nil {
+		return 0, nil
+	}
+	n := readCopies * (max(size, 0) + copyOverhead)
+	if err := q.memory.Reserve(q.ctx, n); err != nil {
+		return 0, err
+	}
+	return n, nil
 }

@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/membudget"
 	"github.com/emersion/go-smtp"
 )
 
 // waitInUse waits until the server's submissions hold at least n bytes.
-func waitInUse(t *testing.T, b *memoryBudget, n int64) {
+func waitInUse(t *testing.T, b *membudget.Budget, n int64) {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
-		used, changed := b.inUse()
+		used, changed := b.InUse()
 		if used >= n {
 			return
 		}
@@ -45,7 +46,7 @@ func TestMemoryBudgetRefusesTheMessageThatWouldPassIt(t *testing.T) {
 	a.cmd("RCPT TO:<a@gmail.com>", "250")
 	a.cmd("DATA", "354")
 	fmt.Fprint(a.c, hdr+lines(200<<10)) // not ended yet: held by the server
-	waitInUse(t, e.server.budget, 200<<10)
+	waitInUse(t, e.server.cfg.Memory, 200<<10)
 
 	b := e.raw()
 	b.authPlain()
@@ -63,7 +64,7 @@ func TestMemoryBudgetRefusesTheMessageThatWouldPassIt(t *testing.T) {
 	b.cmd("DATA", "354")
 	fmt.Fprint(b.c, hdr+lines(250<<10)+".\r\n")
 	b.expect("250")
-	if used, _ := e.server.budget.inUse(); used != 0 {
+	if used, _ := e.server.cfg.Memory.InUse(); used != 0 {
 		t.Fatalf("%d bytes still held after both transactions", used)
 	}
 }
@@ -71,7 +72,7 @@ func TestMemoryBudgetRefusesTheMessageThatWouldPassIt(t *testing.T) {
 // With the budget used up, a new transaction is told to come back later.
 func TestMemoryBudgetFullRefusesNewTransactions(t *testing.T) {
 	e := newEnv(t, envOptions{maxBytes: 256 << 10, memoryBudget: 600 << 10})
-	held := &holding{b: e.server.budget}
+	held := &holding{b: e.server.cfg.Memory}
 	if !held.grow(600 << 10) { // as sessions' buffers would
 		t.Fatal("an empty budget refused its own size")
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
@@ -160,7 +161,9 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 	if o.perIP > 0 {
 		cfg.MaxConnectionsPerIP = o.perIP
 	}
-	cfg.MemoryBudget = o.memoryBudget
+	if o.memoryBudget > 0 {
+		cfg.Memory = membudget.New(o.memoryBudget)
+	}
 	e.attempts = newAttemptLog()
 	issuer := config.Tenant{Name: "issuer", FromDomains: []string{"ca.example", "certs.example", "ac.example", "nokey.example"},
 		Users: []config.User{{Username: "app", PasswordHash: string(hash)}}, TrustedNetworks: o.trusted,

@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/time/rate"
 
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 )
 
@@ -58,9 +59,9 @@ type ServerConfig struct {
 	// Queued, when set, says how many recipients of a tenant wait in the
 	// delivery queue, for tenants[].max_queued.
 	Queued func(tenant string) int
-	// MemoryBudget bounds the bytes submissions hold at once (DATA and
-	// prepared copies); 0 is no bound.
-	MemoryBudget int64
+	// Memory is the server-wide budget of bytes that DATA buffers and
+	// prepared copies hold (deliveries share it); nil is no bound.
+	Memory *membudget.Budget
 }
 
 // Acceptor takes a complete, checked submission and makes it durable; only
@@ -93,7 +94,6 @@ type Server struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	throttle *authThrottle
-	budget   *memoryBudget
 	slots    *hashSlots
 	reserve  int // TrustedReserve, 0 when no tenant has trusted networks
 	limits   connLimits
@@ -114,7 +114,6 @@ func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.M
 		throttle: newAuthThrottle(cfg.AuthFailureDelay, cfg.AuthFailureLimit, cfg.AuthFailureWindow),
 		slots:    newHashSlots(cmp.Or(cfg.AuthConcurrency, runtime.GOMAXPROCS(0))),
 		limits:   connLimits{perAddr: map[netip.Addr]int{}, perNet: map[netip.Prefix]int{}},
-		budget:   newMemoryBudget(cfg.MemoryBudget),
 		conns:    map[*clientConn]struct{}{}, closing: make(chan struct{}), changed: make(chan struct{})}
 	for _, t := range dir.tenants {
 		if len(t.Networks) > 0 {

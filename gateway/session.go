@@ -236,7 +236,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > 0 && s.srv.cfg.MaxMessageBytes > 0 && opts.Size > s.srv.cfg.MaxMessageBytes {
 		return errTooBig // RFC 1870 6.1
 	}
-	if s.srv.budget.full() {
+	if s.srv.cfg.Memory.Full() {
 		return errMemoryBudget
 	}
 	if t.MaxQueued > 0 && s.srv.cfg.Queued != nil && s.srv.cfg.Queued(t.Name) >= t.MaxQueued {
@@ -344,7 +344,7 @@ func (s *session) data(r io.Reader) (queueID string, err error) {
 	if s.from == "" || len(s.rcpts) == 0 {
 		return "", errNeedMail
 	}
-	mem := &holding{b: s.srv.budget}
+	mem := &holding{b: s.srv.cfg.Memory}
 	defer mem.releaseAll()
 	s.cc.readingData(true)
 	data, err := readData(r, cmp.Or(s.size+bytes.MinRead, initialDataBuffer), mem)

@@ -17,6 +17,7 @@ import (
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
@@ -109,6 +110,9 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		return err
 	}
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
+	// One budget for the mail held in memory: what submissions read and
+	// prepare, and what deliveries read back from the store.
+	memory := membudget.New(cfg.SMTP.MemoryBudget)
 	d.queue = delivery.NewQueue(delivery.Options{
 		// Links turn on with the delivery record, as their tenant says.
 		Store:  quarantine.EnableOnDelivery(d.store, cfg.Tenants),
@@ -119,6 +123,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 			DataTimeout: cfg.Delivery.DataTimeout.D()},
 		Hostname: cfg.Hostname,
 		Sealer:   d.prep,
+		Memory:   memory,
 		Metrics:  d.metrics,
 		Log:      d.log,
 	})
@@ -138,7 +143,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		PreAuthTimeout: cfg.SMTP.PreAuthTimeout.D(), MaxSessionWithoutMail: cfg.SMTP.MaxSessionWithoutMail.D(),
 		AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(), AuthFailureLimit: cfg.SMTP.AuthFailureLimit,
 		AuthFailureWindow: cfg.SMTP.AuthFailureWindow.D(), AuthConcurrency: cfg.SMTP.AuthConcurrency,
-		Queued: d.queue.Queued, MemoryBudget: cfg.SMTP.MemoryBudget,
+		Queued: d.queue.Queued, Memory: memory,
 	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
 	return nil
 }

@@ -20,16 +20,24 @@ import (
 // process must stay under 300 MB), and the limit never falls so close to
 // the live heap that the collector would run without pause.
 //
+// Under a flood of large messages the live heap is mostly the memory
+// budget (smtp.memory_budget: DATA buffers, prepared copies, copies being
+// delivered), and twice that let the process reach 700 MB on a 256 MiB
+// budget. So the limit is also kept within the budget plus budgetSlack,
+// though never within limitSlack of the live heap: the collector works
+// harder during the flood instead of letting the heap double.
+//
 // Operators keep Go's own knobs: GOGC or GOMEMLIMIT in the environment
 // turn this off.
 const (
 	tunedGCPercent = 400
 	minHeapLimit   = 128 << 20
 	limitSlack     = 32 << 20
+	budgetSlack    = 48 << 20
 	gcTuneEvery    = 5 * time.Second
 )
 
-func tuneGC(ctx context.Context, log *slog.Logger) {
+func tuneGC(ctx context.Context, log *slog.Logger, budget int64) {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		log.Info("gc: GOGC or GOMEMLIMIT set; leaving the collector as configured")
 		return
@@ -39,7 +47,7 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 	adjust := func() {
 		metrics.Read(sample)
 		if sample[0].Value.Kind() == metrics.KindUint64 {
-			debug.SetMemoryLimit(heapLimit(sample[0].Value.Uint64()))
+			debug.SetMemoryLimit(heapLimit(sample[0].Value.Uint64(), budget))
 		}
 	}
 	adjust()
@@ -57,7 +65,12 @@ func tuneGC(ctx context.Context, log *slog.Logger) {
 	}()
 }
 
-// heapLimit is the soft memory limit for a live heap of live bytes.
-func heapLimit(live uint64) int64 {
-	return int64(max(minHeapLimit, 2*live+limitSlack))
+// heapLimit is the soft memory limit for a live heap of live bytes under
+// a memory budget of budget bytes (0 or less: none).
+func heapLimit(live uint64, budget int64) int64 {
+	limit := 2*live + limitSlack
+	if budget > 0 {
+		limit = min(limit, uint64(budget)+budgetSlack)
+	}
+	return int64(max(minHeapLimit, live+limitSlack, limit))
 }

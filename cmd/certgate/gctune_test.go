@@ -2,24 +2,31 @@ package main
 
 import "testing"
 
-// The limit keeps a small heap under 128 MiB and stays well above a large
-// live heap, so the collector can never be made to run back to back.
+// The limit keeps a small heap under 128 MiB, lets a backlog's live heap
+// double, keeps a flood's heap within the memory budget plus 48 MiB, and
+// never comes within 32 MiB of the live heap, so the collector can never
+// be made to run back to back.
 func TestHeapLimit(t *testing.T) {
+	const budget = 256 << 20
 	for _, c := range []struct {
-		live uint64
-		want int64
+		live   uint64
+		budget int64
+		want   int64
 	}{
-		{0, 128 << 20},
-		{30 << 20, 128 << 20},
-		{48 << 20, 128 << 20},
-		{80 << 20, 192 << 20},
-		{2 << 30, 4<<30 + 32<<20},
+		{0, 0, 128 << 20},
+		{30 << 20, 0, 128 << 20},
+		{48 << 20, budget, 128 << 20},
+		{80 << 20, budget, 192 << 20},  // a backlog: twice the live heap
+		{150 << 20, budget, 304 << 20}, // capped: budget + 48 MiB
+		{280 << 20, budget, 312 << 20}, // a flood past the budget: live + 32 MiB
+		{2 << 30, 0, 4<<30 + 32<<20},
 	} {
-		if got := heapLimit(c.live); got != c.want {
-			t.Errorf("heapLimit(%d MiB) = %d MiB, want %d MiB", c.live>>20, got>>20, c.want>>20)
+		got := heapLimit(c.live, c.budget)
+		if got != c.want {
+			t.Errorf("heapLimit(%d MiB, %d MiB) = %d MiB, want %d MiB", c.live>>20, c.budget>>20, got>>20, c.want>>20)
 		}
-		if got := heapLimit(c.live); uint64(got) < 2*c.live {
-			t.Errorf("heapLimit(%d MiB) = %d MiB: under twice the live heap", c.live>>20, got>>20)
+		if uint64(got) < c.live+32<<20 {
+			t.Errorf("heapLimit(%d MiB, %d MiB) = %d MiB: within 32 MiB of the live heap", c.live>>20, c.budget>>20, got>>20)
 		}
 	}
 }

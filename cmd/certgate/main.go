@@ -150,7 +150,7 @@ func cmdServe(args []string, stderr io.Writer) error {
 	logWarnings(log, cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	tuneGC(ctx, log)
+	tuneGC(ctx, log, cfg.SMTP.MemoryBudget)
 	d, err := newDaemon(ctx, cfg, log, daemonOptions{})
 	if err != nil {
 		return err
