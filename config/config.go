@@ -69,8 +69,9 @@ type SMTP struct {
 	// AuthFailureDelay is the pause after each failed AUTH, multiplied by the
 	// client address's recent failures (capped at 8x).
 	AuthFailureDelay Duration `yaml:"auth_failure_delay"`
-	// MemoryBudget bounds the bytes all submissions hold at once: DATA
-	// buffers and the copies prepared from them.
+	// MemoryBudget bounds the memory mail takes at once: DATA buffers,
+	// the copies prepared from them, and copies being stored, read back
+	// or sent. See MailBudget.
 	MemoryBudget int64 `yaml:"memory_budget"`
 	// AuthFailureLimit failed AUTH from one address (/64 of IPv6), each
 	// within AuthFailureWindow of the last, and it is refused until the
@@ -80,6 +81,16 @@ type SMTP struct {
 	AuthFailureWindow Duration `yaml:"auth_failure_window"`
 	AuthConcurrency   int      `yaml:"auth_concurrency"`
 }
+
+// Mail may hold mailShareNum/mailShareDen of the memory budget. The
+// daemon keeps Go's heap within seven eighths of the budget: the last
+// eighth is for what SQLite holds in C memory (a copy being written or
+// read), and what lies between is room for the collector, so that the
+// process stays near the budget under a flood.
+const mailShareNum, mailShareDen = 3, 4
+
+// MailBudget is the bytes of mail smtp.memory_budget admits at once.
+func (s *SMTP) MailBudget() int64 { return s.MemoryBudget / mailShareDen * mailShareNum }
 
 // TLS names a certificate and key in PEM files.
 type TLS struct {

@@ -520,6 +520,8 @@ func TestProblems(t *testing.T) {
 			[]wantProblem{{"smtp.listen", "listen: []", "at least one"}}},
 		{"listen twice", "", edit{`"[::1]:2525"`, `"127.0.0.1:2525"`},
 			[]wantProblem{{"smtp.listen[1]", "listen:", "listed twice"}}},
+		{"memory budget below five messages in its mail share", "", edit{"max_message_bytes: 10485760", "max_message_bytes: 10485760\n  memory_budget: 60000000"},
+			[]wantProblem{{"smtp.memory_budget", "memory_budget:", "give at least 69905067"}}},
 		{"tls key missing", "", edit{"    key_file: {{dir}}/tls.key\n", ""},
 			[]wantProblem{{"smtp.tls.key_file", "  tls:", "required when cert_file"}}},
 		{"tls cert file missing", "", edit{"cert_file: {{dir}}/tls.crt", "cert_file: {{dir}}/nope.crt"},

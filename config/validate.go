@@ -261,10 +261,11 @@ func (v *validator) smtp(s *SMTP) {
 	v.positiveDuration("smtp.read_timeout", s.ReadTimeout)
 	v.positiveDuration("smtp.write_timeout", s.WriteTimeout)
 	// One message at max_message_bytes takes up to twice its size in its
-	// buffer (grown by doubling), and once more prepared.
-	if s.MaxMessageBytes > 0 && s.MemoryBudget < 3*s.MaxMessageBytes {
-		v.add("smtp.memory_budget", "%d bytes cannot hold one message of max_message_bytes (%d) as it arrives and is prepared; give at least %d",
-			s.MemoryBudget, s.MaxMessageBytes, 3*s.MaxMessageBytes)
+	// buffer (grown by doubling), once more prepared, and twice more while
+	// the store writes it: five times, in the budget's mail share.
+	if need := (5*s.MaxMessageBytes*mailShareDen + mailShareNum - 1) / mailShareNum; s.MaxMessageBytes > 0 && s.MemoryBudget < need {
+		v.add("smtp.memory_budget", "%d bytes cannot hold one message of max_message_bytes (%d) as it arrives, is prepared and stored; give at least %d",
+			s.MemoryBudget, s.MaxMessageBytes, need)
 	}
 	v.positiveDuration("smtp.pre_auth_timeout", s.PreAuthTimeout)
 	v.positiveDuration("smtp.max_session_without_mail", s.MaxSessionWithoutMail)

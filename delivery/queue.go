@@ -68,6 +68,8 @@ type Queue struct {
 	clock    clock.Clock
 	recorded func(store.Attempt)
 	memory   *membudget.Budget
+	// largeRead admits one read of a large copy at a time (see readCopy).
+	largeRead chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -100,7 +102,7 @@ const defaultFreshBudget = 16 << 20
 func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
 		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget, memory: o.Memory,
-		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
+		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), largeRead: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
 		byTenant: map[string]int{}}
 	if q.clock == nil {
 		q.clock = clock.Real
@@ -199,17 +201,30 @@ func (q *Queue) Add(ps ...store.Pending) {
 // AddAccepted queues copies just made durable together with their bytes:
 // fresh mail usually leaves within milliseconds, and reading back what the
 // store just wrote costs as much as writing it. Bytes over the fresh
-// budget are not kept; those copies are read from the store as usual.
+// budget are not kept; those copies are read from the store as usual. So
+// are all while the memory budget is over half used: the fresh budget is
+// not in it, and must not add to a flood's peak.
 func (q *Queue) AddAccepted(copies []store.Copy) {
+	keep := !q.memoryPressed()
 	for _, c := range copies {
 		it := q.newItem(c.Pending)
-		if n := int64(len(c.Prefix) + len(c.Body)); q.heldBytes.Add(n) <= q.freshBudget {
+		if n := int64(len(c.Prefix) + len(c.Body)); keep && q.heldBytes.Add(n) <= q.freshBudget {
 			it.prefix, it.body = c.Prefix, c.Body
-		} else {
+		} else if keep {
 			q.heldBytes.Add(-n)
 		}
 		q.enter(it)
 	}
+}
+
+// memoryPressed reports whether the memory budget is over half used, or
+// a delivery waits for room in it.
+func (q *Queue) memoryPressed() bool {
+	if q.memory == nil || q.memory.Limit() <= 0 {
+		return false
+	}
+	used, _ := q.memory.InUse()
+	return used > q.memory.Limit()/2 || q.memory.Full()
 }
 
 func (q *Queue) newItem(p store.Pending) *item {

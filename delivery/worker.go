@@ -134,7 +134,7 @@ func (w *worker) deliver(it *item) step {
 			return leaveLane
 		}
 		defer q.memory.Release(held)
-		if data, err = q.store.Data(q.ctx, it.p.RecipientID); err != nil {
+		if data, err = q.readCopy(it); err != nil {
 			if q.ctx.Err() != nil {
 				q.leave(it)
 				w.quit()
@@ -235,4 +235,23 @@ func (q *Queue) holdForRead(size int64) (int64, error) {
 		return 0, err
 	}
 	return n, nil
+}
+
+// largeCopy is the size from which copies are read from the store one at
+// a time: SQLite assembles such a value in C memory of its size, outside
+// Go's heap and its memory limit, so four readers at once added four
+// 20 MB buffers to a flood's peak.
+const largeCopy = 1 << 20
+
+// readCopy reads the item's copy from the store.
+func (q *Queue) readCopy(it *item) ([]byte, error) {
+	if it.p.Size >= largeCopy {
+		select {
+		case q.largeRead <- struct{}{}:
+			defer func() { <-q.largeRead }()
+		case <-q.ctx.Done():
+			return nil, q.ctx.Err()
+		}
+	}
+	return q.store.Data(q.ctx, it.p.RecipientID)
 }

@@ -38,7 +38,9 @@ func lines(n int) string {
 // arriving is read to its end and refused with 452 4.3.1; the one already
 // arriving is accepted, and the refused one is accepted when retried.
 func TestMemoryBudgetRefusesTheMessageThatWouldPassIt(t *testing.T) {
-	e := newEnv(t, envOptions{maxBytes: 256 << 10, memoryBudget: 600 << 10})
+	// Each message alone fits: its buffer, its prepared copy and the
+	// store's two copies as it writes it; not both at once.
+	e := newEnv(t, envOptions{maxBytes: 256 << 10, memoryBudget: 760 << 10})
 	hdr := "From: <certificados@ca.example>\r\nTo: <a@gmail.com>\r\nSubject: big\r\n\r\n"
 	a := e.raw()
 	a.authPlain()
@@ -73,7 +75,7 @@ func TestMemoryBudgetRefusesTheMessageThatWouldPassIt(t *testing.T) {
 func TestMemoryBudgetFullRefusesNewTransactions(t *testing.T) {
 	e := newEnv(t, envOptions{maxBytes: 256 << 10, memoryBudget: 600 << 10})
 	held := &holding{b: e.server.cfg.Memory}
-	if !held.grow(600 << 10) { // as sessions' buffers would
+	if held.grow(600<<10) != nil { // as sessions' buffers would
 		t.Fatal("an empty budget refused its own size")
 	}
 	r := e.raw()
@@ -84,15 +86,23 @@ func TestMemoryBudgetFullRefusesNewTransactions(t *testing.T) {
 }
 
 // Gated links make a copy per recipient: the copies count against the
-// budget too, so five recipients of a large gated mail come back later
-// instead of taking memory the budget does not have.
+// budget too. Five recipients of a large gated mail that could never fit
+// are refused for good (452 would have the client retry for ever); one
+// that would fit comes back later while others hold the budget.
 func TestMemoryBudgetCountsGatedCopies(t *testing.T) {
 	e := newEnv(t, envOptions{maxBytes: 256 << 10, memoryBudget: 1 << 20,
 		links: config.Links{Gate: []string{"https://descargas.ca.example/"}, Enable: config.LinksOnDelivery, TTL: config.Duration(time.Hour), MaxUses: 3}})
 	msg := "From: <certificados@ca.example>\r\nSubject: x\r\n\r\nhttps://descargas.ca.example/cert?id=1\r\n" + lines(200<<10)
 	rcpts := []string{"a@gmail.com", "b@gmail.com", "c@gmail.com", "d@gmail.com", "e@gmail.com"}
 	err := e.send(e.client(), "certificados@ca.example", rcpts, []byte(msg))
-	wantReply(t, "five gated copies of 200 KB", err, 452, smtp.EnhancedCode{4, 3, 1})
+	wantReply(t, "five gated copies of 200 KB in a budget of 1 MiB", err, 552, smtp.EnhancedCode{5, 3, 4})
+	held := &holding{b: e.server.cfg.Memory}
+	if held.grow(600<<10) != nil {
+		t.Fatal("refused")
+	}
+	err = e.send(e.client(), "certificados@ca.example", rcpts[:1], []byte(msg))
+	wantReply(t, "one gated copy while 600 KB are held", err, 452, smtp.EnhancedCode{4, 3, 1})
+	held.releaseAll()
 	if err := e.send(e.client(), "certificados@ca.example", rcpts[:1], []byte(msg)); err != nil {
 		t.Fatalf("one gated copy: %v", err)
 	}

@@ -96,7 +96,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	// Gated links give every copy its own tokens, so its own body and
 	// signature; mail without them shares one of each.
 	if lp := env.Tenant.Links; lp != nil {
-		contents, rcpts, err := gatedCopies(lp, msg, env.Rcpts, state, now, seal, env.Reserve)
+		contents, rcpts, err := gatedCopies(lp, msg, env.Rcpts, state, now, seal, env.reserve)
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +231,7 @@ const maxGatedExpansion = 128 << 20
 // gatedCopies gates the links of every recipient's copy and signs each;
 // nil contents when the message has no gated link.
 func gatedCopies(lp *quarantine.LinkPolicy, msg []byte, rcpts []string, state store.State, now time.Time,
-	seal func([]byte) ([]byte, error), reserve func(int64) bool) (contents [][]byte, out []store.NewRecipient, err error) {
+	seal func([]byte) ([]byte, error), reserve func(int64) error) (contents [][]byte, out []store.NewRecipient, err error) {
 	for i, rcpt := range rcpts {
 		copyMsg, links, err := lp.Gate(msg, now)
 		if err != nil {
@@ -245,8 +245,10 @@ func gatedCopies(lp *quarantine.LinkPolicy, msg []byte, rcpts []string, state st
 				"With gated links every recipient gets a copy of its own: %d copies of %d KB exceed %d MB; send to fewer recipients at once",
 				len(rcpts), len(copyMsg)>>10, maxGatedExpansion>>20))
 		}
-		if i == 0 && reserve != nil && !reserve(int64(len(copyMsg)*len(rcpts))) {
-			return nil, nil, errMemoryBudget
+		if i == 0 {
+			if err := reserve(int64(len(copyMsg) * len(rcpts))); err != nil {
+				return nil, nil, err
+			}
 		}
 		content, err := seal(copyMsg)
 		if err != nil {

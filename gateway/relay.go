@@ -43,11 +43,19 @@ func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string,
 	now := r.now()
 	// Preparing makes one more copy of the message (more with gated
 	// links; gatedCopies counts those).
-	if env.Reserve != nil && !env.Reserve(int64(len(data))) {
-		return "", errMemoryBudget
+	if err := env.reserve(int64(len(data))); err != nil {
+		return "", err
 	}
 	p, err := r.prep.Prepare(env, store.NewMessageID(now), data, now)
 	if err != nil {
+		return "", err
+	}
+	// Only the prepared contents live on: the DATA buffer and the
+	// normalized message are garbage now.
+	env.release(env.Buffered + int64(len(data)))
+	// The store copies each content as it writes it, outside Go's heap
+	// (see storeCopies): that is this submission's memory too.
+	if err := env.reserve(storeCopies * largest(p.Contents)); err != nil {
 		return "", err
 	}
 	ids, err := r.spool.Enqueue(ctx, p.Message, p.Contents, p.Rcpts)
@@ -63,4 +71,17 @@ func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string,
 		}
 	}
 	return p.Message.ID, nil
+}
+
+// storeCopies is how many copies of a content the store makes while it
+// writes it: SQLite's driver copies a bound value into C memory, and
+// SQLite builds the row in another buffer of its size.
+const storeCopies = 2
+
+func largest(contents [][]byte) int64 {
+	var n int
+	for _, c := range contents {
+		n = max(n, len(c))
+	}
+	return int64(n)
 }

@@ -46,7 +46,10 @@ var (
 	errTenantQueue = newReply(452, smtp.EnhancedCode{4, 3, 1}, "tenant_queue", "Queue of this sender is full, try again later")
 	// RFC 3463 X.3.1 mail system full: the memory budget (smtp.memory_budget).
 	errMemoryBudget = newReply(452, smtp.EnhancedCode{4, 3, 1}, "memory", "Insufficient system resources, try again later")
-	errLongHeader   = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
+	// A transaction that needs more than the whole budget would get 452
+	// for ever: RFC 3463 X.3.4, and the client can split its recipients.
+	errOverBudget = newReply(552, smtp.EnhancedCode{5, 3, 4}, "over_budget", "Message too large for this many recipients; send it to fewer at a time")
+	errLongHeader = newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", "A header line exceeds 998 octets (RFC 5322 2.1.1)")
 	// RFC 3463 X.3.4. Preparing a message is linear in its header fields.
 	errHeaderTooBig = newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf("Message header exceeds %d fields or %d KiB", maxHeaderFields, maxHeaderBytes>>10))
 

@@ -74,8 +74,13 @@ type Acceptor interface {
 type Envelope struct {
 	// Reserve takes bytes of the server's memory budget for what the
 	// submission makes of the message (prepared copies), until the
-	// transaction ends; false when they do not fit. nil: no budget.
-	Reserve func(n int64) bool
+	// transaction ends or Release gives them back; a reply error when
+	// they do not fit. nil: no budget.
+	Reserve func(n int64) error
+	Release func(n int64)
+	// Buffered is what the DATA buffer holds of the budget, given back
+	// once the message is prepared and the buffer no longer needed.
+	Buffered int64
 
 	Tenant   *Tenant
 	AuthUser string
@@ -84,6 +89,19 @@ type Envelope struct {
 	TLS      bool
 	From     string
 	Rcpts    []string
+}
+
+func (e *Envelope) reserve(n int64) error {
+	if e.Reserve == nil {
+		return nil
+	}
+	return e.Reserve(n)
+}
+
+func (e *Envelope) release(n int64) {
+	if e.Release != nil {
+		e.Release(n)
+	}
 }
 
 // Server is the SMTP submission server.

@@ -321,11 +321,11 @@ func readData(r io.Reader, hint int, mem *holding) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(hint)
 	for {
-		if !mem.grow(int64(buf.Cap()) - mem.held) {
+		if err := mem.grow(int64(buf.Cap()) - mem.held); err != nil {
 			if _, err := io.Copy(io.Discard, r); err != nil {
 				return nil, dataReadError(err)
 			}
-			return nil, errMemoryBudget
+			return nil, err
 		}
 		n, err := buf.ReadFrom(io.LimitReader(r, dataChunk))
 		if err != nil {
@@ -361,8 +361,9 @@ func (s *session) data(r io.Reader) (queueID string, err error) {
 	}
 	env := &Envelope{
 		Tenant: s.tenant, AuthUser: s.authUser, ClientIP: s.ip, Helo: s.conn.Hostname(),
-		TLS: s.isTLS(), From: s.from, Rcpts: s.rcpts, Reserve: mem.grow,
+		TLS: s.isTLS(), From: s.from, Rcpts: s.rcpts, Reserve: mem.grow, Release: mem.shrink, Buffered: mem.held,
 	}
+	size := len(data) // data itself is not needed once prepared
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id, err := s.srv.acceptor.Accept(ctx, env, data)
@@ -372,7 +373,7 @@ func (s *session) data(r io.Reader) (queueID string, err error) {
 	}
 	s.refusals.Store(0)
 	s.cc.mail(false, true)
-	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", len(data), "client", s.ip)
+	s.srv.log.Info("accepted", "id", id, "tenant", s.tenant.Name, "from", s.from, "rcpts", len(s.rcpts), "size", size, "client", s.ip)
 	return id, nil
 }
 

@@ -32,7 +32,12 @@ func New(limit int64) *Budget {
 }
 
 // Limit is the budget's size in bytes, 0 or less when unbounded.
-func (b *Budget) Limit() int64 { return b.limit }
+func (b *Budget) Limit() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.limit
+}
 
 // TryReserve takes n bytes if they fit. A nil budget bounds nothing, so
 // that the methods may be called whether or not there is one.

@@ -58,7 +58,7 @@ func New() *Metrics {
 		}, []string{"tenant", "class"}),
 		SMTPRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_smtp_rejected_total",
-			Help: "SMTP commands or messages refused, by reason (auth_required, relay, alignment, size, recipients, smuggling, syntax, rate, tempfail, ...).",
+			Help: "SMTP connections, commands or messages refused, by reason: auth_required, tls_required, auth_failed, auth_limit (failures from the address), auth_busy (no bcrypt slot), alignment, class (not allowed to the tenant), recipients, size, over_budget (more than the whole memory budget), memory (budget in use), tenant_rate, tenant_queue, smuggling, syntax, sequence, errors (too many), connections (limits per address, network or server), timeout, pre_auth_timeout, max_session_without_mail, tempfail, shutdown.",
 		}, []string{"reason"}),
 		SMTPAuthFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "certgate_smtp_auth_failures_total",

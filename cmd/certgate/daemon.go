@@ -112,7 +112,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
 	// One budget for the mail held in memory: what submissions read and
 	// prepare, and what deliveries read back from the store.
-	memory := membudget.New(cfg.SMTP.MemoryBudget)
+	memory := membudget.New(cfg.SMTP.MailBudget())
 	d.queue = delivery.NewQueue(delivery.Options{
 		// Links turn on with the delivery record, as their tenant says.
 		Store:  quarantine.EnableOnDelivery(d.store, cfg.Tenants),

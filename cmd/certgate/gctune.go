@@ -20,12 +20,13 @@ import (
 // process must stay under 300 MB), and the limit never falls so close to
 // the live heap that the collector would run without pause.
 //
-// Under a flood of large messages the live heap is mostly the memory
-// budget (smtp.memory_budget: DATA buffers, prepared copies, copies being
-// delivered), and twice that let the process reach 700 MB on a 256 MiB
-// budget. So the limit is also kept within the budget plus budgetSlack,
-// though never within limitSlack of the live heap: the collector works
-// harder during the flood instead of letting the heap double.
+// Under a flood of large messages the live heap is mostly mail held
+// against the memory budget (smtp.memory_budget), and twice that let the
+// process reach 700 MB on a 256 MiB budget. So the limit also stays
+// within seven eighths of the budget, though never within limitSlack of
+// the live heap: mail may hold only three quarters of the budget
+// (config.SMTP.MailBudget), some of it in SQLite's C memory, and the rest
+// is the collector's room to work during the flood.
 //
 // Operators keep Go's own knobs: GOGC or GOMEMLIMIT in the environment
 // turn this off.
@@ -33,7 +34,6 @@ const (
 	tunedGCPercent = 400
 	minHeapLimit   = 128 << 20
 	limitSlack     = 32 << 20
-	budgetSlack    = 48 << 20
 	gcTuneEvery    = 5 * time.Second
 )
 
@@ -68,9 +68,10 @@ func tuneGC(ctx context.Context, log *slog.Logger, budget int64) {
 // heapLimit is the soft memory limit for a live heap of live bytes under
 // a memory budget of budget bytes (0 or less: none).
 func heapLimit(live uint64, budget int64) int64 {
-	limit := 2*live + limitSlack
+	l := int64(live)
+	limit := 2*l + limitSlack
 	if budget > 0 {
-		limit = min(limit, uint64(budget)+budgetSlack)
+		limit = min(limit, budget-budget/8) // see config.SMTP.MailBudget
 	}
-	return int64(max(minHeapLimit, live+limitSlack, limit))
+	return max(minHeapLimit, l+limitSlack, limit)
 }

@@ -3,7 +3,7 @@ package main
 import "testing"
 
 // The limit keeps a small heap under 128 MiB, lets a backlog's live heap
-// double, keeps a flood's heap within the memory budget plus 48 MiB, and
+// double, keeps a flood's heap within 7/8 of the memory budget, and
 // never comes within 32 MiB of the live heap, so the collector can never
 // be made to run back to back.
 func TestHeapLimit(t *testing.T) {
@@ -17,8 +17,8 @@ func TestHeapLimit(t *testing.T) {
 		{30 << 20, 0, 128 << 20},
 		{48 << 20, budget, 128 << 20},
 		{80 << 20, budget, 192 << 20},  // a backlog: twice the live heap
-		{150 << 20, budget, 304 << 20}, // capped: budget + 48 MiB
-		{280 << 20, budget, 312 << 20}, // a flood past the budget: live + 32 MiB
+		{150 << 20, budget, 224 << 20}, // capped: seven eighths of the budget
+		{210 << 20, budget, 242 << 20}, // never within 32 MiB of the live heap
 		{2 << 30, 0, 4<<30 + 32<<20},
 	} {
 		got := heapLimit(c.live, c.budget)
