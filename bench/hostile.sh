@@ -26,9 +26,36 @@
 #          legitimate login took 10 s"). Timed meanwhile, from 127.0.3.1: a
 #          login with a credential verified before the flood (cached, no
 #          bcrypt), and a first login of another user (bcrypt).
-#   links  the link-refusal flood (item 7): not here yet, see scenario_links.
-#   data   the concurrent-DATA flood (item 4, memory budget): not here yet,
-#          see scenario_data.
+#   links  POSTS presses of gated links' buttons (item 7: "60,000 POSTs in
+#          18 s filled a small data disk"), with a forged form and a
+#          browser's user agent, so that the gate refuses every one, from
+#          POST_ADDRS addresses (127.0.20.x and up) over the LINKS links of
+#          one message, each on a new connection, from POST_WORKERS threads.
+#          The default, 10 links, is what an attacker holding a few
+#          certificate mails has: most presses are then turned away by the
+#          gate's rate limit per link (10, then one each 6 s) before the
+#          store is read. LINKS=1000 keeps every press within the limits
+#          (10 a link, 30 an address), so each reaches the store: the worst
+#          case, where the figure per link shows what a link can cost at
+#          most (a counter, the latest 5 refusals, a notice an hour).
+#          Printed: the growth of the data directory per 10,000 presses
+#          (target: under 100 KB) and per link pressed, measured with
+#          certgate stopped before and after, so its WAL is checkpointed
+#          into the database; the refusals by reason; the link_refused webhooks
+#          (coalesced: one a link and hour); and, timed during the flood, a
+#          submission from the trusted network, a login and submission, and
+#          how long each submitted message's `delivered` webhook took after
+#          its submission ("3,000 refusals delayed a real delivered webhook
+#          by 68 s").
+#   data   DATA_CLIENTS clients at once submit DATA_ROUNDS messages each, of
+#          DATA_MB MB (a download link and a base64 attachment) to
+#          DATA_RCPTS recipients, so gated links make a copy per recipient
+#          (item 4: "six concurrent 20 MB submissions ... peaked at 1.48
+#          GB"); a message refused for a temporary reason (452) is sent
+#          again a second later. Printed: certgate's peak RSS (VmHWM)
+#          against smtp.memory_budget (the default, 256 MiB; target: under
+#          the budget plus 100 MB), the replies, and whether every accepted
+#          copy reached the sink (nothing lost).
 #
 # The users' password is "bench-password", bcrypt cost 10, a hash written
 # into the script (what `certgate passwd` would print). Python 3 drives the
@@ -43,7 +70,7 @@
 #
 # Usage: bench/hostile.sh [--scenarios LIST] [--keep]
 # or through the environment:
-#   SCENARIOS=idle,auth  which scenarios, in order (links, data: to come)
+#   SCENARIOS=idle,auth,links,data  which scenarios, in order
 #   IDLE_CONNS=200       idle connections to hold
 #   IDLE_ADDRS=10        addresses they come from
 #   IDLE_NETS=1          /24s those addresses are spread over
@@ -55,6 +82,15 @@
 #   FLOOD_CONNS=1        connections per flooding address
 #   FLOOD_SECONDS=210    longest the flood goes on (as HOLD_SECONDS)
 #   FLOOD_PATIENCE=0.5   seconds a flooder waits for a reply to AUTH
+#   LINKS=10             gated links in the message the links flood presses
+#   POSTS=30000          presses the links flood sends (about 15 s of them)
+#   POST_ADDRS=400       addresses they come from
+#   POST_WORKERS=16      threads sending them
+#   DATA_CLIENTS=12      clients of the DATA flood
+#   DATA_ROUNDS=2        messages each sends
+#   DATA_MB=20           size of each message, in MB
+#   DATA_RCPTS=5         recipients of each message
+#   DATA_PATIENCE=600    seconds a DATA client keeps trying one message
 #   SAMPLES=5            legitimate clients timed per scenario and kind
 #   PROBE_TIMEOUT=15     seconds a legitimate client keeps trying
 #   SETTLE=3             seconds the attack runs before the first sample
@@ -66,7 +102,7 @@
 set -Eeuo pipefail
 
 BENCH=hostile.sh
-SCENARIOS=${SCENARIOS:-idle,auth}
+SCENARIOS=${SCENARIOS:-idle,auth,links,data}
 IDLE_CONNS=${IDLE_CONNS:-200}
 IDLE_ADDRS=${IDLE_ADDRS:-10}
 IDLE_NETS=${IDLE_NETS:-1}
@@ -78,11 +114,25 @@ FLOOD_ADDRS=${FLOOD_ADDRS:-100}
 FLOOD_CONNS=${FLOOD_CONNS:-1}
 FLOOD_SECONDS=${FLOOD_SECONDS:-}
 FLOOD_PATIENCE=${FLOOD_PATIENCE:-0.5}
+LINKS=${LINKS:-10}
+POSTS=${POSTS:-30000}
+POST_ADDRS=${POST_ADDRS:-400}
+POST_WORKERS=${POST_WORKERS:-16}
+DATA_CLIENTS=${DATA_CLIENTS:-12}
+DATA_ROUNDS=${DATA_ROUNDS:-2}
+DATA_MB=${DATA_MB:-20}
+DATA_RCPTS=${DATA_RCPTS:-5}
+DATA_PATIENCE=${DATA_PATIENCE:-600}
 SETTLE=${SETTLE:-3}
 LOG_LEVEL=${LOG_LEVEL:-info}
 CERTGATE_BIN=${CERTGATE_BIN:-}
 KEEP=${KEEP:-0}
 TARGET_MS=1000
+TARGET_GROWTH_KB=100 # per 10,000 refused presses
+# smtp.memory_budget's default (the script does not set it), and the target
+# for peak RSS above it.
+MEMORY_BUDGET=268435456
+TARGET_RSS_OVER_MB=100
 # bcrypt, cost 10, of "bench-password".
 PASSWORD=bench-password
 PASSWORD_HASH='$2a$10$65Ytb4GDP1rixSZ3wCh3MORA7FZ7aUgC9MSe4touXtS8QDPhdCHMW'
@@ -101,19 +151,27 @@ done
 whole SAMPLES PROBE_TIMEOUT
 HOLD_SECONDS=${HOLD_SECONDS:-$((2 * SAMPLES * PROBE_TIMEOUT + 60))}
 FLOOD_SECONDS=${FLOOD_SECONDS:-$HOLD_SECONDS}
-whole IDLE_CONNS IDLE_ADDRS IDLE_NETS NOOP_INTERVAL HOLD_SECONDS FLOOD_ADDRS FLOOD_CONNS FLOOD_SECONDS SETTLE
+whole IDLE_CONNS IDLE_ADDRS IDLE_NETS NOOP_INTERVAL HOLD_SECONDS FLOOD_ADDRS FLOOD_CONNS FLOOD_SECONDS SETTLE \
+	LINKS POSTS POST_ADDRS POST_WORKERS DATA_CLIENTS DATA_ROUNDS DATA_MB DATA_RCPTS DATA_PATIENCE
 flag KEEP
 case $FLOOD_PATIENCE in '' | *[!0-9.]* | *.*.*) echo "hostile.sh: FLOOD_PATIENCE must be a number of seconds, not '$FLOOD_PATIENCE'" >&2; exit 2 ;; esac
 if [ "$IDLE_ADDRS" -lt 1 ] || [ "$IDLE_ADDRS" -gt 2540 ] || [ "$IDLE_NETS" -lt 1 ] || [ "$IDLE_NETS" -gt "$IDLE_ADDRS" ] ||
 	[ "$FLOOD_ADDRS" -lt 1 ] || [ "$FLOOD_ADDRS" -gt 2540 ] || [ "$SAMPLES" -lt 1 ] || [ "$HOLD_SECONDS" -gt 3600 ] ||
-	[ "$FLOOD_SECONDS" -gt 3600 ] || [ "$PROBE_TIMEOUT" -gt 120 ]; then
+	[ "$FLOOD_SECONDS" -gt 3600 ] || [ "$PROBE_TIMEOUT" -gt 120 ] ||
+	[ "$LINKS" -lt 1 ] || [ "$LINKS" -gt 10000 ] || [ "$POSTS" -lt 1 ] || [ "$POSTS" -gt 1000000 ] ||
+	[ "$POST_ADDRS" -lt 1 ] || [ "$POST_ADDRS" -gt 2540 ] || [ "$POST_WORKERS" -lt 1 ] || [ "$POST_WORKERS" -gt 256 ] ||
+	[ "$DATA_CLIENTS" -lt 1 ] || [ "$DATA_CLIENTS" -gt 100 ] || [ "$DATA_ROUNDS" -lt 1 ] || [ "$DATA_MB" -lt 1 ] ||
+	[ "$DATA_MB" -gt 24 ] || [ "$DATA_RCPTS" -lt 1 ] || [ "$DATA_RCPTS" -gt 50 ] || [ "$DATA_PATIENCE" -gt 3600 ]; then
 	echo "hostile.sh: 1 <= IDLE_NETS <= IDLE_ADDRS <= 2540, 1 <= FLOOD_ADDRS <= 2540, SAMPLES >= 1;" \
-		"HOLD_SECONDS and FLOOD_SECONDS at most 3600, PROBE_TIMEOUT at most 120" >&2
+		"HOLD_SECONDS and FLOOD_SECONDS at most 3600, PROBE_TIMEOUT at most 120;" \
+		"1 <= LINKS <= 10000, 1 <= POSTS <= 1000000, 1 <= POST_ADDRS <= 2540, 1 <= POST_WORKERS <= 256;" \
+		"1 <= DATA_CLIENTS <= 100, DATA_ROUNDS >= 1, 1 <= DATA_MB <= 24 (under max_message_bytes)," \
+		"1 <= DATA_RCPTS <= 50, DATA_PATIENCE at most 3600" >&2
 	exit 2
 fi
 need_tools curl awk go python3
 # The sink's bound (bench/lib.sh): every scenario, with room to spare.
-TIMEOUT=$((HOLD_SECONDS + FLOOD_SECONDS + 4 * SAMPLES * PROBE_TIMEOUT + 600))
+TIMEOUT=$((HOLD_SECONDS + FLOOD_SECONDS + 6 * SAMPLES * PROBE_TIMEOUT + 2 * DATA_PATIENCE + 1800))
 
 bench_setup
 build_tools
@@ -299,9 +357,175 @@ def probe(addr, src, kind, users, password, timeout, out):
                 s.close()
         took = time.time() - t0
         samples.append({"user": user, "result": result or "gave up after %d tries" % tries, "tries": tries,
-                        "seconds": took, "login_seconds": login, "last_reply": r if result == "ok" else None})
+                        "seconds": took, "end": t0 + took, "login_seconds": login, "last_reply": r if result == "ok" else None})
     with open(out, "w") as o:
         json.dump(samples, o)
+
+def send_links(addr, src, n, out):
+    # One message from the trusted network with n distinct gated URLs: the
+    # gate gives each its own token (one copy, one recipient).
+    body = "".join("Certificate %d: https://descargas.ca.example/certificado/%06d\r\n" % (i, i) for i in range(n))
+    msg = ("From: <certificados@ca.example>\r\nTo: <titular@sink.example>\r\nSubject: Your certificates\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + body + ".")
+    s, f = connect(addr, src)
+    try:
+        reply(f)
+        cmd(s, f, "EHLO legit.example")
+        for line, want in (("MAIL FROM:<certificados@ca.example>", "250"), ("RCPT TO:<titular@sink.example>", "250"),
+                           ("DATA", "354"), (msg, "250")):
+            r = cmd(s, f, line)
+            if not r.startswith(want):
+                sys.exit("send_links: %s: %s" % (line[:10], r))
+        cmd(s, f, "QUIT")
+    finally:
+        s.close()
+    with open(out, "w") as o:
+        o.write(r + "\n")
+
+def hooks(portfile, seconds, out):
+    # A webhook receiver on 127.0.0.1: counts notices by kind (and the
+    # refusals link_refused notices stand for), and keeps each one's arrival.
+    import http.server
+    stats, arrivals = Stats(out), []
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(min(n, 1 << 20))
+            try:
+                e = json.loads(body)
+            except ValueError:
+                e = {}
+            kind = str(e.get("kind", "unreadable"))
+            stats.add("webhook " + kind)
+            if kind == "link_refused":
+                stats.add("refusals those notices count", int(e.get("count") or 0))
+            with stats.lock:
+                arrivals.append([time.time(), kind, str(e.get("message_id", ""))])
+            self.send_response(204)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    with open(portfile + ".tmp", "w") as o:
+        o.write(str(srv.server_address[1]))
+    os.replace(portfile + ".tmp", portfile)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        stats.write()
+        with stats.lock:
+            data = json.dumps(arrivals)
+        with open(out + ".arrivals.tmp", "w") as o:
+            o.write(data)
+        os.replace(out + ".arrivals.tmp", out + ".arrivals")
+        time.sleep(0.25)
+
+def post_links(base, srcs, tokens, total, workers, seconds, out):
+    # total POSTs to http://base/d/TOKEN, over the tokens and source addresses in
+    # turn, from workers threads, each on a new connection, with a browser's
+    # user agent and a forged form (the gate refuses every one).
+    import http.client, itertools
+    host, port = base.rsplit(":", 1)
+    stats, counter = Stats(out), itertools.count()
+    agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+    def work(deadline):
+        while time.time() < deadline:
+            i = next(counter)
+            if i >= total:
+                return
+            try:
+                c = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(srcs[i % len(srcs)], 0))
+                c.request("POST", "/d/" + tokens[i % len(tokens)], body="n=forged",
+                          headers={"Content-Type": "application/x-www-form-urlencoded", "User-Agent": agent})
+                r = c.getresponse()
+                r.read()
+                stats.add("HTTP %d" % r.status)
+                c.close()
+            except (OSError, http.client.HTTPException):
+                stats.add("failed")
+            stats.add("POSTs sent")
+    deadline = time.time() + seconds
+    threads = [threading.Thread(target=work, args=(deadline,), daemon=True) for _ in range(workers)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        stats.write()
+        time.sleep(0.25)
+    stats.add("seconds taken", round(time.time() - t0))
+    stats.write()
+
+def big_message(mb, recipients):
+    # A certificate mail with a download link and an attachment of about
+    # mb MB (base64, 76-character lines: no line starts with a dot).
+    raw = os.urandom(mb * 1024 * 1024 * 3 // 4)
+    b64 = base64.encodebytes(raw).replace(b"\n", b"\r\n")
+    head = ("From: Certificados <certificados@ca.example>\r\nTo: " + ", ".join("<%s>" % r for r in recipients) + "\r\n"
+            "Subject: Your certificate and its archive\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+            "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "Download your certificate: https://descargas.ca.example/certificado/descargar?pedido=88412\r\n\r\n"
+            "--b1\r\nContent-Type: application/octet-stream; name=\"archive.bin\"\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n").encode()
+    return head + b64 + b"\r\n--b1--\r\n.\r\n"
+
+def data_flood(addr, src, clients, rounds, mb, recipients, patience, out):
+    # clients submit rounds messages each, at once, from the trusted
+    # network; a message refused for a temporary reason (452, 421) is
+    # submitted again a second later, for up to patience seconds.
+    stats, rcpts = Stats(out), recipients.split(",")
+    msg = big_message(mb, rcpts)
+    stats.add("message bytes", len(msg))
+    def client():
+        for _ in range(rounds):
+            t0 = time.time()
+            while time.time() - t0 < patience:
+                try:
+                    s, f = connect(addr, src, timeout=300)
+                except OSError:
+                    stats.add("connect errors")
+                    time.sleep(1)
+                    continue
+                try:
+                    r = reply(f)
+                    if r.startswith("220"):
+                        cmd(s, f, "EHLO data.example")
+                        r = cmd(s, f, "MAIL FROM:<certificados@ca.example> SIZE=%d" % len(msg))
+                        for rc in rcpts:
+                            if r.startswith("250"):
+                                r = cmd(s, f, "RCPT TO:<%s>" % rc)
+                        if r.startswith("250"):
+                            r = cmd(s, f, "DATA")
+                        if r.startswith("354"):
+                            s.sendall(msg)
+                            r = reply(f)
+                            stats.add("after DATA " + r[:9])
+                        else:
+                            stats.add("before DATA " + r[:9])
+                    else:
+                        stats.add("greeting " + r[:9])
+                except (OSError, EOFError):
+                    stats.add("closed without a reply")
+                    r = "closed"
+                finally:
+                    s.close()
+                if r.startswith("250"):
+                    stats.add("accepted")
+                    break
+                if not (r.startswith("4") or r == "closed"):
+                    stats.add("refused for good")
+                    break
+                time.sleep(1)
+            else:
+                stats.add("gave up")
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        stats.write()
+        time.sleep(0.25)
+    stats.write()
 
 if __name__ == "__main__":
     mode, a = sys.argv[1], sys.argv[2:]
@@ -311,8 +535,16 @@ if __name__ == "__main__":
         flood(a[0], a[1].split(","), int(a[2]), float(a[3]), float(a[4]), a[5])
     elif mode == "probe":
         probe(a[0], a[1], a[2], a[3].split(","), a[4], float(a[5]), a[6])
+    elif mode == "send_links":
+        send_links(a[0], a[1], int(a[2]), a[3])
+    elif mode == "hooks":
+        hooks(a[0], float(a[1]), a[2])
+    elif mode == "post_links":
+        post_links(a[0], a[1].split(","), open(a[2]).read().split(), int(a[3]), int(a[4]), float(a[5]), a[6])
+    elif mode == "data":
+        data_flood(a[0], a[1], int(a[2]), int(a[3]), int(a[4]), a[5], float(a[6]), a[7])
     else:
-        sys.exit("usage: hostile.py idle|flood|probe ...")
+        sys.exit("usage: hostile.py idle|flood|probe|send_links|hooks|post_links|data ...")
 EOPY
 
 # addrs N NETS FIRST: N loopback addresses spread over NETS /24s, the first
@@ -330,6 +562,7 @@ users() { local i out=$1; for ((i = 1; i < SAMPLES; i++)); do out=$out,$1; done;
 COLD_USERS=$(for ((i = 1; i <= SAMPLES; i++)); do printf '%scold%d' "$([ "$i" = 1 ] || echo ,)" "$i"; done)
 
 # The tenant trusts 127.0.0.2 only; app and the cold users share a password.
+# Its download links are gated, enabled on release (none is released here).
 # Every smtp key keeps its default: these are the limits as shipped.
 # shellcheck disable=SC2317 # start_certgate calls it
 write_config() {
@@ -347,10 +580,15 @@ tenants:
   - name: bench
     trusted_networks: [127.0.0.2/32]
     from_domains: [ca.example]
+    links: {gate: ["https://descargas.ca.example/certificado/"], enable: on_release}
     users:
       - {username: app, password_hash: '$PASSWORD_HASH'}
 EOC
 		for u in ${COLD_USERS//,/ }; do echo "      - {username: $u, password_hash: '$PASSWORD_HASH'}"; done
+		[ "$SCENARIO" != links ] || cat <<EOC
+webhooks:
+  - {name: bench, url: "$HOOKS_URL", secret_file: $WORK/webhook-secret, events: [delivered, link_refused]}
+EOC
 		cat <<EOC
 dkim:
   - {domain: ca.example, selector: bench, key_file: $KEY}
@@ -429,14 +667,15 @@ RESULTS=$WORK/results.txt
 : >"$RESULTS"
 
 # attack MODE KEY N SECONDS ARGS...: starts hostile.py MODE with ARGS
-# against certgate (its counters in $WORK/$SCENARIO-stats.json), for
+# against certgate's SMTP listener (or ATTACK_TARGET) (its counters in
+# $WORK/$SCENARIO-stats.json), for
 # SECONDS at most, and returns once its counter KEY has reached N or stopped
 # moving (wait_attack), and SETTLE seconds more.
 attack() {
 	local mode=$1 key=$2 n=$3 seconds=$4
 	shift 4
 	CPU0=$(proc_cpu "$CG_PID") T0=$(now)
-	timeout $((seconds + 30)) python3 "$WORK/hostile.py" "$mode" "127.0.0.1:$SMTP_PORT" "$@" "$WORK/$SCENARIO-stats.json" &
+	timeout $((seconds + 30)) python3 "$WORK/hostile.py" "$mode" "${ATTACK_TARGET:-127.0.0.1:$SMTP_PORT}" "$@" "$WORK/$SCENARIO-stats.json" &
 	ATTACK_PID=$!
 	track "$ATTACK_PID"
 	wait_attack "$WORK/$SCENARIO-stats.json" "$key" "$n"
@@ -486,15 +725,133 @@ scenario_auth() {
 	} >>"$RESULTS"
 }
 
-# The link-refusal flood (issue 9 item 7) goes here: POSTs to /d/{token}
-# at $CG_URL, printing the database growth per 10,000 refusals (target:
-# under 100 KB) and a legitimate submission's time meanwhile.
-scenario_links() { echo "links: not written yet (issue 9 item 7)" >>"$RESULTS"; }
+# data_bytes: the size of the scenario's data directory, in bytes.
+data_bytes() { du -sb "$WORK/data-$SCENARIO" | cut -f1; }
 
-# The concurrent-DATA flood (issue 9 item 4) goes here: concurrent 20 MB
-# submissions, printing certgate's peak RSS against the memory budget
-# (target: under the budget plus 100 MB).
-scenario_data() { echo "data: not written yet (issue 9 item 4)" >>"$RESULTS"; }
+# wait_file FILE SECONDS: until FILE exists and is not empty.
+wait_file() {
+	local i
+	for ((i = 0; i < $2 * 10; i++)); do
+		[ -s "$1" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# prepare_links: before certgate starts, the webhook receiver its
+# configuration names, its secret, and a sink of its own that keeps the
+# first message (the one whose links the flood presses).
+prepare_links() {
+	(umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/webhook-secret")
+	timeout "$TIMEOUT" python3 "$WORK/hostile.py" hooks "$WORK/hooks.port" "$TIMEOUT" "$WORK/links-hooks.json" &
+	track $!
+	wait_file "$WORK/hooks.port" 10 || die "the webhook receiver did not start"
+	HOOKS_URL=http://127.0.0.1:$(cat "$WORK/hooks.port")/certgate
+	start_sink 127.0.0.1:0 -dump "$WORK/links-message.eml"
+}
+
+scenario_links() {
+	local before after posts refused limited
+	python3 "$WORK/hostile.py" send_links "127.0.0.1:$SMTP_PORT" 127.0.0.2 "$LINKS" "$WORK/links-sent.txt" ||
+		die "the message with $LINKS links was refused"
+	wait_file "$WORK/links-message.eml" 60 || die "the message with $LINKS links did not reach the sink in 60 s"
+	grep -o '/d/[A-Za-z0-9_-]\{22\}' "$WORK/links-message.eml" | cut -c4- | sort -u >"$WORK/links-tokens.txt"
+	[ "$(wc -l <"$WORK/links-tokens.txt")" = "$LINKS" ] ||
+		die "the sink's copy has $(wc -l <"$WORK/links-tokens.txt") gated links, not $LINKS"
+	# The database as the flood finds it: certgate stopped, so its WAL is
+	# checkpointed into the file; then the same data directory again.
+	stop_pid "$CG_PID" 10
+	before=$(data_bytes)
+	start_certgate write_config
+	log "links: certgate pid $CG_PID again, $POSTS presses over $LINKS links from $POST_ADDRS addresses"
+	probe login app 127.0.3.1 # verifies app's credential before the flood
+	ATTACK_TARGET=${CG_URL#http://} attack post_links "POSTs sent" $((POSTS / 10)) "$((POSTS / 20 + 600))" \
+		"$(addrs "$POST_ADDRS" $(((POST_ADDRS + 249) / 250)) 20)" "$WORK/links-tokens.txt" "$POSTS" "$POST_WORKERS" "$((POSTS / 20 + 600))"
+	probe submit "$(users trusted)" 127.0.0.2
+	probe authsubmit "$(users app)" 127.0.3.1
+	posts=$(stat "$WORK/links-stats.json" "POSTs sent")
+	wait "$ATTACK_PID" 2>/dev/null || log "the links flood ended with status $?"
+	attack_end "refused presses ($POSTS over $LINKS links from $POST_ADDRS addresses)"
+	# The delivered notices of the probes' messages, for up to 60 s.
+	python3 - "$WORK/links-hooks.json.arrivals" "$WORK/links-submit.json" "$WORK/links-authsubmit.json" >"$WORK/links-webhooks.txt" <<'EOPY'
+import json, sys, time
+want = {}
+for path in sys.argv[2:]:
+    for s in json.load(open(path)):
+        if s["result"] == "ok" and "queued as " in (s["last_reply"] or ""):
+            want[s["last_reply"].split()[-1]] = s["end"]
+if not want:
+    print("  %-44s n/a (no queue id in the replies to DATA)" % "delivered webhook after its submission")
+    sys.exit()
+deadline, delays = time.time() + 60, {}
+while time.time() < deadline and len(delays) < len(want):
+    try:
+        for t, kind, mid in json.load(open(sys.argv[1])):
+            if kind == "delivered" and mid in want and mid not in delays:
+                delays[mid] = t - want[mid]
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.25)
+d = sorted(delays.values())
+if d:
+    print("  %-44s median %6.0f ms, worst %6.0f ms, %d of %d arrived" % ("delivered webhook after its submission", 1000 * d[len(d) // 2], 1000 * d[-1], len(d), len(want)))
+else:
+    print("  %-44s none of %d arrived in 60 s" % ("delivered webhook after its submission", len(want)))
+EOPY
+	scrape "$WORK/links-metrics.txt"
+	limited=$(msum "$WORK/links-metrics.txt" certgate_gate_refusals_total reason=rate_limited)
+	refused=$(msum "$WORK/links-metrics.txt" certgate_gate_refusals_total)
+	stop_pid "$CG_PID" 10
+	after=$(data_bytes)
+	{
+		report "submission from the trusted network" "$WORK/links-submit.json" seconds
+		report "login (AUTH PLAIN, verified before)" "$WORK/links-authsubmit.json" login_seconds
+		report "login and submission" "$WORK/links-authsubmit.json" seconds
+		printf '  %-44s %s of %s\n' "flood still on when the clients were done" "$posts" "$POSTS presses sent by then"
+		cat "$WORK/links-webhooks.txt"
+		printf '  %-44s %s, %s of them rate-limited (429), %s reached the store\n' "gate refusals (certgate_gate_refusals_total)" \
+			"$refused" "$limited" "$((refused - limited))"
+		echo "  webhooks received, by kind:"
+		attack_stats "$WORK/links-hooks.json"
+		local growth verdict=FAIL sent
+		sent=$(stat "$WORK/links-stats-during.json" "POSTs sent")
+		[ "$sent" -gt 0 ] || die "the links flood sent nothing"
+		growth=$(calc '%.1f' "($after - $before) / 1024 * 10000 / $sent")
+		awk -v g="$growth" -v t="$TARGET_GROWTH_KB" 'BEGIN { exit !(g < t) }' && verdict=PASS
+		printf '  %-44s %s KB (%s -> %s bytes)   %s\n' "data directory growth per 10,000 presses" "$growth" "$before" "$after" "$verdict"
+		printf '  %-44s %s bytes\n' "growth per link pressed ($LINKS links)" "$(((after - before) / LINKS))"
+	} >>"$RESULTS"
+}
+
+scenario_data() {
+	local rcpts i delivered0 delivered want hwm0 hwm verdict=FAIL lost=FAIL
+	rcpts=$(for ((i = 1; i <= DATA_RCPTS; i++)); do printf '%sholder%d@sink.example' "$([ "$i" = 1 ] || echo ,)" "$i"; done)
+	delivered0=$(sink_stat recipients)
+	hwm0=$(vm_kib VmHWM "$CG_PID")
+	log "data: $DATA_CLIENTS clients x $DATA_ROUNDS messages of $DATA_MB MB to $DATA_RCPTS recipients"
+	CPU0=$(proc_cpu "$CG_PID") T0=$(now)
+	timeout $((DATA_ROUNDS * DATA_PATIENCE + 120)) python3 "$WORK/hostile.py" data "127.0.0.1:$SMTP_PORT" 127.0.0.2 \
+		"$DATA_CLIENTS" "$DATA_ROUNDS" "$DATA_MB" "$rcpts" "$DATA_PATIENCE" "$WORK/data-stats.json" ||
+		log "the DATA flood ended with status $?"
+	# Every accepted message's copies, delivered, for up to DATA_PATIENCE s.
+	want=$(($(stat "$WORK/data-stats.json" accepted) * DATA_RCPTS))
+	for ((i = 0; i < DATA_PATIENCE * 10; i++)); do
+		delivered=$(($(sink_stat recipients) - delivered0))
+		[ "$delivered" -ge "$want" ] && break
+		sleep 0.1
+	done
+	hwm=$(vm_kib VmHWM "$CG_PID")
+	[ "$delivered" = "$want" ] && lost=PASS
+	awk -v h="$hwm" -v b="$MEMORY_BUDGET" -v t="$TARGET_RSS_OVER_MB" 'BEGIN { exit !(h * 1024 < b + t * 1000000) }' && verdict=PASS
+	{
+		echo "concurrent DATA ($DATA_CLIENTS clients x $DATA_ROUNDS messages of $DATA_MB MB to $DATA_RCPTS recipients, gated links):"
+		attack_stats "$WORK/data-stats.json"
+		printf '  %-44s %s cores\n' "certgate CPU" "$(calc '%.2f' "($(proc_cpu "$CG_PID") - $CPU0) / ($(now) - $T0)")"
+		printf '  %-44s %s of %s accepted copies   %s\n' "copies delivered to the sink" "$delivered" "$want" "$lost"
+		printf '  %-44s %s MiB (%s MiB before the flood; budget %s MiB + %s MB)   %s\n' "certgate peak RSS (VmHWM)" \
+			"$(mib "$hwm")" "$(mib "$hwm0")" $((MEMORY_BUDGET >> 20)) "$TARGET_RSS_OVER_MB" "$verdict"
+	} >>"$RESULTS"
+}
 
 for SCENARIO in ${SCENARIOS//,/ }; do
 	case $SCENARIO in
@@ -502,6 +859,7 @@ for SCENARIO in ${SCENARIOS//,/ }; do
 	*) die "unknown scenario $SCENARIO (idle, auth, links, data)" ;;
 	esac
 	: >"$WORK/certgate.log"
+	! declare -F "prepare_$SCENARIO" >/dev/null || "prepare_$SCENARIO"
 	start_certgate write_config
 	log "$SCENARIO: certgate pid $CG_PID, smtp 127.0.0.1:$SMTP_PORT"
 	"scenario_$SCENARIO"
