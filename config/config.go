@@ -27,6 +27,7 @@ type Config struct {
 	Gate       Gate       `yaml:"gate"`
 	Webhooks   []Webhook  `yaml:"webhooks"`
 	Retention  Retention  `yaml:"retention"`
+	Seeds      Seeds      `yaml:"seeds"`
 	Log        Log        `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
@@ -135,6 +136,9 @@ type Tenant struct {
 	// MaxQueued caps the tenant's recipients waiting in the delivery queue;
 	// 0 is no cap.
 	MaxQueued int `yaml:"max_queued"`
+	// Seeding, when set, sends seed copies of the tenant's bulk mail to
+	// every seed mailbox as it sends.
+	Seeding *Seeding `yaml:"seeding"`
 }
 
 // Support is how an issuer's customers reach its helpdesk.

@@ -309,6 +309,7 @@ func TestParseFull(t *testing.T) {
 		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
+		Seeds:      Seeds{Deadline: DefaultSeedDeadline, After: DefaultSeedAfter},
 		Log:        Log{Level: "debug", Format: "json"},
 		Path:       f.path(),
 	}
@@ -391,6 +392,7 @@ func TestParseDefaults(t *testing.T) {
 		Gate:       Gate{MinHumanDelay: DefaultMinHumanDelay},
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
+		Seeds:      Seeds{Deadline: DefaultSeedDeadline, After: DefaultSeedAfter},
 		Log:        Log{Level: "info", Format: "text"},
 		Path:       f.path(),
 	}
@@ -1364,5 +1366,42 @@ func TestMinHumanDelay(t *testing.T) {
 	code.SetDefaults()
 	if code.Gate.MinHumanDelay != DefaultMinHumanDelay {
 		t.Errorf("SetDefaults: min_human_delay %v", code.Gate.MinHumanDelay)
+	}
+}
+
+// The seeds section: defaults filled, relative secret files found beside
+// the configuration, and every mistake reported at its key.
+func TestSeeds(t *testing.T) {
+	f := newFixture(t)
+	cfg := mustParse(t, f, minimalYAML+`seeds:
+  mailboxes:
+    - {name: gmail-1, provider: gmail, address: certgate.seed1@gmail.com,
+       imap: {addr: "imap.gmail.com:993", username: certgate.seed1@gmail.com, password_file: helpdesk.token}}
+    - {name: local, provider: zimbra, address: seed@corp.example, junk: Bulk,
+       imap: {addr: "127.0.0.1:1143", tls: none, username: seed, oauth2: {token_file: helpdesk.token}}}
+`)
+	s := cfg.Seeds
+	if s.Deadline != DefaultSeedDeadline || s.After != SeedDelete || len(s.Mailboxes) != 2 {
+		t.Fatalf("%+v", s)
+	}
+	if m := s.Mailboxes[0]; m.Junk != "auto" || m.IMAP.TLS != IMAPImplicit || m.IMAP.PasswordFile != filepath.Join(f.dir, "helpdesk.token") {
+		t.Fatalf("%+v", m)
+	}
+	_, err := Parse(f.path(), []byte(f.expand(minimalYAML+`seeds:
+  deadline: 10s
+  after: archive
+  mailboxes:
+    - {name: a, provider: nowhere, address: "Seed <s@x.example>", imap: {addr: "imap.x.example:143", tls: none, username: u}}
+    - {name: a, provider: gmail, address: s2@gmail.com, imap: {addr: "imap.gmail.com:993", username: u, password_file: helpdesk.token, oauth2: {token_file: helpdesk.token}}}
+`)))
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("Parse: %v", err)
+	}
+	for _, want := range []string{"seeds.deadline", "seeds.after", "seeds.mailboxes[0].provider", "seeds.mailboxes[0].address",
+		"seeds.mailboxes[0].imap.tls", "seeds.mailboxes[0].imap", "seeds.mailboxes[1].name", "seeds.mailboxes[1].imap"} {
+		if !strings.Contains(err.Error(), want+":") {
+			t.Errorf("no problem reported at %s in:\n%v", want, err)
+		}
 	}
 }

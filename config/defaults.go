@@ -105,6 +105,12 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	c.Delivery.applyDefaults(f)
 	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
 	c.Retention.applyDefaults(f)
+	c.Seeds.applyDefaults(f)
+	for i, t := range c.Tenants {
+		if t.Seeding != nil {
+			t.Seeding.applyDefaults(f, indexPath("tenants", i)+".seeding")
+		}
+	}
 }
 
 // DefaultRetention is retention when its keys are absent.

@@ -132,6 +132,7 @@ func (v *validator) validate(c *Config) {
 	}
 	v.webhooks(c)
 	v.retention(&c.Retention)
+	v.seeds(c)
 }
 
 // Retention below a day would take events that webhooks have not sent
@@ -881,16 +882,7 @@ func (v *validator) webhooks(c *Config) {
 	for i := range c.Webhooks {
 		w := &c.Webhooks[i]
 		at := indexPath("webhooks", i)
-		switch k, dup := names[w.Name]; {
-		case w.Name == "":
-			v.add(at+".name", "required")
-		case !webhookName.MatchString(w.Name):
-			v.add(at+".name", "%q: use letters, digits, ., _ and - only", w.Name)
-		case dup:
-			v.add(at+".name", "%q is already the name of webhooks[%d]", w.Name, k)
-		default:
-			names[w.Name] = i
-		}
+		v.uniqueName(at+".name", w.Name, names, "webhooks", i)
 
 		if w.URL == "" {
 			v.add(at+".url", "required")
@@ -1195,4 +1187,20 @@ func parseNetwork(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, errors.New("an address with a zone is not a network")
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// uniqueName checks the name of list[i]: required, made of letters,
+// digits, ".", "_" and "-" (it lands in metrics labels and URLs), and not
+// that of an earlier entry of names.
+func (v *validator) uniqueName(at, name string, names map[string]int, list string, i int) {
+	switch k, dup := names[name]; {
+	case name == "":
+		v.add(at, "required")
+	case !webhookName.MatchString(name):
+		v.add(at, "%q: use letters, digits, ., _ and - only", name)
+	case dup:
+		v.add(at, "%q is already the name of %s[%d]", name, list, k)
+	default:
+		names[name] = i
+	}
 }
