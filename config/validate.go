@@ -868,7 +868,9 @@ func (v *validator) tenantScope(at string, list *[]string, tenants []Tenant, wha
 	}
 }
 
-var webhookName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+// entryName is what names of list entries (webhooks, seed mailboxes) may
+// hold: they land in metrics labels, logs and URLs.
+var entryName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // webhooks checks the webhook endpoints. It also fills in the timeout
 // when the key is left out and makes a relative secret_file relative to
@@ -1196,7 +1198,7 @@ func (v *validator) uniqueName(at, name string, names map[string]int, list strin
 	switch k, dup := names[name]; {
 	case name == "":
 		v.add(at, "required")
-	case !webhookName.MatchString(name):
+	case !entryName.MatchString(name):
 		v.add(at, "%q: use letters, digits, ., _ and - only", name)
 	case dup:
 		v.add(at, "%q is already the name of %s[%d]", name, list, k)

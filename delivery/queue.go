@@ -208,10 +208,12 @@ func (q *Queue) AddAccepted(copies []store.Copy) {
 	keep := !q.memoryPressed()
 	for _, c := range copies {
 		it := q.newItem(c.Pending)
-		if n := int64(len(c.Prefix) + len(c.Body)); keep && q.heldBytes.Add(n) <= q.freshBudget {
-			it.prefix, it.body = c.Prefix, c.Body
-		} else if keep {
-			q.heldBytes.Add(-n)
+		if keep {
+			if n := int64(len(c.Prefix) + len(c.Body)); q.heldBytes.Add(n) <= q.freshBudget {
+				it.prefix, it.body = c.Prefix, c.Body
+			} else {
+				q.heldBytes.Add(-n)
+			}
 		}
 		q.enter(it)
 	}
@@ -220,11 +222,9 @@ func (q *Queue) AddAccepted(copies []store.Copy) {
 // memoryPressed reports whether the memory budget is over half used, or
 // a delivery waits for room in it.
 func (q *Queue) memoryPressed() bool {
-	if q.memory == nil || q.memory.Limit() <= 0 {
-		return false
-	}
+	limit := q.memory.Limit() // 0 when there is no budget
 	used, _ := q.memory.InUse()
-	return used > q.memory.Limit()/2 || q.memory.Full()
+	return limit > 0 && (used > limit/2 || q.memory.Waiting() > 0)
 }
 
 func (q *Queue) newItem(p store.Pending) *item {

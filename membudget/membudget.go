@@ -109,6 +109,9 @@ func (b *Budget) Full() bool {
 // InUse returns the bytes held and a channel closed when that, or the
 // number of deliveries waiting, changes.
 func (b *Budget) InUse() (int64, <-chan struct{}) {
+	if b == nil {
+		return 0, nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used, b.changed

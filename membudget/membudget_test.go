@@ -101,7 +101,7 @@ func TestReserveGrantsAnOversizeRequestWhenIdle(t *testing.T) {
 
 func TestNilAndUnboundedBudgetsBoundNothing(t *testing.T) {
 	var nilBudget *Budget
-	if !nilBudget.TryReserve(1<<40) || nilBudget.Full() || nilBudget.Limit() != 0 || nilBudget.Reserve(context.Background(), 1<<40) != nil {
+	if used, _ := nilBudget.InUse(); !nilBudget.TryReserve(1<<40) || nilBudget.Full() || nilBudget.Limit() != 0 || used != 0 || nilBudget.Waiting() != 0 || nilBudget.Reserve(context.Background(), 1<<40) != nil {
 		t.Fatal("a nil budget bounded something")
 	}
 	nilBudget.Release(1 << 40)

@@ -171,22 +171,16 @@ func firstToken(s string) string {
 	var b strings.Builder
 	depth := 0
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
+		switch c := s[i]; {
+		case c == '(' && b.Len() > 0, (c == ' ' || c == '\t') && depth == 0 && b.Len() > 0:
+			return b.String() // a comment or a space ends the token
 		case c == '(':
 			depth++
 		case c == ')' && depth > 0:
 			depth--
-		case depth > 0:
-		case c == ' ' || c == '\t':
-			if b.Len() > 0 {
-				return b.String()
-			}
+		case depth > 0, c == ' ', c == '\t':
 		default:
 			b.WriteByte(c)
-		}
-		if depth > 0 && b.Len() > 0 {
-			return b.String()
 		}
 	}
 	return b.String()
