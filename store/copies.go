@@ -53,7 +53,7 @@ func QueuedCopies(m Message, contents [][]byte, rcpts []NewRecipient, ids []int6
 		}
 		out = append(out, Copy{
 			Pending: Pending{RecipientID: id, MessageID: m.ID, Tenant: m.Tenant, MailFrom: m.MailFrom, Address: rc.Address,
-				Domain: DomainOf(rc.Address), Class: m.Class, Size: m.Size, NextAttempt: rc.NextAttempt, ReceivedAt: m.ReceivedAt},
+				Domain: DomainOf(rc.Address), Class: m.Class, Size: m.Size, NextAttempt: rc.NextAttempt, ReceivedAt: m.ReceivedAt, Seed: rc.Seed},
 			Prefix: rc.Prefix, Body: contents[rc.Content],
 		})
 	}

@@ -53,6 +53,10 @@ type NewRecipient struct {
 	// Links are the gated download links written into this copy, stored
 	// with it in the same transaction.
 	Links []NewLink
+	// Seed names the seed mailbox this copy goes to ("" for a customer's
+	// copy): Enqueue makes its Placement, its links never become enabled
+	// (not on delivery, not on release), and it is not a customer delivery.
+	Seed string
 }
 
 // LinkState is where a gated download link stands.
@@ -125,6 +129,7 @@ type Recipient struct {
 	LastCode    int    // last SMTP reply code, 0 before any reply
 	LastReply   string // last reply text, with enhanced code
 	UpdatedAt   time.Time
+	Seed        string // the seed mailbox's name for a seed copy, else ""
 }
 
 // Pending is what the queue runner keeps in memory for a recipient that
@@ -141,6 +146,7 @@ type Pending struct {
 	Attempts    int
 	NextAttempt time.Time
 	ReceivedAt  time.Time
+	Seed        string // the seed mailbox's name for a seed copy, else ""
 }
 
 // Attempt is the outcome of one delivery attempt for one recipient.
