@@ -68,6 +68,7 @@ type envOptions struct {
 	issuer       func(*config.Tenant)          // changes tenant issuer
 	memoryBudget int64                         // smtp.memory_budget; 0: none
 	extraKeys    []*signer.Key                 // more DKIM keys, after the default ones
+	seeds        []config.SeedMailbox          // seeds.mailboxes
 }
 
 func newEnv(t *testing.T, o envOptions) *testEnv {
@@ -176,8 +177,8 @@ func newEnv(t *testing.T, o envOptions) *testEnv {
 		providers: o.providers, retry: retry, timeout: 10 * time.Second,
 		tenants: append([]config.Tenant{issuer}, o.tenants...),
 		keys:    keys, server: cfg, freshBudget: o.freshBudget, queueStore: o.queueStore,
-		recorded: e.attempts.add,
-		log:      testLog(""),
+		recorded: e.attempts.add, seeds: o.seeds,
+		log: testLog(""),
 	})
 	e.store, e.metrics, e.queue, e.relay, e.server = parts.store, parts.metrics, parts.queue, parts.relay, parts.server
 	e.addr = startRelay(t, e.queue, e.server)
@@ -199,6 +200,7 @@ type relaySpec struct {
 	freshBudget int64
 	queueStore  func(store.Store) store.Store
 	recorded    func(store.Attempt)
+	seeds       []config.SeedMailbox
 	log         *slog.Logger
 }
 
@@ -231,6 +233,7 @@ func buildRelay(t *testing.T, s relaySpec) relayParts {
 		qst = s.queueStore(qst)
 	}
 	prep := NewPreparer(s.server.Hostname, signer.New(s.keys), p.metrics)
+	prep.SetSeeds(NewSeeds(s.seeds))
 	p.queue = delivery.NewQueue(delivery.Options{Store: qst, Policy: pol,
 		Router: delivery.NewRouter([]delivery.Route{{Domains: []string{"*"}, MX: true, TLS: config.TLSOpportunistic}}, s.mxPort, s.resolver, nil),
 		Dialer: &delivery.Dialer{Hostname: s.server.Hostname, Resolver: s.resolver,

@@ -32,6 +32,7 @@ const HoldHeader = "X-Certgate-Hold"
 type Preparer struct {
 	hostname string
 	signer   atomic.Pointer[signer.Signer] // swapped whole on reload
+	seeds    atomic.Pointer[Seeds]         // likewise; nil: none
 	metrics  *metrics.Metrics
 }
 
@@ -45,6 +46,9 @@ func NewPreparer(hostname string, s *signer.Signer, m *metrics.Metrics) *Prepare
 // SetSigner replaces the signing keys (on reload); messages being prepared
 // finish with the keys they started with.
 func (p *Preparer) SetSigner(s *signer.Signer) { p.signer.Store(s) }
+
+// SetSeeds replaces the seed mailboxes (on start and reload).
+func (p *Preparer) SetSeeds(s *Seeds) { p.seeds.Store(s) }
 
 // Prepared is a message ready to be made durable.
 type Prepared struct {
@@ -93,27 +97,63 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 		content := make([]byte, 0, len(received)+len(sig)+len(m))
 		return append(append(append(content, received...), sig...), m...), nil
 	}
+	if err := p.customerCopies(out, env, msg, state, now, seal); err != nil {
+		return nil, err
+	}
+	// A placement test goes to every seed; a tenant's bulk mail, now and
+	// then (tenants[].seeding).
+	if seeds := p.seeds.Load(); seeds.Len() > 0 &&
+		(env.PlacementTest || class == config.ClassBulk && env.Tenant.seeding.due(now)) {
+		if err := p.addSeedCopies(out, env, h, body, state, now, seal); err != nil {
+			return nil, err
+		}
+	}
+	if len(out.Rcpts) == 0 {
+		return nil, errNoSeeds
+	}
+	if out.Message.Size == 0 {
+		out.Message.Size = int64(len(out.Contents[0]))
+	}
+	return out, nil
+}
+
+var errNoSeeds = newReply(554, smtp.EnhancedCode{5, 5, 1}, "no_seeds", "A placement test needs seed mailboxes (seeds.mailboxes)")
+
+// customerCopies makes the envelope recipients' copies: with gated links,
+// one content each; otherwise one shared content. A recipient that is a
+// seed address is tracked as a seed copy.
+func (p *Preparer) customerCopies(out *Prepared, env *Envelope, msg []byte, state store.State, now time.Time,
+	seal func([]byte) ([]byte, error)) error {
+	if len(env.Rcpts) == 0 {
+		return nil
+	}
+	defer func() {
+		seeds := p.seeds.Load()
+		for i := range out.Rcpts {
+			out.Rcpts[i].Seed = seeds.nameOf(out.Rcpts[i].Address)
+		}
+	}()
 	// Gated links give every copy its own tokens, so its own body and
 	// signature; mail without them shares one of each.
 	if lp := env.Tenant.Links; lp != nil {
 		contents, rcpts, err := gatedCopies(lp, msg, env.Rcpts, state, now, seal, env.reserve)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if contents != nil {
 			out.Contents, out.Rcpts, out.Message.Size = contents, rcpts, int64(len(contents[0]))
-			return out, nil
+			return nil
 		}
 	}
 	content, err := seal(msg)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	out.Contents, out.Message.Size = [][]byte{content}, int64(len(content))
 	for _, rcpt := range env.Rcpts {
 		out.Rcpts = append(out.Rcpts, store.NewCopy(rcpt, state, now))
 	}
-	return out, nil
+	return nil
 }
 
 // parseSubmission re-encodes long lines and splits the header from the

@@ -89,6 +89,9 @@ type Envelope struct {
 	TLS      bool
 	From     string
 	Rcpts    []string
+	// PlacementTest sends the message to every seed mailbox, beside
+	// Rcpts (which may then be empty): an on-demand placement test.
+	PlacementTest bool
 }
 
 func (e *Envelope) reserve(n int64) error {

@@ -30,8 +30,9 @@ type Tenant struct {
 	Classes      []config.Class         // the classes it may use; nil: both
 	MaxQueued    int                    // recipients it may have queued; 0: no cap
 
-	owners config.DomainOwners // every tenant's claims; nil: FromDomains alone
-	rate   *rate.Limiter       // transactions it may start; nil: unlimited
+	owners  config.DomainOwners // every tenant's claims; nil: FromDomains alone
+	rate    *rate.Limiter       // transactions it may start; nil: unlimited
+	seeding *seedClock          // tenants[].seeding; nil: none
 }
 
 // mayUse reports whether the tenant may mark its mail with class.
@@ -111,7 +112,7 @@ func NewDirectory(tenants []config.Tenant, publicURL string) (*Directory, error)
 	owners := config.NewDomainOwners(tenants)
 	for _, tc := range tenants {
 		t := &Tenant{Name: tc.Name, DefaultClass: tc.DefaultClass, Classes: tc.Classes, MaxQueued: tc.MaxQueued,
-			owners: owners, rate: newRateLimiter(tc.MaxMessageRate)}
+			owners: owners, rate: newRateLimiter(tc.MaxMessageRate), seeding: newSeedClock(tc.Seeding)}
 		for _, fd := range tc.FromDomains {
 			t.FromDomains = append(t.FromDomains, strings.ToLower(strings.TrimSuffix(fd, ".")))
 		}

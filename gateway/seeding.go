@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/store"
+)
+
+// SeedMailbox is a seed mailbox as the preparer needs it: where a seed
+// copy goes, and the name its placement is recorded under.
+type SeedMailbox struct {
+	Name    string
+	Address string
+}
+
+// Seeds are the configured seed mailboxes, looked up by address too, so
+// that a customer list holding a seed address is tracked like a seed copy.
+type Seeds struct {
+	list      []SeedMailbox
+	byAddress map[string]string // lower-cased address -> name
+}
+
+// NewSeeds indexes the seed mailboxes of the configuration.
+func NewSeeds(mailboxes []config.SeedMailbox) *Seeds {
+	s := &Seeds{byAddress: map[string]string{}}
+	for _, m := range mailboxes {
+		s.list = append(s.list, SeedMailbox{Name: m.Name, Address: m.Address})
+		s.byAddress[strings.ToLower(m.Address)] = m.Name
+	}
+	return s
+}
+
+// Len is how many seed mailboxes there are; a nil Seeds has none.
+func (s *Seeds) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.list)
+}
+
+// nameOf returns the seed mailbox at address, or "".
+func (s *Seeds) nameOf(address string) string {
+	if s == nil {
+		return ""
+	}
+	return s.byAddress[strings.ToLower(address)]
+}
+
+// seedClock is a tenant's continuous seeding (tenants[].seeding): one of
+// its bulk messages is seeded every `every` bulk messages or `interval`,
+// whichever comes first, while it sends. The first bulk message of a wave
+// is seeded, since the interval has passed since the last.
+type seedClock struct {
+	every    int
+	interval time.Duration
+
+	mu    sync.Mutex
+	count int       // bulk messages since the last seeded one
+	last  time.Time // when the last one was seeded; zero before any
+}
+
+func newSeedClock(s *config.Seeding) *seedClock {
+	if s == nil {
+		return nil
+	}
+	return &seedClock{every: s.Every, interval: s.Interval.D()}
+}
+
+// due counts one bulk message and reports whether it is to be seeded.
+func (c *seedClock) due(now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.count++
+	if c.count < c.every && !c.last.IsZero() && now.Sub(c.last) < c.interval {
+		return false
+	}
+	c.count, c.last = 0, now
+	return true
+}
+
+// seedMessage is msg addressed to one seed: its To names the seed, so the
+// copy does not look like a Bcc to the receiver's filters. It is signed
+// after this change, like any copy.
+func seedMessage(h *mimeedit.Header, body []byte, address string) ([]byte, error) {
+	sh, err := mimeedit.ParseHeader(h.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	sh.Del("To")
+	if err := sh.Add("To", "<"+address+">"); err != nil {
+		return nil, err
+	}
+	return joinHeader(sh.Bytes(), body), nil
+}
+
+// addSeedCopies appends a copy of the message for every seed mailbox that
+// is not already a recipient: same content but for To, its own tracking
+// id, links and signature.
+func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Header, body []byte, state store.State,
+	now time.Time, seal func([]byte) ([]byte, error)) error {
+	seeds := p.seeds.Load()
+	have := map[string]bool{}
+	for _, rc := range out.Rcpts {
+		if rc.Seed != "" {
+			have[rc.Seed] = true
+		}
+	}
+	first := true
+	for _, sm := range seeds.list {
+		if have[sm.Name] {
+			continue
+		}
+		msg, err := seedMessage(h, body, sm.Address)
+		if err != nil {
+			return mimeError(err)
+		}
+		if first {
+			first = false
+			if err := env.reserve(int64(len(msg) * (seeds.Len() - len(have)))); err != nil {
+				return err
+			}
+		}
+		var links []store.NewLink
+		if lp := env.Tenant.Links; lp != nil {
+			if msg, links, err = lp.Gate(msg, now); err != nil {
+				return mimeError(err)
+			}
+		}
+		content, err := seal(msg)
+		if err != nil {
+			return err
+		}
+		nr := store.NewCopy(sm.Address, state, now)
+		nr.Content, nr.Links, nr.Seed = len(out.Contents), links, sm.Name
+		out.Contents = append(out.Contents, content)
+		out.Rcpts = append(out.Rcpts, nr)
+	}
+	return nil
+}
