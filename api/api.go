@@ -22,20 +22,26 @@ type Deps struct {
 	Desk   *quarantine.Desk
 	Tokens *Tokens
 	Log    *slog.Logger
+	// Placement serves the seed mailboxes' results and tests; its zero
+	// value answers those routes with 404 not_configured.
+	Placement Placement
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
 // became of it, release it, revoke its links. Every call that changes
 // something is recorded on the message with who asked and from where.
 type API struct {
-	store  quarantine.Reader
-	desk   *quarantine.Desk
-	tokens *Tokens
-	log    *slog.Logger
+	store     quarantine.Reader
+	desk      *quarantine.Desk
+	tokens    *Tokens
+	log       *slog.Logger
+	placement Placement
 }
 
 // New builds the API.
-func New(d Deps) *API { return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log} }
+func New(d Deps) *API {
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement}
+}
 
 // Route is one API endpoint and the scope it takes.
 type Route struct {
@@ -53,6 +59,9 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/messages/{id}/release", config.ScopeRelease, a.releaseOne},
 		{"POST", "/api/v1/release", config.ScopeRelease, a.releaseBatch},
 		{"POST", "/api/v1/messages/{id}/links/revoke", config.ScopeRelease, a.revoke},
+		{"GET", "/api/v1/placement", config.ScopeRead, a.seeded(a.placementSummary)},
+		{"POST", "/api/v1/placement/tests", config.ScopeAdmin, a.seeded(a.placementTest)},
+		{"GET", "/api/v1/placement/tests/{id}", config.ScopeRead, a.seeded(a.placementTestResult)},
 	}
 }
 
@@ -103,7 +112,12 @@ func (a *API) message(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, "reading message", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, messageJSON(v))
+	out := messageJSON(v)
+	if err := a.addPlacements(r, &out); err != nil {
+		a.internal(w, "reading placements", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // eventPage reads the message view's page of events: the latest
@@ -342,6 +356,10 @@ type apiRecipient struct {
 	LastReply   string     `json:"last_reply,omitempty"`
 	TrackingID  string     `json:"tracking_id"`
 	UpdatedAt   time.Time  `json:"updated_at"`
+	// Seed names the seed mailbox of a seed copy: certgate's own
+	// measurement, not a customer's delivery.
+	Seed      string        `json:"seed,omitempty"`
+	Placement *apiPlacement `json:"placement,omitempty"`
 }
 
 type apiLink struct {
@@ -383,7 +401,7 @@ func messageJSON(v *store.MessageView) apiMessage {
 	for _, r := range v.Recipients {
 		byID[r.ID] = r.Address
 		ar := apiRecipient{Address: r.Address, State: string(r.State), Attempts: r.Attempts, Provider: r.Provider,
-			LastCode: r.LastCode, LastReply: r.LastReply, TrackingID: r.TrackingID, UpdatedAt: r.UpdatedAt.UTC()}
+			LastCode: r.LastCode, LastReply: r.LastReply, TrackingID: r.TrackingID, UpdatedAt: r.UpdatedAt.UTC(), Seed: r.Seed}
 		if r.State == store.StateQueued {
 			t := r.NextAttempt.UTC()
 			ar.NextAttempt = &t

@@ -57,15 +57,31 @@ func (t Tenants) Has(tenant string) bool { return t.all || slices.Contains(t.nam
 // narrow limits q to t's mail, in the query so that pages stay full;
 // false when nothing can match.
 func (t Tenants) narrow(q store.Query) (store.Query, bool) {
+	names, ok := t.Narrow(q.Tenants)
+	q.Tenants = names
+	return q, ok
+}
+
+// Narrow is the tenants of requested (all when it is empty) that are
+// t's, for a store filter: nil with true means every tenant; false when
+// none can match.
+func (t Tenants) Narrow(requested []string) ([]string, bool) {
 	if t.all {
-		return q, true
+		return requested, true
 	}
 	names := t.names
-	if len(q.Tenants) > 0 {
-		names = slices.DeleteFunc(slices.Clone(q.Tenants), func(n string) bool { return !t.Has(n) })
+	if len(requested) > 0 {
+		names = slices.DeleteFunc(slices.Clone(requested), func(n string) bool { return !t.Has(n) })
 	}
-	q.Tenants = names
-	return q, len(names) > 0
+	return names, len(names) > 0
+}
+
+// Single is the one tenant of t when t names exactly one.
+func (t Tenants) Single() (string, bool) {
+	if t.all || len(t.names) != 1 {
+		return "", false
+	}
+	return t.names[0], true
 }
 
 // Search returns the messages st finds for q among in's.
