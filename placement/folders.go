@@ -1,0 +1,100 @@
+package placement
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/certgate/certgate/store"
+)
+
+// Folder roles a watcher connection plays: each watches one mailbox, since
+// IDLE reports on the selected mailbox only (RFC 2177).
+type role string
+
+const (
+	roleInbox role = "inbox"
+	roleJunk  role = "junk"
+)
+
+// knownJunkNames are the junk folders of servers that do not mark theirs
+// with SPECIAL-USE (RFC 6154): Exchange Online, Yahoo, older Zimbra and
+// Dovecot set-ups, and the localized names their users see. Compared
+// case-insensitively with the full name and with its last level.
+var knownJunkNames = []string{
+	"[Gmail]/Spam", "[Google Mail]/Spam",
+	"Junk Email", "Junk E-mail", "Junk", "Spam", "Bulk", "Bulk Mail",
+	"Correo no deseado", "Spam-Ordner", "Courrier indésirable", "Lixo eletrônico",
+	"Posta indesiderata", "Ongewenste e-mail", "Skräppost",
+}
+
+// maxListed bounds the mailboxes read from one LIST: a hostile server
+// must not make the watcher hold an endless list.
+const maxListed = 10000
+
+// junkFolder finds the seed mailbox's junk folder: the configured name,
+// or with "auto" the mailbox marked \Junk, else the first known name.
+func junkFolder(c *imapclient.Client, configured string) (string, error) {
+	cmd := c.List("", "*", nil)
+	defer cmd.Close()
+	var names []string
+	marked := ""
+	for n := 0; n < maxListed; n++ {
+		d := cmd.Next()
+		if d == nil {
+			break
+		}
+		if slices.Contains(d.Attrs, imap.MailboxAttrNoSelect) || slices.Contains(d.Attrs, imap.MailboxAttrNonExistent) {
+			continue
+		}
+		names = append(names, d.Mailbox)
+		if marked == "" && slices.Contains(d.Attrs, imap.MailboxAttrJunk) {
+			marked = d.Mailbox
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		return "", fmt.Errorf("LIST: %w", err)
+	}
+	if configured != "" && configured != "auto" {
+		if !slices.Contains(names, configured) {
+			return "", fmt.Errorf("the junk folder %q does not exist (seeds.mailboxes[].junk)", configured)
+		}
+		return configured, nil
+	}
+	if marked != "" {
+		return marked, nil
+	}
+	for _, known := range knownJunkNames {
+		for _, n := range names {
+			if strings.EqualFold(n, known) || strings.EqualFold(lastLevel(n), known) {
+				return n, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no junk folder: none is marked \\Junk and none has a known name; set seeds.mailboxes[].junk")
+}
+
+// lastLevel is a mailbox name's last level, whatever the hierarchy
+// delimiter ("INBOX.Junk", "INBOX/Junk").
+func lastLevel(name string) string {
+	if i := strings.LastIndexAny(name, "./"); i >= 0 {
+		return name[i+1:]
+	}
+	return name
+}
+
+// folderClass is the placement a copy found in mailbox has: what the
+// watcher's connection watches, or a Gmail tab within the inbox.
+func folderClass(r role, tab string) string {
+	switch {
+	case r == roleJunk:
+		return store.FolderJunk
+	case tab != "" && tab != "primary":
+		return "tab:" + tab
+	default:
+		return store.FolderInbox
+	}
+}

@@ -1,0 +1,443 @@
+package placement
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/mimeedit"
+	"github.com/certgate/certgate/store"
+)
+
+// Connector opens a logged-in IMAP connection to a seed mailbox whose
+// unilateral data (EXISTS, EXPUNGE) goes to h.
+type Connector func(ctx context.Context, m config.SeedMailbox, h *imapclient.UnilateralDataHandler) (*imapclient.Client, error)
+
+// Observer hears what the watcher finds; metrics and logs hang on it.
+// Calls come from many goroutines and must not block.
+type Observer interface {
+	// Placed is a seed copy found (moved: found before, in another folder
+	// class) or, with Folder FolderMissing, not found by its deadline.
+	Placed(p store.Placement, moved bool)
+	// MailboxState is a seed mailbox folder's connection going up or
+	// down (err says why).
+	MailboxState(seed, folder string, up bool, err error)
+}
+
+// Options configure a Watcher.
+type Options struct {
+	Seeds    config.Seeds
+	Book     store.Placements
+	Connect  Connector
+	Clock    clock.Clock // default clock.Real
+	Log      *slog.Logger
+	Observer Observer // nil: nobody
+	// Poll is how often a folder is checked with NOOP on a server
+	// without IDLE (default 15s).
+	Poll time.Duration
+	// Rearm is how long one IDLE runs before the watcher ends it and
+	// checks the connection with a NOOP: under the 29 minutes of RFC 2177
+	// and servers' shorter limits, and the only way to notice a server
+	// that died silently (default 5m).
+	Rearm time.Duration
+	// Categories finds a copy's Gmail tab where the server offers
+	// X-GM-EXT-1; nil: tabs are not told apart.
+	Categories func(ctx context.Context, m config.SeedMailbox, mailbox string, uid uint32) (string, error)
+}
+
+// Backoff between reconnects of one folder: doubling from minBackoff to
+// maxBackoff, reset once a session has lasted healthyAfter.
+const (
+	minBackoff   = time.Second
+	maxBackoff   = 2 * time.Minute
+	healthyAfter = time.Minute
+)
+
+// Bounds on what one server may make the watcher read.
+const (
+	maxHeader     = 64 << 10 // octets of one copy's header fields read
+	maxPerRound   = 5000     // copies read in one catch-up before yielding
+	firstScanDays = 2        // a folder never seen is read from this many days before the deadline
+)
+
+// fetchFields are the header fields a watcher reads of each new message:
+// what matches it to a copy, and what the receiver said of it.
+var fetchFields = []string{store.TrackingHeader, "Message-ID", "Authentication-Results",
+	"X-Forefront-Antispam-Report", "X-Microsoft-Antispam", "X-Microsoft-Antispam-Mailbox-Delivery",
+	"X-Spam-Flag", "X-Spam-Status"}
+
+// Watcher watches every seed mailbox: one connection per watched folder
+// (INBOX and junk), each waiting in IDLE, catching up by UID after every
+// (re)connect from the position kept in the store.
+type Watcher struct {
+	o   Options
+	log *slog.Logger
+}
+
+// NewWatcher makes a watcher; Run starts it.
+func NewWatcher(o Options) *Watcher {
+	if o.Clock == nil {
+		o.Clock = clock.Real
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Poll <= 0 {
+		o.Poll = 15 * time.Second
+	}
+	if o.Rearm <= 0 {
+		o.Rearm = 5 * time.Minute
+	}
+	return &Watcher{o: o, log: o.Log}
+}
+
+// Run watches until ctx ends, then returns once every connection is closed.
+func (w *Watcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, m := range w.o.Seeds.Mailboxes {
+		for _, r := range []role{roleInbox, roleJunk} {
+			wg.Go(func() { w.watch(ctx, m, r) })
+		}
+	}
+	wg.Go(func() { w.sweep(ctx) })
+	wg.Wait()
+}
+
+// watch keeps one folder of one seed mailbox watched, reconnecting with
+// backoff.
+func (w *Watcher) watch(ctx context.Context, m config.SeedMailbox, r role) {
+	backoff := minBackoff
+	up := false
+	for ctx.Err() == nil {
+		start := w.o.Clock.Now()
+		err := w.session(ctx, m, r, func() {
+			up = true
+			w.state(m.Name, string(r), true, nil)
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if up || backoff == minBackoff {
+			w.state(m.Name, string(r), false, err)
+		}
+		up = false
+		if clock.Since(w.o.Clock, start) >= healthyAfter {
+			backoff = minBackoff
+		}
+		if !clock.Sleep(w.o.Clock, backoff, ctx.Done()) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+func (w *Watcher) state(seed, folder string, up bool, err error) {
+	if up {
+		w.log.Info("seed mailbox up", "seed", seed, "folder", folder)
+	} else {
+		w.log.Warn("seed mailbox down", "seed", seed, "folder", folder, "err", err)
+	}
+	if w.o.Observer != nil {
+		w.o.Observer.MailboxState(seed, folder, up, err)
+	}
+}
+
+// session is one connection's life: select the folder, catch up, then
+// wait for news and catch up again, until the connection fails.
+func (w *Watcher) session(ctx context.Context, m config.SeedMailbox, r role, up func()) error {
+	news := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case news <- struct{}{}:
+		default:
+		}
+	}
+	// The handler runs on the client's reader goroutine: it only signals
+	// (DESIGN.md, go-imap/v2 traps).
+	h := &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				signal()
+			}
+		},
+		Expunge: func(uint32) {},
+	}
+	c, err := w.o.Connect(ctx, m, h)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	mailbox := "INBOX"
+	if r == roleJunk {
+		if mailbox, err = junkFolder(c, m.Junk); err != nil {
+			return err
+		}
+	}
+	// EXAMINE: read-only, so watching changes no flag the receiver's
+	// filters or a person might look at.
+	sel, err := c.Select(mailbox, &imap.SelectOptions{ReadOnly: true}).Wait()
+	if err != nil {
+		return fmt.Errorf("EXAMINE %s: %w", mailbox, err)
+	}
+	f := &folder{m: m, role: r, name: mailbox, uidValidity: sel.UIDValidity,
+		gmail: c.Caps().Has("X-GM-EXT-1")}
+	storedValidity, last, err := w.o.Book.SeedFolder(ctx, m.Name, mailbox)
+	if err != nil {
+		return err
+	}
+	// RFC 9051 2.3.1.1: UIDs of another UIDVALIDITY name other messages.
+	if storedValidity == sel.UIDValidity {
+		f.last = last
+	}
+	if err := w.catchUp(ctx, c, f); err != nil {
+		return err
+	}
+	up()
+	idle := c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)
+	for {
+		if idle {
+			err = w.idle(ctx, c, news)
+		} else {
+			err = w.poll(ctx, c)
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.catchUp(ctx, c, f); err != nil {
+			return err
+		}
+	}
+}
+
+// idle waits in IDLE until the server reports new mail, Rearm passes or
+// the connection ends; a re-arm checks the connection with NOOP.
+func (w *Watcher) idle(ctx context.Context, c *imapclient.Client, news <-chan struct{}) error {
+	select {
+	case <-news: // arrived during the last command: look now
+		return nil
+	default:
+	}
+	cmd, err := c.Idle()
+	if err != nil {
+		return fmt.Errorf("IDLE: %w", err)
+	}
+	t := w.o.Clock.NewTimer(w.o.Rearm)
+	defer t.Stop()
+	rearm := false
+	select {
+	case <-news:
+	case <-t.C():
+		rearm = true
+	case <-ctx.Done():
+	case <-c.Closed():
+	}
+	if err := cmd.Close(); err != nil {
+		return fmt.Errorf("IDLE: %w", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("IDLE: %w", err)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if rearm {
+		return c.Noop().Wait()
+	}
+	return nil
+}
+
+// poll is the fallback without IDLE: NOOP every Poll, which makes the
+// server report new mail (RFC 9051 6.1.2).
+func (w *Watcher) poll(ctx context.Context, c *imapclient.Client) error {
+	if !clock.Sleep(w.o.Clock, w.o.Poll, ctx.Done()) {
+		return ctx.Err()
+	}
+	return c.Noop().Wait()
+}
+
+// folder is one watched folder's state within a session.
+type folder struct {
+	m           config.SeedMailbox
+	role        role
+	name        string
+	uidValidity uint32
+	last        uint32 // highest UID read; 0: never read under this UIDVALIDITY
+	gmail       bool
+}
+
+// catchUp reads every message above the last UID read, matches it to a
+// seed copy and records where it is, then stores the new position.
+func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) error {
+	uids, err := w.unread(c, f)
+	if err != nil {
+		return err
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: fetchFields, Peek: true,
+		Partial: &imap.SectionPartial{Offset: 0, Size: maxHeader}}
+	cmd := c.Fetch(uids, &imap.FetchOptions{UID: true, InternalDate: true, BodySection: []*imap.FetchItemBodySection{section}})
+	defer cmd.Close()
+	high := f.last
+	for n := 0; n < maxPerRound; n++ {
+		msg := cmd.Next()
+		if msg == nil {
+			break
+		}
+		uid, arrived, header, err := readFetched(msg)
+		if err != nil {
+			return err
+		}
+		if uid <= f.last {
+			continue // "n:*" answers the highest message even when below n
+		}
+		high = max(high, uid)
+		if err := w.found(ctx, f, uid, arrived, header); err != nil {
+			return err
+		}
+	}
+	if err := cmd.Close(); err != nil {
+		return fmt.Errorf("UID FETCH: %w", err)
+	}
+	if high == f.last {
+		return nil
+	}
+	f.last = high
+	return w.o.Book.SetSeedFolder(ctx, f.m.Name, f.name, f.uidValidity, f.last)
+}
+
+// unread is the UIDs to read: above the last read, or, in a folder never
+// read under this UIDVALIDITY, those that arrived since before any copy
+// still watched could have been sent (a seed account may hold years of
+// other mail).
+func (w *Watcher) unread(c *imapclient.Client, f *folder) (imap.UIDSet, error) {
+	if f.last > 0 {
+		return imap.UIDSet{imap.UIDRange{Start: imap.UID(f.last + 1), Stop: 0}}, nil
+	}
+	since := w.o.Clock.Now().Add(-w.o.Seeds.Deadline.D() - firstScanDays*24*time.Hour)
+	data, err := c.UIDSearch(&imap.SearchCriteria{Since: since}, nil).Wait()
+	if err != nil {
+		return nil, fmt.Errorf("UID SEARCH: %w", err)
+	}
+	all := data.AllUIDs()
+	if len(all) == 0 {
+		return nil, nil
+	}
+	var set imap.UIDSet
+	set.AddNum(all...)
+	return set, nil
+}
+
+// readFetched takes what one FETCH response holds, reading at most
+// maxHeader octets of the header literal whatever the server sends.
+func readFetched(msg *imapclient.FetchMessageData) (uid uint32, arrived time.Time, header []byte, err error) {
+	for {
+		item := msg.Next()
+		if item == nil {
+			return uid, arrived, header, nil
+		}
+		switch it := item.(type) {
+		case imapclient.FetchItemDataUID:
+			uid = uint32(it.UID)
+		case imapclient.FetchItemDataInternalDate:
+			arrived = it.Time
+		case imapclient.FetchItemDataBodySection:
+			if it.Literal == nil {
+				continue
+			}
+			header, err = io.ReadAll(io.LimitReader(it.Literal, maxHeader))
+			if err != nil {
+				return 0, time.Time{}, nil, err
+			}
+		}
+	}
+}
+
+// found matches one message to a seed copy and records it; mail that is
+// not a copy of ours is ignored.
+func (w *Watcher) found(ctx context.Context, f *folder, uid uint32, arrived time.Time, header []byte) error {
+	p, v, err := w.match(ctx, f.m, header)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	tab := ""
+	if f.gmail && f.role == roleInbox && w.o.Categories != nil {
+		if tab, err = w.o.Categories(ctx, f.m, f.name, uid); err != nil {
+			w.log.Warn("gmail category", "seed", f.m.Name, "err", err)
+		}
+	}
+	verdicts, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	now := w.o.Clock.Now()
+	fd := store.Found{Folder: folderClass(f.role, tab), Mailbox: f.name, UIDValidity: f.uidValidity, UID: uid,
+		ArrivedAt: arrived, DetectedAt: now, Verdicts: verdicts}
+	changed, err := w.o.Book.RecordFound(ctx, p.RecipientID, fd)
+	if err != nil || !changed {
+		return err
+	}
+	moved := p.Folder != store.FolderPending
+	prev := p.Folder
+	p.Folder, p.Mailbox, p.UIDValidity, p.UID, p.Verdicts = fd.Folder, fd.Mailbox, fd.UIDValidity, fd.UID, verdicts
+	if !moved {
+		p.ArrivedAt, p.DetectedAt = arrived, now
+	}
+	w.log.Info("placement", "seed", p.Seed, "message", p.MessageID, "tenant", p.Tenant, "provider", p.Provider,
+		"folder", p.Folder, "from", prev, "arrived", arrived, "delivered", p.DeliveredAt, "detected_after", now.Sub(arrived))
+	if w.o.Observer != nil {
+		w.o.Observer.Placed(*p, moved)
+	}
+	return nil
+}
+
+// match finds the seed copy a message is: by its tracking header, else by
+// Message-ID and the seed's address (a receiver that drops unknown
+// fields).
+func (w *Watcher) match(ctx context.Context, m config.SeedMailbox, header []byte) (*store.Placement, Verdicts, error) {
+	h, err := mimeedit.ParseHeader(header)
+	if err != nil {
+		return nil, Verdicts{}, store.ErrNotFound // not a header we can read: not one of ours
+	}
+	p, err := w.byHeader(ctx, m, h)
+	if err != nil {
+		return nil, Verdicts{}, err
+	}
+	if p.Address != "" && !strings.EqualFold(p.Address, m.Address) {
+		return nil, Verdicts{}, store.ErrNotFound // another seed's copy, forwarded here
+	}
+	v, _ := ParseVerdicts(header)
+	return p, v, nil
+}
+
+func (w *Watcher) byHeader(ctx context.Context, m config.SeedMailbox, h *mimeedit.Header) (*store.Placement, error) {
+	if tid := strings.TrimSpace(h.Get(store.TrackingHeader)); tid != "" && len(tid) <= 64 {
+		p, err := w.o.Book.PlacementByTracking(ctx, tid)
+		if !errors.Is(err, store.ErrNotFound) {
+			return p, err
+		}
+	}
+	id := strings.Trim(h.Get("Message-ID"), "<> \t")
+	if id == "" || len(id) > 998 {
+		return nil, store.ErrNotFound
+	}
+	return w.o.Book.PlacementByHeader(ctx, id, m.Address)
+}
