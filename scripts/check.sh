@@ -26,7 +26,9 @@ ROOT=$(pwd)
 #   e2fsprogs, mount           the disk-full and I/O-error crash tests mount a
 #                              small tmpfs and an ext4 image as data_dir
 #   libssl3                    libcrypto.so.3, the OpenSSL engine of DKIM signing
-PACKAGES=(postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3)
+#   dovecot-imapd              the seed mailboxes the placement watcher reads
+#                              (internal/testdovecot starts private instances)
+PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3)
 
 # The tests run with TMPDIR inside TMP, so whatever they leave behind (when
 # killed, say) goes with it. The private Postfix instances live there too and
