@@ -18,7 +18,11 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	q.dropData(it)
 	now := q.clock.Now()
 	a, result := q.judge(it, provider, &res, now)
-	q.metrics.DeliveryAttempts.WithLabelValues(provider, result, metrics.ReplyClass(res.Code)).Inc()
+	if it.p.Seed != "" {
+		q.metrics.SeedAttempts.WithLabelValues(provider, result).Inc() // not a customer's delivery
+	} else {
+		q.metrics.DeliveryAttempts.WithLabelValues(provider, result, metrics.ReplyClass(res.Code)).Inc()
+	}
 	if a.State == store.StateBounced && it.p.MailFrom != "" {
 		// Before the attempt is recorded: the store may then drop the body
 		// whose headers the DSN quotes.
@@ -41,6 +45,9 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 		q.schedule(it)
 		return
 	case store.StateDelivered:
+		if it.p.Seed != "" {
+			break
+		}
 		q.metrics.DeliveryLatency.WithLabelValues(provider, string(it.class)).Observe(age.Seconds())
 	}
 	q.leave(it)

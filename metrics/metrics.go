@@ -39,7 +39,18 @@ type Metrics struct {
 	GateRefusals *prometheus.CounterVec // reason
 	Releases     *prometheus.CounterVec // scope
 	Held         *prometheus.GaugeVec   // tenant
+
+	SeedAttempts       *prometheus.CounterVec   // provider, result: seed copies, never customer deliveries
+	Placements         *prometheus.CounterVec   // provider, tenant, folder: first finds and missing copies
+	PlacementMoves     *prometheus.CounterVec   // provider, from, to
+	PlacementDetection *prometheus.HistogramVec // provider: arrival in the mailbox to detection
+	PlacementArrival   *prometheus.HistogramVec // provider: the receiver's 2xx to arrival in the mailbox
+	SeedMailboxUp      *prometheus.GaugeVec     // seed, folder
 }
+
+// Detection buckets from 10 ms to about 10 minutes: IDLE reports within
+// a second, polling servers within their interval.
+var detectionBuckets = prometheus.ExponentialBuckets(0.01, 2, 17)
 
 // New registers every metric on a fresh registry, with Go and process
 // collectors.
@@ -125,6 +136,32 @@ func New() *Metrics {
 			Name: "certgate_held_messages",
 			Help: "Messages certgate holds in its own quarantine until released, by tenant.",
 		}, []string{"tenant"}),
+		SeedAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_seed_delivery_attempts_total",
+			Help: "Delivery attempts of seed copies, by provider and result (delivered, deferred, bounced); they are not in certgate_delivery_attempts_total.",
+		}, []string{"provider", "result"}),
+		Placements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_placements_total",
+			Help: "Seed copies by where they landed (inbox, junk, tab:<name>, missing), by provider and tenant, counted when first found or when their deadline passed unfound.",
+		}, []string{"provider", "tenant", "folder"}),
+		PlacementMoves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_placement_moves_total",
+			Help: "Seed copies moved after they were first found (a filter's second look), by provider and folders.",
+		}, []string{"provider", "from", "to"}),
+		PlacementDetection: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "certgate_placement_detection_seconds",
+			Help:    "From a seed copy's arrival in the mailbox (INTERNALDATE) to certgate finding it, by provider.",
+			Buckets: detectionBuckets,
+		}, []string{"provider"}),
+		PlacementArrival: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "certgate_placement_arrival_seconds",
+			Help:    "From the receiver's 2xx to a seed copy's arrival in the mailbox, by provider.",
+			Buckets: latencyBuckets,
+		}, []string{"provider"}),
+		SeedMailboxUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "certgate_seed_mailbox_up",
+			Help: "1 while the watcher's connection to a seed mailbox folder is up, 0 while it reconnects.",
+		}, []string{"seed", "folder"}),
 	}
 	f(m.SMTPConnections)
 	f(m.SMTPAccepted)
@@ -144,6 +181,12 @@ func New() *Metrics {
 	f(m.GateRefusals)
 	f(m.Releases)
 	f(m.Held)
+	f(m.SeedAttempts)
+	f(m.Placements)
+	f(m.PlacementMoves)
+	f(m.PlacementDetection)
+	f(m.PlacementArrival)
+	f(m.SeedMailboxUp)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
