@@ -301,14 +301,16 @@ type Store interface {
 	// all links of a message (recipientID 0) or of one recipient, from any
 	// of the states in from (for example pending -> enabled on delivery or
 	// release, or any -> revoked); an empty from means any state. A link
-	// already in state to does not move. Uses and expiry stay as they
-	// are. It returns how many moved; an unknown message, or a recipient
-	// not of that message, is ErrNotFound.
+	// already in state to does not move, and a seed copy's link never
+	// moves to enabled. Uses and expiry stay as they are. It returns how
+	// many moved; an unknown message, or a recipient not of that message,
+	// is ErrNotFound.
 	SetLinkState(ctx context.Context, messageID string, recipientID int64, from []LinkState, to LinkState, actor, detail string) (int, error)
 	// Release marks a message safe: held recipients become queued (due
-	// now), pending links become enabled ("link_enabled" events), and a
-	// "released" event is recorded with the actor, even when there was
-	// nothing to change (release is idempotent). It returns the
+	// now), pending links become enabled ("link_enabled" events; a seed
+	// copy's stay pending), and a "released" event is recorded with the
+	// actor, even when there was nothing to change (release is
+	// idempotent). It returns the
 	// recipients it queued, as Pending yields them, in recipient order.
 	// An unknown message is ErrNotFound.
 	Release(ctx context.Context, messageID string, now time.Time, actor, detail string) ([]Pending, error)

@@ -217,15 +217,22 @@ func (w *writer) exists(messageID string, recipientID int64) error {
 }
 
 // setLinkState moves links; the message (and recipient) must exist. An
-// empty from means every state but to; a link already in to never moves.
+// empty from means every state but to; a link already in to never moves,
+// nor does a seed copy's link to enabled.
 func (w *writer) setLinkState(messageID string, recipientID int64, from []store.LinkState, to store.LinkState, now time.Time, actor, detail string) (int, error) {
 	links, err := w.links(messageID)
 	if err != nil {
 		return 0, err
 	}
+	var seeds []int64
+	if to == store.LinkEnabled && len(links) > 0 {
+		if seeds, err = w.seedRecipients(messageID); err != nil {
+			return 0, err
+		}
+	}
 	n := 0
 	for _, l := range links {
-		if recipientID != 0 && l.RecipientID != recipientID {
+		if (recipientID != 0 && l.RecipientID != recipientID) || slices.Contains(seeds, l.RecipientID) {
 			continue
 		}
 		if l.State == to || (len(from) > 0 && !slices.Contains(from, l.State)) {
@@ -240,6 +247,24 @@ func (w *writer) setLinkState(messageID string, recipientID int64, from []store.
 		n++
 	}
 	return n, nil
+}
+
+// seedRecipients reads the ids of a message's seed copies.
+func (w *writer) seedRecipients(messageID string) ([]int64, error) {
+	rows, err := w.seedsOf.Query(messageID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // links reads every link of a message in id order. A message has a few.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -223,5 +224,45 @@ func fillVersion1(t *testing.T, ctx context.Context, conn *sql.Conn, received ti
 			VALUES (?, 1, 'accepted', 'smtp:192.0.2.1', 'old')`, id); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestMigrateFromVersion4 opens a database as the release before seed
+// copies left it: its recipients are customers' copies with no placement,
+// still delivered as before, and new mail can carry seed copies.
+func TestMigrateFromVersion4(t *testing.T) {
+	ctx := context.Background()
+	path := oldDatabase(t, 4, func(ctx context.Context, conn *sql.Conn) {
+		execAll(t, ctx, conn,
+			`INSERT INTO messages (id, tenant, mail_from, header_from, message_id, subject, class, size, client_addr, auth_user, received_at)
+				VALUES ('old-1', 'issuer', 'b@issuer.example', 'c@issuer.example', 'old-1@issuer.example', 'old', 'bulk', 1, '192.0.2.1', '', 1)`,
+			`INSERT INTO contents (message_id, data) VALUES ('old-1', 'x')`,
+			`INSERT INTO recipients (message_id, address, domain, address_key, tracking_id, prefix, content_id, state, next_attempt, updated_at)
+				VALUES ('old-1', 'a@example.com', 'example.com', 'a@example.com', 'old-1/a', x'', 1, 'queued', 1, 1)`,
+			`INSERT INTO events (message_id, time, kind, actor, detail) VALUES ('old-1', 1, 'accepted', 'smtp:192.0.2.1', '')`)
+	})
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open of a version 4 database: %v", err)
+	}
+	defer s.Close()
+
+	var old []store.Pending
+	if err := s.Pending(ctx, func(p store.Pending) error { old = append(old, p); return nil }); err != nil || len(old) != 1 || old[0].Seed != "" {
+		t.Fatalf("Pending after migration = %+v, %v; want the old copy, no seed", old, err)
+	}
+	if _, err := s.PlacementByTracking(ctx, "old-1/a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an old copy has a placement: %v", err)
+	}
+	if err := s.RecordAttempt(ctx, store.Attempt{RecipientID: old[0].RecipientID, State: store.StateDelivered, Provider: "gmail", Code: 250}); err != nil {
+		t.Fatalf("delivering an old copy: %v", err)
+	}
+	ids, err := s.Enqueue(ctx, store.Message{ID: "new-1", Tenant: "issuer", Class: "bulk", MessageID: "new-1@issuer.example"}, [][]byte{[]byte("x")},
+		[]store.NewRecipient{{Address: "seed@gmail.example", TrackingID: "new-1/seed", State: store.StateQueued, Seed: "gmail-1"}})
+	if err != nil {
+		t.Fatalf("Enqueue of a seed copy after migration: %v", err)
+	}
+	if p, err := s.PlacementByTracking(ctx, "new-1/seed"); err != nil || p.RecipientID != ids[0] || p.Folder != store.FolderPending {
+		t.Errorf("placement of a new seed copy = %+v, %v", p, err)
 	}
 }

@@ -62,13 +62,13 @@ func (s *Store) pendingPage(ctx context.Context, after int64, page []store.Pendi
 // pendingColumns are what scanPending reads, from recipients r joined with
 // messages m.
 const pendingColumns = `r.id, r.message_id, m.tenant, m.mail_from, r.address, r.domain,
-	m.class, m.size, r.attempts, r.next_attempt, m.received_at`
+	m.class, m.size, r.attempts, r.next_attempt, m.received_at, r.seed`
 
 func scanPending(sc scanner) (store.Pending, error) {
 	var p store.Pending
 	var next, received int64
 	if err := sc.Scan(&p.RecipientID, &p.MessageID, &p.Tenant, &p.MailFrom, &p.Address,
-		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received); err != nil {
+		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received, &p.Seed); err != nil {
 		return p, err
 	}
 	p.NextAttempt = fromNanos(next)
@@ -164,7 +164,7 @@ func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (
 
 	rows, err := tx.QueryContext(ctx, `
 		SELECT id, message_id, address, domain, COALESCE(tracking_id, ''), state, attempts,
-			next_attempt, provider, last_code, last_reply, updated_at
+			next_attempt, provider, last_code, last_reply, updated_at, seed
 		FROM recipients WHERE message_id = ? ORDER BY id`, id)
 	if err != nil {
 		return nil, err
@@ -174,7 +174,7 @@ func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (
 		var state string
 		var next, updated int64
 		if err := rows.Scan(&r.ID, &r.MessageID, &r.Address, &r.Domain, &r.TrackingID, &state,
-			&r.Attempts, &next, &r.Provider, &r.LastCode, &r.LastReply, &updated); err != nil {
+			&r.Attempts, &next, &r.Provider, &r.LastCode, &r.LastReply, &updated, &r.Seed); err != nil {
 			rows.Close()
 			return nil, err
 		}

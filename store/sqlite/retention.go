@@ -16,7 +16,7 @@ func (s *Store) DeleteEvents(ctx context.Context, before time.Time, limit int) (
 
 // DeleteMessages deletes the oldest finished messages received before
 // before, at most limit, in the writer; foreign keys take their
-// contents, recipients, links and events with them.
+// contents, recipients (and their placements), links and events with them.
 func (s *Store) DeleteMessages(ctx context.Context, before time.Time, limit int) (int, error) {
 	return s.delete(ctx, "messages", before, limit, func(w *writer) *sql.Stmt { return w.delMessages })
 }

@@ -155,6 +155,59 @@ ALTER TABLE links ADD COLUMN refusals_noticed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE links ADD COLUMN refusals_noticed_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE links ADD COLUMN refusals_recent TEXT NOT NULL DEFAULT '[]';
 `,
+
+	// 5: seed copies and where they landed (store.Placement).
+	`
+-- The seed mailbox a copy goes to; '' for a customer's copy.
+ALTER TABLE recipients ADD COLUMN seed TEXT NOT NULL DEFAULT '';
+
+-- One row per seed copy, made with its recipient and gone with it. The
+-- message's fields are copied in so that every query here is answered
+-- from this table's indexes; the tracking id is read from recipients
+-- (its unique index is the lookup).
+CREATE TABLE placements (
+	recipient_id INTEGER PRIMARY KEY REFERENCES recipients(id) ON DELETE CASCADE,
+	message_id   TEXT NOT NULL,
+	tenant       TEXT NOT NULL,
+	seed         TEXT NOT NULL,
+	address      TEXT NOT NULL,
+	header       TEXT NOT NULL, -- the message's Message-ID header
+	class        TEXT NOT NULL,
+	folder       TEXT NOT NULL,
+	provider     TEXT NOT NULL DEFAULT '',
+	delivered_at INTEGER NOT NULL DEFAULT 0, -- Unix nanoseconds, 0 for none
+	-- delivered_at once delivered, the message's received_at before:
+	-- what PlacementQuery.Since and the newest-first order go by.
+	at           INTEGER NOT NULL,
+	arrived_at   INTEGER NOT NULL DEFAULT 0,
+	detected_at  INTEGER NOT NULL DEFAULT 0,
+	verdicts     TEXT,          -- JSON, NULL until found
+	mailbox      TEXT NOT NULL DEFAULT '',
+	uid_validity INTEGER NOT NULL DEFAULT 0,
+	uid          INTEGER NOT NULL DEFAULT 0,
+	moves        TEXT NOT NULL DEFAULT '[]', -- JSON list, oldest first
+	closed_at    INTEGER NOT NULL DEFAULT 0
+);
+-- The watcher's fallback match: a copy's Message-ID header and address.
+CREATE INDEX placements_header ON placements(header, address);
+-- The deadline sweep: open copies by delivery.
+CREATE INDEX placements_due ON placements(delivered_at) WHERE closed_at = 0;
+-- The API and the metrics: newest first, by tenant or provider.
+CREATE INDEX placements_at ON placements(at);
+CREATE INDEX placements_tenant ON placements(tenant, at);
+CREATE INDEX placements_provider ON placements(provider, at);
+CREATE INDEX placements_message ON placements(message_id);
+
+-- The watcher's position in each folder of each seed mailbox.
+CREATE TABLE seed_folders (
+	seed         TEXT NOT NULL,
+	mailbox      TEXT NOT NULL,
+	uid_validity INTEGER NOT NULL,
+	last_uid     INTEGER NOT NULL,
+	updated_at   INTEGER NOT NULL, -- Unix nanoseconds, UTC
+	PRIMARY KEY (seed, mailbox)
+) WITHOUT ROWID;
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

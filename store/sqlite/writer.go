@@ -52,6 +52,9 @@ type writer struct {
 	updLink, heldOf, releaseHeld         *sql.Stmt
 	setCursor, insCounted, updRefusals   *sql.Stmt
 	delEvents, delMessages               *sql.Stmt
+	insPlacement, deliverPlacement       *sql.Stmt
+	placementOf, updPlacement            *sql.Stmt
+	seedsOf, setSeedFolder               *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -83,13 +86,13 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&w.insContent, "INSERT INTO contents (message_id, data) VALUES (?, ?)"},
 		{&w.insRecipient, `INSERT INTO recipients (message_id, address, domain, address_key,
-			tracking_id, prefix, content_id, state, next_attempt, updated_at)
-			VALUES (?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?)`},
+			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed)
+			VALUES (?, ?, ?, ?, NULLIF(?, ''), ?, ?, ?, ?, ?, ?)`},
 		{&w.insEvent, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
 			VALUES (?, ?, ?, ?, ?, ?)`},
 		{&w.updAttempt, `UPDATE recipients SET state = ?, attempts = attempts + 1,
 			next_attempt = ?, provider = ?, last_code = ?, last_reply = ?, updated_at = ?
-			WHERE id = ? AND (? = '' OR message_id = ?) RETURNING message_id`},
+			WHERE id = ? AND (? = '' OR message_id = ?) RETURNING message_id, seed`},
 		{&w.messageExists, "SELECT 1 FROM messages WHERE id = ?"},
 		{&w.recipientOf, "SELECT 1 FROM recipients WHERE id = ? AND message_id = ?"},
 		{&w.hasLive, `SELECT 1 FROM recipients WHERE message_id = ?
@@ -117,6 +120,17 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			(SELECT id FROM messages m WHERE received_at < ? AND NOT EXISTS
 				(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state IN ('queued', 'held'))
 			ORDER BY received_at LIMIT ?)`},
+		{&w.insPlacement, `INSERT INTO placements (recipient_id, message_id, tenant, seed, address,
+			header, class, folder, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&w.deliverPlacement, `UPDATE placements SET delivered_at = ?, at = ?, provider = ?
+			WHERE recipient_id = ?`},
+		{&w.placementOf, placementFrom + " WHERE p.recipient_id = ?"},
+		{&w.updPlacement, `UPDATE placements SET folder = ?, arrived_at = ?, detected_at = ?, verdicts = ?,
+			mailbox = ?, uid_validity = ?, uid = ?, moves = ?, closed_at = ? WHERE recipient_id = ?`},
+		{&w.seedsOf, "SELECT id FROM recipients WHERE message_id = ? AND seed != ''"},
+		{&w.setSeedFolder, `INSERT INTO seed_folders (seed, mailbox, uid_validity, last_uid, updated_at)
+			VALUES (?, ?, ?, ?, ?) ON CONFLICT (seed, mailbox) DO UPDATE SET uid_validity = excluded.uid_validity,
+			last_uid = excluded.last_uid, updated_at = excluded.updated_at`},
 		{&w.setCursor, `INSERT INTO cursors (name, event_id, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at`},
 	} {

@@ -70,12 +70,18 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 			next = time.Time{} // none until released
 		}
 		res, err := w.insRecipient.Exec(m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
-			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now))
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed)
 		if err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
 		if ids[i], err = res.LastInsertId(); err != nil {
 			return err
+		}
+		if r.Seed != "" {
+			if _, err := w.insPlacement.Exec(ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
+				store.FolderPending, nanos(received)); err != nil {
+				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
+			}
 		}
 		for j, l := range r.Links {
 			if _, err := w.insLink.Exec(l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
@@ -149,9 +155,9 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 	if a.State != store.StateQueued {
 		next = time.Time{} // no further attempt
 	}
-	var msgID string
+	var msgID, seed string
 	err := w.updAttempt.QueryRow(string(a.State), nanos(next), a.Provider, a.Code, a.Reply,
-		nanos(at), a.RecipientID, a.MessageID, a.MessageID).Scan(&msgID)
+		nanos(at), a.RecipientID, a.MessageID, a.MessageID).Scan(&msgID, &seed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
@@ -161,7 +167,13 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 	if _, err := w.insEvent.Exec(msgID, a.RecipientID, nanos(at), kind, "queue", attemptDetail(a, next)); err != nil {
 		return fmt.Errorf("insert %s event: %w", kind, err)
 	}
-	if a.EnableLinks && a.State == store.StateDelivered {
+	if seed != "" && a.State == store.StateDelivered {
+		if _, err := w.deliverPlacement.Exec(nanos(at), nanos(at), a.Provider, a.RecipientID); err != nil {
+			return fmt.Errorf("placement delivered: %w", err)
+		}
+	}
+	// A seed copy's links never become enabled.
+	if a.EnableLinks && a.State == store.StateDelivered && seed == "" {
 		if _, err := w.setLinkState(msgID, a.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled, at, "queue", "enabled on delivery"); err != nil {
 			return fmt.Errorf("enable links on delivery: %w", err)
 		}

@@ -20,8 +20,8 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// Run runs the suite. open must return a new, empty store for each call;
-// Run closes every store it opens.
+// Run runs the suite. open must return a new, empty store for each call,
+// which also implements store.Placements; Run closes every store it opens.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -82,6 +82,17 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"DeleteEvents", testDeleteEvents},
 		{"DeleteMessages", testDeleteMessages},
 		{"IDsNeverGoBack", testIDsNeverGoBack},
+
+		{"SeedCopiesArePending", testSeedCopiesPending},
+		{"SeedPlacementDelivered", testPlacementDelivered},
+		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
+		{"RecordFound", testRecordFound},
+		{"RecordFoundKeepsMaxMoves", testMaxMoves},
+		{"DuePlacements", testDuePlacements},
+		{"ClosePlacement", testClosePlacement},
+		{"PlacementsQuery", testPlacementsQuery},
+		{"SeedFolder", testSeedFolder},
+		{"DeleteMessagesTakesPlacements", testDeletePlacements},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
