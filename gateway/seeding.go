@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"context"
+	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -143,4 +146,28 @@ func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Heade
 		out.Rcpts = append(out.Rcpts, nr)
 	}
 	return nil
+}
+
+// PlacementTest sends eml to every seed mailbox as tenant's mail, on
+// behalf of actor (an API caller), and returns its message id once it is
+// durable. Its envelope sender is its From address, as the issuer's own
+// mail would have. A refusal is an error RefusalOf reads.
+func (r *Relay) PlacementTest(ctx context.Context, t *Tenant, eml []byte, actor string) (string, error) {
+	env := &Envelope{Tenant: t, AuthUser: actor, PlacementTest: true, ClientIP: netip.IPv6Loopback()}
+	if h, _, err := parseSubmission(eml); err == nil {
+		if list, err := addressParser.ParseList(h.Get("From")); err == nil && len(list) == 1 {
+			env.From = list[0].Address
+		}
+	}
+	return r.Accept(ctx, env, eml)
+}
+
+// RefusalOf reads a refusal of the gateway's: its reason code and the
+// text a person reads; ok false for any other error.
+func RefusalOf(err error) (reason, text string, ok bool) {
+	var r *reply
+	if !errors.As(err, &r) {
+		return "", "", false
+	}
+	return r.reason, r.String(), true
 }

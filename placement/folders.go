@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/store"
 )
 
@@ -97,4 +99,46 @@ func folderClass(r role, tab string) string {
 	default:
 		return store.FolderInbox
 	}
+}
+
+// Check is what `certgate seeds check` reports of one seed mailbox.
+type Check struct {
+	Seed       string
+	Err        error // nil: logged in and found both folders
+	IDLE       bool
+	SpecialUse bool
+	Gmail      bool   // X-GM-EXT-1: tabs are told apart
+	Junk       string // the junk folder the watcher would watch
+	Messages   [2]uint32
+}
+
+// CheckMailbox logs in to a seed mailbox and finds what the watcher
+// needs: its capabilities, INBOX and the junk folder.
+func CheckMailbox(ctx context.Context, connect Connector, m config.SeedMailbox) Check {
+	out := Check{Seed: m.Name}
+	c, err := connect(ctx, m, nil)
+	if err != nil {
+		out.Err = err
+		return out
+	}
+	defer c.Close()
+	caps := c.Caps()
+	out.IDLE = caps.Has(imap.CapIdle) || caps.Has(imap.CapIMAP4rev2)
+	out.SpecialUse = caps.Has(imap.CapSpecialUse)
+	out.Gmail = caps.Has("X-GM-EXT-1")
+	if out.Junk, out.Err = junkFolder(c, m.Junk); out.Err != nil {
+		return out
+	}
+	for i, name := range []string{"INBOX", out.Junk} {
+		st, err := c.Status(name, &imap.StatusOptions{NumMessages: true}).Wait()
+		if err != nil {
+			out.Err = fmt.Errorf("STATUS %s: %w", name, err)
+			return out
+		}
+		if st.NumMessages != nil {
+			out.Messages[i] = *st.NumMessages
+		}
+	}
+	out.Err = c.Logout().Wait()
+	return out
 }

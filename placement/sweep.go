@@ -56,7 +56,7 @@ func (w *Watcher) SweepOnce(ctx context.Context) error {
 				w.log.Warn("placement", "seed", p.Seed, "message", p.MessageID, "tenant", p.Tenant,
 					"provider", p.Provider, "folder", p.Folder, "delivered", p.DeliveredAt)
 				if w.o.Observer != nil {
-					w.o.Observer.Placed(p, false)
+					w.o.Observer.Placed(p, "")
 				}
 			}
 		}

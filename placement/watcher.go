@@ -27,9 +27,10 @@ type Connector func(ctx context.Context, m config.SeedMailbox, h *imapclient.Uni
 // Observer hears what the watcher finds; metrics and logs hang on it.
 // Calls come from many goroutines and must not block.
 type Observer interface {
-	// Placed is a seed copy found (moved: found before, in another folder
-	// class) or, with Folder FolderMissing, not found by its deadline.
-	Placed(p store.Placement, moved bool)
+	// Placed is a seed copy found, moved (from is the folder class it
+	// was found in before; "" for a first find) or, with Folder
+	// FolderMissing, not found by its deadline.
+	Placed(p store.Placement, from string)
 	// MailboxState is a seed mailbox folder's connection going up or
 	// down (err says why).
 	MailboxState(seed, folder string, up bool, err error)
@@ -395,8 +396,8 @@ func (w *Watcher) found(ctx context.Context, f *folder, uid uint32, arrived time
 	if err != nil || !changed {
 		return err
 	}
-	moved := p.Folder != store.FolderPending
 	prev := p.Folder
+	moved := prev != store.FolderPending
 	p.Folder, p.Mailbox, p.UIDValidity, p.UID, p.Verdicts = fd.Folder, fd.Mailbox, fd.UIDValidity, fd.UID, verdicts
 	if !moved {
 		p.ArrivedAt, p.DetectedAt = arrived, now
@@ -404,7 +405,11 @@ func (w *Watcher) found(ctx context.Context, f *folder, uid uint32, arrived time
 	w.log.Info("placement", "seed", p.Seed, "message", p.MessageID, "tenant", p.Tenant, "provider", p.Provider,
 		"folder", p.Folder, "from", prev, "arrived", arrived, "delivered", p.DeliveredAt, "detected_after", now.Sub(arrived))
 	if w.o.Observer != nil {
-		w.o.Observer.Placed(*p, moved)
+		from := ""
+		if moved {
+			from = prev
+		}
+		w.o.Observer.Placed(*p, from)
 	}
 	return nil
 }
