@@ -39,6 +39,7 @@ var mayImport = map[string][]string{
 	"demo":                 {"config", "sim", "gateway/signer", "mimeedit"},
 	"cmd/certgate":         {"config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
 	"internal/testdovecot": {},
+	"bench/seedbench":      {"config", "internal/testdovecot", "placement", "store", "store/sqlite"},
 	"bench/probe":          {},
 	"bench/sink":           {},
 }

@@ -130,6 +130,10 @@ service imap-login {
   inet_listener imaps {
     port = 0
   }
+  # High-performance mode: a few login processes serve every client,
+  # rather than one forked per connection.
+  service_count = 0
+  process_min_avail = 2
 }
 service imap {
   process_limit = %[3]d
