@@ -29,7 +29,7 @@ var mayImport = map[string][]string{
 	"store/sqlite":    {"store"},
 	"store/storetest": {"store"},
 	"policy":          {"config", "clock"},
-	"placement":       {"mimeedit"},
+	"placement":       {"config", "mimeedit"},
 	"quarantine":      {"config", "metrics", "mimeedit", "store", "clock"},
 	"webhook":         {"config", "store", "clock"},
 	"gateway/signer":  {"config", "mimeedit"},
