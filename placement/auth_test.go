@@ -424,8 +424,9 @@ func dialAndLogin(t *testing.T, m config.SeedMailbox) error {
 	if err := Login(ctx, c, m, NewCredentials(m, nil)); err != nil {
 		return err
 	}
-	if c.State() != imap.ConnStateAuthenticated {
-		return fmt.Errorf("state %v after Login", c.State())
+	// Not c.State(): go-imap/v2 wakes the waiter before it sets the state.
+	if err := c.Create("Seeds", nil).Wait(); err != nil {
+		return fmt.Errorf("create after Login: %w", err)
 	}
 	return c.Logout().Wait()
 }
