@@ -135,11 +135,14 @@ func (c *Credentials) mechanism(has func(imap.Cap) bool) (mech sasl.Client, pass
 }
 
 // loginFailed words a failed login: refused (NO) wraps ErrLoginRefused
-// and makes a cached token be refreshed next time; XOAUTH2 adds the
-// server's reason.
+// and makes a cached token be refreshed next time. An XOAUTH2 error
+// challenge is a refusal whatever the tagged status: go-imap/v2 answers
+// it with "=", which a server may take for bad base64 and answer BAD
+// (RFC 4959 gives "=" to initial responses only).
 func (c *Credentials) loginFailed(mech sasl.Client, refused bool, err error) error {
 	if x, ok := mech.(*XOAUTH2Client); ok && x.Err() != nil {
 		err = fmt.Errorf("%w (%v)", err, x.Err())
+		refused = true
 	}
 	if !refused {
 		return fmt.Errorf("login: %w", err)

@@ -145,7 +145,7 @@ func (f *fakeGmail) serve(c net.Conn) {
 				ok = string(resp) == "user=seed1@gmail.com\x01auth=Bearer "+goodToken+"\x01\x01"
 				if !ok {
 					say("+ " + base64.StdEncoding.EncodeToString([]byte(`{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}`)))
-					if empty, _ := br.ReadString('\n'); empty != "\r\n" {
+					if empty, _ := br.ReadString('\n'); empty != "\r\n" || f.hostile == "xoauth2-bad" {
 						say(tag + " BAD Invalid SASL argument")
 						continue
 					}
@@ -294,6 +294,16 @@ func TestGmailCategoriesOverImplicitTLSWithXOAUTH2(t *testing.T) {
 	_, err = categories(t, m, 10*time.Second, 2)
 	if !errors.Is(err, ErrLoginRefused) || !strings.Contains(err.Error(), `status "400"`) || strings.Contains(err.Error(), "stale-token") {
 		t.Fatalf("stale token: %v", err)
+	}
+}
+
+// A server may end a refused XOAUTH2 with BAD rather than NO (go-imap's
+// client answers its challenge with "=", which is not base64 to all).
+func TestXOAUTH2ErrorChallengeIsARefusalEvenWithBAD(t *testing.T) {
+	f := newFakeGmail(t, "xoauth2-bad")
+	m := withTokenFile(t, seedMailbox(f.start(t, nil), config.IMAPNoTLS), "stale-token")
+	if _, err := categories(t, m, 10*time.Second, 2); !errors.Is(err, ErrLoginRefused) || !strings.Contains(err.Error(), "BAD") {
+		t.Fatalf("%v, want ErrLoginRefused", err)
 	}
 }
 
