@@ -37,7 +37,7 @@ var mayImport = map[string][]string{
 	"delivery":             {"config", "membudget", "metrics", "policy", "store", "clock"},
 	"api":                  {"config", "metrics", "quarantine", "store"},
 	"demo":                 {"config", "sim", "gateway/signer", "mimeedit"},
-	"cmd/certgate":         {"config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
+	"cmd/certgate":         {"config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
 	"internal/testdovecot": {},
 	"bench/seedbench":      {"config", "internal/testdovecot", "placement", "store", "store/sqlite"},
 	"bench/probe":          {},

@@ -1,6 +1,12 @@
 // Package placement watches seed mailboxes over IMAP, matches the copies
 // certgate sent there, and tells where each landed and what the receiver
 // said of it. It reports; policy decides what to do about it.
+//
+// Dial and Login reach a seed mailbox as config describes it (implicit
+// TLS, STARTTLS or loopback plaintext; a password, or XOAUTH2 with a token
+// from a file or refreshed at a token endpoint). GmailCategories asks
+// Gmail which category (inbox tab) a copy was filed in, with the X-GM-RAW
+// search go-imap cannot send, over a minimal IMAP client of its own.
 package placement
 
 import (
