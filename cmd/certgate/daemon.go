@@ -19,6 +19,7 @@ import (
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/placement"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
@@ -41,6 +42,12 @@ type daemon struct {
 	smtp    *gateway.Server
 	http    *http.Server
 	gateWeb *http.Server // http.gate_listen's; nil without it
+	dir     *gateway.Directory
+	relay   *gateway.Relay
+
+	placements  store.Placements   // nil without seed mailboxes
+	watcher     *placement.Watcher // likewise
+	stopWatcher context.CancelFunc
 
 	smtpAddrs []net.Addr
 	httpAddr  net.Addr
@@ -67,6 +74,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		}
 	}()
 	if err := d.buildMailPath(opts.Resolver); err != nil {
+		return nil, err
+	}
+	if err := d.buildSeeds(); err != nil {
 		return nil, err
 	}
 	if err := d.buildHTTP(); err != nil {
@@ -131,6 +141,8 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 	if err != nil {
 		return err
 	}
+	d.dir = dir
+	d.relay = gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log)
 	tlsConf, err := smtpTLS(cfg.SMTP.TLS)
 	if err != nil {
 		return err
@@ -144,7 +156,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		AuthFailureDelay: cfg.SMTP.AuthFailureDelay.D(), AuthFailureLimit: cfg.SMTP.AuthFailureLimit,
 		AuthFailureWindow: cfg.SMTP.AuthFailureWindow.D(), AuthConcurrency: cfg.SMTP.AuthConcurrency,
 		Queued: d.queue.Queued, Memory: memory,
-	}, dir, gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log), d.metrics, d.log)
+	}, dir, d.relay, d.metrics, d.log)
 	return nil
 }
 
@@ -259,6 +271,7 @@ func (d *daemon) start(ctx context.Context) error {
 		attrs = append(attrs, "gate", d.gateAddr)
 	}
 	d.sweeper.Start()
+	d.startWatcher()
 	close(d.ready)
 	d.log.Info("certgate started", attrs...)
 	return nil
@@ -271,6 +284,9 @@ func (d *daemon) start(ctx context.Context) error {
 // next start.
 func (d *daemon) shutdown(ctx context.Context) {
 	d.log.Info("certgate shutting down")
+	if d.stopWatcher != nil {
+		d.stopWatcher()
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(30 * time.Second)

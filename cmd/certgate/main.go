@@ -33,6 +33,8 @@ Usage:
   certgate passwd [--cost N]            print a password's bcrypt hash (asks on a terminal, else reads a line)
   certgate passwd --check HASH          say whether a hash, or htpasswd's user:hash, will do as password_hash
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
+  certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
+  certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate version
 
 Every command takes --help.
@@ -63,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPasswd(args[1:], stdout, stderr)
 	case "store":
 		err = cmdStore(args[1:], stdout)
+	case "seeds":
+		err = cmdSeeds(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -27,7 +27,12 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 		}
 	})
-	api.New(api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log}).Register(mux)
+	deps := api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log}
+	if d.placements != nil {
+		deps.Placement = api.Placement{Reader: d.placements, Tester: d.placementTester(), Seeds: d.cfg.Seeds.Mailboxes,
+			MaxBytes: d.cfg.SMTP.MaxMessageBytes}
+	}
+	api.New(deps).Register(mux)
 	if public {
 		registerPublic(mux, d)
 	}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/certgate/certgate/api"
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/gateway"
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/placement"
+	"github.com/certgate/certgate/store"
+)
+
+// buildSeeds wires the seed side: the preparer's seed copies, the
+// watcher, the API's placement routes and the placement metrics. Without
+// seed mailboxes nothing is added.
+func (d *daemon) buildSeeds() error {
+	cfg := d.cfg
+	d.prep.SetSeeds(gateway.NewSeeds(cfg.Seeds.Mailboxes))
+	if len(cfg.Seeds.Mailboxes) == 0 {
+		return nil
+	}
+	book, ok := d.store.(store.Placements)
+	if !ok {
+		return fmt.Errorf("the %s store does not keep placements", cfg.Storage.Driver)
+	}
+	d.placements = book
+	logins := newSeedLogins(cfg.Seeds)
+	d.watcher = placement.NewWatcher(placement.Options{Seeds: cfg.Seeds, Book: book, Connect: logins.connect,
+		Log: d.log, Observer: placementMetrics{d.metrics}, Categories: logins.category})
+	d.metrics.Registry.MustRegister(&inboxShare{book: book, providers: seedProviders(cfg.Seeds)})
+	return nil
+}
+
+// seedLogins holds each seed mailbox's credentials (a refreshed OAuth2
+// token is kept until near its expiry) and Gmail category finder.
+type seedLogins struct {
+	creds map[string]*placement.Credentials
+	gmail map[string]*placement.GmailCategories
+}
+
+func newSeedLogins(s config.Seeds) *seedLogins {
+	l := &seedLogins{creds: map[string]*placement.Credentials{}, gmail: map[string]*placement.GmailCategories{}}
+	for _, m := range s.Mailboxes {
+		l.creds[m.Name] = placement.NewCredentials(m, nil)
+		l.gmail[m.Name] = placement.NewGmailCategories(m, l.creds[m.Name])
+	}
+	return l
+}
+
+// connect dials and logs in to a seed mailbox, as configured.
+func (l *seedLogins) connect(ctx context.Context, m config.SeedMailbox, h *imapclient.UnilateralDataHandler) (*imapclient.Client, error) {
+	c, err := placement.Dial(ctx, m, &imapclient.Options{UnilateralDataHandler: h})
+	if err != nil {
+		return nil, err
+	}
+	if err := placement.Login(ctx, c, m, l.creds[m.Name]); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// category is a copy's Gmail tab.
+func (l *seedLogins) category(ctx context.Context, m config.SeedMailbox, mailbox string, uid uint32) (string, error) {
+	return l.gmail[m.Name].Category(ctx, mailbox, uid)
+}
+
+// placementTester is the API's placement test: the relay sends the
+// message to every seed mailbox as the tenant's mail.
+func (d *daemon) placementTester() api.PlacementTester {
+	return func(ctx context.Context, tenant string, eml []byte, actor string) (string, error) {
+		t := d.dir.Tenant(tenant)
+		if t == nil {
+			return "", &api.Refusal{Reason: "not_found", Message: "no tenant " + tenant}
+		}
+		id, err := d.relay.PlacementTest(ctx, t, eml, actor)
+		if reason, text, ok := gateway.RefusalOf(err); ok {
+			return "", &api.Refusal{Reason: reason, Message: text}
+		}
+		return id, err
+	}
+}
+
+// startWatcher runs the watcher until shutdown stops it.
+func (d *daemon) startWatcher() {
+	if d.watcher == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.stopWatcher = cancel
+	d.wg.Go(func() { d.watcher.Run(ctx) })
+}
+
+func seedProviders(s config.Seeds) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range s.Mailboxes {
+		if !seen[m.Provider] {
+			seen[m.Provider] = true
+			out = append(out, m.Provider)
+		}
+	}
+	return out
+}
+
+// placementMetrics turns what the watcher finds into metrics.
+type placementMetrics struct{ m *metrics.Metrics }
+
+func (p placementMetrics) Placed(pl store.Placement, from string) {
+	provider := pl.Provider
+	if from != "" {
+		p.m.PlacementMoves.WithLabelValues(provider, from, pl.Folder).Inc()
+		return
+	}
+	p.m.Placements.WithLabelValues(provider, pl.Tenant, pl.Folder).Inc()
+	if pl.Folder == store.FolderMissing {
+		return
+	}
+	p.m.PlacementDetection.WithLabelValues(provider).Observe(max(pl.DetectedAt.Sub(pl.ArrivedAt), 0).Seconds())
+	if !pl.DeliveredAt.IsZero() {
+		p.m.PlacementArrival.WithLabelValues(provider).Observe(max(pl.ArrivedAt.Sub(pl.DeliveredAt), 0).Seconds())
+	}
+}
+
+func (p placementMetrics) MailboxState(seed, folder string, up bool, _ error) {
+	v := 0.0
+	if up {
+		v = 1
+	}
+	p.m.SeedMailboxUp.WithLabelValues(seed, folder).Set(v)
+}
+
+// inboxShare exports the inbox's share of each provider's seed copies of
+// the last hour whose fate is known, read from the store at each scrape
+// so that it is right after a restart too.
+type inboxShare struct {
+	book      store.Placements
+	providers []string
+}
+
+var inboxShareDesc = prometheus.NewDesc("certgate_placement_inbox_ratio",
+	"Share of the seed copies delivered in the last hour, found or missing, that landed in the inbox, by provider.",
+	[]string{"provider"}, nil)
+
+func (s *inboxShare) Describe(ch chan<- *prometheus.Desc) { ch <- inboxShareDesc }
+
+func (s *inboxShare) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	counts, err := s.book.PlacementCounts(ctx, store.PlacementQuery{Since: time.Now().Add(-time.Hour)})
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(inboxShareDesc, err)
+		return
+	}
+	inbox, known := map[string]float64{}, map[string]float64{}
+	for _, c := range counts {
+		if c.Folder == store.FolderPending {
+			continue
+		}
+		known[c.Provider] += float64(c.Count)
+		if c.Folder == store.FolderInbox {
+			inbox[c.Provider] += float64(c.Count)
+		}
+	}
+	for _, p := range s.providers {
+		if known[p] > 0 {
+			ch <- prometheus.MustNewConstMetric(inboxShareDesc, prometheus.GaugeValue, inbox[p]/known[p], p)
+		}
+	}
+}
