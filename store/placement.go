@@ -100,7 +100,8 @@ type Placements interface {
 	// left alone (false, nil). An unknown id is ErrNotFound.
 	RecordFound(ctx context.Context, recipientID int64, f Found) (bool, error)
 	// DuePlacements returns at most limit open placements delivered at or
-	// before deliveredBefore, oldest delivery first.
+	// before deliveredBefore, oldest delivery first. (A seed copy that
+	// bounces never gets here: RecordAttempt closes it as missing.)
 	DuePlacements(ctx context.Context, deliveredBefore time.Time, limit int) ([]Placement, error)
 	// ClosePlacement closes a placement at now: one still pending becomes
 	// FolderMissing and gets a "placement" event. Closing twice is a no-op.

@@ -171,6 +171,22 @@ func (s *Store) ClosePlacement(ctx context.Context, recipientID int64, now time.
 	return nil
 }
 
+// closeBounced closes the placement of a seed copy that bounced, in the
+// attempt's transaction.
+func (w *writer) closeBounced(recipientID int64, at time.Time) error {
+	p, err := w.placement(recipientID)
+	if err != nil {
+		return err
+	}
+	if changed, _ := store.ClosePlacementAt(&p, at); !changed {
+		return nil
+	}
+	if err := w.writePlacement(p); err != nil {
+		return err
+	}
+	return w.placementEvent(p, at, p.Seed+": missing (bounced)")
+}
+
 // placement reads one placement in the writer's transaction.
 func (w *writer) placement(recipientID int64) (store.Placement, error) {
 	p, err := scanPlacement(w.placementOf.QueryRow(recipientID))

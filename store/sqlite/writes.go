@@ -172,6 +172,13 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 			return fmt.Errorf("placement delivered: %w", err)
 		}
 	}
+	// A seed copy that bounced will never arrive: it is missing now,
+	// not at a deadline that only delivered copies have.
+	if seed != "" && a.State == store.StateBounced {
+		if err := w.closeBounced(a.RecipientID, at); err != nil {
+			return fmt.Errorf("placement bounced: %w", err)
+		}
+	}
 	// A seed copy's links never become enabled.
 	if a.EnableLinks && a.State == store.StateDelivered && seed == "" {
 		if _, err := w.setLinkState(msgID, a.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled, at, "queue", "enabled on delivery"); err != nil {

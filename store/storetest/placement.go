@@ -228,6 +228,24 @@ func testPlacementDelivered(t *testing.T, s store.Store) {
 	}
 }
 
+// testPlacementBounced: a seed copy that bounces is missing at once, with
+// a placement event, since only delivered copies reach a deadline.
+func testPlacementBounced(t *testing.T, s store.Store) {
+	p := placementsOf(t, s)
+	id, ids := seeded(t, s, "issuer", base, 1)
+	at := base.Add(time.Minute)
+	record(t, s, store.Attempt{RecipientID: ids[1], MessageID: id, Time: at, State: store.StateBounced,
+		Provider: "gmail", Code: 550, Reply: "5.1.1 no such user"})
+	pl := placementOf(t, s, p, id, ids[1])
+	if pl.Folder != store.FolderMissing || !pl.ClosedAt.Equal(at) {
+		t.Errorf("placement after a bounce = %+v, want missing, closed at %v", pl, at)
+	}
+	evs := placementEvents(t, s, id)
+	if len(evs) != 1 || !strings.Contains(evs[0].Detail, "bounced") {
+		t.Errorf("placement events after a bounce = %+v, want one saying it bounced", evs)
+	}
+}
+
 // testSeedLinksNeverEnabled: delivery, release and SetLinkState enable a
 // customer's links and never a seed copy's in the same message.
 func testSeedLinksNeverEnabled(t *testing.T, s store.Store) {

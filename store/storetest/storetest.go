@@ -85,6 +85,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 
 		{"SeedCopiesArePending", testSeedCopiesPending},
 		{"SeedPlacementDelivered", testPlacementDelivered},
+		{"SeedPlacementBounced", testPlacementBounced},
 		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
 		{"RecordFound", testRecordFound},
 		{"RecordFoundKeepsMaxMoves", testMaxMoves},
