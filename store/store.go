@@ -189,6 +189,7 @@ type EventRecord struct {
 	Event
 	Tenant    string // the message's tenant
 	Recipient string // the recipient's address; "" for events about the whole message
+	Seed      string // the seed mailbox when the recipient is a seed copy
 }
 
 // MessageView is a message with everything known about it.

@@ -321,9 +321,12 @@ type notice struct {
 	MessageID string    `json:"message_id"`
 	Tenant    string    `json:"tenant"`
 	Recipient string    `json:"recipient"`
-	Actor     string    `json:"actor"`
-	Detail    string    `json:"detail"`
-	Count     int64     `json:"count"` // occurrences: a link_refused notice's refusals since the link's last
+	// Seed names the seed mailbox when the recipient is certgate's own seed
+	// copy: not a customer's delivery.
+	Seed   string `json:"seed,omitempty"`
+	Actor  string `json:"actor"`
+	Detail string `json:"detail"`
+	Count  int64  `json:"count"` // occurrences: a link_refused notice's refusals since the link's last
 }
 
 // deliver sends e to ep until the receiver takes it, waiting longer after
@@ -331,7 +334,7 @@ type notice struct {
 // false when the dispatcher stops first.
 func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
 	body, err := json.Marshal(notice{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
-		Tenant: e.Tenant, Recipient: e.Recipient, Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
+		Tenant: e.Tenant, Recipient: e.Recipient, Seed: e.Seed, Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
 	if err != nil {
 		// Strings, numbers and a UTC time always encode; this is a bug.
 		d.log.Error("webhook: encoding an event failed; skipping it", "webhook", ep.Name, "event", e.ID, "err", err)

@@ -24,7 +24,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 	// recipient_id 0 (a message's event) matches no recipient: ids start at 1.
 	rows, err := s.rdb.QueryContext(ctx, `
 		SELECT e.id, e.message_id, e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count,
-			m.tenant, COALESCE(r.address, '')
+			m.tenant, COALESCE(r.address, ''), COALESCE(r.seed, '')
 		FROM events e
 		JOIN messages m ON m.id = e.message_id
 		LEFT JOIN recipients r ON r.id = e.recipient_id
@@ -39,7 +39,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 		var e store.EventRecord
 		var at int64
 		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count,
-			&e.Tenant, &e.Recipient); err != nil {
+			&e.Tenant, &e.Recipient, &e.Seed); err != nil {
 			return nil, fmt.Errorf("store/sqlite: events after %d: %w", afterID, err)
 		}
 		e.Time = fromNanos(at)

@@ -244,6 +244,24 @@ func testPlacementBounced(t *testing.T, s store.Store) {
 	if len(evs) != 1 || !strings.Contains(evs[0].Detail, "bounced") {
 		t.Errorf("placement events after a bounce = %+v, want one saying it bounced", evs)
 	}
+	// The event log says whose copy it was, so that webhooks can tell
+	// certgate's seed copies from customers' deliveries.
+	log, err := s.EventsAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, e := range log {
+		if e.MessageID == id && e.RecipientID == ids[1] {
+			seen++
+			if e.Seed != "seed-0" {
+				t.Errorf("event %s of the seed copy: Seed %q, want seed-0", e.Kind, e.Seed)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no event of the seed copy in the log")
+	}
 }
 
 // testSeedLinksNeverEnabled: delivery, release and SetLinkState enable a
