@@ -195,11 +195,16 @@ func (p *Provider) verifyDKIM(data []byte) []DKIMResult {
 	return res
 }
 
+// readHeader parses data's header block; a broken one gives what was read.
+func readHeader(data []byte) textproto.MIMEHeader {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(data))).ReadMIMEHeader()
+	return h
+}
+
 // signatureTags returns the tags of each DKIM-Signature header, in order.
 func signatureTags(data []byte) []map[string]string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(data))).ReadMIMEHeader()
 	var out []map[string]string
-	for _, v := range h.Values("Dkim-Signature") {
+	for _, v := range readHeader(data).Values("Dkim-Signature") {
 		tags := make(map[string]string)
 		for part := range strings.SplitSeq(v, ";") {
 			k, val, ok := strings.Cut(part, "=")
