@@ -19,8 +19,10 @@ type Message struct {
 	From, To string // envelope
 	Data     []byte // as received, after dot-unstuffing
 	Received time.Time
-	Folder   string // "INBOX" for now
-	DKIM     []DKIMResult
+	// Folder is where the provider filed it: INBOX, or what DataRespond
+	// chose. Where the mailbox owner moves it over IMAP is not followed.
+	Folder string
+	DKIM   []DKIMResult
 
 	// Facts about the bytes, so tests can assert certgate sends clean mail.
 	BareLF  bool // a LF not preceded by CR
@@ -103,8 +105,9 @@ func (p *Provider) WaitFor(ctx context.Context, n int) error {
 }
 
 // Reset forgets stored messages, zeroes the counters, refills the rate
-// limiter and starts the faults afresh (greylisting forgets every triplet),
-// so one provider can serve several test cases.
+// limiter and starts the faults afresh (greylisting forgets every
+// triplet), so one provider can serve several test cases. IMAP mailboxes
+// keep their mail.
 func (p *Provider) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -119,11 +122,15 @@ func (p *Provider) Reset() {
 	p.notify()
 }
 
-// store keeps accepted copies; c is the connection that carried them.
+// store keeps accepted copies and puts those for IMAP accounts in their
+// mailboxes; c is the connection that carried them.
 func (p *Provider) store(c *conn, msgs []Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range msgs {
+		if p.imap.hasAccount(m.To) {
+			p.imap.deliver(m.To, m.Folder, m.Data, m.Received)
+		}
 		p.msgs = append(p.msgs, m)
 		p.stats.Received++
 		switch {
