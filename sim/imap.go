@@ -271,6 +271,32 @@ func (s *imapSide) deliver(addr, folder string, data []byte, date time.Time) *im
 	return m
 }
 
+// moveToJunk moves m from its account's INBOX to junk; false when it is no
+// longer in INBOX.
+func (s *imapSide) moveToJunk(m *imapMsg) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m.gone || m.mbox.name != "INBOX" {
+		return false
+	}
+	for _, a := range s.accounts {
+		if a.mailboxes["INBOX"] != m.mbox {
+			continue
+		}
+		junk := a.lookup(s.opts.Junk)
+		if junk == nil { // the owner deleted it; the provider makes it anew
+			junk = s.newMailbox(s.opts.Junk, imap.MailboxAttrJunk)
+			a.mailboxes[s.opts.Junk] = junk
+		}
+		if _, err := a.add(junk, m.data, m.date, slices.Clone(m.flags)); err != nil {
+			return false
+		}
+		a.removeIf(m.mbox, func(x *imapMsg) bool { return x == m })
+		return true
+	}
+	return false
+}
+
 // IMAPAddr is the IMAP side's address, "ip:port", or "" without one.
 func (p *Provider) IMAPAddr() string {
 	if p.imap == nil {

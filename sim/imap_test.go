@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"crypto/tls"
 	"slices"
 	"strings"
@@ -201,12 +202,16 @@ func TestIMAPIdleSeesDelivery(t *testing.T) {
 		t.Fatalf("UID FETCH: %v %v", msgs, err)
 	}
 	hdr := string(msgs[0].BodySection[0].Bytes)
-	if !strings.HasPrefix(hdr, "From: App <app@issuer.example>\r\n") || !strings.Contains(hdr, "Subject: idle\r\n") {
+	want := "Authentication-Results: " + gmailMX + ";\r\n\tspf=none smtp.mailfrom=issuer.example;\r\n\tdmarc=none header.from=issuer.example\r\n"
+	if !strings.HasPrefix(hdr, want) || !strings.Contains(hdr, "Subject: idle\r\n") {
 		t.Fatalf("header:\n%s", hdr)
 	}
 	stored := p.MessagesTo(seed)
 	if len(stored) != 1 || stored[0].Folder != "INBOX" || !msgs[0].InternalDate.Equal(stored[0].Received.Truncate(time.Second)) {
 		t.Fatalf("stored %+v, INTERNALDATE %v", stored, msgs[0].InternalDate)
+	}
+	if bytes.Contains(stored[0].Data, []byte("Authentication-Results")) {
+		t.Fatal("Message.Data is no longer the data as received")
 	}
 }
 
@@ -433,6 +438,7 @@ func TestIMAPOptionsChecked(t *testing.T) {
 		"public address":  {IMAP: &IMAPOptions{Addr: "0.0.0.0:0"}},
 		"TLS without":     {IMAP: &IMAPOptions{TLS: true}},
 		"junk is INBOX":   {IMAP: &IMAPOptions{Junk: "inbox"}},
+		"DKIM rule":       {Filing: Filing{JunkUnlessDKIMPass: true}},
 	} {
 		if p, err := Start(o); err == nil {
 			p.Close()

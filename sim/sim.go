@@ -55,8 +55,9 @@ type Options struct {
 	Respond func(from, rcpt string) *smtp.SMTPError
 	// DataRespond, when set, scripts the reply after DATA. It is called once
 	// per recipient copy before the copy is stored and may change its
-	// Folder; the first non-nil reply is sent, and a code of 400 or above
-	// rejects the whole message.
+	// Folder (a folder other than INBOX overrides Filing); the first
+	// non-nil reply is sent, and a code of 400 or above rejects the whole
+	// message.
 	DataRespond func(msg *Message) *smtp.SMTPError
 	// Faults inject the failures of broken and hostile receivers (see
 	// Faults); the zero value injects none.
@@ -64,8 +65,12 @@ type Options struct {
 	// IMAP, when set, gives the provider an IMAP side with mailboxes for
 	// some recipients (see IMAPOptions).
 	IMAP *IMAPOptions
-	// Now is the provider's clock for arrival times and INTERNALDATE; nil
-	// is the wall clock.
+	// Filing says where accepted copies are filed (see Filing); the zero
+	// value files everything in INBOX.
+	Filing Filing
+	// Now is the provider's clock for arrival times, INTERNALDATE, the rate
+	// rule and delayed moves; nil is the wall clock. With an injected
+	// clock, delayed moves happen only when ApplyDueMoves is called.
 	Now func() time.Time
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
@@ -111,6 +116,7 @@ type Provider struct {
 	busy    int                // sessions inside a mail transaction
 	closing bool
 	faults  faultState
+	filing  filingState
 
 	imap *imapSide // nil without Options.IMAP
 }
@@ -215,6 +221,9 @@ func normalize(o Options, defaultIP string) (Options, error) {
 		return o, fmt.Errorf("sim: %s: bad port %d", o.Name, o.Port)
 	}
 	if err := o.Faults.check(o.TLS != nil); err != nil {
+		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
+	}
+	if err := o.Filing.check(o.LookupTXT != nil); err != nil {
 		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
 	}
 	if o.IMAP != nil {
@@ -349,6 +358,9 @@ func (p *Provider) Close() error {
 		if p.imap != nil {
 			p.imap.close()
 		}
+		p.mu.Lock()
+		p.stopMoves()
+		p.mu.Unlock()
 	})
 	return nil
 }
