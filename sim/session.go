@@ -92,7 +92,7 @@ func (s *session) Data(r io.Reader) error {
 	bareLF, bareCR, maxLine := lineFacts(data)
 	results := p.verifyDKIM(data)
 	_, isTLS := s.c.TLSConnectionState()
-	now := time.Now()
+	now := p.now()
 	msgs := make([]Message, len(s.rcpts))
 	for i, rcpt := range s.rcpts {
 		msgs[i] = Message{

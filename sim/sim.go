@@ -55,12 +55,23 @@ type Options struct {
 	Respond func(from, rcpt string) *smtp.SMTPError
 	// DataRespond, when set, scripts the reply after DATA. It is called once
 	// per recipient copy before the copy is stored and may change its
-	// Folder; the first non-nil reply is sent, and a code of 400 or above
-	// rejects the whole message.
+	// Folder (a folder other than INBOX overrides Filing); the first
+	// non-nil reply is sent, and a code of 400 or above rejects the whole
+	// message.
 	DataRespond func(msg *Message) *smtp.SMTPError
 	// Faults inject the failures of broken and hostile receivers (see
 	// Faults); the zero value injects none.
 	Faults Faults
+	// IMAP, when set, gives the provider an IMAP side with mailboxes for
+	// some recipients (see IMAPOptions).
+	IMAP *IMAPOptions
+	// Filing says where accepted copies are filed (see Filing); the zero
+	// value files everything in INBOX.
+	Filing Filing
+	// Now is the provider's clock for arrival times, INTERNALDATE, the rate
+	// rule and delayed moves; nil is the wall clock. With an injected
+	// clock, delayed moves happen only when ApplyDueMoves is called.
+	Now func() time.Time
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -105,6 +116,9 @@ type Provider struct {
 	busy    int                // sessions inside a mail transaction
 	closing bool
 	faults  faultState
+	filing  filingState
+
+	imap *imapSide // nil without Options.IMAP
 }
 
 // Start listens on opts.IP and opts.Port and serves until Close.
@@ -117,7 +131,7 @@ func Start(opts Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	return serve(opts, ln), nil
+	return serve(opts, ln)
 }
 
 // StartGroup starts several providers on one common port, each on its own
@@ -155,7 +169,15 @@ func StartGroup(opts []Options) ([]*Provider, int, error) {
 		if err == nil {
 			ps := make([]*Provider, len(all))
 			for i := range all {
-				ps[i] = serve(all[i], lns[i])
+				if ps[i], err = serve(all[i], lns[i]); err != nil {
+					for _, p := range ps[:i] {
+						p.Close()
+					}
+					for _, ln := range lns[i+1:] {
+						ln.Close()
+					}
+					return nil, 0, err
+				}
 			}
 			return ps, ps[0].ln.Addr().(*net.TCPAddr).Port, nil
 		}
@@ -201,13 +223,25 @@ func normalize(o Options, defaultIP string) (Options, error) {
 	if err := o.Faults.check(o.TLS != nil); err != nil {
 		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
 	}
+	if err := o.Filing.check(o.LookupTXT != nil); err != nil {
+		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
+	}
+	if o.IMAP != nil {
+		imapOpts := *o.IMAP // the caller's copy stays as it was
+		if err := imapOpts.check(o); err != nil {
+			return o, fmt.Errorf("sim: %s: %w", o.Name, err)
+		}
+		o.IMAP = &imapOpts
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o, nil
 }
 
-func serve(opts Options, ln net.Listener) *Provider {
+// serve serves SMTP on ln and, when configured, IMAP; on failure it
+// closes ln.
+func serve(opts Options, ln net.Listener) (*Provider, error) {
 	p := &Provider{
 		opts:      opts,
 		log:       opts.Logger.With("provider", opts.Name),
@@ -236,11 +270,19 @@ func serve(opts Options, ln net.Listener) *Provider {
 	srv.ErrorLog = smtpLog{p.log}
 	p.srv = srv
 
+	if opts.IMAP != nil {
+		var err error
+		if p.imap, err = startIMAP(p); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("sim: %s: IMAP: %w", opts.Name, err)
+		}
+	}
+
 	go func() {
 		defer close(p.serveDone)
 		srv.Serve(p.ln)
 	}()
-	return p
+	return p, nil
 }
 
 // tlsConfig is Options.TLS, made to break the handshakes Faults.TLSBreak
@@ -270,6 +312,14 @@ func newLimiter(perSecond float64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(perSecond)))
 }
 
+// now is the provider's clock: Options.Now or the wall clock.
+func (p *Provider) now() time.Time {
+	if p.opts.Now != nil {
+		return p.opts.Now()
+	}
+	return time.Now()
+}
+
 // Addr is the listening address, "ip:port".
 func (p *Provider) Addr() string { return p.ln.Addr().String() }
 
@@ -281,7 +331,7 @@ func (p *Provider) MXHost() string { return p.opts.MXHost }
 
 // Close stops accepting connections, lets transactions in flight finish
 // (for a few seconds at most), closes idle connections and waits until every
-// session has ended.
+// session, IMAP ones included, has ended.
 func (p *Provider) Close() error {
 	p.closeOnce.Do(func() {
 		p.mu.Lock()
@@ -304,6 +354,13 @@ func (p *Provider) Close() error {
 
 		p.srv.Close() // marks the server done; nothing is left to close
 		p.refusals.Wait()
+
+		if p.imap != nil {
+			p.imap.close()
+		}
+		p.mu.Lock()
+		p.stopMoves()
+		p.mu.Unlock()
 	})
 	return nil
 }

@@ -296,33 +296,45 @@ func TestScriptedResponses(t *testing.T) {
 	}
 }
 
-func TestDKIM(t *testing.T) {
+// dkimKey makes an issuer.example key (selector s2026), a LookupTXT that
+// publishes it and a signer.
+func dkimKey(t *testing.T) (lookup func(string) ([]string, error), sign func(msg string) string) {
+	t.Helper()
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
-	lookup := func(name string) ([]string, error) {
+	lookup = func(name string) ([]string, error) {
 		if name == "s2026._domainkey.issuer.example" {
 			return []string{record}, nil
 		}
 		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
+	sign = func(msg string) string {
+		t.Helper()
+		var signed bytes.Buffer
+		err := dkim.Sign(&signed, strings.NewReader(msg), &dkim.SignOptions{
+			Domain:                 "issuer.example",
+			Selector:               "s2026",
+			Signer:                 priv,
+			HeaderCanonicalization: dkim.CanonicalizationRelaxed,
+			BodyCanonicalization:   dkim.CanonicalizationRelaxed,
+			HeaderKeys:             []string{"From", "To", "Subject", "Message-ID"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signed.String()
+	}
+	return lookup, sign
+}
+
+func TestDKIM(t *testing.T) {
+	lookup, sign := dkimKey(t)
 	p := start(t, Options{Name: "gmail", LookupTXT: lookup})
 
-	var signed bytes.Buffer
-	err = dkim.Sign(&signed, strings.NewReader(message("cert", "Your certificate is ready.")), &dkim.SignOptions{
-		Domain:                 "issuer.example",
-		Selector:               "s2026",
-		Signer:                 priv,
-		HeaderCanonicalization: dkim.CanonicalizationRelaxed,
-		BodyCanonicalization:   dkim.CanonicalizationRelaxed,
-		HeaderKeys:             []string{"From", "To", "Subject", "Message-ID"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := signed.String()
+	good := sign(message("cert", "Your certificate is ready."))
 	tampered := strings.Replace(good, "ready.", "ready!", 1)
 
 	if err := send(t, p.Addr(), []string{"pass@gmail.com"}, good); err != nil {

@@ -19,8 +19,11 @@ type Message struct {
 	From, To string // envelope
 	Data     []byte // as received, after dot-unstuffing
 	Received time.Time
-	Folder   string // "INBOX" for now
-	DKIM     []DKIMResult
+	// Folder is where the provider filed it: INBOX, its junk folder
+	// (after a delayed move too), or what DataRespond chose. Where the
+	// mailbox owner moves it over IMAP is not followed.
+	Folder string
+	DKIM   []DKIMResult
 
 	// Facts about the bytes, so tests can assert certgate sends clean mail.
 	BareLF  bool // a LF not preceded by CR
@@ -103,12 +106,15 @@ func (p *Provider) WaitFor(ctx context.Context, n int) error {
 }
 
 // Reset forgets stored messages, zeroes the counters, refills the rate
-// limiter and starts the faults afresh (greylisting forgets every triplet),
-// so one provider can serve several test cases.
+// limiter and starts the faults and the filing rules afresh (greylisting
+// forgets every triplet, pending delayed moves are dropped), so one
+// provider can serve several test cases. IMAP mailboxes keep their mail.
 func (p *Provider) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.msgs = nil
+	p.stopMoves()
+	p.filing = filingState{}
 	p.seq = 0
 	p.faults = newFaultState()
 	p.stats = Stats{MaxConcurrent: len(p.conns)}
@@ -119,11 +125,27 @@ func (p *Provider) Reset() {
 	p.notify()
 }
 
-// store keeps accepted copies; c is the connection that carried them.
+// store keeps accepted copies, filed by the rules unless DataRespond
+// chose a folder, and puts those for IMAP accounts in their mailboxes; c
+// is the connection that carried them.
 func (p *Provider) store(c *conn, msgs []Message) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, m := range msgs {
+		h := readHeader(m.Data)
+		over := p.arrive(m.Received)
+		moveLater := false
+		if m.Folder == "INBOX" {
+			moveLater = p.file(&m, h, over)
+		}
+		var filed *imapMsg
+		if p.imap.hasAccount(m.To) {
+			data := append(p.traceFields(&m, h), m.Data...)
+			filed = p.imap.deliver(m.To, m.Folder, data, m.Received)
+		}
+		if moveLater {
+			p.scheduleMove(len(p.msgs), filed, m.Received)
+		}
 		p.msgs = append(p.msgs, m)
 		p.stats.Received++
 		switch {
@@ -195,11 +217,16 @@ func (p *Provider) verifyDKIM(data []byte) []DKIMResult {
 	return res
 }
 
+// readHeader parses data's header block; a broken one gives what was read.
+func readHeader(data []byte) textproto.MIMEHeader {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(data))).ReadMIMEHeader()
+	return h
+}
+
 // signatureTags returns the tags of each DKIM-Signature header, in order.
 func signatureTags(data []byte) []map[string]string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(data))).ReadMIMEHeader()
 	var out []map[string]string
-	for _, v := range h.Values("Dkim-Signature") {
+	for _, v := range readHeader(data).Values("Dkim-Signature") {
 		tags := make(map[string]string)
 		for part := range strings.SplitSeq(v, ";") {
 			k, val, ok := strings.Cut(part, "=")
