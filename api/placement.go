@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,8 +26,10 @@ type PlacementReader interface {
 type PlacementTester func(ctx context.Context, tenant string, eml []byte, actor string) (string, error)
 
 // Refusal is a submission the gateway refused, with its reason code
-// ("alignment", "syntax", ...) and the text it would have answered.
+// ("alignment", "syntax", ...) and the text it would have answered;
+// Temporary for a 4xx (memory, queue full): try again later.
 type Refusal struct {
+	Temporary       bool
 	Reason, Message string
 }
 
@@ -210,10 +213,17 @@ func (a *API) placementTest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "reading the message: "+err.Error())
 		return
 	}
-	id, err := a.placement.Tester(r.Context(), tenant, eml, who(r).Name)
+	id, err := a.placement.Tester(r.Context(), tenant, crlf(eml), who(r).Name)
 	var refused *Refusal
 	if errors.As(err, &refused) {
-		writeError(w, http.StatusUnprocessableEntity, refused.Reason, refused.Message)
+		status := http.StatusUnprocessableEntity
+		switch {
+		case refused.Temporary:
+			status = http.StatusServiceUnavailable
+		case refused.Reason == "size":
+			status = http.StatusRequestEntityTooLarge
+		}
+		writeError(w, status, refused.Reason, refused.Message)
 		return
 	}
 	if err != nil {
@@ -291,4 +301,12 @@ func (a *API) addPlacements(r *http.Request, m *apiMessage) error {
 		}
 	}
 	return nil
+}
+
+// crlf ends every line of a message with CRLF, as SMTP's DATA would have
+// it: .eml files saved on Unix end lines with LF. An HTTP body has no SMTP
+// framing, so there is nothing to smuggle here; a lone CR stays and is
+// refused as in SMTP.
+func crlf(msg []byte) []byte {
+	return bytes.ReplaceAll(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
 }

@@ -1392,14 +1392,15 @@ func TestSeeds(t *testing.T) {
   after: archive
   mailboxes:
     - {name: a, provider: nowhere, address: "Seed <s@x.example>", imap: {addr: "imap.x.example:143", tls: none, username: u}}
-    - {name: a, provider: gmail, address: s2@gmail.com, imap: {addr: "imap.gmail.com:993", username: u, password_file: helpdesk.token, oauth2: {token_file: helpdesk.token}}}
+    - {name: a, provider: gmail, address: s2@gmail.com, junk: inbox, imap: {addr: "imap.gmail.com:993", username: u, password_file: helpdesk.token, oauth2: {token_file: helpdesk.token}}}
 `)))
 	var errs *Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("Parse: %v", err)
 	}
 	for _, want := range []string{"seeds.deadline", "seeds.after", "seeds.mailboxes[0].provider", "seeds.mailboxes[0].address",
-		"seeds.mailboxes[0].imap.tls", "seeds.mailboxes[0].imap", "seeds.mailboxes[1].name", "seeds.mailboxes[1].imap"} {
+		"seeds.mailboxes[0].imap.tls", "seeds.mailboxes[0].imap", "seeds.mailboxes[1].name", "seeds.mailboxes[1].imap",
+		"seeds.mailboxes[1].junk"} {
 		if !strings.Contains(err.Error(), want+":") {
 			t.Errorf("no problem reported at %s in:\n%v", want, err)
 		}

@@ -138,6 +138,8 @@ func (v *validator) seeds(c *Config) {
 		}
 		if m.Junk == "" || len(m.Junk) > maxSeedFolderNameLength || strings.ContainsAny(m.Junk, "\r\n\x00") {
 			v.add(at+".junk", "must be auto or a folder name of at most %d characters on one line", maxSeedFolderNameLength)
+		} else if strings.EqualFold(m.Junk, "INBOX") {
+			v.add(at+".junk", "must not be INBOX: the inbox is watched as the inbox")
 		}
 		v.seedIMAP(c, at+".imap", &m.IMAP)
 	}

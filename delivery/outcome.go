@@ -23,7 +23,9 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	} else {
 		q.metrics.DeliveryAttempts.WithLabelValues(provider, result, metrics.ReplyClass(res.Code)).Inc()
 	}
-	if a.State == store.StateBounced && it.p.MailFrom != "" {
+	// A seed copy is certgate's own: its bounce is a placement, not news
+	// for the issuer, whose DSN would name the customer's message.
+	if a.State == store.StateBounced && it.p.MailFrom != "" && it.p.Seed == "" {
 		// Before the attempt is recorded: the store may then drop the body
 		// whose headers the DSN quotes.
 		if err := q.bounce(it.p, res, data); err != nil {

@@ -102,10 +102,19 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	}
 	// A placement test goes to every seed; a tenant's bulk mail, now and
 	// then (tenants[].seeding).
-	if seeds := p.seeds.Load(); seeds.Len() > 0 &&
-		(env.PlacementTest || class == config.ClassBulk && env.Tenant.seeding.due(now)) {
-		if err := p.addSeedCopies(out, env, h, body, state, now, seal); err != nil {
+	if seeds := p.seeds.Load(); seeds.Len() > 0 && env.PlacementTest {
+		// A test is sent now, whatever holds the tenant's mail: it is
+		// certgate's own, and its caller waits for the result.
+		if err := p.addSeedCopies(out, env, h, body, store.StateQueued, now, seal); err != nil {
 			return nil, err
+		}
+	} else if seeds.Len() > 0 && class == config.ClassBulk && env.Tenant.seeding.due(now) {
+		// Continuous seeding is best effort: the customer's message never
+		// waits or fails for it, and the next bulk message is seeded instead.
+		contents, rcpts := len(out.Contents), len(out.Rcpts)
+		if err := p.addSeedCopies(out, env, h, body, state, now, seal); err != nil {
+			out.Contents, out.Rcpts = out.Contents[:contents], out.Rcpts[:rcpts]
+			env.Tenant.seeding.retry()
 		}
 	}
 	if len(out.Rcpts) == 0 {
@@ -130,7 +139,9 @@ func (p *Preparer) customerCopies(out *Prepared, env *Envelope, msg []byte, stat
 	defer func() {
 		seeds := p.seeds.Load()
 		for i := range out.Rcpts {
-			out.Rcpts[i].Seed = seeds.nameOf(out.Rcpts[i].Address)
+			if out.Rcpts[i].Seed = seeds.nameOf(out.Rcpts[i].Address); out.Rcpts[i].Seed != "" {
+				inert(out.Rcpts[i].Links)
+			}
 		}
 	}()
 	// Gated links give every copy its own tokens, so its own body and

@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"fmt"
+
 	"context"
 	"errors"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/mimeedit"
@@ -88,6 +92,13 @@ func (c *seedClock) due(now time.Time) bool {
 	return true
 }
 
+// retry makes the next bulk message due: the one due could not be seeded.
+func (c *seedClock) retry() {
+	c.mu.Lock()
+	c.last = time.Time{}
+	c.mu.Unlock()
+}
+
 // seedMessage is msg addressed to one seed: its To names the seed, so the
 // copy does not look like a Bcc to the receiver's filters. It is signed
 // after this change, like any copy.
@@ -126,7 +137,13 @@ func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Heade
 		}
 		if first {
 			first = false
-			if err := env.reserve(int64(len(msg) * (seeds.Len() - len(have)))); err != nil {
+			total := len(msg) * (seeds.Len() - len(have))
+			if total > maxGatedExpansion {
+				return newReply(552, smtp.EnhancedCode{5, 3, 4}, "size", fmt.Sprintf(
+					"A copy for each of %d seed mailboxes of %d KB would exceed %d MB; test a smaller message",
+					seeds.Len()-len(have), len(msg)>>10, maxGatedExpansion>>20))
+			}
+			if err := env.reserve(int64(total)); err != nil {
 				return err
 			}
 		}
@@ -136,6 +153,7 @@ func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Heade
 				return mimeError(err)
 			}
 		}
+		inert(links)
 		content, err := seal(msg)
 		if err != nil {
 			return err
@@ -162,12 +180,20 @@ func (r *Relay) PlacementTest(ctx context.Context, t *Tenant, eml []byte, actor 
 	return r.Accept(ctx, env, eml)
 }
 
-// RefusalOf reads a refusal of the gateway's: its reason code and the
-// text a person reads; ok false for any other error.
-func RefusalOf(err error) (reason, text string, ok bool) {
+// RefusalOf reads a refusal of the gateway's: its SMTP code, its reason
+// code and the text a person reads; ok false for any other error.
+func RefusalOf(err error) (code int, reason, text string, ok bool) {
 	var r *reply
 	if !errors.As(err, &r) {
-		return "", "", false
+		return 0, "", "", false
 	}
-	return r.reason, r.String(), true
+	return r.code, r.reason, r.String(), true
+}
+
+// inert keeps a seed copy's links pending whatever the tenant's links.enable
+// says: anyone who reads a seed mailbox must not reach the download.
+func inert(links []store.NewLink) {
+	for i := range links {
+		links[i].State = store.LinkPending
+	}
 }

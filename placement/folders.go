@@ -40,7 +40,13 @@ const maxListed = 10000
 // junkFolder finds the seed mailbox's junk folder: the configured name,
 // or with "auto" the mailbox marked \Junk, else the first known name.
 func junkFolder(c *imapclient.Client, configured string) (string, error) {
-	cmd := c.List("", "*", nil)
+	// RFC 6154 2: a server must send the attributes when asked with
+	// RETURN (SPECIAL-USE); a plain LIST may leave them out.
+	var opts *imap.ListOptions
+	if c.Caps().Has(imap.CapSpecialUse) {
+		opts = &imap.ListOptions{ReturnSpecialUse: true}
+	}
+	cmd := c.List("", "*", opts)
 	defer cmd.Close()
 	var names []string
 	marked := ""
@@ -122,6 +128,7 @@ func CheckMailbox(ctx context.Context, connect Connector, m config.SeedMailbox) 
 		return out
 	}
 	defer c.Close()
+	defer context.AfterFunc(ctx, func() { c.Close() })() // go-imap has no deadline of its own
 	caps := c.Caps()
 	out.IDLE = caps.Has(imap.CapIdle) || caps.Has(imap.CapIMAP4rev2)
 	out.SpecialUse = caps.Has(imap.CapSpecialUse)

@@ -16,6 +16,9 @@ import (
 // sweepBatch bounds the placements closed in one pass.
 const sweepBatch = 500
 
+// deleteTimeout bounds the deletions in one seed mailbox.
+const deleteTimeout = 2 * time.Minute
+
 // sweepEvery is how often deadlines are looked at: a tenth of the
 // deadline, between 5 s and a minute.
 func (w *Watcher) sweepEvery() time.Duration {
@@ -92,11 +95,16 @@ func (w *Watcher) deleteFound(ctx context.Context, due []store.Placement) {
 }
 
 func (w *Watcher) deleteIn(ctx context.Context, m config.SeedMailbox, byMailbox map[string][]store.Placement) error {
+	ctx, cancel := context.WithTimeout(ctx, deleteTimeout)
+	defer cancel()
 	c, err := w.o.Connect(ctx, m, nil)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	// go-imap waits for answers without a deadline: the context's end
+	// closes the connection, so a stalled server cannot hold shutdown.
+	defer context.AfterFunc(ctx, func() { c.Close() })()
 	for mailbox, copies := range byMailbox {
 		sel, err := c.Select(mailbox, nil).Wait()
 		if err != nil {

@@ -65,6 +65,22 @@ const (
 	healthyAfter = time.Minute
 )
 
+// Time a server has to answer: go-imap waits for a response's first byte
+// without a deadline, and TCP keepalive sends no probe while our command
+// is unacknowledged, so a server that died silently would hold the
+// connection for the kernel's retransmission timeout (about 15 minutes).
+const (
+	commandTimeout = time.Minute      // NOOP, ending IDLE, EXAMINE, LIST
+	catchUpTimeout = 10 * time.Minute // one round of UID SEARCH and FETCH
+)
+
+// guard closes c unless the caller stops it within d: a command that
+// waits for a dead server then fails at once. Network time is the wall
+// clock's (see package clock).
+func guard(c *imapclient.Client, d time.Duration) (stop func() bool) {
+	return time.AfterFunc(d, func() { c.Close() }).Stop
+}
+
 // Bounds on what one server may make the watcher read.
 const (
 	maxHeader     = 64 << 10 // octets of one copy's header fields read
@@ -122,7 +138,7 @@ func (w *Watcher) watch(ctx context.Context, m config.SeedMailbox, r role) {
 	up := false
 	for ctx.Err() == nil {
 		start := w.o.Clock.Now()
-		err := w.session(ctx, m, r, func() {
+		err := w.safeSession(ctx, m, r, func() {
 			up = true
 			w.state(m.Name, string(r), true, nil)
 		})
@@ -154,6 +170,18 @@ func (w *Watcher) state(seed, folder string, up bool, err error) {
 	}
 }
 
+// safeSession is session with a panic turned into its error: a bug that
+// a hostile server's answer trips in a library costs a reconnect, not the
+// daemon.
+func (w *Watcher) safeSession(ctx context.Context, m config.SeedMailbox, r role, up func()) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("the IMAP session crashed: %v", v)
+		}
+	}()
+	return w.session(ctx, m, r, up)
+}
+
 // session is one connection's life: select the folder, catch up, then
 // wait for news and catch up again, until the connection fails.
 func (w *Watcher) session(ctx context.Context, m config.SeedMailbox, r role, up func()) error {
@@ -183,6 +211,7 @@ func (w *Watcher) session(ctx context.Context, m config.SeedMailbox, r role, up 
 	defer stop()
 
 	mailbox := "INBOX"
+	stopGuard := guard(c, commandTimeout)
 	if r == roleJunk {
 		if mailbox, err = junkFolder(c, m.Junk); err != nil {
 			return err
@@ -194,6 +223,7 @@ func (w *Watcher) session(ctx context.Context, m config.SeedMailbox, r role, up 
 	if err != nil {
 		return fmt.Errorf("EXAMINE %s: %w", mailbox, err)
 	}
+	stopGuard()
 	f := &folder{m: m, role: r, name: mailbox, uidValidity: sel.UIDValidity,
 		gmail: c.Caps().Has("X-GM-EXT-1")}
 	storedValidity, last, err := w.o.Book.SeedFolder(ctx, m.Name, mailbox)
@@ -210,9 +240,11 @@ func (w *Watcher) session(ctx context.Context, m config.SeedMailbox, r role, up 
 	up()
 	idle := c.Caps().Has(imap.CapIdle) || c.Caps().Has(imap.CapIMAP4rev2)
 	for {
-		if idle {
+		switch {
+		case f.more:
+		case idle:
 			err = w.idle(ctx, c, news)
-		} else {
+		default:
 			err = w.poll(ctx, c)
 		}
 		if err != nil {
@@ -246,6 +278,7 @@ func (w *Watcher) idle(ctx context.Context, c *imapclient.Client, news <-chan st
 	case <-ctx.Done():
 	case <-c.Closed():
 	}
+	defer guard(c, commandTimeout)()
 	if err := cmd.Close(); err != nil {
 		return fmt.Errorf("IDLE: %w", err)
 	}
@@ -267,6 +300,7 @@ func (w *Watcher) poll(ctx context.Context, c *imapclient.Client) error {
 	if !clock.Sleep(w.o.Clock, w.o.Poll, ctx.Done()) {
 		return ctx.Err()
 	}
+	defer guard(c, commandTimeout)()
 	return c.Noop().Wait()
 }
 
@@ -278,11 +312,14 @@ type folder struct {
 	uidValidity uint32
 	last        uint32 // highest UID read; 0: never read under this UIDVALIDITY
 	gmail       bool
+	more        bool // the last round stopped at maxPerRound
 }
 
 // catchUp reads every message above the last UID read, matches it to a
 // seed copy and records where it is, then stores the new position.
 func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) error {
+	defer guard(c, catchUpTimeout)()
+	f.more = false
 	uids, err := w.unread(c, f)
 	if err != nil {
 		return err
@@ -295,7 +332,11 @@ func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) 
 	cmd := c.Fetch(uids, &imap.FetchOptions{UID: true, InternalDate: true, BodySection: []*imap.FetchItemBodySection{section}})
 	defer cmd.Close()
 	high := f.last
-	for n := 0; n < maxPerRound; n++ {
+	for n := 0; ; n++ {
+		if n == maxPerRound {
+			f.more = true // the rest at the next round, which comes at once
+			break
+		}
 		msg := cmd.Next()
 		if msg == nil {
 			break
@@ -323,11 +364,15 @@ func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) 
 }
 
 // unread is the UIDs to read: above the last read, or, in a folder never
-// read under this UIDVALIDITY, those that arrived since before any copy
-// still watched could have been sent (a seed account may hold years of
-// other mail).
+// read under this UIDVALIDITY, from the first that arrived since before
+// any copy still watched could have been sent (a seed account may hold
+// years of other mail). The server's answer is never expanded into a
+// list: "1:4294967295" would be four billion numbers.
 func (w *Watcher) unread(c *imapclient.Client, f *folder) (imap.UIDSet, error) {
 	if f.last > 0 {
+		if f.last == ^uint32(0) {
+			return nil, nil // the highest UID there is
+		}
 		return imap.UIDSet{imap.UIDRange{Start: imap.UID(f.last + 1), Stop: 0}}, nil
 	}
 	since := w.o.Clock.Now().Add(-w.o.Seeds.Deadline.D() - firstScanDays*24*time.Hour)
@@ -335,13 +380,29 @@ func (w *Watcher) unread(c *imapclient.Client, f *folder) (imap.UIDSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("UID SEARCH: %w", err)
 	}
-	all := data.AllUIDs()
-	if len(all) == 0 {
+	first, ok := lowestUID(data.All)
+	if !ok {
 		return nil, nil
 	}
-	var set imap.UIDSet
-	set.AddNum(all...)
-	return set, nil
+	return imap.UIDSet{imap.UIDRange{Start: first, Stop: 0}}, nil
+}
+
+// lowestUID is the lowest UID of a search result; false for none, or for
+// a "*" no server may send there.
+func lowestUID(all imap.NumSet) (imap.UID, bool) {
+	set, ok := all.(imap.UIDSet)
+	if !ok || len(set) == 0 || set.Dynamic() {
+		return 0, false
+	}
+	low := imap.UID(0)
+	for _, r := range set {
+		for _, u := range []imap.UID{r.Start, r.Stop} {
+			if u != 0 && (low == 0 || u < low) {
+				low = u
+			}
+		}
+	}
+	return low, low != 0
 }
 
 // readFetched takes what one FETCH response holds, reading at most

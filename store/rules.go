@@ -41,6 +41,9 @@ func CheckEnqueue(m Message, contents [][]byte, rcpts []NewRecipient) error {
 			if l.State != LinkPending && l.State != LinkEnabled {
 				return fmt.Errorf("enqueue %s: link %d of recipient %d has state %q, want pending or enabled", m.ID, j, i, l.State)
 			}
+			if r.Seed != "" && l.State != LinkPending {
+				return fmt.Errorf("enqueue %s: link %d of seed copy %d is %s; a seed copy's links never turn on", m.ID, j, i, l.State)
+			}
 			if l.MaxUses < 0 {
 				return fmt.Errorf("enqueue %s: link %d of recipient %d has max uses %d", m.ID, j, i, l.MaxUses)
 			}

@@ -80,8 +80,8 @@ func (d *daemon) placementTester() api.PlacementTester {
 			return "", &api.Refusal{Reason: "not_found", Message: "no tenant " + tenant}
 		}
 		id, err := d.relay.PlacementTest(ctx, t, eml, actor)
-		if reason, text, ok := gateway.RefusalOf(err); ok {
-			return "", &api.Refusal{Reason: reason, Message: text}
+		if code, reason, text, ok := gateway.RefusalOf(err); ok {
+			return "", &api.Refusal{Temporary: code < 500, Reason: reason, Message: text}
 		}
 		return id, err
 	}
