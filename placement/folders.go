@@ -85,6 +85,54 @@ func junkFolder(c *imapclient.Client, configured string) (string, error) {
 	return "", fmt.Errorf("no junk folder: none is marked \\Junk and none has a known name; set seeds.mailboxes[].junk")
 }
 
+// specialFolder is the folder marked with a SPECIAL-USE attribute, or ""
+// for none.
+func specialFolder(c *imapclient.Client, attr imap.MailboxAttr) (string, error) {
+	cmd := c.List("", "*", &imap.ListOptions{ReturnSpecialUse: true})
+	defer cmd.Close()
+	found := ""
+	for n := 0; n < maxListed; n++ {
+		d := cmd.Next()
+		if d == nil {
+			break
+		}
+		if found == "" && slices.Contains(d.Attrs, attr) {
+			found = d.Mailbox
+		}
+	}
+	return found, cmd.Close()
+}
+
+// otherFolders lists the mailbox's selectable folders but INBOX, the junk
+// folder and the ones no copy is filed in (\Sent, \Drafts), at most
+// maxElsewhereFolders.
+func otherFolders(c *imapclient.Client, configured string) ([]string, error) {
+	junk, err := junkFolder(c, configured)
+	if err != nil {
+		return nil, err
+	}
+	cmd := c.List("", "*", nil)
+	defer cmd.Close()
+	var out []string
+	for n := 0; n < maxListed && len(out) < maxElsewhereFolders; n++ {
+		d := cmd.Next()
+		if d == nil {
+			break
+		}
+		skip := strings.EqualFold(d.Mailbox, "INBOX") || d.Mailbox == junk
+		for _, a := range d.Attrs {
+			switch a {
+			case imap.MailboxAttrNoSelect, imap.MailboxAttrNonExistent, imap.MailboxAttrSent, imap.MailboxAttrDrafts:
+				skip = true
+			}
+		}
+		if !skip {
+			out = append(out, d.Mailbox)
+		}
+	}
+	return out, cmd.Close()
+}
+
 // lastLevel is a mailbox name's last level, whatever the hierarchy
 // delimiter ("INBOX.Junk", "INBOX/Junk").
 func lastLevel(name string) string {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,9 +54,9 @@ type Options struct {
 	// and servers' shorter limits, and the only way to notice a server
 	// that died silently (default 5m).
 	Rearm time.Duration
-	// Categories finds a copy's Gmail tab where the server offers
-	// X-GM-EXT-1; nil: tabs are not told apart.
-	Categories func(ctx context.Context, m config.SeedMailbox, mailbox string, uid uint32) (string, error)
+	// Categories finds the Gmail tabs of copies (by UID in mailbox) where
+	// the server offers X-GM-EXT-1; nil: tabs are not told apart.
+	Categories func(ctx context.Context, m config.SeedMailbox, mailbox string, uids []uint32) (map[uint32]string, error)
 }
 
 // Backoff between reconnects of one folder: doubling from minBackoff to
@@ -100,6 +102,49 @@ var fetchFields = []string{store.TrackingHeader, "Message-ID", "Authentication-R
 type Watcher struct {
 	o   Options
 	log *slog.Logger
+
+	mu     sync.Mutex
+	health map[string]*health // by seed name and role ("gmail-1/inbox")
+}
+
+// health is what the deadline sweep needs to know of a watched folder
+// before it may call a copy missing: that the folder was looked at.
+type health struct {
+	up     bool      // connected, caught up, and waiting for news
+	caught time.Time // when its last complete catch-up began
+}
+
+func (w *Watcher) healthOf(seed string, r role) *health {
+	key := seed + "/" + string(r)
+	h := w.health[key]
+	if h == nil {
+		h = &health{}
+		w.health[key] = h
+	}
+	return h
+}
+
+// caughtUp notes a folder's catch-up that began at t and read all there was.
+func (w *Watcher) caughtUp(seed string, r role, t time.Time) {
+	w.mu.Lock()
+	w.healthOf(seed, r).caught = t
+	w.mu.Unlock()
+}
+
+// looked reports whether both folders of a seed mailbox were looked at
+// at or after t: connected now (any arrival is reported at once) or
+// caught up since. Until then a copy not found is not missing: the
+// watcher may simply not have seen it yet.
+func (w *Watcher) looked(seed string, t time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range []role{roleInbox, roleJunk} {
+		h := w.healthOf(seed, r)
+		if !h.up && h.caught.Before(t) {
+			return false
+		}
+	}
+	return true
 }
 
 // NewWatcher makes a watcher; Run starts it.
@@ -116,7 +161,7 @@ func NewWatcher(o Options) *Watcher {
 	if o.Rearm <= 0 {
 		o.Rearm = 5 * time.Minute
 	}
-	return &Watcher{o: o, log: o.Log}
+	return &Watcher{o: o, log: o.Log, health: map[string]*health{}}
 }
 
 // Run watches until ctx ends, then returns once every connection is closed.
@@ -160,6 +205,9 @@ func (w *Watcher) watch(ctx context.Context, m config.SeedMailbox, r role) {
 }
 
 func (w *Watcher) state(seed, folder string, up bool, err error) {
+	w.mu.Lock()
+	w.healthOf(seed, role(folder)).up = up
+	w.mu.Unlock()
 	if up {
 		w.log.Info("seed mailbox up", "seed", seed, "folder", folder)
 	} else {
@@ -319,12 +367,14 @@ type folder struct {
 // seed copy and records where it is, then stores the new position.
 func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) error {
 	defer guard(c, catchUpTimeout)()
+	start := w.o.Clock.Now() // what arrived before this is seen by this round
 	f.more = false
 	uids, err := w.unread(c, f)
 	if err != nil {
 		return err
 	}
 	if len(uids) == 0 {
+		w.caughtUp(f.m.Name, f.role, start)
 		return nil
 	}
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: fetchFields, Peek: true,
@@ -332,6 +382,7 @@ func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) 
 	cmd := c.Fetch(uids, &imap.FetchOptions{UID: true, InternalDate: true, BodySection: []*imap.FetchItemBodySection{section}})
 	defer cmd.Close()
 	high := f.last
+	var seen []sighting
 	for n := 0; ; n++ {
 		if n == maxPerRound {
 			f.more = true // the rest at the next round, which comes at once
@@ -349,18 +400,33 @@ func (w *Watcher) catchUp(ctx context.Context, c *imapclient.Client, f *folder) 
 			continue // "n:*" answers the highest message even when below n
 		}
 		high = max(high, uid)
-		if err := w.found(ctx, f, uid, arrived, header); err != nil {
+		s, ok, err := w.sight(ctx, f, uid, arrived, header)
+		if err != nil {
 			return err
+		}
+		if ok {
+			seen = append(seen, s)
 		}
 	}
 	if err := cmd.Close(); err != nil {
 		return fmt.Errorf("UID FETCH: %w", err)
 	}
-	if high == f.last {
-		return nil
+	tabs := w.tabs(ctx, f, seen)
+	for _, s := range seen {
+		if err := w.record(ctx, f, s, tabs[s.uid]); err != nil {
+			return err
+		}
 	}
-	f.last = high
-	return w.o.Book.SetSeedFolder(ctx, f.m.Name, f.name, f.uidValidity, f.last)
+	if high != f.last {
+		if err := w.o.Book.SetSeedFolder(ctx, f.m.Name, f.name, f.uidValidity, high); err != nil {
+			return err
+		}
+		f.last = high
+	}
+	if !f.more {
+		w.caughtUp(f.m.Name, f.role, start)
+	}
+	return nil
 }
 
 // unread is the UIDs to read: above the last read, or, in a folder never
@@ -430,46 +496,77 @@ func readFetched(msg *imapclient.FetchMessageData) (uid uint32, arrived time.Tim
 	}
 }
 
-// found matches one message to a seed copy and records it; mail that is
-// not a copy of ours is ignored.
-func (w *Watcher) found(ctx context.Context, f *folder, uid uint32, arrived time.Time, header []byte) error {
+// sighting is a seed copy seen in a folder, to be recorded once the FETCH
+// that saw it is over.
+type sighting struct {
+	p        *store.Placement
+	uid      uint32
+	arrived  time.Time
+	seen     time.Time // when its FETCH answer came: what a later move is compared with
+	verdicts json.RawMessage
+}
+
+// sight matches one message to an open seed copy; mail that is not a copy
+// of ours, or whose watch is over, is ignored (ok false).
+func (w *Watcher) sight(ctx context.Context, f *folder, uid uint32, arrived time.Time, header []byte) (s sighting, ok bool, err error) {
 	p, v, err := w.match(ctx, f.m, header)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return s, false, nil
 	}
-	if err != nil {
-		return err
-	}
-	tab := ""
-	if f.gmail && f.role == roleInbox && w.o.Categories != nil {
-		if tab, err = w.o.Categories(ctx, f.m, f.name, uid); err != nil {
-			w.log.Warn("gmail category", "seed", f.m.Name, "err", err)
-		}
+	if err != nil || !p.ClosedAt.IsZero() {
+		return s, false, err
 	}
 	verdicts, err := json.Marshal(v)
 	if err != nil {
+		return s, false, err
+	}
+	return sighting{p: p, uid: uid, arrived: arrived, seen: w.o.Clock.Now(), verdicts: verdicts}, true, nil
+}
+
+// tabs finds the Gmail tabs of the copies seen in a Gmail inbox, in one
+// connection for them all: a login per copy would get the account
+// throttled. On error the copies count as inbox (logged).
+func (w *Watcher) tabs(ctx context.Context, f *folder, seen []sighting) map[uint32]string {
+	if !f.gmail || f.role != roleInbox || w.o.Categories == nil || len(seen) == 0 {
+		return nil
+	}
+	tabs := map[uint32]string{}
+	for batch := range slices.Chunk(seen, maxCategoryBatch) {
+		uids := make([]uint32, len(batch))
+		for i, s := range batch {
+			uids[i] = s.uid
+		}
+		got, err := w.o.Categories(ctx, f.m, f.name, uids)
+		if err != nil {
+			w.log.Warn("gmail categories not read; the copies count as inbox", "seed", f.m.Name, "err", err)
+			return tabs
+		}
+		maps.Copy(tabs, got)
+	}
+	return tabs
+}
+
+// maxCategoryBatch is the most UIDs one Categories call takes.
+const maxCategoryBatch = 1000
+
+// record stores where a copy was seen, and tells the log and the
+// observer when its folder changed.
+func (w *Watcher) record(ctx context.Context, f *folder, s sighting, tab string) error {
+	p := s.p
+	fd := store.Found{Folder: folderClass(f.role, tab), Mailbox: f.name, UIDValidity: f.uidValidity, UID: s.uid,
+		ArrivedAt: s.arrived, DetectedAt: s.seen, Verdicts: s.verdicts}
+	from, err := w.o.Book.RecordFound(ctx, p.RecipientID, fd)
+	if err != nil || from == "" {
 		return err
 	}
-	now := w.o.Clock.Now()
-	fd := store.Found{Folder: folderClass(f.role, tab), Mailbox: f.name, UIDValidity: f.uidValidity, UID: uid,
-		ArrivedAt: arrived, DetectedAt: now, Verdicts: verdicts}
-	changed, err := w.o.Book.RecordFound(ctx, p.RecipientID, fd)
-	if err != nil || !changed {
-		return err
-	}
-	prev := p.Folder
-	moved := prev != store.FolderPending
-	p.Folder, p.Mailbox, p.UIDValidity, p.UID, p.Verdicts = fd.Folder, fd.Mailbox, fd.UIDValidity, fd.UID, verdicts
-	if !moved {
-		p.ArrivedAt, p.DetectedAt = arrived, now
+	p.Folder, p.Mailbox, p.UIDValidity, p.UID, p.Verdicts = fd.Folder, fd.Mailbox, fd.UIDValidity, fd.UID, fd.Verdicts
+	if from == store.FolderPending {
+		p.ArrivedAt, p.DetectedAt = s.arrived, s.seen
+		from = ""
 	}
 	w.log.Info("placement", "seed", p.Seed, "message", p.MessageID, "tenant", p.Tenant, "provider", p.Provider,
-		"folder", p.Folder, "from", prev, "arrived", arrived, "delivered", p.DeliveredAt, "detected_after", now.Sub(arrived))
+		"folder", p.Folder, "from", from, "arrived", s.arrived, "delivered", p.DeliveredAt, "detected_after", s.seen.Sub(s.arrived))
 	if w.o.Observer != nil {
-		from := ""
-		if moved {
-			from = prev
-		}
 		w.o.Observer.Placed(*p, from)
 	}
 	return nil

@@ -346,34 +346,111 @@ func TestWatcherOnDovecot(t *testing.T) {
 	rec2.mu.Unlock()
 }
 
-// At the deadline a copy never found is missing, and found copies are
-// deleted from the seed mailboxes.
+// At the deadline a copy never found is missing, one filed in a folder
+// the watcher does not watch is "other:<folder>", and found copies are
+// deleted from the seed mailboxes; while a mailbox is out of reach its
+// copies wait, so an outage never reads as missing mail.
 func TestWatcherDeadline(t *testing.T) {
 	clk := clock.NewFake(time.Now())
-	f := newFixture(t, clk, "s1", "s2")
+	f := newFixture(t, clk, "s1", "s2", "s3")
 	rec := newRecorder()
 	w, stop := f.watcher(rec)
 	defer stop()
-	rec.wait(t, "up", rec.allUp(4))
+	rec.wait(t, "up", rec.allUp(6))
 	wave := f.send("wave")
-	f.file("s1", "Junk", wave["s1"]) // s2's copy never arrives
+	f.file("s1", "Junk", wave["s1"])
+	f.create("s2", "Archive")
+	f.file("s2", "Archive", wave["s2"]) // a user's rule files it there
 	rec.wait(t, "s1 junk", rec.has("s1", "junk", ""))
+	// s3's copy never arrives.
 
+	// Dovecot goes away before the deadline passes.
+	rec.mu.Lock()
+	downs := rec.downs
+	rec.mu.Unlock()
+	if err := f.dc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "every connection down", func(r *recorder) bool { return r.downs >= downs+6 })
 	clk.Advance(15*time.Minute + time.Second)
 	if err := w.SweepOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, "s2 missing", rec.has("s2", store.FolderMissing, ""))
+	open, err := f.st.Placements(context.Background(), store.PlacementQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range open {
+		if !p.ClosedAt.IsZero() || p.Folder == store.FolderMissing {
+			t.Errorf("placement of %s closed (%s) while its mailbox was out of reach", p.Seed, p.Folder)
+		}
+	}
+
+	// Dovecot is back; once the watcher has looked again, the sweep
+	// closes everything.
+	if err := f.dc.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	untilUp(t, clk, rec, 6)
+	if err := w.SweepOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, "s2 other, s3 missing", func(r *recorder) bool {
+		return r.has("s2", "other:Archive", "")(r) && r.has("s3", store.FolderMissing, "")(r)
+	})
 	if n := f.count("s1", "Junk"); n != 0 {
 		t.Errorf("s1's Junk holds %d messages after the deadline; want the copy deleted", n)
+	}
+	if n := f.count("s2", "Archive"); n != 0 {
+		t.Errorf("s2's Archive holds %d messages after the deadline; want the copy deleted", n)
 	}
 	all, err := f.st.Placements(context.Background(), store.PlacementQuery{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := map[string]string{"s1": store.FolderJunk, "s2": "other:Archive", "s3": store.FolderMissing}
 	for _, p := range all {
-		if p.ClosedAt.IsZero() {
-			t.Errorf("placement of %s still open after its deadline", p.Seed)
+		if p.ClosedAt.IsZero() || p.Folder != want[p.Seed] {
+			t.Errorf("placement of %s: %s, closed %v; want %s, closed", p.Seed, p.Folder, !p.ClosedAt.IsZero(), want[p.Seed])
+		}
+	}
+}
+
+// untilUp moves the fake clock on, a second at a time, until the
+// watcher's n connections are up again: its reconnect backoff runs on it.
+func untilUp(t *testing.T, clk *clock.Fake, rec *recorder, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		rec.mu.Lock()
+		up, ch := rec.allUp(n)(rec), rec.changed
+		rec.mu.Unlock()
+		if up {
+			return
+		}
+		clk.Advance(time.Second)
+		select {
+		case <-ch:
+		case <-time.After(100 * time.Millisecond): // the watcher is dialing: look again
+		case <-deadline:
+			t.Fatal("the watcher did not reconnect")
+		}
+	}
+}
+
+// create makes a folder in a seed's mailbox.
+func (f *fixture) create(seed, mailbox string) {
+	f.t.Helper()
+	for _, s := range f.seeds {
+		if s.Name == seed {
+			c, err := loginPlain(context.Background(), s, nil)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.Create(mailbox, nil).Wait(); err != nil {
+				f.t.Fatal(err)
+			}
 		}
 	}
 }

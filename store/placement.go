@@ -95,14 +95,19 @@ type Placements interface {
 	// RecordFound stores where a seed copy was found and records a
 	// "placement" event on its message: the first find, or a move when
 	// the folder class differs from the one recorded (kept in Moves, at
-	// most MaxMoves). The same folder again only updates the location.
-	// It reports whether the folder class changed. A closed placement is
-	// left alone (false, nil). An unknown id is ErrNotFound.
-	RecordFound(ctx context.Context, recipientID int64, f Found) (bool, error)
-	// DuePlacements returns at most limit open placements delivered at or
-	// before deliveredBefore, oldest delivery first. (A seed copy that
-	// bounces never gets here: RecordAttempt closes it as missing.)
-	DuePlacements(ctx context.Context, deliveredBefore time.Time, limit int) ([]Placement, error)
+	// most MaxMoves). The same folder again only updates the location. A
+	// find in another folder seen no later than the one recorded (its
+	// DetectedAt not after the placement's last find or move) is stale, a
+	// look that raced a move, and changes nothing (see ApplyFound). It
+	// returns the folder class the copy had when the class changed
+	// (FolderPending for a first find), "" when it did not. A closed
+	// placement is left alone ("", nil). An unknown id is ErrNotFound.
+	RecordFound(ctx context.Context, recipientID int64, f Found) (from string, err error)
+	// DuePlacements returns at most limit open placements of seed (every
+	// seed for "") delivered at or before deliveredBefore, oldest delivery
+	// first. (A seed copy that bounces never gets here: RecordAttempt
+	// closes it as missing.)
+	DuePlacements(ctx context.Context, seed string, deliveredBefore time.Time, limit int) ([]Placement, error)
 	// ClosePlacement closes a placement at now: one still pending becomes
 	// FolderMissing and gets a "placement" event. Closing twice is a no-op.
 	ClosePlacement(ctx context.Context, recipientID int64, now time.Time) error

@@ -28,6 +28,11 @@ func CheckFound(f Found) error {
 // the "placement" event it calls for, "" when the folder class is the one
 // recorded (then only the location, and verdicts given, change).
 func ApplyFound(p *Placement, f Found) string {
+	if p.Folder != FolderPending && p.Folder != f.Folder && !f.DetectedAt.After(lastSeen(p)) {
+		// Another connection saw the copy later, elsewhere: this look
+		// raced a move, and must not undo it.
+		return ""
+	}
 	p.Mailbox, p.UIDValidity, p.UID = f.Mailbox, f.UIDValidity, f.UID
 	if f.Verdicts != nil {
 		p.Verdicts = f.Verdicts
@@ -92,4 +97,13 @@ func roughly(d time.Duration) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// lastSeen is when the placement's folder was last established: its last
+// move, else its first find.
+func lastSeen(p *Placement) time.Time {
+	if n := len(p.Moves); n > 0 {
+		return p.Moves[n-1].At
+	}
+	return p.DetectedAt
 }

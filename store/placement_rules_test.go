@@ -17,7 +17,10 @@ func TestPlacementDetails(t *testing.T) {
 	if got := ApplyFound(&p, Found{Folder: FolderJunk, UID: 2}); got != "" || p.UID != 2 {
 		t.Errorf("same folder = %q, uid %d; want no event, uid 2", got, p.UID)
 	}
-	if got, want := ApplyFound(&p, Found{Folder: FolderInbox}), "gmail-1: junk -> inbox"; got != want {
+	if got := ApplyFound(&p, Found{Folder: FolderInbox, UID: 3, DetectedAt: f.DetectedAt}); got != "" || p.Folder != FolderJunk || p.UID != 2 {
+		t.Errorf("a find elsewhere no later than the last = %q, folder %s; want none, junk", got, p.Folder)
+	}
+	if got, want := ApplyFound(&p, Found{Folder: FolderInbox, DetectedAt: f.DetectedAt.Add(time.Second)}), "gmail-1: junk -> inbox"; got != want {
 		t.Errorf("move = %q, want %q", got, want)
 	}
 

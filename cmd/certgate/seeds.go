@@ -66,9 +66,9 @@ func (l *seedLogins) connect(ctx context.Context, m config.SeedMailbox, h *imapc
 	return c, nil
 }
 
-// category is a copy's Gmail tab.
-func (l *seedLogins) category(ctx context.Context, m config.SeedMailbox, mailbox string, uid uint32) (string, error) {
-	return l.gmail[m.Name].Category(ctx, mailbox, uid)
+// category is copies' Gmail tabs.
+func (l *seedLogins) category(ctx context.Context, m config.SeedMailbox, mailbox string, uids []uint32) (map[uint32]string, error) {
+	return l.gmail[m.Name].Categories(ctx, mailbox, uids)
 }
 
 // placementTester is the API's placement test: the relay sends the

@@ -107,38 +107,39 @@ func (s *Store) placement(ctx context.Context, what, query string, args ...any) 
 
 // RecordFound applies f to the placement in the writer, with its event;
 // a zero DetectedAt is taken as now.
-func (s *Store) RecordFound(ctx context.Context, recipientID int64, f store.Found) (bool, error) {
+func (s *Store) RecordFound(ctx context.Context, recipientID int64, f store.Found) (string, error) {
 	if err := store.CheckFound(f); err != nil {
-		return false, fmt.Errorf("store/sqlite: record found %d: %w", recipientID, err)
+		return "", fmt.Errorf("store/sqlite: record found %d: %w", recipientID, err)
 	}
-	var changed bool
+	var from string
 	req := &request{run: func(w *writer, now time.Time) error {
 		if f.DetectedAt.IsZero() {
 			f.DetectedAt = now
 		}
 		var err error
-		changed, err = w.recordFound(recipientID, f)
+		from, err = w.recordFound(recipientID, f)
 		return err
 	}}
 	if err := s.submit(ctx, req); err != nil {
-		return false, fmt.Errorf("store/sqlite: record found %d: %w", recipientID, err)
+		return "", fmt.Errorf("store/sqlite: record found %d: %w", recipientID, err)
 	}
-	return changed, nil
+	return from, nil
 }
 
-func (w *writer) recordFound(recipientID int64, f store.Found) (bool, error) {
+func (w *writer) recordFound(recipientID int64, f store.Found) (string, error) {
 	p, err := w.placement(recipientID)
 	if err != nil || !p.ClosedAt.IsZero() {
-		return false, err
+		return "", err
 	}
+	from := p.Folder
 	detail := store.ApplyFound(&p, f)
 	if err := w.writePlacement(p); err != nil {
-		return false, err
+		return "", err
 	}
 	if detail == "" {
-		return false, nil
+		return "", nil
 	}
-	return true, w.placementEvent(p, f.DetectedAt, detail)
+	return from, w.placementEvent(p, f.DetectedAt, detail)
 }
 
 // ClosePlacement closes the placement in the writer; a pending one
@@ -217,13 +218,13 @@ func (w *writer) placementEvent(p store.Placement, at time.Time, detail string) 
 }
 
 // DuePlacements reads open, delivered placements through placements_due.
-func (s *Store) DuePlacements(ctx context.Context, deliveredBefore time.Time, limit int) ([]store.Placement, error) {
+func (s *Store) DuePlacements(ctx context.Context, seed string, deliveredBefore time.Time, limit int) ([]store.Placement, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("store/sqlite: due placements: limit %d is not positive", limit)
 	}
 	out, err := s.placements(ctx, placementFrom+` WHERE p.closed_at = 0
-		AND p.delivered_at > 0 AND p.delivered_at <= ?
-		ORDER BY p.delivered_at, p.recipient_id LIMIT ?`, nanos(deliveredBefore), limit)
+		AND p.delivered_at > 0 AND p.delivered_at <= ? AND (? = '' OR p.seed = ?)
+		ORDER BY p.delivered_at, p.recipient_id LIMIT ?`, nanos(deliveredBefore), seed, seed, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: due placements: %w", err)
 	}

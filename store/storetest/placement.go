@@ -75,13 +75,21 @@ func deliver(t *testing.T, s store.Store, msg string, rid int64, at time.Time, p
 		Provider: provider, Code: 250, Reply: "2.0.0 ok", EnableLinks: true})
 }
 
+// found records f and reports whether the folder class changed.
 func found(t *testing.T, p store.Placements, rid int64, f store.Found) bool {
 	t.Helper()
-	changed, err := p.RecordFound(context.Background(), rid, f)
+	return foundFrom(t, p, rid, f) != ""
+}
+
+// foundFrom records f and returns the folder class the copy had before a
+// change ("" for none).
+func foundFrom(t *testing.T, p store.Placements, rid int64, f store.Found) string {
+	t.Helper()
+	from, err := p.RecordFound(context.Background(), rid, f)
 	if err != nil {
 		t.Fatalf("RecordFound(%d, %s): %v", rid, f.Folder, err)
 	}
-	return changed
+	return from
 }
 
 func closePlacement(t *testing.T, p store.Placements, rid int64, now time.Time) {
@@ -372,8 +380,18 @@ func testRecordFound(t *testing.T, s store.Store) {
 	}
 
 	// A move to the inbox.
+	// A look that raced the move below: seen in the inbox before the
+	// junk find was recorded. It must not count as a move.
+	stale := store.Found{Folder: store.FolderInbox, Mailbox: "INBOX", UIDValidity: 1, UID: 98, DetectedAt: first.DetectedAt}
+	if from := foundFrom(t, p, rid, stale); from != "" {
+		t.Errorf("a stale find in another folder moved the copy from %q", from)
+	}
+	if got := placementOf(t, s, p, id, rid); got.Folder != store.FolderJunk || got.UID == 98 {
+		t.Errorf("after a stale find: %+v, want junk where it was", got)
+	}
 	moved := store.Found{Folder: store.FolderInbox, Mailbox: "INBOX", UIDValidity: 1, UID: 99, DetectedAt: base.Add(2 * time.Hour)}
-	if !found(t, p, rid, moved) {
+	if from := foundFrom(t, p, rid, moved); from != store.FolderJunk {
+		t.Errorf("a move reported from %q, want junk", from)
 		t.Error("a move reported no change")
 	}
 	want.Folder, want.Mailbox, want.UIDValidity, want.UID = store.FolderInbox, "INBOX", 1, 99
@@ -462,11 +480,15 @@ func testDuePlacements(t *testing.T, s store.Store) {
 
 	due := func(before time.Time, limit int) []int64 {
 		t.Helper()
-		ps, err := p.DuePlacements(ctx, before, limit)
+		ps, err := p.DuePlacements(ctx, "", before, limit)
 		if err != nil {
 			t.Fatalf("DuePlacements(%v, %d): %v", before, limit, err)
 		}
 		return recipientIDs(ps)
+	}
+	// One seed's: seed-2 is ids[3]'s.
+	if ps, err := p.DuePlacements(ctx, "seed-2", at(10), 10); err != nil || !reflect.DeepEqual(recipientIDs(ps), []int64{ids[3]}) {
+		t.Errorf("DuePlacements of seed-2 = %v, %v; want %d alone", recipientIDs(ps), err, ids[3])
 	}
 	for _, c := range []struct {
 		before time.Time
