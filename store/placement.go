@@ -89,8 +89,9 @@ type Placements interface {
 	// PlacementByTracking returns the seed copy whose tracking id is tid,
 	// or ErrNotFound (also for a recipient that is not a seed copy).
 	PlacementByTracking(ctx context.Context, tid string) (*Placement, error)
-	// PlacementByHeader returns the newest seed copy to address whose
-	// message has the Message-ID header header, or ErrNotFound.
+	// PlacementByHeader returns the newest seed copy to address (compared
+	// without case: receivers rewrite it) whose message has the
+	// Message-ID header header, or ErrNotFound.
 	PlacementByHeader(ctx context.Context, header, address string) (*Placement, error)
 	// RecordFound stores where a seed copy was found and records a
 	// "placement" event on its message: the first find, or a move when

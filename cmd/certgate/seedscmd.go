@@ -94,19 +94,27 @@ func cmdSeedsTest(args []string, stdout io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEED\tPROVIDER\tFOLDER\tDELAY\tDKIM\tDMARC\tSCL")
 	tw.Flush()
-	printed := map[string]bool{}
+	printed := map[string]string{} // seed -> folder printed: a later move prints again
 	deadline := time.Now().Add(*wait)
+	failures := 0
 	for {
 		var res struct {
 			State   string            `json:"state"`
 			Results []placementResult `json:"results"`
 		}
 		if err := client.do("GET", "/api/v1/placement/tests/"+url.PathEscape(started.ID), "", nil, http.StatusOK, &res); err != nil {
-			return err
+			// A restart of the daemon or a blip of the network is no
+			// reason to lose a test that runs for minutes.
+			if failures++; failures > 5 || time.Now().After(deadline) {
+				return err
+			}
+			time.Sleep(2 * time.Second)
+			continue
 		}
+		failures = 0
 		for _, r := range res.Results {
-			if r.Folder != store.FolderPending && !printed[r.Seed] {
-				printed[r.Seed] = true
+			if r.Folder != store.FolderPending && printed[r.Seed] != r.Folder {
+				printed[r.Seed] = r.Folder
 				fmt.Fprintln(tw, resultRow(r))
 			}
 		}

@@ -91,7 +91,7 @@ func (s *Store) PlacementByTracking(ctx context.Context, tid string) (*store.Pla
 // with that Message-ID header.
 func (s *Store) PlacementByHeader(ctx context.Context, header, address string) (*store.Placement, error) {
 	return s.placement(ctx, "placement by header", placementFrom+
-		" WHERE p.header = ? AND p.address = ? ORDER BY p.recipient_id DESC LIMIT 1", header, address)
+		" WHERE p.header = ? AND p.address = ? COLLATE NOCASE ORDER BY p.recipient_id DESC LIMIT 1", header, address)
 }
 
 func (s *Store) placement(ctx context.Context, what, query string, args ...any) (*store.Placement, error) {
