@@ -21,9 +21,48 @@ type credentials struct {
 	password, token string
 }
 
+// lane is one provider's shaping limits in the demo's configuration.
+type lane struct {
+	name                   string
+	perMinute, connections int
+}
+
+// lanes are scaled down from production so the demo shows shaping in
+// seconds.
+var lanes = []lane{{"gmail", 1800, 3}, {"microsoft365", 1200, 2}, {"outlook", 900, 2}, {"yahoo", 600, 2}}
+
+// perSecond is name's rate, 0 for a lane the demo does not configure.
+func perSecond(name string) float64 {
+	for _, l := range lanes {
+		if l.name == name {
+			return float64(l.perMinute) / 60
+		}
+	}
+	return 0
+}
+
+// seedLogin is a seed mailbox as certgate logs in to it: its provider's
+// IMAP address and the account's password.
+type seedLogin struct {
+	seedMailbox
+	imapAddr, password string
+}
+
+// seedLogins pairs every seed mailbox with its provider's IMAP address
+// and its password (by address).
+func seedLogins(sims []*sim.Provider, passwords map[string]string) []seedLogin {
+	var out []seedLogin
+	for _, p := range providers {
+		if p.seed != nil {
+			out = append(out, seedLogin{*p.seed, named(sims, p.name).IMAPAddr(), passwords[p.seed.address]})
+		}
+	}
+	return out
+}
+
 // writeConfig writes the demo's configuration as an operator would,
 // so that the demo runs through the same loading and validation.
-func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix string) (path string, creds credentials, err error) {
+func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix string, seeds []seedLogin) (path string, creds credentials, err error) {
 	creds = credentials{password: randomHex(12), token: randomHex(24)}
 	hash, err := bcrypt.GenerateFromPassword([]byte(creds.password), bcrypt.DefaultCost)
 	if err != nil {
@@ -55,6 +94,9 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	fmt.Fprintf(&b, "http:\n  listen: %q\n  public_url: \"http://%s\"\n", httpAddr, httpAddr)
 	fmt.Fprintf(&b, "tenants:\n  - name: issuer\n    users: [{username: app, password_hash: %q}]\n", string(hash))
 	fmt.Fprintf(&b, "    from_domains: [ca.example, certs.example, ac.example]\n")
+	if len(seeds) > 0 {
+		fmt.Fprintf(&b, "    seeding: {every: %d, interval: 1m}\n", seedEvery)
+	}
 	fmt.Fprintf(&b, "  - name: portal\n    display_name: Service Certificats\n    users: [{username: portal, password_hash: %q}]\n", string(hash))
 	fmt.Fprintf(&b, "    from_domains: [%s]\n    support: {email: support@certs.example}\n", portalDomain)
 	fmt.Fprintf(&b, "    links: {gate: [%q], enable: on_release, max_uses: 3}\n", downloadPrefix)
@@ -75,12 +117,26 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 			fmt.Fprintf(&b, "      %s: [%s]\n", mx, p.ip)
 		}
 	}
-	// Limits scaled down from production so the demo shows shaping in seconds.
 	fmt.Fprintf(&b, "providers:\n")
-	fmt.Fprintf(&b, "  - {name: gmail, max_message_rate: 1800/min, connection_limit: 3}\n")
-	fmt.Fprintf(&b, "  - {name: microsoft365, max_message_rate: 1200/min, connection_limit: 2}\n")
-	fmt.Fprintf(&b, "  - {name: outlook, max_message_rate: 900/min, connection_limit: 2}\n")
-	fmt.Fprintf(&b, "  - {name: yahoo, max_message_rate: 600/min, connection_limit: 2}\n")
+	for _, l := range lanes {
+		fmt.Fprintf(&b, "  - {name: %s, max_message_rate: %d/min, connection_limit: %d}\n", l.name, l.perMinute, l.connections)
+	}
+	// The seed mailboxes at the simulated providers, in plaintext to
+	// loopback; a copy is watched for a minute, then kept for a look.
+	if len(seeds) > 0 {
+		if err := os.Mkdir(filepath.Join(dir, "seeds"), 0o700); err != nil {
+			return "", creds, err
+		}
+		fmt.Fprintf(&b, "seeds:\n  deadline: 1m\n  after: keep\n  mailboxes:\n")
+	}
+	for _, s := range seeds {
+		pwFile := filepath.Join(dir, "seeds", s.name)
+		if err := os.WriteFile(pwFile, []byte(s.password+"\n"), 0o600); err != nil {
+			return "", creds, err
+		}
+		fmt.Fprintf(&b, "    - {name: %s, provider: %s, address: %s, junk: auto,\n", s.name, s.lane, s.address)
+		fmt.Fprintf(&b, "       imap: {addr: %q, tls: none, username: %s, password_file: %s}}\n", s.imapAddr, s.address, pwFile)
+	}
 	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release], tenants: [\"*\"]}]\n", tokenFile)
 	path = filepath.Join(dir, "certgate.yaml")
 	return path, creds, os.WriteFile(path, []byte(b.String()), 0o600)

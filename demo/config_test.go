@@ -1,14 +1,17 @@
 package demo
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/policy"
 )
 
 // What the demo writes is a configuration certgate accepts, with the
@@ -19,7 +22,12 @@ func TestWrittenConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, creds, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/")
+	passwords := seedPasswords()
+	var seeds []seedLogin
+	for i, s := range seedMailboxes() {
+		seeds = append(seeds, seedLogin{s, fmt.Sprintf("127.0.0.1%d:1143", i), passwords[s.address]})
+	}
+	path, creds, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", seeds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +54,7 @@ func TestWrittenConfigLoads(t *testing.T) {
 	if cfg.Delivery.MXPort != 2525 {
 		t.Errorf("mx_port %d; want the providers' port 2525", cfg.Delivery.MXPort)
 	}
+	checkSeeds(t, cfg, seeds)
 	for _, p := range providers {
 		for domain, mx := range p.domains {
 			if got := cfg.Delivery.StaticDNS.MX[domain]; !slices.Equal(got, []string{mx}) {
@@ -72,5 +81,112 @@ func TestKeysArePublished(t *testing.T) {
 	}
 	if _, err := keys.lookupTXT("nope._domainkey.ca.example"); err == nil {
 		t.Error("an unknown selector has a record")
+	}
+}
+
+// The seed mailboxes are in the configuration as the demo runs them: one
+// per simulated provider, each measuring the lane its address goes
+// through, reached in plaintext on loopback with a password from a file
+// only its owner reads; the issuer's bulk mail is seeded.
+func checkSeeds(t *testing.T, cfg *config.Config, seeds []seedLogin) {
+	t.Helper()
+	if len(seeds) != 3 {
+		t.Fatalf("%d seed mailboxes; want one at Google, Microsoft and Yahoo", len(seeds))
+	}
+	s := cfg.Seeds
+	if s.Deadline.D() != time.Minute || s.After != config.SeedKeep || len(s.Mailboxes) != len(seeds) {
+		t.Fatalf("seeds: deadline %s, after %s, %d mailboxes; want 1m, keep, %d", s.Deadline, s.After, len(s.Mailboxes), len(seeds))
+	}
+	pol := policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{})
+	for i, m := range s.Mailboxes {
+		want := seeds[i]
+		if m.Name != want.name || m.Address != want.address || m.Provider != want.lane || m.Junk != "auto" {
+			t.Errorf("seed %d: %+v; want %s at %s in lane %s, junk auto", i, m, want.name, want.address, want.lane)
+		}
+		if m.IMAP.Addr != want.imapAddr || m.IMAP.TLS != config.IMAPNoTLS || m.IMAP.Username != want.address || m.IMAP.OAuth2 != nil {
+			t.Errorf("seed %s: IMAP %+v; want %s, tls none, username %s", m.Name, m.IMAP, want.imapAddr, want.address)
+		}
+		if b, err := os.ReadFile(m.IMAP.PasswordFile); err != nil || strings.TrimSpace(string(b)) != want.password {
+			t.Errorf("seed %s: password file holds %q (%v); want the sim's password", m.Name, b, err)
+		}
+		if fi, err := os.Stat(m.IMAP.PasswordFile); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("seed %s: password file %v, %v; want mode 0600", m.Name, fi.Mode(), err)
+		}
+		if lane := laneOf(pol, m.Address); lane != m.Provider {
+			t.Errorf("seed %s: mail to %s goes through lane %q, but the seed measures %q", m.Name, m.Address, lane, m.Provider)
+		}
+		if p := providerOf(m.Address); p == "" || !slices.Contains(providerNamed(t, p).lanes, m.Provider) {
+			t.Errorf("seed %s: %s is at provider %q, which the %s lane does not reach", m.Name, m.Address, p, m.Provider)
+		}
+	}
+	issuer := cfg.Tenants[0]
+	if issuer.Seeding == nil || issuer.Seeding.Every != seedEvery || issuer.Seeding.Interval.D() != time.Minute {
+		t.Errorf("tenant issuer seeding %+v; want every %d, interval 1m", issuer.Seeding, seedEvery)
+	}
+	if cfg.Tenants[1].Seeding != nil {
+		t.Errorf("tenant portal is seeded: %+v", cfg.Tenants[1].Seeding)
+	}
+	if want := seedings(300); want != 10 {
+		t.Errorf("%d of the demo's 300 bulk mails are seeded; want about 10", want)
+	}
+}
+
+// laneOf is the lane certgate delivers addr's mail through, matched as
+// the queue matches it: by domain, then by the MX host the demo gives it.
+func laneOf(pol *policy.Policy, addr string) string {
+	domain := addr[strings.LastIndexByte(addr, '@')+1:]
+	var mx []string
+	for _, p := range providers {
+		if h, ok := p.domains[domain]; ok {
+			mx = []string{h}
+		}
+	}
+	return pol.Match(domain, mx).Name()
+}
+
+// providerNamed is the simulated provider called name.
+func providerNamed(t *testing.T, name string) provider {
+	t.Helper()
+	for _, p := range providers {
+		if p.name == name {
+			return p
+		}
+	}
+	t.Fatalf("no provider %q", name)
+	return provider{}
+}
+
+// Every configured lane that reaches a simulated provider is listed with
+// it, so the placement notes add up the rates its filter sees.
+func TestProvidersListTheirLanes(t *testing.T) {
+	dir := t.TempDir()
+	keys, err := makeKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, _, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Seeds.Mailboxes) != 0 {
+		t.Errorf("seed mailboxes without seeds: %+v", cfg.Seeds.Mailboxes)
+	}
+	pol := policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{})
+	for _, p := range providers {
+		var got []string
+		for domain := range p.domains {
+			if l := laneOf(pol, "x@"+domain); !slices.Contains(got, l) {
+				got = append(got, l)
+			}
+		}
+		slices.Sort(got)
+		want := slices.Sorted(slices.Values(p.lanes))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s is reached by lanes %v; its lanes say %v", p.name, got, want)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package demo is the scenario that 'certgate demo' plays: simulated
-// Google, Microsoft and Yahoo MXes on loopback, a wave of certificate mail
-// through a certgate the caller starts, a summary whose books balance, and
-// a gated download link released through the API.
+// Google, Microsoft and Yahoo MXes on loopback, whose filters file mail
+// into the inbox or junk by simple rules, a wave of certificate mail
+// through a certgate the caller starts, a summary whose books balance,
+// where the seed copies landed as certgate's IMAP watcher saw it, and a
+// gated download link released through the API.
 //
 // Only the binary's demo subcommand imports it, and it is the only
 // non-test importer of sim, so the serve path never links the simulator.
@@ -62,7 +64,8 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
-	sims, mxPort, err := startProviders(keys.lookupTXT, opts.Faults)
+	passwords := seedPasswords()
+	sims, mxPort, err := startProviders(keys.lookupTXT, opts.Faults, passwords)
 	if err != nil {
 		return fmt.Errorf("starting simulated providers: %w", err)
 	}
@@ -72,7 +75,8 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		return err
 	}
 	defer downloads.Close()
-	cfgPath, creds, err := writeConfig(dir, mxPort, keys.config, downloads.prefix)
+	seeds := seedLogins(sims, passwords)
+	cfgPath, creds, err := writeConfig(dir, mxPort, keys.config, downloads.prefix, seeds)
 	if err != nil {
 		return err
 	}
@@ -85,7 +89,7 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		return err
 	}
 	defer stopGateway(gw)
-	printSetup(out, gw, sims, cfg)
+	printSetup(out, gw, sims, cfg, seeds)
 
 	w, err := newWave(opts.Messages, opts.Urgent)
 	if err != nil {
@@ -101,14 +105,30 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 
 	got := snapshot(sims)
 	printDeliveries(out, got, len(w.all()), sub.recipients(), expectedCopies(w)["issuer"] > 0, opts.Faults)
-	printBooks(out, got, sub.recipients(), gw.Queued())
+	// The seed copies certgate made, delivered or not, close its books.
+	seedsMade := -1
+	if rep, err := getPlacement(gw.HTTPURL(), creds.token); err == nil {
+		seedsMade = rep.copies()
+	}
+	printBooks(out, got, sub.recipients(), gw.Queued(), seedsMade)
 	printWaits(out, got, sub.acceptedAt)
+	if want := expectedSeedCopies(w); want > 0 {
+		rep, waited, err := waitPlacement(ctx, gw.HTTPURL(), creds.token, want, placementWait)
+		if err != nil {
+			out("\nplacement: %v", err)
+		} else {
+			printPlacement(out, rep, waited)
+		}
+	}
 	printAPI(out, got, gw.HTTPURL(), creds.token)
 	if err := gatedLink(ctx, out, gw.SMTPAddr(), creds.password, gw.HTTPURL(), creds.token, named(sims, "google"), downloads); err != nil {
 		return err
 	}
 	if opts.Keep {
 		out("\ncertgate keeps running (--keep); SMTP %s, user app, password %s. Ctrl-C to stop.", gw.SMTPAddr(), creds.password)
+		if len(seeds) > 0 {
+			out("the seed mailboxes, as certgate sees them: certgate seeds check --config %s", cfgPath)
+		}
 		<-ctx.Done()
 	}
 	return nil
@@ -134,8 +154,9 @@ func stopGateway(gw Gateway) {
 	gw.Stop(ctx)
 }
 
-// printSetup says where everything listens and what the lanes allow.
-func printSetup(out printer, gw Gateway, sims []*sim.Provider, cfg *config.Config) {
+// printSetup says where everything listens, what the lanes allow, how
+// each provider files mail, and which seed mailboxes certgate watches.
+func printSetup(out printer, gw Gateway, sims []*sim.Provider, cfg *config.Config, seeds []seedLogin) {
 	out("certgate listening: SMTP %s (STARTTLS, AUTH as app), HTTP %s", gw.SMTPAddr(), gw.HTTPURL())
 	for _, s := range sims {
 		out("  simulated provider %-9s MX %-45s at %s", s.Name(), s.MXHost(), s.Addr())
@@ -145,4 +166,21 @@ func printSetup(out printer, gw Gateway, sims []*sim.Provider, cfg *config.Confi
 		limits = append(limits, fmt.Sprintf("%s %s over %d connections", p.Name, p.MaxMessageRate, p.ConnectionLimit))
 	}
 	out("  shaping lanes (matched by domain or MX name): %s", strings.Join(limits, ", "))
+	if len(seeds) == 0 {
+		return
+	}
+	out("  the providers' spam filters:")
+	for _, p := range providers {
+		if p.seed != nil {
+			out("    %-10s %s%s", p.name, p.rule(), p.scope())
+		}
+	}
+	out("  seed mailboxes, watched by certgate over IMAP (tenant issuer's seeding copies one bulk mail in %d to each):", seedEvery)
+	for _, s := range seeds {
+		found := "by SPECIAL-USE \\Junk"
+		if s.noSpecialUse {
+			found = "by its name: no SPECIAL-USE"
+		}
+		out("    %-10s %-26s IMAP %-17s junk folder %q (%s)", s.name, s.address, s.imapAddr, s.junk, found)
+	}
 }

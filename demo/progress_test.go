@@ -22,7 +22,7 @@ func (g fakeGateway) Stop(context.Context) {}
 
 func startTestProviders(t *testing.T) []*sim.Provider {
 	t.Helper()
-	sims, _, err := startProviders(nil, false)
+	sims, _, err := startProviders(nil, false, seedPasswords())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,17 +57,40 @@ func deliver(t *testing.T, p *sim.Provider, rcpt, msg string) {
 	}
 }
 
+// Customer copies are counted per provider, seed copies apart: all must
+// land before the watch ends.
 func TestDeliveredSoFar(t *testing.T) {
 	sims := startTestProviders(t)
 	expected := map[string]int{"google": 2, "microsoft": 1, "issuer": 1}
-	deliverTo(t, sims, "a@gmail.com", "b@outlook.com", "dsn@ca.example")
-	line, landed := deliveredSoFar(sims, expected)
-	if line != "google 1/2  microsoft 1/1  yahoo 0/0  issuer 1/1" || landed {
-		t.Errorf("so far %q, landed %v; want google 1/2 and not landed", line, landed)
+	deliverTo(t, sims, "a@gmail.com", "b@outlook.com", "dsn@ca.example", "seed.gmail@gmail.com")
+	line, landed := deliveredSoFar(sims, expected, 2)
+	if line != "google 1/2  microsoft 1/1  yahoo 0/0  issuer 1/1  seed copies 1/2" || landed {
+		t.Errorf("so far %q, landed %v; want google 1/2, a seed copy apart, and not landed", line, landed)
 	}
 	deliverTo(t, sims, "c@empresa.example")
-	if line, landed = deliveredSoFar(sims, expected); !landed {
-		t.Errorf("so far %q: not landed", line)
+	if line, landed = deliveredSoFar(sims, expected, 2); landed {
+		t.Errorf("so far %q: landed without the second seed copy", line)
+	}
+	deliverTo(t, sims, "SEED.Outlook@outlook.com")
+	if line, landed = deliveredSoFar(sims, expected, 2); !landed || line != "google 2/2  microsoft 1/1  yahoo 0/0  issuer 1/1  seed copies 2/2" {
+		t.Errorf("so far %q, landed %v", line, landed)
+	}
+	// Seed copies where none were expected are shown too.
+	if line, _ := deliveredSoFar(sims, expected, 0); !strings.HasSuffix(line, "seed copies 2/0") {
+		t.Errorf("so far %q", line)
+	}
+	if line, _ := deliveredSoFar(startTestProviders(t), expected, 0); strings.Contains(line, "seed") {
+		t.Errorf("so far %q: seed copies where none are expected or came", line)
+	}
+}
+
+// deliverSeedCopies stores the seed copies of a wave's seeded messages.
+func deliverSeedCopies(t *testing.T, sims []*sim.Provider, w wave) {
+	t.Helper()
+	for range seedings(len(w.bulk)) {
+		for _, s := range seedMailboxes() {
+			deliverTo(t, sims, s.address)
+		}
 	}
 }
 
@@ -96,6 +119,7 @@ func TestWatchProgressWaitsForTheLastRecord(t *testing.T) {
 			deliverTo(t, sims, r)
 		}
 	}
+	deliverSeedCopies(t, sims, w)
 	submitted := make(chan error, 1)
 	submitted <- nil
 	var l lines
@@ -121,13 +145,14 @@ func TestWatchProgressEndsWhenEverythingLanded(t *testing.T) {
 		}
 	}
 	deliverTo(t, sims, "dsn@ca.example")
+	deliverSeedCopies(t, sims, w)
 	submitted := make(chan error, 1)
 	submitted <- nil
 	var l lines
 	if err := watchProgress(context.Background(), l.out, time.Now(), submitted, newSubmitter("", ""), w, sims, fakeGateway{}); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(l.String(), "\n"); n != 1 || !strings.Contains(l.String(), "delivered: google 4/4  microsoft 3/3  yahoo 1/1  issuer 1/1  queued: 0") {
+	if n := strings.Count(l.String(), "\n"); n != 1 || !strings.Contains(l.String(), "delivered: google 4/4  microsoft 3/3  yahoo 1/1  issuer 1/1  seed copies 3/3  queued: 0") {
 		t.Errorf("printed %d lines:\n%s", n, l.String())
 	}
 }
@@ -154,7 +179,7 @@ func TestWatchProgressStopsWithContext(t *testing.T) {
 	if err := watchProgress(ctx, l.out, time.Now(), make(chan error), newSubmitter("", ""), w, sims, fakeGateway{queued: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(l.String(), "accepted   0/2  delivered: google 0/2  microsoft 0/0  yahoo 0/0  issuer 0/0  queued: 2") {
+	if !strings.Contains(l.String(), "accepted   0/2  delivered: google 0/2  microsoft 0/0  yahoo 0/0  issuer 0/0  seed copies 0/3  queued: 2") {
 		t.Errorf("printed:\n%s", l.String())
 	}
 }

@@ -19,6 +19,18 @@ type received struct {
 	msgs  []sim.Message
 }
 
+// seedCopies counts the copies stored for seed mailboxes: certgate's
+// own, not customers' deliveries.
+func (r received) seedCopies() int {
+	n := 0
+	for _, m := range r.msgs {
+		if isSeed(m.To) {
+			n++
+		}
+	}
+	return n
+}
+
 func snapshot(sims []*sim.Provider) []received {
 	var got []received
 	for _, s := range sims {
@@ -27,19 +39,33 @@ func snapshot(sims []*sim.Provider) []received {
 	return got
 }
 
-// printDeliveries prints what each provider received and verified, the
-// bounce, and the faults the receivers injected.
+// printDeliveries prints what each provider received and verified (the
+// seed copies apart from the customers'), the bounce, and the faults the
+// receivers injected.
 func printDeliveries(out printer, got []received, messages, recipients int, bounced, faults bool) {
 	out("\nsummary")
 	out("  accepted:   %d messages, %d recipients", messages, recipients)
-	total, pass := 0, 0
+	total, pass, seeds := 0, 0, 0
 	for _, r := range got {
 		total += r.stats.Received
 		pass += r.stats.DKIMPass
-		out("  %-10s  %4d delivered, DKIM verified at the receiver %4d/%d, max %d concurrent connections, up to %d per connection",
-			r.name, r.stats.Received, r.stats.DKIMPass, r.stats.Received, r.stats.MaxConcurrent, r.stats.DeliveriesPerConnectionMax)
+		n := r.seedCopies()
+		seeds += n
+		delivered := fmt.Sprintf("%4d delivered", r.stats.Received-n)
+		if n > 0 {
+			delivered += " + " + howMany(n, "seed copy")
+		}
+		out("  %-10s  %-32s DKIM verified at the receiver %4d/%d, max %d concurrent connections, up to %d per connection",
+			r.name, delivered+",", r.stats.DKIMPass, r.stats.Received, r.stats.MaxConcurrent, r.stats.DeliveriesPerConnectionMax)
 	}
-	out("  DKIM:       %d of %d delivered copies verified at the receiving side", pass, total)
+	also := ""
+	if seeds > 0 {
+		also = fmt.Sprintf(" (%d of them seed copies)", seeds)
+		if seeds == 1 {
+			also = " (one of them a seed copy)"
+		}
+	}
+	out("  DKIM:       %d of %d delivered copies verified at the receiving side%s", pass, total, also)
 	if bounced {
 		out("  bounce:     %s refused with 550 5.1.1; a DSN went back to the sender (see the issuer provider)", bounceAddress)
 	}
@@ -54,21 +80,44 @@ func printDeliveries(out printer, got []received, messages, recipients int, boun
 
 // printBooks shows that every accepted recipient is delivered, bounced
 // (one DSN each, at the issuer's MX) or still queued: nothing is lost,
-// whatever the receivers did.
-func printBooks(out printer, got []received, accepted, queued int) {
-	total, dsns := 0, 0
+// whatever the receivers did. The seed copies certgate made itself
+// (seedsMade, -1 when unknown) have books of their own: each is delivered
+// or queued, and none is counted as a customer's delivery.
+func printBooks(out printer, got []received, accepted, queued, seedsMade int) {
+	total, dsns, seeds := 0, 0, 0
 	for _, r := range got {
 		total += r.stats.Received
+		seeds += r.seedCopies()
 		if r.name == "issuer" {
 			dsns = r.stats.Received
 		}
 	}
+	delivered := total - dsns - seeds
+	seedsQueued := 0
+	if seedsMade > seeds {
+		seedsQueued = seedsMade - seeds
+	}
+	queued -= seedsQueued // the queue holds seed copies too
 	balance := "balanced"
-	if n := accepted - (total - dsns) - dsns - queued; n != 0 {
+	if n := accepted - delivered - dsns - queued; n != 0 {
 		balance = fmt.Sprintf("OFF BY %d", n)
 	}
 	out("  books:      %d recipients accepted = %d delivered + %d bounced (one DSN each) + %d queued: %s",
-		accepted, total-dsns, dsns, queued, balance)
+		accepted, delivered, dsns, queued, balance)
+	switch {
+	case seedsMade > 0:
+		out("              + %s, certgate's own: %d delivered + %d queued, not counted above", howMany(seedsMade, "seed copy"), seeds, seedsQueued)
+	case seeds > 0:
+		out("              + %s delivered, certgate's own, not counted above", howMany(seeds, "seed copy"))
+	}
+}
+
+// howMany is "1 seed copy" or "3 seed copies".
+func howMany(n int, one string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, strings.TrimSuffix(one, "copy")+"copies")
 }
 
 // printWaits compares how long bulk and urgent mail waited between the
@@ -155,6 +204,10 @@ func showMessage(out printer, base, token, id string) {
 			LastCode  int    `json:"last_code"`
 			LastReply string `json:"last_reply"`
 			Attempts  int    `json:"attempts"`
+			Seed      string `json:"seed"`
+			Placement *struct {
+				Folder string `json:"folder"`
+			} `json:"placement"`
 		} `json:"recipients"`
 		Events []struct{ Kind string } `json:"events"`
 	}
@@ -164,6 +217,10 @@ func showMessage(out printer, base, token, id string) {
 	}
 	out("  GET /api/v1/messages/%s -> %q, %d events", m.ID, m.Subject, len(m.Events))
 	for _, r := range m.Recipients {
-		out("    %-32s %-9s via %-12s after %d attempt(s): %d %s", r.Address, r.State, r.Provider, r.Attempts, r.LastCode, r.LastReply)
+		seed := ""
+		if r.Seed != "" && r.Placement != nil {
+			seed = fmt.Sprintf("; seed copy, placement: %s", r.Placement.Folder)
+		}
+		out("    %-32s %-9s via %-12s after %d attempt(s): %d %s%s", r.Address, r.State, r.Provider, r.Attempts, r.LastCode, r.LastReply, seed)
 	}
 }

@@ -35,9 +35,64 @@ func TestBooks(t *testing.T) {
 		{22, 0, "22 recipients accepted = 19 delivered + 1 bounced (one DSN each) + 0 queued: OFF BY 2"},
 	} {
 		var l lines
-		printBooks(l.out, got, c.accepted, c.queued)
+		printBooks(l.out, got, c.accepted, c.queued, -1)
 		if !strings.Contains(l.String(), c.want) {
 			t.Errorf("books for %d accepted, %d queued:\n%s\nwant %q", c.accepted, c.queued, l.String(), c.want)
+		}
+	}
+}
+
+// Seed copies are certgate's own: the books of the customers' recipients
+// leave them out, and they have books of their own, queued ones too.
+func TestBooksKeepSeedCopiesApart(t *testing.T) {
+	got := receivedCounts(map[string]int{"google": 12, "microsoft": 6, "yahoo": 3, "issuer": 1})
+	got[0].msgs = []sim.Message{{To: "cliente0000@gmail.com"}, {To: "seed.gmail@gmail.com"}, {To: "Seed.Gmail@gmail.com"}}
+	got[2].msgs = []sim.Message{{To: "seed.yahoo@yahoo.com"}}
+	for _, c := range []struct {
+		accepted, queued, seedsMade int
+		want                        string
+	}{
+		{19, 0, 3, `  books:      19 recipients accepted = 18 delivered + 1 bounced (one DSN each) + 0 queued: balanced
+              + 3 seed copies, certgate's own: 3 delivered + 0 queued, not counted above
+`},
+		// The queue holds 2 customer copies and 2 seed copies.
+		{21, 4, 5, `  books:      21 recipients accepted = 18 delivered + 1 bounced (one DSN each) + 2 queued: balanced
+              + 5 seed copies, certgate's own: 3 delivered + 2 queued, not counted above
+`},
+		// The API did not say how many certgate made.
+		{19, 0, -1, `  books:      19 recipients accepted = 18 delivered + 1 bounced (one DSN each) + 0 queued: balanced
+              + 3 seed copies delivered, certgate's own, not counted above
+`},
+		// Seed copies counted as customers' would unbalance them.
+		{22, 0, 3, `  books:      22 recipients accepted = 18 delivered + 1 bounced (one DSN each) + 0 queued: OFF BY 3
+`},
+	} {
+		var l lines
+		printBooks(l.out, got, c.accepted, c.queued, c.seedsMade)
+		if !strings.HasPrefix(l.String(), c.want) {
+			t.Errorf("books for %d accepted, %d queued, %d seed copies made:\n%s\nwant:\n%s", c.accepted, c.queued, c.seedsMade, l.String(), c.want)
+		}
+	}
+}
+
+// Each provider's line counts its customer copies and its seed copies
+// apart; DKIM counts them all, since the receiver checked them all.
+func TestDeliveriesCountSeedCopiesApart(t *testing.T) {
+	got := receivedCounts(map[string]int{"google": 3, "microsoft": 12, "yahoo": 1, "issuer": 1})
+	got[0].stats.DKIMPass = 3
+	got[0].msgs = []sim.Message{{To: "cliente0000@gmail.com"}, {To: "seed.gmail@gmail.com"}, {To: "cliente0001@empresa.example"}}
+	got[1].msgs = make([]sim.Message, 10, 12)
+	got[1].msgs = append(got[1].msgs, sim.Message{To: "seed.outlook@outlook.com"}, sim.Message{To: "seed.outlook@outlook.com"})
+	var l lines
+	printDeliveries(l.out, got, 14, 15, false, false)
+	for _, want := range []string{
+		"  google         2 delivered + 1 seed copy,    DKIM verified at the receiver    3/3,",
+		"  microsoft     10 delivered + 2 seed copies,  DKIM verified at the receiver    0/12,",
+		"  issuer         1 delivered,                  DKIM verified at the receiver    0/1,",
+		"  DKIM:       3 of 17 delivered copies verified at the receiving side (3 of them seed copies)",
+	} {
+		if !strings.Contains(l.String(), want) {
+			t.Errorf("deliveries lack %q:\n%s", want, l.String())
 		}
 	}
 }
