@@ -158,19 +158,24 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T, clk clock.Clock, names ...string) *fixture {
-	f := &fixture{t: t, clk: clk}
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "certgate.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	f.st = st
+	f := &fixture{t: t, clk: clk, st: openStore(t)}
 	f.seeds = seedsAt("", names...)
 	f.dc = requireDovecot(t, f.seeds)
 	for i := range f.seeds {
 		f.seeds[i].IMAP.Addr = f.dc.Addr
 	}
 	return f
+}
+
+// openStore opens a fresh SQLite store for the test.
+func openStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "certgate.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // send stores a message with a seed copy for every seed, delivered now,
