@@ -20,6 +20,11 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 	a, result := q.judge(it, provider, &res, now)
 	if it.p.Seed != "" {
 		q.metrics.SeedAttempts.WithLabelValues(provider, result).Inc() // not a customer's delivery
+		if a.State == store.StateBounced {
+			// The store closes its placement as missing: count it here,
+			// where the watcher never sees it.
+			q.metrics.Placements.WithLabelValues(provider, it.p.Tenant, store.FolderMissing).Inc()
+		}
 	} else {
 		q.metrics.DeliveryAttempts.WithLabelValues(provider, result, metrics.ReplyClass(res.Code)).Inc()
 	}

@@ -139,8 +139,10 @@ func (p *Preparer) customerCopies(out *Prepared, env *Envelope, msg []byte, stat
 	defer func() {
 		seeds := p.seeds.Load()
 		for i := range out.Rcpts {
-			if out.Rcpts[i].Seed = seeds.nameOf(out.Rcpts[i].Address); out.Rcpts[i].Seed != "" {
-				inert(out.Rcpts[i].Links)
+			rc := &out.Rcpts[i]
+			if sm, ok := seeds.at(rc.Address); ok {
+				rc.Seed, rc.SeedProvider = sm.Name, sm.Provider
+				inert(rc.Links)
 			}
 		}
 	}()

@@ -20,23 +20,25 @@ import (
 // SeedMailbox is a seed mailbox as the preparer needs it: where a seed
 // copy goes, and the name its placement is recorded under.
 type SeedMailbox struct {
-	Name    string
-	Address string
+	Name     string
+	Address  string
+	Provider string // the lane it measures
 }
 
 // Seeds are the configured seed mailboxes, looked up by address too, so
 // that a customer list holding a seed address is tracked like a seed copy.
 type Seeds struct {
 	list      []SeedMailbox
-	byAddress map[string]string // lower-cased address -> name
+	byAddress map[string]SeedMailbox // by lower-cased address
 }
 
 // NewSeeds indexes the seed mailboxes of the configuration.
 func NewSeeds(mailboxes []config.SeedMailbox) *Seeds {
-	s := &Seeds{byAddress: map[string]string{}}
+	s := &Seeds{byAddress: map[string]SeedMailbox{}}
 	for _, m := range mailboxes {
-		s.list = append(s.list, SeedMailbox{Name: m.Name, Address: m.Address})
-		s.byAddress[strings.ToLower(m.Address)] = m.Name
+		sm := SeedMailbox{Name: m.Name, Address: m.Address, Provider: m.Provider}
+		s.list = append(s.list, sm)
+		s.byAddress[strings.ToLower(m.Address)] = sm
 	}
 	return s
 }
@@ -49,12 +51,13 @@ func (s *Seeds) Len() int {
 	return len(s.list)
 }
 
-// nameOf returns the seed mailbox at address, or "".
-func (s *Seeds) nameOf(address string) string {
+// at returns the seed mailbox at address; ok false for none.
+func (s *Seeds) at(address string) (SeedMailbox, bool) {
 	if s == nil {
-		return ""
+		return SeedMailbox{}, false
 	}
-	return s.byAddress[strings.ToLower(address)]
+	sm, ok := s.byAddress[strings.ToLower(address)]
+	return sm, ok
 }
 
 // seedClock is a tenant's continuous seeding (tenants[].seeding): one of
@@ -159,7 +162,7 @@ func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Heade
 			return err
 		}
 		nr := store.NewCopy(sm.Address, state, now)
-		nr.Content, nr.Links, nr.Seed = len(out.Contents), links, sm.Name
+		nr.Content, nr.Links, nr.Seed, nr.SeedProvider = len(out.Contents), links, sm.Name, sm.Provider
 		out.Contents = append(out.Contents, content)
 		out.Rcpts = append(out.Rcpts, nr)
 	}

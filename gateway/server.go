@@ -126,6 +126,7 @@ type Server struct {
 	closingOnce sync.Once
 	mu          sync.Mutex
 	conns       map[*clientConn]struct{} // open sessions, to close at the deadline
+	listeners   []net.Listener           // what Serve was given, for Shutdown to close
 	changed     chan struct{}            // closed and replaced when conns changes
 }
 
@@ -162,6 +163,17 @@ func NewServer(cfg ServerConfig, dir *Directory, acceptor Acceptor, m *metrics.M
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
+	// go-smtp's Shutdown closes only the listeners its Serve has taken:
+	// one handed over just after would accept for ever. The server keeps
+	// its own list, and closes a late one at once.
+	s.mu.Lock()
+	if s.isClosing() {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
 	ll := &limitListener{Listener: l, srv: s}
 	err := s.smtp.Serve(ll)
 	if errors.Is(err, smtp.ErrServerClosed) || s.isClosing() {
@@ -175,8 +187,16 @@ func (s *Server) Serve(l net.Listener) error {
 // sessions too, so those left at the deadline are closed: a transaction cut
 // there was never answered 250, so the client still holds its message.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
 	s.closingOnce.Do(func() { close(s.closing) })
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.mu.Unlock()
 	err := s.smtp.Shutdown(ctx)
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // go-smtp closing a listener closed above, once sessions ended
+	}
 	if err != nil {
 		// go-smtp's Close does nothing once Shutdown has begun.
 		s.mu.Lock()

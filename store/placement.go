@@ -28,7 +28,8 @@ type Placement struct {
 	Header      string // the message's Message-ID header, for the fallback match
 	Class       string // the message's class
 	Folder      string // FolderPending, FolderInbox, FolderJunk, "tab:<name>", "other:<folder>", FolderMissing
-	// Provider is the lane the copy was delivered through ("" before).
+	// Provider is the lane the copy was delivered (or bounced) through;
+	// before that, the seed's configured provider (NewRecipient.SeedProvider).
 	Provider string
 	// DeliveredAt is when the receiver answered 2xx: zero before.
 	DeliveredAt time.Time

@@ -57,6 +57,9 @@ type NewRecipient struct {
 	// copy): Enqueue makes its Placement, its links never become enabled
 	// (not on delivery, not on release), and it is not a customer delivery.
 	Seed string
+	// SeedProvider is the seed mailbox's provider: its placement's
+	// Provider until a delivery names the lane that took it.
+	SeedProvider string
 }
 
 // LinkState is where a gated download link stands.

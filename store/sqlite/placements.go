@@ -174,10 +174,13 @@ func (s *Store) ClosePlacement(ctx context.Context, recipientID int64, now time.
 
 // closeBounced closes the placement of a seed copy that bounced, in the
 // attempt's transaction.
-func (w *writer) closeBounced(recipientID int64, at time.Time) error {
+func (w *writer) closeBounced(recipientID int64, at time.Time, provider string) error {
 	p, err := w.placement(recipientID)
 	if err != nil {
 		return err
+	}
+	if provider != "" {
+		p.Provider = provider // the lane that tried
 	}
 	if changed, _ := store.ClosePlacementAt(&p, at); !changed {
 		return nil
@@ -204,7 +207,7 @@ func (w *writer) writePlacement(p store.Placement) error {
 		return err
 	}
 	if _, err := w.updPlacement.Exec(p.Folder, nanos(p.ArrivedAt), nanos(p.DetectedAt), nullJSON(p.Verdicts),
-		p.Mailbox, p.UIDValidity, p.UID, moves, nanos(p.ClosedAt), p.RecipientID); err != nil {
+		p.Mailbox, p.UIDValidity, p.UID, moves, nanos(p.ClosedAt), p.Provider, p.RecipientID); err != nil {
 		return fmt.Errorf("update placement: %w", err)
 	}
 	return nil

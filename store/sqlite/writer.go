@@ -121,12 +121,12 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 				(SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state IN ('queued', 'held'))
 			ORDER BY received_at LIMIT ?)`},
 		{&w.insPlacement, `INSERT INTO placements (recipient_id, message_id, tenant, seed, address,
-			header, class, folder, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+			header, class, folder, at, provider) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&w.deliverPlacement, `UPDATE placements SET delivered_at = ?, at = ?, provider = ?
 			WHERE recipient_id = ?`},
 		{&w.placementOf, placementFrom + " WHERE p.recipient_id = ?"},
 		{&w.updPlacement, `UPDATE placements SET folder = ?, arrived_at = ?, detected_at = ?, verdicts = ?,
-			mailbox = ?, uid_validity = ?, uid = ?, moves = ?, closed_at = ? WHERE recipient_id = ?`},
+			mailbox = ?, uid_validity = ?, uid = ?, moves = ?, closed_at = ?, provider = ? WHERE recipient_id = ?`},
 		{&w.seedsOf, "SELECT id FROM recipients WHERE message_id = ? AND seed != ''"},
 		{&w.setSeedFolder, `INSERT INTO seed_folders (seed, mailbox, uid_validity, last_uid, updated_at)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (seed, mailbox) DO UPDATE SET uid_validity = excluded.uid_validity,

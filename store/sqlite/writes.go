@@ -79,7 +79,7 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 		}
 		if r.Seed != "" {
 			if _, err := w.insPlacement.Exec(ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
-				store.FolderPending, nanos(received)); err != nil {
+				store.FolderPending, nanos(received), r.SeedProvider); err != nil {
 				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
 			}
 		}
@@ -175,7 +175,7 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 	// A seed copy that bounced will never arrive: it is missing now,
 	// not at a deadline that only delivered copies have.
 	if seed != "" && a.State == store.StateBounced {
-		if err := w.closeBounced(a.RecipientID, at); err != nil {
+		if err := w.closeBounced(a.RecipientID, at, a.Provider); err != nil {
 			return fmt.Errorf("placement bounced: %w", err)
 		}
 	}

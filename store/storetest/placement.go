@@ -29,7 +29,7 @@ func placementsOf(t *testing.T, s store.Store) store.Placements {
 // seedRcpt is a seed copy of message id, queued.
 func seedRcpt(id, seed, addr string) store.NewRecipient {
 	r := rcpt(id, addr, 0, store.StateQueued)
-	r.Seed = seed
+	r.Seed, r.SeedProvider = seed, "seedlane"
 	return r
 }
 
@@ -183,7 +183,7 @@ func testSeedCopiesPending(t *testing.T, s store.Store) {
 	for i := 1; i < 3; i++ {
 		want := store.Placement{RecipientID: ids[i], MessageID: id, Tenant: m.Tenant, Seed: rs[i].Seed,
 			Address: rs[i].Address, TrackingID: rs[i].TrackingID, Header: m.MessageID, Class: "bulk",
-			Folder: store.FolderPending}
+			Folder: store.FolderPending, Provider: "seedlane"} // the seed's provider, until delivered
 		if got := byTracking(t, p, rs[i].TrackingID); !samePlacement(got, want) {
 			t.Errorf("placement of %s = %+v\nwant %+v", rs[i].Seed, got, want)
 		}
@@ -222,8 +222,8 @@ func testPlacementDelivered(t *testing.T, s store.Store) {
 	id, ids := seeded(t, s, "issuer", base, 1)
 	record(t, s, store.Attempt{RecipientID: ids[1], MessageID: id, Time: base.Add(time.Minute), State: store.StateQueued,
 		NextAttempt: base.Add(2 * time.Minute), Provider: "gmail", Code: 421, Reply: "4.7.0 try later"})
-	if pl := placementOf(t, s, p, id, ids[1]); !pl.DeliveredAt.IsZero() || pl.Provider != "" {
-		t.Errorf("placement after a deferral = %+v, want not delivered", pl)
+	if pl := placementOf(t, s, p, id, ids[1]); !pl.DeliveredAt.IsZero() || pl.Provider != "seedlane" {
+		t.Errorf("placement after a deferral = %+v, want not delivered, the seed's provider", pl)
 	}
 	at := base.Add(3 * time.Minute)
 	deliver(t, s, id, ids[1], at, "gmail")
@@ -246,8 +246,8 @@ func testPlacementBounced(t *testing.T, s store.Store) {
 	record(t, s, store.Attempt{RecipientID: ids[1], MessageID: id, Time: at, State: store.StateBounced,
 		Provider: "gmail", Code: 550, Reply: "5.1.1 no such user"})
 	pl := placementOf(t, s, p, id, ids[1])
-	if pl.Folder != store.FolderMissing || !pl.ClosedAt.Equal(at) {
-		t.Errorf("placement after a bounce = %+v, want missing, closed at %v", pl, at)
+	if pl.Folder != store.FolderMissing || !pl.ClosedAt.Equal(at) || pl.Provider != "gmail" {
+		t.Errorf("placement after a bounce = %+v, want missing via gmail, closed at %v", pl, at)
 	}
 	evs := placementEvents(t, s, id)
 	if len(evs) != 1 || !strings.Contains(evs[0].Detail, "bounced") {
@@ -601,8 +601,8 @@ func testPlacementsQuery(t *testing.T, s store.Store) {
 		q    store.PlacementQuery
 		want map[string]int64
 	}{
-		{store.PlacementQuery{Limit: 1}, map[string]int64{"gmail/junk": 1, "gmail/inbox": 1, "outlook/pending": 1, "/pending": 1}},
-		{store.PlacementQuery{Tenants: []string{"ca"}}, map[string]int64{"gmail/junk": 1, "outlook/pending": 1, "/pending": 1}},
+		{store.PlacementQuery{Limit: 1}, map[string]int64{"gmail/junk": 1, "gmail/inbox": 1, "outlook/pending": 1, "seedlane/pending": 1}},
+		{store.PlacementQuery{Tenants: []string{"ca"}}, map[string]int64{"gmail/junk": 1, "outlook/pending": 1, "seedlane/pending": 1}},
 		{store.PlacementQuery{Provider: "gmail"}, map[string]int64{"gmail/junk": 1, "gmail/inbox": 1}},
 		{store.PlacementQuery{Since: hour(2)}, map[string]int64{"gmail/inbox": 1, "outlook/pending": 1}},
 		{store.PlacementQuery{Tenants: []string{"nobody"}}, map[string]int64{}},
@@ -624,7 +624,7 @@ func testPlacementsQuery(t *testing.T, s store.Store) {
 			t.Errorf("Placements(limit %d) = %d placements, want %d", c.limit, len(got), c.want)
 		}
 	}
-	if got := counts(store.PlacementQuery{Seed: "bulk-seed"}); got["/pending"] != 501 {
+	if got := counts(store.PlacementQuery{Seed: "bulk-seed"}); got["seedlane/pending"] != 501 {
 		t.Errorf("PlacementCounts of 501 copies = %v", got)
 	}
 }
