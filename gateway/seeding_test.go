@@ -138,3 +138,38 @@ func TestSeedAddressAsRecipient(t *testing.T) {
 		t.Fatalf("copies to the seed: %d", len(got))
 	}
 }
+
+// With links.enable: immediately a customer's links work from the start;
+// a seed copy's, made from the same message, never do: anyone reading a
+// seed mailbox must not reach the download.
+func TestSeedLinksStayPendingWhenImmediate(t *testing.T) {
+	e := newEnv(t, envOptions{seeds: testSeeds[:1],
+		links: config.Links{Gate: []string{"https://descargas.ca.example/certificado/"}, Enable: config.LinksImmediately,
+			TTL: config.Duration(72 * time.Hour)},
+		issuer: func(t *config.Tenant) { t.Seeding = &config.Seeding{Every: 1, Interval: config.Duration(time.Hour)} }})
+	if err := e.send(e.client(), "certificados@ca.example", []string{"ana@gmail.com"}, sample(t, "01-es-download-link-qp.eml")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := e.sims["google"].WaitFor(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	v := e.messageView(t, "ana@gmail.com")
+	seedOf := map[int64]string{}
+	for _, r := range v.Recipients {
+		seedOf[r.ID] = r.Seed
+	}
+	if len(v.Links) != 2 {
+		t.Fatalf("%d links, want the customer's and the seed copy's", len(v.Links))
+	}
+	for _, l := range v.Links {
+		want := store.LinkEnabled
+		if seedOf[l.RecipientID] != "" {
+			want = store.LinkPending
+		}
+		if l.State != want {
+			t.Errorf("link of recipient %d (seed %q): %s, want %s", l.RecipientID, seedOf[l.RecipientID], l.State, want)
+		}
+	}
+}
