@@ -78,6 +78,7 @@ type seedsRig struct {
 	tokenFile string
 	tlsConf   *tls.Config
 	logs      *seedsLogBuffer
+	cfgPath   string
 }
 
 // seedsLogBuffer keeps the daemon's log for failure messages and checks.
@@ -210,6 +211,7 @@ func newSeedsRig(t *testing.T) *seedsRig {
 			"      junk: auto")
 	}
 	cfgPath := write("certgate.yaml", strings.Join(lines, "\n")+"\n")
+	r.cfgPath = cfgPath
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatalf("the configuration is refused: %v", err)
@@ -585,6 +587,18 @@ func TestSeedsEndToEnd(t *testing.T) {
 	gmail, outlook := r.account("gmail-1"), r.account("outlook-1")
 
 	r.eventually("every seed folder watched", func() (bool, string) { return seedsUp(r.scrape()) })
+
+	// seeds check logs in to each mailbox and reports what the watcher
+	// will find: Dovecot offers IDLE and SPECIAL-USE, and marks Junk.
+	var out, errOut bytes.Buffer
+	if code := run([]string{"seeds", "check", "--config", r.cfgPath}, &out, &errOut); code != 0 {
+		t.Fatalf("seeds check exited %d: %s%s", code, out.String(), errOut.String())
+	}
+	for _, a := range seedsAccounts {
+		if !regexp.MustCompile(a.name + `\s+` + a.provider + `\s+ok\s+yes\s+yes\s+no\s+Junk\s`).MatchString(out.String()) {
+			t.Errorf("seeds check does not report %s as ok with IDLE, SPECIAL-USE and Junk:\n%s", a.name, out.String())
+		}
+	}
 
 	// (a) Continuous seeding: every 2 bulk messages (or every hour), so
 	// the first and the third are seeded, the second is not.
