@@ -103,7 +103,51 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	if code := run([]string{"check-config", "--config", cfgPath}, &out, &out); code != 0 {
 		t.Fatalf("certgate check-config on the example: exit %d\n%s", code, out.String())
 	}
+	checkExampleSeeds(t, text, filepath.Join(root, "etc/certgate/seeds.yaml"))
 	startTestDaemon(t, cfgPath)
+}
+
+// checkExampleSeeds uncomments the example's seeds section, as an operator
+// would, and has check-config accept it: a commented example drifts
+// silently otherwise. (Nothing is started: the mailboxes are Gmail's,
+// Outlook's and Yahoo's.)
+func checkExampleSeeds(t *testing.T, text, path string) {
+	t.Helper()
+	_, block, ok := strings.Cut(text, "\n#seeds:\n")
+	if !ok {
+		t.Fatal("the example has no commented seeds section; update this test")
+	}
+	lines := []string{"seeds:"}
+	for _, l := range strings.Split(block, "\n") {
+		if l, ok := strings.CutPrefix(l, "#"); ok {
+			lines = append(lines, l)
+		}
+	}
+	uncommented := strings.Replace(text, "\n#seeds:\n"+block, "\n"+strings.Join(lines, "\n")+"\n", 1)
+	var raw config.Config
+	if err := yaml.Unmarshal([]byte(uncommented), &raw); err != nil {
+		t.Fatalf("the example's seeds section, uncommented: %v", err)
+	}
+	if len(raw.Seeds.Mailboxes) == 0 {
+		t.Fatal("the uncommented seeds section has no mailboxes")
+	}
+	for _, m := range raw.Seeds.Mailboxes {
+		if f := m.IMAP.PasswordFile; f != "" {
+			writeSecret(t, f, randomSecret())
+		}
+		if o := m.IMAP.OAuth2; o != nil {
+			for _, f := range []string{o.TokenFile, o.ClientSecretFile, o.RefreshTokenFile} {
+				if f != "" {
+					writeSecret(t, f, randomSecret())
+				}
+			}
+		}
+	}
+	writeSecret(t, path, uncommented)
+	var out bytes.Buffer
+	if code := run([]string{"check-config", "--config", path}, &out, &out); code != 0 {
+		t.Fatalf("certgate check-config on the example with its seeds uncommented: exit %d\n%s", code, out.String())
+	}
 }
 
 // writeSecret writes a file only its owner reads, making its directory.
