@@ -46,6 +46,7 @@ type Metrics struct {
 	PlacementDetection *prometheus.HistogramVec // provider: arrival in the mailbox to detection
 	PlacementArrival   *prometheus.HistogramVec // provider: the receiver's 2xx to arrival in the mailbox
 	SeedMailboxUp      *prometheus.GaugeVec     // seed, folder
+	SeedAuthFailures   *prometheus.CounterVec   // provider, method: a seed copy found without dkim or dmarc pass
 }
 
 // Detection buckets from 10 ms to about 10 minutes: IDLE reports within
@@ -158,6 +159,10 @@ func New() *Metrics {
 			Help:    "From the receiver's 2xx to a seed copy's arrival in the mailbox, by provider.",
 			Buckets: latencyBuckets,
 		}, []string{"provider"}),
+		SeedAuthFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_seed_auth_failures_total",
+			Help: "Seed copies the receiver filed without dkim=pass or without dmarc=pass (method) in its Authentication-Results: DNS or signing is broken.",
+		}, []string{"provider", "method"}),
 		SeedMailboxUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certgate_seed_mailbox_up",
 			Help: "1 while the watcher's connection to a seed mailbox folder is up, 0 while it reconnects.",
@@ -187,6 +192,7 @@ func New() *Metrics {
 	f(m.PlacementDetection)
 	f(m.PlacementArrival)
 	f(m.SeedMailboxUp)
+	f(m.SeedAuthFailures)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -121,6 +122,17 @@ func (p placementMetrics) Placed(pl store.Placement, from string) {
 	p.m.Placements.WithLabelValues(provider, pl.Tenant, pl.Folder).Inc()
 	if pl.Folder == store.FolderMissing {
 		return
+	}
+	// Authentication that fails at the receiver is broken DNS or signing,
+	// whatever the folder. A receiver that says nothing (no
+	// Authentication-Results) is not counted.
+	var v placement.Verdicts
+	if json.Unmarshal(pl.Verdicts, &v) == nil && v.AuthServ+v.DKIM+v.DMARC+v.SPF != "" {
+		for method, result := range map[string]string{"dkim": v.DKIM, "dmarc": v.DMARC} {
+			if result != "pass" {
+				p.m.SeedAuthFailures.WithLabelValues(provider, method).Inc()
+			}
+		}
 	}
 	p.m.PlacementDetection.WithLabelValues(provider).Observe(max(pl.DetectedAt.Sub(pl.ArrivedAt), 0).Seconds())
 	if !pl.DeliveredAt.IsZero() {

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/store"
+)
+
+// A seed copy whose receiver did not see dkim=pass or dmarc=pass counts
+// as an authentication failure at that provider; one whose receiver said
+// nothing does not.
+func TestSeedAuthFailuresCounted(t *testing.T) {
+	m := metrics.New()
+	obs := placementMetrics{m}
+	placed := func(folder, verdicts string) {
+		obs.Placed(store.Placement{Provider: "gmail", Tenant: "issuer", Folder: folder, Verdicts: json.RawMessage(verdicts)}, "")
+	}
+	placed(store.FolderJunk, `{"authserv_id":"mx.google.com","spf":"pass","dkim":"fail","dmarc":"pass","scl":-1,"bcl":-1}`)
+	placed(store.FolderInbox, `{"authserv_id":"mx.google.com","spf":"pass","dkim":"pass","dmarc":"pass","scl":-1,"bcl":-1}`)
+	placed(store.FolderInbox, `{"scl":-1,"bcl":-1}`) // no Authentication-Results at all
+	placed(store.FolderMissing, ``)
+	if got := testutil.ToFloat64(m.SeedAuthFailures.WithLabelValues("gmail", "dkim")); got != 1 {
+		t.Errorf("dkim failures %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.SeedAuthFailures.WithLabelValues("gmail", "dmarc")); got != 0 {
+		t.Errorf("dmarc failures %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.Placements.WithLabelValues("gmail", "issuer", store.FolderInbox)); got != 2 {
+		t.Errorf("inbox placements %v, want 2", got)
+	}
+}
