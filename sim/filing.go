@@ -114,6 +114,10 @@ func (p *Provider) file(m *Message, h textproto.MIMEHeader, over bool) (moveLate
 			junk = true
 		}
 	}
+	if d := p.opts.Distrust; d != nil && p.pushedAt(m.Received) && (!d.BulkOnly || looksBulk(h)) {
+		p.stats.JunkedWhilePushed++
+		junk = true
+	}
 	if junk {
 		m.Folder = p.junkFolder()
 		return false

@@ -50,6 +50,10 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if len(p.domains) > 0 && !p.domains[domain] {
 		return s.reject(errRelay)
 	}
+	if e := s.distrustRcpt(); e != nil {
+		p.log.Debug("throttled for distrust", "rcpt", to)
+		return s.reply(e)
+	}
 	if !p.allow() {
 		p.count(&p.stats.RateLimited)
 		p.log.Debug("rate limited", "rcpt", to)

@@ -46,6 +46,10 @@ type Options struct {
 	// one second's worth, at least 1); above it RCPT gets 421 4.7.28 like
 	// Gmail's throttling. 0 means unlimited.
 	RatePerSecond float64
+	// Distrust, when set, makes the provider refuse recipients above a rate
+	// with Outlook.com's 451 4.7.650 and junk mail while it is pushed (see
+	// Distrust).
+	Distrust *Distrust
 	// MaxConnections caps concurrent connections; the ones above it are
 	// greeted with 421 4.7.0 and closed. 0 means unlimited.
 	MaxConnections int
@@ -69,8 +73,9 @@ type Options struct {
 	// value files everything in INBOX.
 	Filing Filing
 	// Now is the provider's clock for arrival times, INTERNALDATE, the rate
-	// rule and delayed moves; nil is the wall clock. With an injected
-	// clock, delayed moves happen only when ApplyDueMoves is called.
+	// rule, Distrust and delayed moves; nil is the wall clock. With an
+	// injected clock, delayed moves happen only when ApplyDueMoves is
+	// called.
 	Now func() time.Time
 	// Logger receives debug logs; nil discards them.
 	Logger *slog.Logger
@@ -106,17 +111,18 @@ type Provider struct {
 	refusals  sync.WaitGroup // goroutines writing 421 to refused connections
 	closeOnce sync.Once
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every change; see notify
-	msgs    []Message
-	stats   Stats
-	limiter *rate.Limiter
-	conns   map[*conn]struct{} // open connections
-	seq     int                // connections accepted, refused ones included
-	busy    int                // sessions inside a mail transaction
-	closing bool
-	faults  faultState
-	filing  filingState
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every change; see notify
+	msgs     []Message
+	stats    Stats
+	limiter  *rate.Limiter
+	conns    map[*conn]struct{} // open connections
+	seq      int                // connections accepted, refused ones included
+	busy     int                // sessions inside a mail transaction
+	closing  bool
+	faults   faultState
+	filing   filingState
+	distrust distrustState
 
 	imap *imapSide // nil without Options.IMAP
 }
@@ -226,6 +232,13 @@ func normalize(o Options, defaultIP string) (Options, error) {
 	if err := o.Filing.check(o.LookupTXT != nil); err != nil {
 		return o, fmt.Errorf("sim: %s: %w", o.Name, err)
 	}
+	if o.Distrust != nil {
+		d, err := o.Distrust.withDefaults() // the caller's copy stays as it was
+		if err != nil {
+			return o, fmt.Errorf("sim: %s: %w", o.Name, err)
+		}
+		o.Distrust = &d
+	}
 	if o.IMAP != nil {
 		imapOpts := *o.IMAP // the caller's copy stays as it was
 		if err := imapOpts.check(o); err != nil {
@@ -251,6 +264,7 @@ func serve(opts Options, ln net.Listener) (*Provider, error) {
 		limiter:   newLimiter(opts.RatePerSecond),
 		conns:     make(map[*conn]struct{}),
 		faults:    newFaultState(),
+		distrust:  newDistrustState(opts.Distrust),
 	}
 	for _, d := range opts.Domains {
 		p.domains[strings.ToLower(d)] = true

@@ -46,8 +46,10 @@ type Stats struct {
 	Received                   int // stored copies, one per recipient
 	DKIMPass                   int // stored copies with at least one passing signature
 	DKIMFail                   int // stored copies with signatures, none passing
-	Rejected                   int // 4xx/5xx replies to MAIL, RCPT or DATA, except rate limiting and Faults
+	Rejected                   int // 4xx/5xx replies to MAIL, RCPT or DATA, except rate limiting, Distrust and Faults
 	RateLimited                int // 421 4.7.28 replies
+	Throttled                  int // Distrust's refusals (451 4.7.650 by default)
+	JunkedWhilePushed          int // copies Distrust filed in junk
 	Connections                int // connections accepted
 	ConnectionsRefused         int // connections refused over MaxConnections
 	MaxConcurrent              int // most connections open at once
@@ -106,15 +108,17 @@ func (p *Provider) WaitFor(ctx context.Context, n int) error {
 }
 
 // Reset forgets stored messages, zeroes the counters, refills the rate
-// limiter and starts the faults and the filing rules afresh (greylisting
-// forgets every triplet, pending delayed moves are dropped), so one
-// provider can serve several test cases. IMAP mailboxes keep their mail.
+// limiter and starts the faults, the filing rules and Distrust afresh
+// (greylisting forgets every triplet, pending delayed moves are dropped,
+// the provider is no longer pushed), so one provider can serve several
+// test cases. IMAP mailboxes keep their mail.
 func (p *Provider) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.msgs = nil
 	p.stopMoves()
 	p.filing = filingState{}
+	p.distrust = newDistrustState(p.opts.Distrust)
 	p.seq = 0
 	p.faults = newFaultState()
 	p.stats = Stats{MaxConcurrent: len(p.conns)}
