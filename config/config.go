@@ -23,12 +23,15 @@ type Config struct {
 	DKIMEngine DKIMEngine `yaml:"dkim_engine"`
 	Delivery   Delivery   `yaml:"delivery"`
 	Providers  []Provider `yaml:"providers"`
-	API        API        `yaml:"api"`
-	Gate       Gate       `yaml:"gate"`
-	Webhooks   []Webhook  `yaml:"webhooks"`
-	Retention  Retention  `yaml:"retention"`
-	Seeds      Seeds      `yaml:"seeds"`
-	Log        Log        `yaml:"log"`
+	// Rules on receivers' replies for every provider, after each
+	// provider's own and before the built-in ones.
+	Rules     []ReplyRule `yaml:"rules"`
+	API       API         `yaml:"api"`
+	Gate      Gate        `yaml:"gate"`
+	Webhooks  []Webhook   `yaml:"webhooks"`
+	Retention Retention   `yaml:"retention"`
+	Seeds     Seeds       `yaml:"seeds"`
+	Log       Log         `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`
@@ -248,6 +251,12 @@ type Provider struct {
 	// MaxDeliveriesPerConnection caps the messages sent over one SMTP
 	// connection before it is closed and a new one opened.
 	MaxDeliveriesPerConnection int `yaml:"max_deliveries_per_connection"`
+	// Rules are this provider's rules on its replies, tried first (the
+	// built-in ones, BuiltinRules, come after every configured rule).
+	Rules []ReplyRule `yaml:"rules"`
+	// Recovery is how the lane's rate climbs back after a slowdown; nil
+	// takes the defaults.
+	Recovery *Recovery `yaml:"recovery"`
 }
 
 // API configures bearer tokens for the HTTP API.

@@ -106,6 +106,16 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
 	c.Retention.applyDefaults(f)
 	c.Seeds.applyDefaults(f)
+	applyRuleDefaults(f, "rules", c.Rules)
+	for i := range c.Providers {
+		p := &c.Providers[i]
+		at := indexPath("providers", i)
+		applyRuleDefaults(f, at+".rules", p.Rules)
+		if p.Recovery != nil {
+			fill(f, at+".recovery.step", &p.Recovery.Step, DefaultRecoveryStep)
+			fill(f, at+".recovery.interval", &p.Recovery.Interval, DefaultRecoveryInterval)
+		}
+	}
 	for i, t := range c.Tenants {
 		if t.Seeding != nil {
 			t.Seeding.applyDefaults(f, indexPath("tenants", i)+".seeding")

@@ -194,4 +194,11 @@ func (p *Provider) override(c Provider) {
 	if c.MaxDeliveriesPerConnection > 0 {
 		p.MaxDeliveriesPerConnection = c.MaxDeliveriesPerConnection
 	}
+	if len(c.Rules) > 0 {
+		p.Rules = slices.Clone(c.Rules)
+	}
+	if c.Recovery != nil {
+		r := *c.Recovery
+		p.Recovery = &r
+	}
 }

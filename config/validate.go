@@ -115,6 +115,7 @@ func (v *validator) validate(c *Config) {
 	v.alignment(c)
 	v.delivery(&c.Delivery)
 	v.providers(c.Providers)
+	v.rules("rules", c.Rules)
 	v.api(c)
 	for i, n := range c.Gate.ScannerNetworks {
 		if _, err := parseNetwork(n); err != nil {
@@ -798,6 +799,8 @@ func (v *validator) providers(ps []Provider) {
 		if p.MaxDeliveriesPerConnection < 0 {
 			v.add(at+".max_deliveries_per_connection", "must not be negative, not %d", p.MaxDeliveriesPerConnection)
 		}
+		v.rules(at+".rules", p.Rules)
+		v.checkRecovery(at+".recovery", p.Recovery)
 	}
 }
 

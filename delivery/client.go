@@ -58,6 +58,9 @@ type Result struct {
 	// GaveUp is set by the queue when it stops retrying at max_age: why.
 	// The other fields stay those of the last attempt, for the DSN.
 	GaveUp string
+	// Defer is set by the queue when a reply rule says this 5xx means
+	// "not now" (an IP block being lifted): retried, not bounced.
+	Defer bool
 }
 
 // Detail is the reply without its code, as the store keeps it (the code is

@@ -52,8 +52,9 @@ func TestTenantQueuesRoundRobin(t *testing.T) {
 	}
 	q.push(fairItem("b", "mx2", 0))
 	q.push(fairItem("c", "mx1", 0))
+	none := func(string) bool { return false }
 	var got []string
-	for it := q.pop("mx1"); it != nil; it = q.pop("mx1") {
+	for it := q.pop("mx1", none); it != nil; it = q.pop("mx1", none) {
 		got = append(got, it.p.Address)
 	}
 	if s := strings.Join(got, " "); s != "a0 b0 c0 a1 a2 a3" {
@@ -65,7 +66,32 @@ func TestTenantQueuesRoundRobin(t *testing.T) {
 	if taken := q.take("mx1"); len(taken) != 2 || q.n != 1 {
 		t.Fatalf("take mx1: %d taken, %d left; want 2 and 1", len(taken), q.n)
 	}
-	if it := q.pop(""); it == nil || it.p.Address != "b8" || q.pop("") != nil {
+	if it := q.pop("", none); it == nil || it.p.Address != "b8" || q.pop("", none) != nil {
 		t.Fatalf("after take: %v", it)
+	}
+}
+
+// A tenant held by a suspension is passed over and keeps its items; the
+// others are served in turn.
+func TestTenantQueuesPassOverHeldTenants(t *testing.T) {
+	var q tenantQueues
+	q.init()
+	for i := range 2 {
+		q.push(fairItem("a", "mx1", i))
+		q.push(fairItem("b", "mx1", i))
+	}
+	heldA := func(tenant string) bool { return tenant == "a" }
+	if n := q.count(heldA); n != 2 {
+		t.Fatalf("%d items may go with a held, want b's 2", n)
+	}
+	var got []string
+	for it := q.pop("", heldA); it != nil; it = q.pop("", heldA) {
+		got = append(got, it.p.Address)
+	}
+	if s := strings.Join(got, " "); s != "b0 b1" || q.n != 2 {
+		t.Fatalf("served %s with a held (%d left), want b0 b1 and a's 2 kept", s, q.n)
+	}
+	if it := q.pop("", func(string) bool { return false }); it == nil || it.p.Address != "a0" {
+		t.Fatalf("after the hold: %v, want a0", it)
 	}
 }

@@ -25,6 +25,7 @@ type lane struct {
 	workers int
 	arrived chan struct{}  // closed and replaced when an item arrives
 	open    map[string]int // connections the workers hold, by destination key
+	wakeDue time.Time      // when a suspension holding ready items ends; zero: none awaited
 }
 
 func newLane(q *Queue, pl *policy.Lane) *lane {
@@ -50,15 +51,76 @@ func (l *lane) push(it *item) {
 	l.arrived = make(chan struct{})
 }
 
-// pop takes the most urgent item, preferring the destination the worker
-// already has a connection to within that class. Called with q.mu held.
+// pop takes the most urgent item that may go now, preferring the
+// destination the worker already has a connection to within that class.
+// Items a lane rule suspends stay where they are. Called with q.mu held.
 func (l *lane) pop(preferKey string) *item {
 	for i := range l.ready {
-		if it := l.ready[i].pop(preferKey); it != nil {
+		if it := l.ready[i].pop(preferKey, l.held(i)); it != nil {
 			return it
 		}
 	}
 	return nil
+}
+
+// available counts the ready items that may go now. Called with q.mu held.
+func (l *lane) available() int {
+	n := 0
+	for i := range l.ready {
+		n += l.ready[i].count(l.held(i))
+	}
+	return n
+}
+
+// held reports, for class i, whether a tenant's ready items are held by a
+// suspension of the lane's rules; a suspension holding items arms the
+// wake-up at its end. Called with q.mu held.
+func (l *lane) held(i int) func(tenant string) bool {
+	return func(tenant string) bool {
+		held, until := l.pl.Suspended(i == 0, tenant)
+		if held {
+			l.wakeAt(until)
+		}
+		return held
+	}
+}
+
+// wakeAt makes the lane look for work again at t, when a suspension that
+// holds ready items ends: nothing else would, since nothing arrives.
+// Called with q.mu held.
+func (l *lane) wakeAt(t time.Time) {
+	if !l.wakeDue.IsZero() && !l.wakeDue.After(t) {
+		return
+	}
+	l.wakeDue = t
+	q := l.q
+	timer := q.clock.NewTimer(t.Sub(q.clock.Now()))
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		defer timer.Stop()
+		select {
+		case <-timer.C():
+		case <-q.ctx.Done():
+			return
+		}
+		q.mu.Lock()
+		if l.wakeDue.Equal(t) {
+			l.wakeDue = time.Time{}
+		}
+		close(l.arrived)
+		l.arrived = make(chan struct{})
+		var spawn int
+		for l.workers < l.available() && l.pl.AcquireConn() {
+			l.workers++
+			spawn++
+		}
+		q.mu.Unlock()
+		for range spawn {
+			q.wg.Add(1)
+			go l.work()
+		}
+	}()
 }
 
 // takeDest removes every ready item bound for one destination. Called
@@ -87,7 +149,7 @@ func (l *lane) awaitWork(hasConn bool) bool {
 	var timer clock.Timer
 	for {
 		q.mu.Lock()
-		if q.ctx.Err() == nil && l.size() > 0 {
+		if q.ctx.Err() == nil && l.available() > 0 {
 			q.mu.Unlock()
 			return true
 		}
@@ -138,22 +200,37 @@ func (q *tenantQueues) push(it *item) {
 }
 
 // pop takes the next tenant's turn, preferring the destination prefer
-// within it.
-func (q *tenantQueues) pop(prefer string) *item {
-	if q.n == 0 {
-		return nil
+// within it; tenants held are passed over, keeping their items.
+func (q *tenantQueues) pop(prefer string, held func(tenant string) bool) *item {
+	for range len(q.order) {
+		q.next %= len(q.order)
+		tenant := q.order[q.next]
+		if held(tenant) {
+			q.next++
+			continue
+		}
+		d := q.byTenant[tenant]
+		it := d.pop(prefer)
+		q.n--
+		if d.n == 0 {
+			q.drop(tenant) // the next tenant now sits at q.next
+		} else {
+			q.next++
+		}
+		return it
 	}
-	q.next %= len(q.order)
-	tenant := q.order[q.next]
-	d := q.byTenant[tenant]
-	it := d.pop(prefer)
-	q.n--
-	if d.n == 0 {
-		q.drop(tenant) // the next tenant now sits at q.next
-	} else {
-		q.next++
+	return nil
+}
+
+// count is how many items the tenants not held have.
+func (q *tenantQueues) count(held func(tenant string) bool) int {
+	n := 0
+	for _, tenant := range q.order {
+		if !held(tenant) {
+			n += q.byTenant[tenant].n
+		}
 	}
-	return it
+	return n
 }
 
 // take removes and returns every tenant's items queued for key.

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/certgate/certgate/clock"
@@ -72,8 +73,10 @@ func (q *Queue) judge(it *item, provider string, res *Result, now time.Time) (a 
 		a.State = store.StateDelivered
 		return a, "delivered"
 	case policy.Bounced:
-		a.State = store.StateBounced
-		return a, "bounced"
+		if !res.Defer {
+			a.State = store.StateBounced
+			return a, "bounced"
+		}
 	}
 	next, giveUp := q.policy.NextAttempt(it.p.Attempts+1, it.p.ReceivedAt, now)
 	if !giveUp {
@@ -114,4 +117,27 @@ func (q *Queue) record(a store.Attempt, it *item) {
 	if q.recorded != nil {
 		q.recorded(a)
 	}
+}
+
+// react feeds a reply to the lane's rules: a rule may slow or suspend the
+// lane, and may say that a 5xx is to be retried. What a rule did is
+// logged and counted; the lane's state itself is the lane's.
+func (q *Queue) react(pl *policy.Lane, it *item, res *Result) {
+	re := pl.React(res.Code, res.Enhanced, res.Text, it.p.Tenant)
+	if re.Rule == "" {
+		return
+	}
+	res.Defer = re.Defer
+	if !re.Acted {
+		return
+	}
+	q.metrics.RuleHits.WithLabelValues(pl.Name(), re.Rule, string(re.Action)).Inc()
+	st := pl.State()
+	level := slog.LevelInfo
+	if re.Alert {
+		level = slog.LevelWarn
+	}
+	q.log.Log(context.Background(), level, "lane rule", "lane", pl.Key(), "rule", re.Rule, "action", re.Action,
+		"alert", re.Alert, "reply", res.String(), "tenant", it.p.Tenant, "state", st.Name, "rate", st.Rate, "until", st.Until,
+		"reason", re.Reason)
 }

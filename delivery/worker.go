@@ -165,7 +165,7 @@ func (w *worker) deliver(it *item) step {
 	if res.Network || res.Code == 421 {
 		w.drop() // RFC 5321 3.8: 421 means the server is closing
 	}
-	l.pl.Observe(res.Code, res.Enhanced, res.Text)
+	q.react(l.pl, it, &res)
 	q.finish(it, l.pl.Name(), res, data)
 	return nextItem
 }

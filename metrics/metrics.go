@@ -47,6 +47,8 @@ type Metrics struct {
 	PlacementArrival   *prometheus.HistogramVec // provider: the receiver's 2xx to arrival in the mailbox
 	SeedMailboxUp      *prometheus.GaugeVec     // seed, folder
 	SeedAuthFailures   *prometheus.CounterVec   // provider, method: a seed copy found without dkim or dmarc pass
+
+	RuleHits *prometheus.CounterVec // provider, rule, action: reply rules that acted
 }
 
 // Detection buckets from 10 ms to about 10 minutes: IDLE reports within
@@ -163,6 +165,10 @@ func New() *Metrics {
 			Name: "certgate_seed_auth_failures_total",
 			Help: "Seed copies the receiver filed without dkim=pass or without dmarc=pass (method) in its Authentication-Results: DNS or signing is broken.",
 		}, []string{"provider", "method"}),
+		RuleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_rule_hits_total",
+			Help: "Reply rules that acted (their threshold reached), by provider, rule and action (slow, suspend, set, defer, alert).",
+		}, []string{"provider", "rule", "action"}),
 		SeedMailboxUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certgate_seed_mailbox_up",
 			Help: "1 while the watcher's connection to a seed mailbox folder is up, 0 while it reconnects.",
@@ -193,6 +199,7 @@ func New() *Metrics {
 	f(m.PlacementArrival)
 	f(m.SeedMailboxUp)
 	f(m.SeedAuthFailures)
+	f(m.RuleHits)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

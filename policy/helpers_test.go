@@ -62,7 +62,7 @@ func newTestPolicy(t *testing.T, cfg []config.Provider, retry config.Retry) (*Po
 // testLane is a lane of the given rate on an auto-advancing clock.
 func testLane(perSecond float64) (*Lane, *autoClock) {
 	clk := newAutoClock()
-	l := newLane("test", "test", limits{rate: perSecond, connLimit: 1, maxDels: 1}, clk, NewLocalLimiter())
+	l := newLane("test", "test", limits{rate: perSecond, connLimit: 1, maxDels: 1, rules: config.BuiltinRules("test")}, clk, NewLocalLimiter())
 	return l, clk
 }
 

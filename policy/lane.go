@@ -3,28 +3,22 @@ package policy
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/certgate/certgate/config"
 )
 
-// MinRate is the floor of throttling backoff: a lane is never slowed below
-// one message per minute by Observe, so a receiver's throttling can delay
-// mail but never stall a lane completely.
+// MinRate is the floor of every slowdown: a lane is never slowed below one
+// message per minute by its rules, so a receiver's throttling can delay
+// mail but never stall a lane completely (a suspension is another matter,
+// and says so).
 const MinRate = 1.0 / 60
 
-const (
-	// backoffCooldown is how long a lane stays slowed after the receiver's
-	// last throttling reply; then it returns to its full rate at once.
-	// Five minutes is longer than the throttling windows receivers hint at
-	// in their replies ("try again later", typically minutes) and short
-	// enough that a transient spike does not cost a whole wave.
-	backoffCooldown = 5 * time.Minute
-	// backoffStep is the least time between two halvings. One burst of
-	// throttling replies arrives on every open connection at once; it must
-	// count as one signal, not as one halving per connection.
-	backoffStep = time.Minute
-)
+// backoffStep is the least time between two cuts of a lane's rate. One
+// burst of throttling replies arrives on every open connection at once; it
+// must count as one signal, not as one cut per connection.
+const backoffStep = time.Minute
 
 // concurrencyCapTime is how long ConnRefused's cap holds: long enough for
 // the receiver's count of our connections to drop, short enough that a
@@ -42,16 +36,37 @@ type Lane struct {
 	clk                timeSource
 	lim                Limiter
 
+	rules    []*compiledRule // reply rules, in the order React tries them
+	recovery recovery
+
 	mu        sync.Mutex
 	base      float64   // configured or SetRate rate, messages per second
-	level     int       // number of halvings in force
-	lastHalve time.Time // when level was last raised
-	until     time.Time // end of the cool-down; zero when not slowed
+	factor    float64   // share of base in force: 1, or less while slowed or recovering
+	floor     float64   // the slowing rules' floor, messages per second
+	lastCut   time.Time // when factor was last cut
+	slowUntil time.Time // end of the slowdown; the climb back starts then
+	lastStep  time.Time // when the climb last took a step
 	capped    int       // most connection slots until capUntil
 	capUntil  time.Time
+
+	suspendBulk, suspendAll time.Time            // no bulk (no mail) until then
+	tenantSuspended         map[string]time.Time // no bulk of these tenants until then
+	setConns, setPerConn    int                  // a set rule's limits until setUntil; 0: configured
+	setUntil                time.Time
+	reason                  string    // the last rule that changed the lane, and why
+	since                   time.Time // when it did
+}
+
+// recovery is config.Recovery in the lane's units.
+type recovery struct {
+	step     float64
+	interval time.Duration
 }
 
 func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane {
+	if lim.recovery.interval <= 0 {
+		lim.recovery = recovery{step: config.DefaultRecoveryStep, interval: config.DefaultRecoveryInterval.D()}
+	}
 	return &Lane{
 		name:      name,
 		key:       key,
@@ -60,6 +75,9 @@ func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane
 		clk:       clk,
 		lim:       shared,
 		base:      lim.rate,
+		factor:    1,
+		rules:     compileRules(lim.rules),
+		recovery:  lim.recovery,
 	}
 }
 
@@ -72,17 +90,39 @@ func (l *Lane) Name() string { return l.name }
 func (l *Lane) Key() string { return l.key }
 
 // ConnectionLimit is the most SMTP connections the lane may have open at
-// once.
-func (l *Lane) ConnectionLimit() int { return l.connLimit }
+// once: the configured limit, or a set rule's while it holds.
+func (l *Lane) ConnectionLimit() int {
+	c, _ := l.limitsNow()
+	return c
+}
 
 // MaxDeliveriesPerConnection is the most messages the queue may send over
 // one connection before closing it and opening a new one (ConnectionSpent
-// says when).
-func (l *Lane) MaxDeliveriesPerConnection() int { return l.maxDels }
+// says when): the configured number, or a set rule's while it holds.
+func (l *Lane) MaxDeliveriesPerConnection() int {
+	_, d := l.limitsNow()
+	return d
+}
 
 // ConnectionSpent reports whether a connection that has made sent
 // deliveries has made its share and must be closed before the next one.
-func (l *Lane) ConnectionSpent(sent int) bool { return sent >= l.maxDels }
+func (l *Lane) ConnectionSpent(sent int) bool { return sent >= l.MaxDeliveriesPerConnection() }
+
+// limitsNow is the connection limit and deliveries per connection in force.
+func (l *Lane) limitsNow() (conns, perConn int) {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refresh(now)
+	conns, perConn = l.connLimit, l.maxDels
+	if l.setConns > 0 {
+		conns = l.setConns
+	}
+	if l.setPerConn > 0 {
+		perConn = l.setPerConn
+	}
+	return conns, perConn
+}
 
 // AcquireConn takes one of the lane's connection slots, when fewer than
 // ConnectionLimit are held and no cap from ConnRefused forbids it, and
@@ -90,7 +130,7 @@ func (l *Lane) ConnectionSpent(sent int) bool { return sent >= l.maxDels }
 // worker's life and gives it back with ReleaseConn. When the Limiter
 // fails, no slot is granted: the mail waits rather than overruns a limit.
 func (l *Lane) AcquireConn() bool {
-	limit := l.connLimit
+	limit := l.ConnectionLimit()
 	l.mu.Lock()
 	if l.clk.now().Before(l.capUntil) {
 		limit = min(limit, l.capped)
@@ -172,8 +212,8 @@ func (l *Lane) giveBack(ctx context.Context, r Reservation) {
 // SetRate changes the lane's base rate in messages per second, for
 // feedback such as warm-up and placement; +Inf removes the limit. Rates that
 // are not positive (and NaN) are raised to MinRate: pausing a lane is not a
-// rate. A throttling backoff in force keeps applying on top of the new rate
-// until its cool-down ends. Slots already reserved keep their times.
+// rate. A slowdown in force keeps applying on top of the new rate, as a
+// share of it. Slots already reserved keep their times.
 func (l *Lane) SetRate(perSecond float64) {
 	if !(perSecond > 0) {
 		perSecond = MinRate
@@ -184,7 +224,7 @@ func (l *Lane) SetRate(perSecond float64) {
 }
 
 // Rate returns the rate in force now, in messages per second, including any
-// throttling backoff; +Inf when unlimited.
+// slowdown; +Inf when unlimited.
 func (l *Lane) Rate() float64 { return l.rateAt(l.clk.now()) }
 
 // rateAt is the rate in force at now.
@@ -195,67 +235,14 @@ func (l *Lane) rateAt(now time.Time) float64 {
 	return l.effective()
 }
 
-// Observe feeds a receiver's reply to the lane. It is the hook for response
-// rules; today it knows one: a 421 or 451 reply with an enhanced status
-// code of class 4.7 (security or policy: Gmail "421 4.7.28" rate limiting,
-// Outlook "451 4.7.650", Yahoo "421 4.7.0") means the receiver throttles us,
-// so the lane halves its rate for a cool-down of five minutes from the last
-// such reply and then returns to its full rate. Replies in one burst (within
-// a minute of the last halving) extend the cool-down without halving again.
-// The rate never drops below MinRate by backoff, nor below a configured rate
-// that is already lower. An unlimited lane has no rate to halve and is not
-// slowed. enhanced is the RFC 3463 code without text, e.g. "4.7.28".
-//
-// Greylisting (RFC 6647) often answers "451 4.7.1" too, but asks for a later
-// retry of that one message, not a slower sender: a reply whose text says
-// grey- or graylisted is not throttling.
-func (l *Lane) Observe(code int, enhanced, text string) {
-	if code != 421 && code != 451 {
-		return
-	}
-	if !strings.HasPrefix(strings.TrimSpace(enhanced), "4.7.") || greylisting(text) {
-		return
-	}
-	now := l.clk.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.refresh(now)
-	if isUnlimited(l.base) {
-		return
-	}
-	if l.level == 0 || now.Sub(l.lastHalve) >= backoffStep {
-		if l.effective() > MinRate {
-			l.level++
-		}
-		l.lastHalve = now
-	}
-	l.until = now.Add(backoffCooldown)
-}
-
-func greylisting(text string) bool {
-	t := strings.ToLower(text)
-	return strings.Contains(t, "greylist") || strings.Contains(t, "graylist") ||
-		strings.Contains(t, "grey-list") || strings.Contains(t, "gray-list")
-}
-
-// refresh ends a cool-down that is over. Called with l.mu held.
-func (l *Lane) refresh(now time.Time) {
-	if l.level > 0 && !now.Before(l.until) {
-		l.level = 0
-		l.until = time.Time{}
-	}
-}
-
-// effective is the base rate halved level times, floored at MinRate (or at
-// the base rate when that is lower). Called with l.mu held.
+// effective is the base rate times the share in force, not below the
+// slowing rules' floor nor MinRate (nor above the base rate). Called with
+// l.mu held.
 func (l *Lane) effective() float64 {
 	r := l.base
-	if l.level == 0 || isUnlimited(r) {
+	if l.factor >= 1 || isUnlimited(r) {
 		return r
 	}
-	floor := min(r, MinRate)
-	for i := 0; i < l.level && r > floor; i++ {
-		r /= 2
-	}
-	return max(r, floor)
+	floor := min(r, max(l.floor, MinRate))
+	return max(r*l.factor, floor)
 }

@@ -230,7 +230,15 @@ func TestSleepUntilIsAbsolute(t *testing.T) {
 	}
 }
 
-func TestObserveBackoff(t *testing.T) {
+// observe is a reply from a receiver to the lane, as the queue feeds it.
+func observe(l *Lane, code int, enhanced, text string) Reaction {
+	return l.React(code, enhanced, text, "issuer")
+}
+
+// The generic rules reproduce what lanes always did: a 421/451 4.7.x
+// halves the rate, once per burst, for five minutes; now the rate climbs
+// back a quarter at a time, every five minutes, instead of jumping back.
+func TestThrottleAndRecovery(t *testing.T) {
 	l, clk := testLane(10)
 
 	// Replies that are not throttling leave the rate alone.
@@ -240,47 +248,63 @@ func TestObserveBackoff(t *testing.T) {
 	}{
 		{250, "2.0.0"}, {550, "5.7.1"}, {421, "4.4.2"}, {451, "4.3.0"}, {450, "4.7.1"}, {421, ""}, {554, "4.7.1"},
 	} {
-		l.Observe(r.code, r.enh, "")
+		observe(l, r.code, r.enh, "")
 		if l.Rate() != 10 {
-			t.Fatalf("Observe(%d, %q) changed the rate to %v", r.code, r.enh, l.Rate())
+			t.Fatalf("React(%d, %q) changed the rate to %v", r.code, r.enh, l.Rate())
 		}
 	}
 
-	l.Observe(421, "4.7.28", "")
-	if !approx(l.Rate(), 5) {
-		t.Fatalf("after 421 4.7.28: %v", l.Rate())
+	if re := observe(l, 421, "4.7.28", "slow down"); re.Rule != "throttled" || !re.Acted || re.Defer {
+		t.Fatalf("reaction to 421 4.7.28: %+v", re)
 	}
-	// The same burst, on other connections: no further halving.
+	if !approx(l.Rate(), 5) || l.State().Name != "slowed" {
+		t.Fatalf("after 421 4.7.28: %v, %+v", l.Rate(), l.State())
+	}
+	// The same burst, on other connections: no further cut.
 	clk.advance(10 * time.Second)
-	l.Observe(421, "4.7.28", "")
-	l.Observe(421, " 4.7.28 ", "")
+	observe(l, 421, "4.7.28", "")
+	observe(l, 421, "4.7.28", "")
 	if !approx(l.Rate(), 5) {
-		t.Fatalf("one burst halved twice: %v", l.Rate())
+		t.Fatalf("one burst cut twice: %v", l.Rate())
 	}
 	// The spacing follows the rate.
 	l.Wait(context.Background())
 	if w, _ := l.Wait(context.Background()); w != 200*time.Millisecond {
 		t.Fatalf("spacing while halved: %v", w)
 	}
-	// Still throttled a minute later: halve again.
+	// Still throttled a minute later: cut again (multiplicative decrease).
 	clk.advance(time.Minute)
-	l.Observe(451, "4.7.650", "")
+	observe(l, 451, "4.7.650", "")
 	if !approx(l.Rate(), 2.5) {
-		t.Fatalf("second halving: %v", l.Rate())
+		t.Fatalf("second cut: %v", l.Rate())
 	}
-	// The cool-down runs five minutes from the last throttling reply.
-	checkCooldown(t, l, clk.advance, 2.5, 10)
-	clk.advance(time.Second)
+	// Five minutes from the last throttling reply the slowdown ends; then
+	// a quarter of the configured rate comes back every five minutes.
+	for _, step := range []struct {
+		after time.Duration
+		want  float64
+	}{
+		{5*time.Minute - time.Second, 2.5}, {time.Second, 2.5}, {5 * time.Minute, 5}, {5 * time.Minute, 7.5}, {4 * time.Minute, 7.5},
+		{time.Minute, 10}, {time.Hour, 10},
+	} {
+		clk.advance(step.after)
+		if !approx(l.Rate(), step.want) {
+			t.Fatalf("%v later: rate %v, want %v", step.after, l.Rate(), step.want)
+		}
+	}
+	if st := l.State(); st.Name != "normal" || st.Reason == "" {
+		t.Errorf("after recovery: %+v, want normal with the last reason kept", st)
+	}
 	l.Wait(context.Background())
 	if w, _ := l.Wait(context.Background()); w != 100*time.Millisecond {
-		t.Fatalf("spacing after restore: %v", w)
+		t.Fatalf("spacing after recovery: %v", w)
 	}
 }
 
-func TestObserveFloorAndSetRate(t *testing.T) {
+func TestThrottleFloorAndSetRate(t *testing.T) {
 	l, clk := testLane(1.5 / 60)
 	for range 10 {
-		l.Observe(421, "4.7.0", "")
+		observe(l, 421, "4.7.0", "")
 		clk.advance(time.Minute)
 	}
 	if !approx(l.Rate(), MinRate) {
@@ -288,55 +312,50 @@ func TestObserveFloorAndSetRate(t *testing.T) {
 	}
 
 	slow, clk := testLane(1.0 / 86400) // configured 1/day stays 1/day
-	slow.Observe(421, "4.7.0", "")
+	observe(slow, 421, "4.7.0", "")
 	clk.advance(time.Minute)
-	slow.Observe(421, "4.7.0", "")
+	observe(slow, 421, "4.7.0", "")
 	if !approx(slow.Rate(), 1.0/86400) {
-		t.Fatalf("backoff changed a rate below the floor: %v", slow.Rate())
+		t.Fatalf("a cut changed a rate below the floor: %v", slow.Rate())
 	}
 
 	unl, _ := testLane(math.Inf(1))
-	unl.Observe(421, "4.7.28", "")
+	observe(unl, 421, "4.7.28", "")
 	if !math.IsInf(unl.Rate(), 1) {
 		t.Fatalf("unlimited lane slowed to %v", unl.Rate())
 	}
 
 	l, clk = testLane(10)
-	l.Observe(421, "4.7.28", "")
-	l.SetRate(20) // backoff stays on top of the new rate
+	observe(l, 421, "4.7.28", "")
+	l.SetRate(20) // the slowdown is a share of the new rate
 	if !approx(l.Rate(), 10) {
-		t.Fatalf("SetRate during backoff: %v", l.Rate())
+		t.Fatalf("SetRate during a slowdown: %v", l.Rate())
 	}
-	clk.advance(backoffCooldown)
+	clk.advance(5*time.Minute + 2*5*time.Minute)
 	if !approx(l.Rate(), 20) {
-		t.Fatalf("after cool-down: %v", l.Rate())
+		t.Fatalf("after the recovery: %v", l.Rate())
 	}
 }
 
-// The backoff's cool-down runs on the clock given in Options.
-func TestBackoffOnInjectedClock(t *testing.T) {
+// The lanes' rules run on the clock given in Options, and a provider's
+// built-in rules come before the generic ones.
+func TestRulesOnInjectedClock(t *testing.T) {
 	clk := clock.NewFake(epoch)
 	p := New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk})
 	l := p.Match("gmail.com", nil)
-	l.Observe(421, "4.7.28", "")
+	if re := observe(l, 421, "4.7.28", "rate limited"); re.Rule != "gmail-rate-limit" || !re.Acted {
+		t.Fatalf("reaction: %+v", re)
+	}
 	if !approx(l.Rate(), 5) {
 		t.Fatalf("after 421 4.7.28: %v", l.Rate())
 	}
-	checkCooldown(t, l, clk.Advance, 5, 10)
-}
-
-// checkCooldown checks that a lane just throttled keeps its halved rate
-// until backoffCooldown has passed on its clock (moved by advance) and
-// then returns to full.
-func checkCooldown(t *testing.T, l *Lane, advance func(time.Duration), halved, full float64) {
-	t.Helper()
-	advance(backoffCooldown - time.Second)
-	if !approx(l.Rate(), halved) {
+	clk.Advance(10*time.Minute - time.Second) // gmail-rate-limit holds ten minutes
+	if !approx(l.Rate(), 5) {
 		t.Fatalf("restored early: %v", l.Rate())
 	}
-	advance(time.Second)
-	if !approx(l.Rate(), full) {
-		t.Fatalf("not restored after the cool-down: %v", l.Rate())
+	clk.Advance(time.Second + 5*time.Minute)
+	if !approx(l.Rate(), 7.5) {
+		t.Fatalf("a step after the slowdown: %v", l.Rate())
 	}
 }
 
@@ -359,7 +378,7 @@ func TestConcurrentUse(t *testing.T) {
 				}
 				switch i % 10 {
 				case 1:
-					l.Observe(421, "4.7.28", "")
+					observe(l, 421, "4.7.28", "")
 				case 2:
 					l.SetRate(float64(1 + i%5))
 				case 3:
@@ -380,14 +399,14 @@ func TestConcurrentUse(t *testing.T) {
 
 // Greylisting answers 451 4.7.1 like some throttling does, but it asks for
 // a later retry of one message: the lane keeps its rate.
-func TestObserveGreylistingIsNotThrottling(t *testing.T) {
+func TestGreylistingIsNotThrottling(t *testing.T) {
 	l, _ := testLane(10)
-	l.Observe(451, "4.7.1", "Greylisted, see https://postgrey.schweikert.ch/help/ca.example")
-	l.Observe(451, "4.7.1", "Try again later (graylisting in action)")
+	observe(l, 451, "4.7.1", "Greylisted, see https://postgrey.schweikert.ch/help/ca.example")
+	observe(l, 451, "4.7.1", "Try again later (graylisting in action)")
 	if l.Rate() != 10 {
 		t.Fatalf("greylisting slowed the lane to %v", l.Rate())
 	}
-	l.Observe(451, "4.7.1", "Too many messages, slow down")
+	observe(l, 451, "4.7.1", "Too many messages, slow down")
 	if !approx(l.Rate(), 5) {
 		t.Fatalf("a 451 4.7.1 without greylisting left the rate at %v, want halved", l.Rate())
 	}

@@ -38,6 +38,9 @@ type Options struct {
 	// Limiter holds the limit state lanes share: rate reservations and
 	// connection slots. nil means a new LocalLimiter (one process).
 	Limiter Limiter
+	// Rules are the configuration's reply rules for every provider
+	// (config's top-level rules).
+	Rules []config.ReplyRule
 }
 
 // New builds a policy. providers are config.ResolveProviders's result
@@ -71,7 +74,7 @@ func New(providers []config.Provider, retry config.Retry, opts Options) *Policy 
 		p.schedule = append(p.schedule, d.D())
 	}
 	for _, c := range providers {
-		pr := compileProvider(c)
+		pr := compileProvider(c, opts.Rules)
 		if c.Name == config.CatchAllProvider {
 			p.catchAll = pr
 			continue

@@ -15,18 +15,33 @@ type provider struct {
 	limits limits
 }
 
-// limits are a lane's configured limits.
+// limits are a lane's configured limits and reactions.
 type limits struct {
 	rate      float64 // messages per second; +Inf means unlimited
 	connLimit int
 	maxDels   int
+	rules     []config.ReplyRule // in the order they are tried
+	recovery  recovery
 }
 
-func compileProvider(c config.Provider) *provider {
+// compileProvider compiles a provider; every is the configuration's rules
+// for every provider, tried after the provider's own and before the
+// built-in ones.
+func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
+	var rules []config.ReplyRule
+	rules = append(rules, c.Rules...)
+	rules = append(rules, every...)
+	rules = append(rules, config.BuiltinRules(c.Name)...)
+	rc := recovery{step: config.DefaultRecoveryStep, interval: config.DefaultRecoveryInterval.D()}
+	if c.Recovery != nil {
+		rc = recovery{step: c.Recovery.Step, interval: c.Recovery.Interval.D()}
+	}
 	p := &provider{name: c.Name, limits: limits{
 		rate:      perSecond(c.MaxMessageRate),
 		connLimit: c.ConnectionLimit,
 		maxDels:   c.MaxDeliveriesPerConnection,
+		rules:     rules,
+		recovery:  rc,
 	}}
 	for _, s := range c.MXSuffixes {
 		p.rules = append(p.rules, compileMXRule(s))

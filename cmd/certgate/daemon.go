@@ -126,7 +126,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 	d.queue = delivery.NewQueue(delivery.Options{
 		// Links turn on with the delivery record, as their tenant says.
 		Store:  quarantine.EnableOnDelivery(d.store, cfg.Tenants),
-		Policy: policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{}),
+		Policy: policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules}),
 		Router: delivery.NewRouter(routes, cfg.Delivery.MXPort, resolver, nil),
 		Dialer: &delivery.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
 			ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),

@@ -1,0 +1,214 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// Reaction is what a lane made of a receiver's reply: the rule that took
+// it, if any, and what the queue must do about the message.
+type Reaction struct {
+	Rule   string            // "" when no rule matched
+	Action config.RuleAction // the rule's action
+	Acted  bool              // its threshold was reached and the lane changed (or alerted)
+	// Defer is set when the reply is a 5xx the rule says means "not
+	// now": the message is retried instead of bounced.
+	Defer  bool
+	Alert  bool   // the match is to be reported as an alert
+	Reason string // the rule's reason
+}
+
+// compiledRule is a reply rule with the lane's memory of its matches.
+type compiledRule struct {
+	config.ReplyRule
+	floor float64     // messages per second
+	hits  []time.Time // the latest matches, at most Threshold.Count
+}
+
+func compileRules(rules []config.ReplyRule) []*compiledRule {
+	out := make([]*compiledRule, 0, len(rules))
+	for _, r := range rules {
+		r.Regexp() // compiled once, here
+		out = append(out, &compiledRule{ReplyRule: r, floor: perSecond(r.Floor)})
+	}
+	return out
+}
+
+// reached notes a match at now and reports whether the threshold is
+// reached: Count matches within Window (every match when Count is 1).
+func (r *compiledRule) reached(now time.Time) bool {
+	n := max(r.Threshold.Count, 1)
+	r.hits = append(r.hits, now)
+	if len(r.hits) > n {
+		r.hits = r.hits[len(r.hits)-n:]
+	}
+	if len(r.hits) < n {
+		return false
+	}
+	if r.Threshold.Window > 0 && now.Sub(r.hits[0]) > r.Threshold.Window {
+		return false
+	}
+	r.hits = r.hits[:0] // the next action needs a fresh count
+	return true
+}
+
+// replyLine is what rules match: "CODE ENHANCED text", or "CODE text"
+// without an enhanced code.
+func replyLine(code int, enhanced, text string) string {
+	s := strconv.Itoa(code) + " "
+	if enhanced != "" {
+		s += enhanced + " "
+	}
+	return s + text
+}
+
+// React feeds a receiver's reply to the lane's rules, in order: the
+// provider's configured rules, the configuration's rules for every
+// provider, the provider's built-in rules, the generic ones. The first
+// that matches takes the reply; it acts once its threshold is reached.
+// tenant is the replying message's, for rules that act per tenant.
+// Replies without a code (network errors) and 2xx replies match nothing.
+func (l *Lane) React(code int, enhanced, text, tenant string) Reaction {
+	if code < 400 || code > 599 {
+		return Reaction{}
+	}
+	line := replyLine(code, enhanced, text)
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.rules {
+		if !r.Regexp().MatchString(line) {
+			continue
+		}
+		re := Reaction{Rule: r.Name, Action: r.Action, Reason: r.Reason,
+			Defer: code >= 500 && (r.Defer || r.Action == config.ActionDefer)}
+		if r.Action == config.ActionIgnore || !r.reached(now) {
+			return re
+		}
+		re.Acted = true
+		re.Alert = r.Alert || r.Action == config.ActionAlert
+		l.act(r, now, tenant)
+		return re
+	}
+	return Reaction{}
+}
+
+// act applies a rule whose threshold is reached. Called with l.mu held.
+func (l *Lane) act(r *compiledRule, now time.Time, tenant string) {
+	l.refresh(now)
+	until := now.Add(r.For.D())
+	switch r.Action {
+	case config.ActionSlow:
+		if isUnlimited(l.base) {
+			return // no rate to cut
+		}
+		// One burst of refusals arrives on every open connection at
+		// once: it cuts the rate once, and only extends the slowdown.
+		if l.factor == 1 || now.Sub(l.lastCut) >= backoffStep {
+			l.factor *= r.Factor
+			l.lastCut = now
+		}
+		l.floor = max(l.floor, r.floor)
+		l.slowUntil = later(l.slowUntil, until)
+		l.lastStep = l.slowUntil
+	case config.ActionSuspend:
+		switch {
+		case r.PerTenant:
+			if l.tenantSuspended == nil {
+				l.tenantSuspended = map[string]time.Time{}
+			}
+			l.tenantSuspended[tenant] = later(l.tenantSuspended[tenant], until)
+		case r.All:
+			l.suspendAll = later(l.suspendAll, until)
+		default:
+			l.suspendBulk = later(l.suspendBulk, until)
+		}
+	case config.ActionSet:
+		l.setConns, l.setPerConn, l.setUntil = r.Connections, r.PerConnection, until
+	default:
+		return // defer and alert change nothing of the lane
+	}
+	l.reason, l.since = fmt.Sprintf("%s: %s", r.Name, r.Reason), now
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// refresh ends what is over at now and climbs the rate back: after a
+// slowdown ends, Step of the configured rate every Interval (additive
+// increase) until it is whole again. Called with l.mu held.
+func (l *Lane) refresh(now time.Time) {
+	if l.factor < 1 && !now.Before(l.slowUntil) && l.recovery.interval > 0 {
+		steps := int(now.Sub(l.lastStep) / l.recovery.interval)
+		if steps > 0 {
+			l.factor = min(1, l.factor+float64(steps)*l.recovery.step)
+			l.lastStep = l.lastStep.Add(time.Duration(steps) * l.recovery.interval)
+		}
+		if l.factor >= 1 {
+			l.factor, l.floor, l.slowUntil = 1, 0, time.Time{}
+		}
+	}
+	if !l.setUntil.IsZero() && !now.Before(l.setUntil) {
+		l.setConns, l.setPerConn, l.setUntil = 0, 0, time.Time{}
+	}
+	for t, until := range l.tenantSuspended {
+		if !now.Before(until) {
+			delete(l.tenantSuspended, t)
+		}
+	}
+}
+
+// Suspended reports whether the lane sends no mail of this class for
+// tenant now (a suspension of the lane's bulk, of all its mail, or of the
+// tenant's bulk on it), and until when.
+func (l *Lane) Suspended(transactional bool, tenant string) (bool, time.Time) {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.suspendAll) {
+		return true, l.suspendAll
+	}
+	if transactional {
+		return false, time.Time{}
+	}
+	if now.Before(l.suspendBulk) {
+		return true, l.suspendBulk
+	}
+	if until := l.tenantSuspended[tenant]; now.Before(until) {
+		return true, until
+	}
+	return false, time.Time{}
+}
+
+// State is a lane's state as operators see it.
+type State struct {
+	Name       string    // normal, slowed, suspended
+	Rate       float64   // in force now, messages per second (+Inf unlimited)
+	Configured float64   // the configured (or SetRate) rate
+	Reason     string    // the last rule that changed the lane, with its reason
+	Since      time.Time // when that rule acted
+	Until      time.Time // when the slowdown or suspension in force ends
+}
+
+// State tells where the lane stands now.
+func (l *Lane) State() State {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refresh(now)
+	s := State{Name: "normal", Rate: l.effective(), Configured: l.base, Reason: l.reason, Since: l.since}
+	switch {
+	case now.Before(l.suspendAll) || now.Before(l.suspendBulk):
+		s.Name, s.Until = "suspended", later(l.suspendAll, l.suspendBulk)
+	case l.factor < 1:
+		s.Name, s.Until = "slowed", l.slowUntil
+	}
+	return s
+}
