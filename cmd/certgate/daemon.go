@@ -34,6 +34,7 @@ type daemon struct {
 	metrics *metrics.Metrics
 	store   store.Store
 	queue   *delivery.Queue
+	policy  *policy.Policy
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
 	desk    *quarantine.Desk
@@ -120,13 +121,15 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		return err
 	}
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
+	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules})
+	d.metrics.Registry.MustRegister(laneCollector{d.policy})
 	// One budget for the mail held in memory: what submissions read and
 	// prepare, and what deliveries read back from the store.
 	memory := membudget.New(cfg.SMTP.MailBudget())
 	d.queue = delivery.NewQueue(delivery.Options{
 		// Links turn on with the delivery record, as their tenant says.
 		Store:  quarantine.EnableOnDelivery(d.store, cfg.Tenants),
-		Policy: policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules}),
+		Policy: d.policy,
 		Router: delivery.NewRouter(routes, cfg.Delivery.MXPort, resolver, nil),
 		Dialer: &delivery.Dialer{Hostname: cfg.Hostname, Resolver: resolver,
 			ConnectTimeout: cfg.Delivery.ConnectTimeout.D(), CommandTimeout: cfg.Delivery.CommandTimeout.D(),
