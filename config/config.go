@@ -257,6 +257,9 @@ type Provider struct {
 	// Recovery is how the lane's rate climbs back after a slowdown; nil
 	// takes the defaults.
 	Recovery *Recovery `yaml:"recovery"`
+	// Placement is the rule on where the provider's seed copies land;
+	// nil takes DefaultPlacementRule.
+	Placement *PlacementRule `yaml:"placement"`
 }
 
 // API configures bearer tokens for the HTTP API.

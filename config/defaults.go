@@ -115,6 +115,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 			fill(f, at+".recovery.step", &p.Recovery.Step, DefaultRecoveryStep)
 			fill(f, at+".recovery.interval", &p.Recovery.Interval, DefaultRecoveryInterval)
 		}
+		if p.Placement != nil {
+			p.Placement.applyDefaults(f, at+".placement")
+		}
 	}
 	for i, t := range c.Tenants {
 		if t.Seeding != nil {

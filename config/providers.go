@@ -201,4 +201,8 @@ func (p *Provider) override(c Provider) {
 		r := *c.Recovery
 		p.Recovery = &r
 	}
+	if c.Placement != nil {
+		r := *c.Placement
+		p.Placement = &r
+	}
 }

@@ -247,3 +247,68 @@ func (v *validator) checkRecovery(at string, r *Recovery) {
 		v.add(at+".interval", "must be from 1s to 24h, not %s", r.Interval)
 	}
 }
+
+// PlacementRule is a provider's rule on where its seed copies land: when
+// the inbox's share of the last Window copies (once MinSample are known)
+// falls below Below, the lane's bulk is slowed or suspended and an alert
+// raised. A Gmail tab counts as inbox; junk, other folders and missing
+// copies do not.
+type PlacementRule struct {
+	Window    int        `yaml:"window"`
+	MinSample int        `yaml:"min_sample"`
+	Below     float64    `yaml:"below"`  // an inbox share, 0 to 1
+	Action    RuleAction `yaml:"action"` // slow or suspend
+	Factor    float64    `yaml:"factor"` // slow: the rate is multiplied by it
+	For       Duration   `yaml:"for"`
+}
+
+// Defaults of placement rules: on for every provider with seed copies.
+const (
+	DefaultPlacementWindow    = 20
+	DefaultPlacementMinSample = 5
+	DefaultPlacementBelow     = 0.5
+	DefaultPlacementAction    = ActionSlow
+	DefaultPlacementFor       = Duration(30 * time.Minute)
+)
+
+// DefaultPlacementRule is the placement rule of a provider that sets none.
+func DefaultPlacementRule() PlacementRule {
+	return PlacementRule{Window: DefaultPlacementWindow, MinSample: DefaultPlacementMinSample, Below: DefaultPlacementBelow,
+		Action: DefaultPlacementAction, Factor: DefaultRuleFactor, For: DefaultPlacementFor}
+}
+
+func (r *PlacementRule) applyDefaults(f filler, at string) {
+	fill(f, at+".window", &r.Window, DefaultPlacementWindow)
+	fill(f, at+".min_sample", &r.MinSample, DefaultPlacementMinSample)
+	fill(f, at+".below", &r.Below, DefaultPlacementBelow)
+	fill(f, at+".action", &r.Action, DefaultPlacementAction)
+	fill(f, at+".factor", &r.Factor, DefaultRuleFactor)
+	fill(f, at+".for", &r.For, DefaultPlacementFor)
+}
+
+func (v *validator) placementRule(at string, r *PlacementRule) {
+	if r == nil {
+		return
+	}
+	if r.Window < 1 || r.Window > 1000 {
+		v.add(at+".window", "must be from 1 to 1000 copies, not %d", r.Window)
+	}
+	if r.MinSample < 1 || r.MinSample > r.Window {
+		v.add(at+".min_sample", "must be from 1 to the window (%d), not %d", r.Window, r.MinSample)
+	}
+	if !(r.Below > 0 && r.Below <= 1) {
+		v.add(at+".below", "must be an inbox share above 0 and at most 1, not %v", r.Below)
+	}
+	switch r.Action {
+	case ActionSlow:
+		if !(r.Factor > 0 && r.Factor < 1) {
+			v.add(at+".factor", "must be between 0 and 1, not %v", r.Factor)
+		}
+	case ActionSuspend:
+	default:
+		v.add(at+".action", "must be slow or suspend, not %q", r.Action)
+	}
+	if r.For.D() < time.Second || r.For.D() > 7*24*time.Hour {
+		v.add(at+".for", "must be from 1s to 168h, not %s", r.For)
+	}
+}

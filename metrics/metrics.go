@@ -48,7 +48,8 @@ type Metrics struct {
 	SeedMailboxUp      *prometheus.GaugeVec     // seed, folder
 	SeedAuthFailures   *prometheus.CounterVec   // provider, method: a seed copy found without dkim or dmarc pass
 
-	RuleHits *prometheus.CounterVec // provider, rule, action: reply rules that acted
+	RuleHits         *prometheus.CounterVec // provider, rule, action: reply rules that acted
+	PlacementActions *prometheus.CounterVec // provider, action: lanes slowed or suspended for their seed copies' placement
 }
 
 // Detection buckets from 10 ms to about 10 minutes: IDLE reports within
@@ -169,6 +170,10 @@ func New() *Metrics {
 			Name: "certgate_rule_hits_total",
 			Help: "Reply rules that acted (their threshold reached), by provider, rule and action (slow, suspend, set, defer, alert).",
 		}, []string{"provider", "rule", "action"}),
+		PlacementActions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_placement_actions_total",
+			Help: "Lanes slowed or suspended (action) because too few of their seed copies reached the inbox, by provider.",
+		}, []string{"provider", "action"}),
 		SeedMailboxUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "certgate_seed_mailbox_up",
 			Help: "1 while the watcher's connection to a seed mailbox folder is up, 0 while it reconnects.",
@@ -200,6 +205,7 @@ func New() *Metrics {
 	f(m.SeedMailboxUp)
 	f(m.SeedAuthFailures)
 	f(m.RuleHits)
+	f(m.PlacementActions)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

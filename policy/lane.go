@@ -36,8 +36,9 @@ type Lane struct {
 	clk                timeSource
 	lim                Limiter
 
-	rules    []*compiledRule // reply rules, in the order React tries them
-	recovery recovery
+	rules     []*compiledRule // reply rules, in the order React tries them
+	recovery  recovery
+	placement config.PlacementRule
 
 	mu        sync.Mutex
 	base      float64   // configured or SetRate rate, messages per second
@@ -55,6 +56,7 @@ type Lane struct {
 	setUntil                time.Time
 	reason                  string    // the last rule that changed the lane, and why
 	since                   time.Time // when it did
+	placed                  []bool    // the latest seed copies' fates (inbox or not), at most placement.Window
 }
 
 // recovery is config.Recovery in the lane's units.
@@ -78,6 +80,7 @@ func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane
 		factor:    1,
 		rules:     compileRules(lim.rules),
 		recovery:  lim.recovery,
+		placement: lim.placement,
 	}
 }
 

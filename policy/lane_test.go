@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -409,5 +410,49 @@ func TestGreylistingIsNotThrottling(t *testing.T) {
 	observe(l, 451, "4.7.1", "Too many messages, slow down")
 	if !approx(l.Rate(), 5) {
 		t.Fatalf("a 451 4.7.1 without greylisting left the rate at %v, want halved", l.Rate())
+	}
+}
+
+// Seed copies going to junk slow the provider's lane: once enough of the
+// latest are known and the inbox's share is under the threshold, the
+// lane acts once, with an alert, and counts afresh. A Gmail tab is inbox.
+func TestPlacementRule(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders([]config.Provider{{Name: "gmail", Placement: &config.PlacementRule{
+		Window: 10, MinSample: 4, Below: 0.5, Action: config.ActionSlow, Factor: 0.5, For: config.Duration(30 * time.Minute)}}}),
+		config.DefaultRetry(), Options{Clock: clk})
+	l, ok := p.ProviderLane("gmail")
+	if !ok {
+		t.Fatal("no gmail lane")
+	}
+	if _, ok := p.ProviderLane("nowhere"); ok {
+		t.Fatal("a lane for a provider that does not exist")
+	}
+	for i, folder := range []string{"inbox", "junk", "tab:promotions"} {
+		if re := l.ObservePlacement(folder); re.Acted {
+			t.Fatalf("acted after %d copies, under the minimum sample", i+1)
+		}
+	}
+	// 2 of 4 in the inbox: not under half.
+	if re := l.ObservePlacement("missing"); re.Acted {
+		t.Fatal("acted at exactly the threshold")
+	}
+	// 2 of 5.
+	re := l.ObservePlacement("junk")
+	if !re.Acted || !re.Alert || re.Rule != "placement" || !approx(l.Rate(), 5) {
+		t.Fatalf("after 2 of 5 in the inbox: %+v, rate %v; want slowed to 5 with an alert", re, l.Rate())
+	}
+	if st := l.State(); st.Name != "slowed" || !strings.Contains(st.Reason, "40%") {
+		t.Errorf("state %+v", st)
+	}
+	// The count starts afresh: three more junk copies do not act again.
+	for range 3 {
+		if re := l.ObservePlacement("junk"); re.Acted {
+			t.Fatal("acted again before a fresh sample")
+		}
+	}
+	clk.Advance(time.Minute)
+	if re := l.ObservePlacement("junk"); !re.Acted || !approx(l.Rate(), 2.5) {
+		t.Fatalf("a fresh bad sample: %+v, rate %v; want a second cut to 2.5", re, l.Rate())
 	}
 }

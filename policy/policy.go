@@ -160,3 +160,15 @@ func (p *Policy) Lanes() []*Lane {
 	slices.SortFunc(out, func(a, b *Lane) int { return strings.Compare(a.key, b.key) })
 	return out
 }
+
+// ProviderLane is the lane of a named provider (not the catch-all, whose
+// lanes are per recipient domain), made if it was not yet; false for a
+// name no provider has.
+func (p *Policy) ProviderLane(name string) (*Lane, bool) {
+	for _, pr := range p.providers {
+		if pr.name == name {
+			return p.lane(pr.name, pr.name, pr.limits), true
+		}
+	}
+	return nil, false
+}

@@ -22,6 +22,7 @@ type limits struct {
 	maxDels   int
 	rules     []config.ReplyRule // in the order they are tried
 	recovery  recovery
+	placement config.PlacementRule
 }
 
 // compileProvider compiles a provider; every is the configuration's rules
@@ -36,12 +37,17 @@ func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
 	if c.Recovery != nil {
 		rc = recovery{step: c.Recovery.Step, interval: c.Recovery.Interval.D()}
 	}
+	pl := config.DefaultPlacementRule()
+	if c.Placement != nil {
+		pl = *c.Placement
+	}
 	p := &provider{name: c.Name, limits: limits{
 		rate:      perSecond(c.MaxMessageRate),
 		connLimit: c.ConnectionLimit,
 		maxDels:   c.MaxDeliveriesPerConnection,
 		rules:     rules,
 		recovery:  rc,
+		placement: pl,
 	}}
 	for _, s := range c.MXSuffixes {
 		p.rules = append(p.rules, compileMXRule(s))

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/certgate/certgate/config"
@@ -211,4 +212,44 @@ func (l *Lane) State() State {
 		s.Name, s.Until = "slowed", l.slowUntil
 	}
 	return s
+}
+
+// ObservePlacement feeds where one of the lane's seed copies landed
+// (a folder class: inbox, tab:<name>, junk, other:<folder>, missing) to
+// its placement rule. When the inbox's share of the latest copies (a
+// Gmail tab counts as inbox) falls below the rule's threshold, once
+// enough are known, the lane's bulk is slowed or suspended for the
+// rule's time and the reaction says to alert; the count then starts
+// afresh, so one bad stretch acts once.
+func (l *Lane) ObservePlacement(folder string) Reaction {
+	pr := l.placement
+	if pr.Window <= 0 {
+		return Reaction{}
+	}
+	inbox := folder == "inbox" || strings.HasPrefix(folder, "tab:")
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.placed = append(l.placed, inbox)
+	if len(l.placed) > pr.Window {
+		l.placed = l.placed[len(l.placed)-pr.Window:]
+	}
+	if len(l.placed) < pr.MinSample {
+		return Reaction{}
+	}
+	good := 0
+	for _, ok := range l.placed {
+		if ok {
+			good++
+		}
+	}
+	share := float64(good) / float64(len(l.placed))
+	if share >= pr.Below {
+		return Reaction{}
+	}
+	r := &compiledRule{ReplyRule: config.ReplyRule{Name: "placement", Action: pr.Action, Factor: pr.Factor, For: pr.For,
+		Reason: fmt.Sprintf("seed copies: %.0f%% of the last %d in the inbox, under %.0f%%", share*100, len(l.placed), pr.Below*100)}}
+	l.act(r, now, "")
+	l.placed = l.placed[:0]
+	return Reaction{Rule: r.Name, Action: r.Action, Acted: true, Alert: true, Reason: r.Reason}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -14,6 +15,7 @@ import (
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/placement"
+	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
 )
 
@@ -33,7 +35,7 @@ func (d *daemon) buildSeeds() error {
 	d.placements = book
 	logins := newSeedLogins(cfg.Seeds)
 	d.watcher = placement.NewWatcher(placement.Options{Seeds: cfg.Seeds, Book: book, Connect: logins.connect,
-		Log: d.log, Observer: placementMetrics{d.metrics}, Categories: logins.category})
+		Log: d.log, Observer: placementMetrics{m: d.metrics, lanes: d.policy, log: d.log}, Categories: logins.category})
 	d.metrics.Registry.MustRegister(&inboxShare{book: book, providers: seedProviders(cfg.Seeds)})
 	return nil
 }
@@ -110,8 +112,14 @@ func seedProviders(s config.Seeds) []string {
 	return out
 }
 
-// placementMetrics turns what the watcher finds into metrics.
-type placementMetrics struct{ m *metrics.Metrics }
+// placementMetrics turns what the watcher finds into metrics, and feeds
+// each copy's fate to its provider's lane, whose placement rule may slow
+// it: the loop from where mail lands back to how fast it is sent.
+type placementMetrics struct {
+	m     *metrics.Metrics
+	lanes *policy.Policy // nil: placement steers nothing
+	log   *slog.Logger
+}
 
 func (p placementMetrics) Placed(pl store.Placement, from string) {
 	provider := pl.Provider
@@ -120,6 +128,7 @@ func (p placementMetrics) Placed(pl store.Placement, from string) {
 		return
 	}
 	p.m.Placements.WithLabelValues(provider, pl.Tenant, pl.Folder).Inc()
+	p.steer(pl)
 	if pl.Folder == store.FolderMissing {
 		return
 	}
@@ -131,6 +140,10 @@ func (p placementMetrics) Placed(pl store.Placement, from string) {
 		for method, result := range map[string]string{"dkim": v.DKIM, "dmarc": v.DMARC} {
 			if result != "pass" {
 				p.m.SeedAuthFailures.WithLabelValues(provider, method).Inc()
+				if p.log != nil {
+					p.log.Warn("seed copy failed authentication at the receiver: DNS or signing is broken", "seed", pl.Seed,
+						"provider", provider, "tenant", pl.Tenant, "method", method, "result", result, "message", pl.MessageID)
+				}
 			}
 		}
 	}
@@ -185,4 +198,24 @@ func (s *inboxShare) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(inboxShareDesc, prometheus.GaugeValue, inbox[p]/known[p], p)
 		}
 	}
+}
+
+// steer feeds a seed copy's first placement (or its absence) to the
+// lane of its provider.
+func (p placementMetrics) steer(pl store.Placement) {
+	if p.lanes == nil {
+		return
+	}
+	lane, ok := p.lanes.ProviderLane(pl.Provider)
+	if !ok {
+		return // the catch-all's lanes are per domain: no one lane to steer
+	}
+	re := lane.ObservePlacement(pl.Folder)
+	if !re.Acted {
+		return
+	}
+	p.m.PlacementActions.WithLabelValues(pl.Provider, string(re.Action)).Inc()
+	st := lane.State()
+	p.log.Warn("lane rule", "lane", lane.Key(), "rule", re.Rule, "action", re.Action, "alert", true, "reason", re.Reason,
+		"state", st.Name, "rate", st.Rate, "until", st.Until)
 }

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
+	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
 )
 
@@ -15,7 +20,7 @@ import (
 // nothing does not.
 func TestSeedAuthFailuresCounted(t *testing.T) {
 	m := metrics.New()
-	obs := placementMetrics{m}
+	obs := placementMetrics{m: m}
 	placed := func(folder, verdicts string) {
 		obs.Placed(store.Placement{Provider: "gmail", Tenant: "issuer", Folder: folder, Verdicts: json.RawMessage(verdicts)}, "")
 	}
@@ -32,4 +37,28 @@ func TestSeedAuthFailuresCounted(t *testing.T) {
 	if got := testutil.ToFloat64(m.Placements.WithLabelValues("gmail", "issuer", store.FolderInbox)); got != 2 {
 		t.Errorf("inbox placements %v, want 2", got)
 	}
+}
+
+// Seed copies going to junk at a provider slow its lane, once, and the
+// action is counted and logged.
+func TestPlacementSteersTheLane(t *testing.T) {
+	m := metrics.New()
+	p := policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
+	var logs bytes.Buffer
+	obs := placementMetrics{m: m, lanes: p, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	for range config.DefaultPlacementMinSample {
+		obs.Placed(store.Placement{Provider: "yahoo", Tenant: "issuer", Folder: store.FolderJunk}, "")
+	}
+	if got := testutil.ToFloat64(m.PlacementActions.WithLabelValues("yahoo", "slow")); got != 1 {
+		t.Errorf("placement actions %v, want 1", got)
+	}
+	lane, _ := p.ProviderLane("yahoo")
+	if st := lane.State(); st.Name != "slowed" {
+		t.Errorf("yahoo's lane %+v, want slowed", st)
+	}
+	if !strings.Contains(logs.String(), "rule=placement") {
+		t.Errorf("no log line for the action:\n%s", logs.String())
+	}
+	// The catch-all has no one lane: nothing to steer, nothing breaks.
+	obs.Placed(store.Placement{Provider: "default", Folder: store.FolderJunk}, "")
 }
