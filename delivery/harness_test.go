@@ -28,6 +28,7 @@ type qenv struct {
 	clock    *clock.Fake // nil: the wall clock
 	store    *sqlite.Store
 	queue    *Queue
+	policy   *policy.Policy
 	metrics  *metrics.Metrics
 	sims     map[string]*sim.Provider
 	attempts chan store.Attempt // every attempt, once recorded
@@ -98,6 +99,7 @@ func newQEnv(t *testing.T, o qopts) *qenv {
 		clk = e.clock
 	}
 	pol := policy.New(config.ResolveProviders(o.providers), o.retry, policy.Options{Clock: clk})
+	e.policy = pol
 	if e.store, err = sqlite.Open(context.Background(), o.dbPath, sqlite.Options{}); err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func (l *lane) available() int {
 func (l *lane) held(i int) func(tenant string) bool {
 	return func(tenant string) bool {
 		held, until := l.pl.Suspended(i == 0, tenant)
-		if held {
+		if held && !until.IsZero() { // zero: paused, until Queue.Wake
 			l.wakeAt(until)
 		}
 		return held
@@ -108,19 +108,31 @@ func (l *lane) wakeAt(t time.Time) {
 		if l.wakeDue.Equal(t) {
 			l.wakeDue = time.Time{}
 		}
-		close(l.arrived)
-		l.arrived = make(chan struct{})
-		var spawn int
-		for l.workers < l.available() && l.pl.AcquireConn() {
-			l.workers++
-			spawn++
-		}
+		spawn := l.wake()
 		q.mu.Unlock()
-		for range spawn {
-			q.wg.Add(1)
-			go l.work()
-		}
+		l.spawn(spawn)
 	}()
+}
+
+// wake tells idle workers to look again, and reserves slots for as many
+// new workers as there is work that may go; the caller starts them with
+// spawn once q.mu is released. Called with q.mu held.
+func (l *lane) wake() (spawn int) {
+	close(l.arrived)
+	l.arrived = make(chan struct{})
+	for l.workers < l.available() && l.pl.AcquireConn() {
+		l.workers++
+		spawn++
+	}
+	return spawn
+}
+
+// spawn starts n workers whose slots wake reserved.
+func (l *lane) spawn(n int) {
+	for range n {
+		l.q.wg.Add(1)
+		go l.work()
+	}
 }
 
 // takeDest removes every ready item bound for one destination. Called

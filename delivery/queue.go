@@ -409,6 +409,42 @@ func (q *Queue) regauge(it *item, label string) {
 	it.gauge = label
 }
 
+// Wake makes the lane of key look for work again: after an operator
+// resumes it or changes its rate, mail it held may go at once.
+func (q *Queue) Wake(key string) {
+	q.mu.Lock()
+	l := q.lanes[key]
+	var n int
+	if l != nil {
+		n = l.wake()
+	}
+	q.mu.Unlock()
+	if l != nil {
+		l.spawn(n)
+	}
+}
+
+// Ready counts the items of a lane that are due now, by class and tenant
+// (those a suspension holds included): what the lanes API shows.
+func (q *Queue) Ready(key string) map[config.Class]map[string]int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[config.Class]map[string]int{}
+	l := q.lanes[key]
+	if l == nil {
+		return out
+	}
+	for i, class := range []config.Class{config.ClassTransactional, config.ClassBulk} {
+		for tenant, d := range l.ready[i].byTenant {
+			if out[class] == nil {
+				out[class] = map[string]int{}
+			}
+			out[class][tenant] = d.n
+		}
+	}
+	return out
+}
+
 // HeldBytes is what the queue holds in memory of just-accepted copies;
 // it falls back to 0 once they are all attempted.
 func (q *Queue) HeldBytes() int64 { return q.heldBytes.Load() }

@@ -82,3 +82,34 @@ func delivered(e *qenv, as []store.Attempt) []string {
 	slices.Sort(out)
 	return out
 }
+
+// An operator's pause holds every message of the lane, transactional too,
+// queued; resuming sends them at once, without waiting for new mail.
+func TestPausedLaneHoldsEverythingUntilResumed(t *testing.T) {
+	e := newQEnv(t, qopts{fakeClock: true})
+	lane, ok := e.policy.ProviderLane("google")
+	if !ok {
+		t.Fatal("no google lane")
+	}
+	lane.Pause("the receiver asked us to stop")
+	msg := sample(t, "04-pt-token-transactional.eml")
+	e.enqueue("certificados@ca.example", []string{"a@empresa.example"}, config.ClassTransactional, msg)
+	e.enqueue("certificados@ca.example", []string{"b@empresa.example"}, config.ClassBulk, msg)
+	// Mail for another lane goes: the queue is not stuck, only that lane.
+	e.enqueue("certificados@ca.example", []string{"x@ca.example"}, config.ClassBulk, msg)
+	if got := delivered(e, e.waitAttempts(1)); !slices.Equal(got, []string{"x@ca.example"}) {
+		t.Fatalf("delivered %v while google is paused; want the other lane's only", got)
+	}
+	ready := e.queue.Ready("google")
+	if ready[config.ClassTransactional]["issuer"] != 1 || ready[config.ClassBulk]["issuer"] != 1 {
+		t.Fatalf("ready while paused: %v, want one of each class", ready)
+	}
+	if st := lane.State(); st.Name != "paused" {
+		t.Fatalf("state %+v, want paused", st)
+	}
+	lane.Resume("cleared")
+	e.queue.Wake("google")
+	if got := delivered(e, e.waitAttempts(2)); !slices.Equal(got, []string{"a@empresa.example", "b@empresa.example"}) {
+		t.Fatalf("after resuming delivered %v", got)
+	}
+}

@@ -57,6 +57,9 @@ type Lane struct {
 	reason                  string    // the last rule that changed the lane, and why
 	since                   time.Time // when it did
 	placed                  []bool    // the latest seed copies' fates (inbox or not), at most placement.Window
+	paused                  bool      // an operator paused the lane: nothing leaves until resumed
+	override                float64   // an operator's rate, messages per second, until overrideUntil; 0: none
+	overrideUntil           time.Time
 }
 
 // recovery is config.Recovery in the lane's units.
@@ -243,6 +246,9 @@ func (l *Lane) rateAt(now time.Time) float64 {
 // l.mu held.
 func (l *Lane) effective() float64 {
 	r := l.base
+	if l.override > 0 {
+		r = l.override
+	}
 	if l.factor >= 1 || isUnlimited(r) {
 		return r
 	}

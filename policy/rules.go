@@ -156,6 +156,9 @@ func (l *Lane) refresh(now time.Time) {
 			l.factor, l.floor, l.slowUntil = 1, 0, time.Time{}
 		}
 	}
+	if l.override > 0 && !now.Before(l.overrideUntil) {
+		l.override, l.overrideUntil = 0, time.Time{}
+	}
 	if !l.setUntil.IsZero() && !now.Before(l.setUntil) {
 		l.setConns, l.setPerConn, l.setUntil = 0, 0, time.Time{}
 	}
@@ -173,6 +176,9 @@ func (l *Lane) Suspended(transactional bool, tenant string) (bool, time.Time) {
 	now := l.clk.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.paused {
+		return true, time.Time{} // until resumed
+	}
 	if now.Before(l.suspendAll) {
 		return true, l.suspendAll
 	}
@@ -190,7 +196,7 @@ func (l *Lane) Suspended(transactional bool, tenant string) (bool, time.Time) {
 
 // State is a lane's state as operators see it.
 type State struct {
-	Name       string    // normal, slowed, suspended
+	Name       string    // normal, slowed, suspended, paused
 	Rate       float64   // in force now, messages per second (+Inf unlimited)
 	Configured float64   // the configured (or SetRate) rate
 	Reason     string    // the last rule that changed the lane, with its reason
@@ -206,6 +212,8 @@ func (l *Lane) State() State {
 	l.refresh(now)
 	s := State{Name: "normal", Rate: l.effective(), Configured: l.base, Reason: l.reason, Since: l.since}
 	switch {
+	case l.paused:
+		s.Name = "paused"
 	case now.Before(l.suspendAll) || now.Before(l.suspendBulk):
 		s.Name, s.Until = "suspended", later(l.suspendAll, l.suspendBulk)
 	case l.factor < 1:
@@ -252,4 +260,38 @@ func (l *Lane) ObservePlacement(folder string) Reaction {
 	l.act(r, now, "")
 	l.placed = l.placed[:0]
 	return Reaction{Rule: r.Name, Action: r.Action, Acted: true, Alert: true, Reason: r.Reason}
+}
+
+// Pause stops the lane: nothing leaves, and its mail stays queued, until
+// Resume. why is kept as the lane's reason.
+func (l *Lane) Pause(why string) {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.paused, l.reason, l.since = true, "paused: "+why, now
+}
+
+// Resume ends a pause.
+func (l *Lane) Resume(why string) {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.paused {
+		l.paused, l.reason, l.since = false, "resumed: "+why, now
+	}
+}
+
+// Override sets the lane's rate to perSecond until until, whatever the
+// configuration and the rules say (a slowdown in force still applies to
+// it as a share). A rate that is not positive ends an override.
+func (l *Lane) Override(perSecond float64, until time.Time, why string) {
+	now := l.clk.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !(perSecond > 0) {
+		l.override, l.overrideUntil = 0, time.Time{}
+		return
+	}
+	l.override, l.overrideUntil = perSecond, until
+	l.reason, l.since = fmt.Sprintf("rate set to %.4g/s until %s: %s", perSecond, until.UTC().Format(time.RFC3339), why), now
 }
