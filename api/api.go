@@ -25,22 +25,26 @@ type Deps struct {
 	// Placement serves the seed mailboxes' results and tests; its zero
 	// value answers those routes with 404 not_configured.
 	Placement Placement
+	// Lanes reads and changes the delivery lanes; nil answers those
+	// routes with 404 not_configured.
+	Lanes LaneControl
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
 // became of it, release it, revoke its links. Every call that changes
 // something is recorded on the message with who asked and from where.
 type API struct {
-	store     quarantine.Reader
-	desk      *quarantine.Desk
-	tokens    *Tokens
-	log       *slog.Logger
-	placement Placement
+	store       quarantine.Reader
+	desk        *quarantine.Desk
+	tokens      *Tokens
+	log         *slog.Logger
+	placement   Placement
+	laneControl LaneControl
 }
 
 // New builds the API.
 func New(d Deps) *API {
-	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement}
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -62,6 +66,10 @@ func (a *API) Routes() []Route {
 		{"GET", "/api/v1/placement", config.ScopeRead, a.seeded(a.placementSummary)},
 		{"POST", "/api/v1/placement/tests", config.ScopeAdmin, a.seeded(a.placementTest)},
 		{"GET", "/api/v1/placement/tests/{id}", config.ScopeRead, a.seeded(a.placementTestResult)},
+		{"GET", "/api/v1/lanes", config.ScopeRead, a.withLanes(a.lanes)},
+		{"POST", "/api/v1/lanes/{name}/pause", config.ScopeAdmin, a.withLanes(a.lanePause)},
+		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.laneResume)},
+		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
 	}
 }
 

@@ -76,6 +76,9 @@ func (t Tenants) Narrow(requested []string) ([]string, bool) {
 	return names, len(names) > 0
 }
 
+// Every reports whether t is every tenant, present and future.
+func (t Tenants) Every() bool { return t.all }
+
 // Single is the one tenant of t when t names exactly one.
 func (t Tenants) Single() (string, bool) {
 	if t.all || len(t.names) != 1 {

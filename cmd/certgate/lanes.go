@@ -1,8 +1,15 @@
 package main
 
 import (
+	"log/slog"
+	"strings"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/certgate/certgate/api"
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/policy"
 )
 
@@ -61,4 +68,91 @@ func (c laneCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(laneRateDesc, prometheus.GaugeValue, s.rate, name)
 		ch <- prometheus.MustNewConstMetric(laneConfiguredDesc, prometheus.GaugeValue, s.configured, name)
 	}
+}
+
+// laneControl is the lanes API over the daemon's policy and queue.
+type laneControl struct {
+	p         *policy.Policy
+	q         *delivery.Queue
+	providers []string // named providers, shown before their lane's first mail
+	log       *slog.Logger
+}
+
+// laneName is a lane's key as the API names it: "default/<domain>"
+// becomes "default:<domain>", so that no name holds a "/".
+func laneName(key string) string { return strings.Replace(key, "/", ":", 1) }
+
+func (c laneControl) find(name string) (*policy.Lane, error) {
+	if l, ok := c.p.ProviderLane(name); ok {
+		return l, nil
+	}
+	for _, l := range c.p.Lanes() {
+		if laneName(l.Key()) == name {
+			return l, nil
+		}
+	}
+	return nil, api.ErrNoLane
+}
+
+func (c laneControl) Lanes() []api.Lane {
+	for _, name := range c.providers {
+		c.p.ProviderLane(name)
+	}
+	var out []api.Lane
+	for _, l := range c.p.Lanes() {
+		st := l.State()
+		out = append(out, api.Lane{Name: laneName(l.Key()), Provider: l.Name(), State: st.Name, Rate: st.Rate,
+			Configured: st.Configured, Ready: c.q.Ready(l.Key()), Reason: st.Reason, Since: st.Since, Until: st.Until})
+	}
+	return out
+}
+
+// changed logs an operator's change of a lane: the audit line of lanes.
+func (c laneControl) changed(l *policy.Lane, what, reason, actor string) {
+	st := l.State()
+	c.log.Warn("lane changed", "lane", l.Key(), "change", what, "actor", actor, "reason", reason, "state", st.Name, "rate", st.Rate)
+}
+
+func (c laneControl) Pause(name, reason, actor string) error {
+	l, err := c.find(name)
+	if err != nil {
+		return err
+	}
+	l.Pause(reason)
+	c.changed(l, "pause", reason, actor)
+	return nil
+}
+
+func (c laneControl) Resume(name, reason, actor string) error {
+	l, err := c.find(name)
+	if err != nil {
+		return err
+	}
+	l.Resume(reason)
+	c.q.Wake(l.Key())
+	c.changed(l, "resume", reason, actor)
+	return nil
+}
+
+func (c laneControl) SetRate(name string, perSecond float64, until time.Time, reason, actor string) error {
+	l, err := c.find(name)
+	if err != nil {
+		return err
+	}
+	l.Override(perSecond, until, reason)
+	c.q.Wake(l.Key())
+	c.changed(l, "rate", reason, actor)
+	return nil
+}
+
+// namedProviders are the providers with a lane of their own (all but the
+// catch-all).
+func namedProviders(cfg *config.Config) []string {
+	var out []string
+	for _, p := range config.ResolveProviders(cfg.Providers) {
+		if p.Name != config.CatchAllProvider {
+			out = append(out, p.Name)
+		}
+	}
+	return out
 }

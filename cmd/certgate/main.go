@@ -35,6 +35,7 @@ Usage:
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
+  certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
   certgate version
 
 Every command takes --help.
@@ -67,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdStore(args[1:], stdout)
 	case "seeds":
 		err = cmdSeeds(args[1:], stdout)
+	case "lanes":
+		err = cmdLanes(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -1,0 +1,167 @@
+package api
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// Lane is one delivery lane as operators see it.
+type Lane struct {
+	Name     string // the provider's name, or default:<domain> for a catch-all lane
+	Provider string
+	State    string  // normal, slowed, suspended, paused
+	Rate     float64 // messages per second now; +Inf unlimited
+	// Configured is the configured rate, in messages per second.
+	Configured float64
+	// Ready counts the messages due now, by class and tenant.
+	Ready        map[config.Class]map[string]int
+	Reason       string
+	Since, Until time.Time
+}
+
+// ErrNoLane is a lane name no lane has.
+var ErrNoLane = errors.New("no such lane")
+
+// LaneControl is what the lanes routes read and change; the daemon
+// implements it over its policy and queue.
+type LaneControl interface {
+	Lanes() []Lane
+	Pause(name, reason, actor string) error
+	Resume(name, reason, actor string) error
+	// SetRate overrides a lane's rate until until; a zero rate ends it.
+	SetRate(name string, perSecond float64, until time.Time, reason, actor string) error
+}
+
+type apiLane struct {
+	Name       string                    `json:"name"`
+	Provider   string                    `json:"provider"`
+	State      string                    `json:"state"`
+	Rate       *float64                  `json:"rate_per_second"` // null: unlimited
+	Configured *float64                  `json:"configured_per_second"`
+	Queue      map[string]map[string]int `json:"queue"` // class -> tenant -> messages due now
+	Reason     string                    `json:"reason,omitempty"`
+	Since      *time.Time                `json:"since,omitempty"`
+	Until      *time.Time                `json:"until,omitempty"`
+}
+
+func finite(f float64) *float64 {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil
+	}
+	return &f
+}
+
+// lanes: GET /api/v1/lanes. The queue counts keep to the caller's tenants.
+func (a *API) lanes(w http.ResponseWriter, r *http.Request) {
+	in := tenants(r)
+	out := struct {
+		Lanes []apiLane `json:"lanes"`
+	}{Lanes: []apiLane{}}
+	for _, l := range a.laneControl.Lanes() {
+		al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
+			Queue: map[string]map[string]int{}, Reason: l.Reason, Since: optTime(l.Since), Until: optTime(l.Until)}
+		for class, byTenant := range l.Ready {
+			for tenant, n := range byTenant {
+				if !in.Has(tenant) {
+					continue
+				}
+				if al.Queue[string(class)] == nil {
+					al.Queue[string(class)] = map[string]int{}
+				}
+				al.Queue[string(class)][tenant] = n
+			}
+		}
+		out.Lanes = append(out.Lanes, al)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// laneChange reads a change's body and checks that the caller may make
+// it: a lane carries every tenant's mail, so only a token for every
+// tenant may stop or slow one (a tenant must not slow another).
+func (a *API) laneChange(w http.ResponseWriter, r *http.Request, body any) bool {
+	if !tenants(r).Every() {
+		writeError(w, http.StatusForbidden, "forbidden", "a lane carries every tenant's mail: changing it takes an admin token for every tenant (tenants: [\"*\"])")
+		return false
+	}
+	return decodeOptional(w, r, body)
+}
+
+func (a *API) laneResult(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNoLane):
+		writeError(w, http.StatusNotFound, "not_found", "no lane "+r.PathValue("name")+": a provider's name, or default:<domain> for a catch-all lane")
+	case err != nil:
+		a.internal(w, "changing the lane", err)
+	default:
+		for _, l := range a.laneControl.Lanes() {
+			if l.Name == r.PathValue("name") {
+				writeJSON(w, http.StatusOK, apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate),
+					Configured: finite(l.Configured), Queue: map[string]map[string]int{}, Reason: l.Reason,
+					Since: optTime(l.Since), Until: optTime(l.Until)})
+				return
+			}
+		}
+		writeError(w, http.StatusNotFound, "not_found", "no lane "+r.PathValue("name"))
+	}
+}
+
+// lanePause: POST /api/v1/lanes/{name}/pause {"reason": ...}
+func (a *API) lanePause(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if !a.laneChange(w, r, &body) {
+		return
+	}
+	a.laneResult(w, r, a.laneControl.Pause(r.PathValue("name"), body.Reason, who(r).Name))
+}
+
+// laneResume: POST /api/v1/lanes/{name}/resume {"reason": ...}
+func (a *API) laneResume(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if !a.laneChange(w, r, &body) {
+		return
+	}
+	a.laneResult(w, r, a.laneControl.Resume(r.PathValue("name"), body.Reason, who(r).Name))
+}
+
+// laneRate: POST /api/v1/lanes/{name}/rate {"rate": "300/min", "until": ..., "reason": ...}
+func (a *API) laneRate(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Rate   string    `json:"rate"`
+		Until  time.Time `json:"until"`
+		Reason string    `json:"reason"`
+	}
+	if !a.laneChange(w, r, &body) {
+		return
+	}
+	rate, err := config.ParseRate(body.Rate)
+	if err != nil || rate.Count == 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "rate must be a rate such as 300/min")
+		return
+	}
+	if !body.Until.After(time.Now()) || body.Until.After(time.Now().Add(30*24*time.Hour)) {
+		writeError(w, http.StatusBadRequest, "bad_request", "until must be an RFC 3339 time within the next 30 days: an override ends")
+		return
+	}
+	perSecond := float64(rate.Count) / rate.Period.Seconds()
+	a.laneResult(w, r, a.laneControl.SetRate(r.PathValue("name"), perSecond, body.Until, body.Reason, who(r).Name))
+}
+
+// withLanes answers 404 not_configured without a LaneControl.
+func (a *API) withLanes(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.laneControl == nil {
+			writeError(w, http.StatusNotFound, "not_configured", "this certgate has no lanes to show")
+			return
+		}
+		h(w, r)
+	}
+}
