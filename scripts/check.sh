@@ -28,7 +28,13 @@ ROOT=$(pwd)
 #   libssl3                    libcrypto.so.3, the OpenSSL engine of DKIM signing
 #   dovecot-imapd              the seed mailboxes the placement watcher reads
 #                              (internal/testdovecot starts private instances)
-PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3)
+#   prometheus                 promtool, which checks and unit-tests
+#                              deploy/prometheus/alerts.yml; the Prometheus
+#                              server it also ships is never started
+#                              (install_without_services)
+PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3 prometheus)
+# Packages whose postinst starts and enables a daemon the tests never use.
+QUIET_PACKAGES=(prometheus)
 
 # The tests run with TMPDIR inside TMP, so whatever they leave behind (when
 # killed, say) goes with it. The private Postfix instances live there too and
@@ -36,6 +42,7 @@ PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/certgate-check.XXXXXX")
 chmod 0755 "$TMP"
 TEST_PGID=""
+POLICY_RC_D=""   # the policy-rc.d install_without_services wrote, while it is there
 cleanup() {
 	# go test runs in its own process group: stop it with the test binaries,
 	# certgate servers and clients it started.
@@ -51,6 +58,9 @@ cleanup() {
 		postfix -c "$(dirname "$cf")" abort >/dev/null 2>&1 || true
 	done < <(find "$TMP" -name main.cf 2>/dev/null)
 	rm -rf "$TMP"
+	if [ -n "$POLICY_RC_D" ]; then
+		as_root rm -f "$POLICY_RC_D" || true
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -109,8 +119,60 @@ install_packages() {
 	echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
 	echo "postfix postfix/mailname string localhost" | as_root debconf-set-selections
 	local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600)
+	local plain=() quiet=() rc=0
+	for p in "${missing[@]}"; do
+		if [[ " ${QUIET_PACKAGES[*]} " == *" $p "* ]]; then quiet+=("$p"); else plain+=("$p"); fi
+	done
 	as_root "${apt[@]}" update
-	as_root "${apt[@]}" install --no-install-recommends "${missing[@]}"
+	if [ ${#plain[@]} -gt 0 ]; then
+		as_root "${apt[@]}" install --no-install-recommends "${plain[@]}" || rc=$?
+	fi
+	if [ ${#quiet[@]} -gt 0 ]; then
+		install_without_services "${apt[@]}" -- "${quiet[@]}" || rc=$?
+	fi
+	return "$rc"
+}
+
+# install_without_services APT... -- PKG...: installs packages whose
+# postinst would start their daemon (invoke-rc.d without systemd,
+# deb-systemd-invoke with it) and leaves the daemon stopped and disabled at
+# boot. Both ask /usr/sbin/policy-rc.d first, and its exit status 101
+# forbids the start; a machine that has one already (a container) keeps
+# its own.
+install_without_services() {
+	local apt=() p rc=0
+	while [ "$1" != -- ]; do apt+=("$1"); shift; done
+	shift
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		POLICY_RC_D=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\n# scripts/check.sh of certgate: no daemon starts while it installs %s\nexit 101\n' "$*" |
+			as_root tee "$POLICY_RC_D" >/dev/null
+		as_root chmod 0755 "$POLICY_RC_D"
+	fi
+	as_root "${apt[@]}" install --no-install-recommends "$@" || rc=$?
+	if [ -n "$POLICY_RC_D" ]; then
+		as_root rm -f "$POLICY_RC_D"
+		POLICY_RC_D=""
+	fi
+	[ "$rc" -eq 0 ] || return "$rc"
+	# Not at the next boot either (the packages enable their service).
+	for p in "$@"; do
+		as_root deb-systemd-helper disable "$p.service" >/dev/null 2>&1 || true
+		if [ -x "/etc/init.d/$p" ]; then
+			as_root update-rc.d "$p" disable >/dev/null 2>&1 || true
+		fi
+	done
+}
+
+# check_alert_rules checks the Prometheus alerting rules and runs their
+# unit tests with promtool.
+check_alert_rules() {
+	if ! command -v promtool >/dev/null; then
+		echo "promtool is not installed (Debian's prometheus package)"
+		return 1
+	fi
+	promtool check rules deploy/prometheus/alerts.yml &&
+		promtool test rules deploy/prometheus/alerts_test.yml
 }
 
 install_staticcheck() {
@@ -190,6 +252,7 @@ else
 	STEPS+=("staticcheck|FAIL (missing)|0")
 	FAILED=1
 fi
+run "promtool (alert rules)" check_alert_rules
 run "go test -race (with e2e)" run_tests
 
 summary
