@@ -26,12 +26,14 @@ func TestLaneMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(laneCollector{p})
 	want := `
-# HELP certgate_lane_state Lanes of a provider in each state (normal, slowed, suspended): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.
+# HELP certgate_lane_state Lanes of a provider in each state (normal, slowed, suspended, paused): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.
 # TYPE certgate_lane_state gauge
 certgate_lane_state{provider="default",state="normal"} 2
+certgate_lane_state{provider="default",state="paused"} 0
 certgate_lane_state{provider="default",state="slowed"} 0
 certgate_lane_state{provider="default",state="suspended"} 0
 certgate_lane_state{provider="gmail",state="normal"} 0
+certgate_lane_state{provider="gmail",state="paused"} 0
 certgate_lane_state{provider="gmail",state="slowed"} 1
 certgate_lane_state{provider="gmail",state="suspended"} 0
 `
