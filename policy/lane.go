@@ -57,6 +57,7 @@ type Lane struct {
 	reason                  string    // the last rule that changed the lane, and why
 	since                   time.Time // when it did
 	placed                  []bool    // the latest seed copies' fates (inbox or not), at most placement.Window
+	version                 uint64    // counts changes of the state above, for saving it
 	paused                  bool      // an operator paused the lane: nothing leaves until resumed
 	override                float64   // an operator's rate, messages per second, until overrideUntil; 0: none
 	overrideUntil           time.Time

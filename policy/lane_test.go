@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -454,5 +455,72 @@ func TestPlacementRule(t *testing.T) {
 	clk.Advance(time.Minute)
 	if re := l.ObservePlacement("junk"); !re.Acted || !approx(l.Rate(), 2.5) {
 		t.Fatalf("a fresh bad sample: %+v, rate %v; want a second cut to 2.5", re, l.Rate())
+	}
+}
+
+// A lane's state survives a restart: what its rules and operators made of
+// it is restored into a fresh policy, and ends when it would have.
+func TestSnapshotRestore(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	newPolicy := func() *Policy {
+		return New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk})
+	}
+	p := newPolicy()
+	gmail := p.Match("gmail.com", nil)
+	gmail.React(421, "4.7.28", "slow down", "issuer")                                // slowed for 10m
+	gmail.React(550, "5.7.26", "unauthenticated", "issuer")                          // issuer's bulk held for 1h
+	p.Match("corp.example", nil).Pause("moving the MX")                              // a catch-all lane paused
+	p.Match("yahoo.com", nil).Override(1, epoch.Add(2*time.Hour), "a careful start") // overridden
+	saved := map[string]Snapshot{}
+	for _, l := range p.Lanes() {
+		snap, v := l.Snapshot()
+		if v == 0 {
+			continue
+		}
+		raw, err := json.Marshal(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Snapshot
+		if err := json.Unmarshal(raw, &back); err != nil {
+			t.Fatal(err)
+		}
+		saved[l.Key()] = back
+	}
+	if len(saved) != 3 {
+		t.Fatalf("%d lanes changed, want gmail, default/corp.example and yahoo: %v", len(saved), saved)
+	}
+
+	clk.Advance(time.Minute) // the restart
+	q := newPolicy()
+	for key, snap := range saved {
+		l, ok := q.LaneByKey(key)
+		if !ok {
+			t.Fatalf("no lane %s after the restart", key)
+		}
+		l.Restore(snap)
+	}
+	g, _ := q.LaneByKey("gmail")
+	if !approx(g.Rate(), 5) {
+		t.Errorf("gmail after the restart: %v, want still halved", g.Rate())
+	}
+	if held, until := g.Suspended(false, "issuer"); !held || !until.Equal(epoch.Add(time.Hour)) {
+		t.Errorf("issuer's bulk after the restart: held %v until %v, want held until %v", held, until, epoch.Add(time.Hour))
+	}
+	if held, _ := g.Suspended(true, "issuer"); held {
+		t.Error("issuer's transactional mail held")
+	}
+	if st := q.Match("corp.example", nil).State(); st.Name != "paused" {
+		t.Errorf("corp.example's lane after the restart: %+v, want paused", st)
+	}
+	if y := q.Match("yahoo.com", nil); !approx(y.Rate(), 1) {
+		t.Errorf("yahoo after the restart: %v, want the override", y.Rate())
+	}
+	clk.Advance(time.Hour)
+	if held, _ := g.Suspended(false, "issuer"); held {
+		t.Error("the suspension outlived its hour after the restart")
+	}
+	if _, ok := q.LaneByKey("no-such-provider"); ok {
+		t.Error("a lane for a provider the configuration does not have")
 	}
 }

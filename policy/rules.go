@@ -133,6 +133,7 @@ func (l *Lane) act(r *compiledRule, now time.Time, tenant string) {
 		return // defer and alert change nothing of the lane
 	}
 	l.reason, l.since = fmt.Sprintf("%s: %s", r.Name, r.Reason), now
+	l.version++
 }
 
 func later(a, b time.Time) time.Time {
@@ -151,6 +152,7 @@ func (l *Lane) refresh(now time.Time) {
 		if steps > 0 {
 			l.factor = min(1, l.factor+float64(steps)*l.recovery.step)
 			l.lastStep = l.lastStep.Add(time.Duration(steps) * l.recovery.interval)
+			l.version++
 		}
 		if l.factor >= 1 {
 			l.factor, l.floor, l.slowUntil = 1, 0, time.Time{}
@@ -269,6 +271,7 @@ func (l *Lane) Pause(why string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.paused, l.reason, l.since = true, "paused: "+why, now
+	l.version++
 }
 
 // Resume ends a pause.
@@ -278,6 +281,7 @@ func (l *Lane) Resume(why string) {
 	defer l.mu.Unlock()
 	if l.paused {
 		l.paused, l.reason, l.since = false, "resumed: "+why, now
+		l.version++
 	}
 }
 
@@ -288,6 +292,7 @@ func (l *Lane) Override(perSecond float64, until time.Time, why string) {
 	now := l.clk.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.version++
 	if !(perSecond > 0) {
 		l.override, l.overrideUntil = 0, time.Time{}
 		return

@@ -35,6 +35,7 @@ type daemon struct {
 	store   store.Store
 	queue   *delivery.Queue
 	policy  *policy.Policy
+	lanes   *laneKeeper // nil with a store that keeps no lane states
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
 	desk    *quarantine.Desk
@@ -79,6 +80,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	if err := d.buildSeeds(); err != nil {
 		return nil, err
+	}
+	if ls, ok := d.store.(store.LaneStates); ok {
+		d.lanes = newLaneKeeper(d.policy, ls, log)
 	}
 	if err := d.buildHTTP(); err != nil {
 		return nil, err
@@ -249,6 +253,13 @@ func (d *daemon) start(ctx context.Context) error {
 		closeAll(append(ls, web...))
 		return err
 	}
+	// Lanes resume what they were before the first delivery.
+	if d.lanes != nil {
+		if err := d.lanes.load(ctx); err != nil {
+			closeAll(append(ls, web...))
+			return fmt.Errorf("loading lane states: %w", err)
+		}
+	}
 	if err := d.hooks.Start(ctx); err != nil {
 		closeAll(append(ls, web...))
 		return err
@@ -275,6 +286,9 @@ func (d *daemon) start(ctx context.Context) error {
 	}
 	d.sweeper.Start()
 	d.startWatcher()
+	if d.lanes != nil {
+		d.lanes.start()
+	}
 	close(d.ready)
 	d.log.Info("certgate started", attrs...)
 	return nil
@@ -326,6 +340,9 @@ func (d *daemon) shutdown(ctx context.Context) {
 	}
 	d.wg.Wait()
 	d.sweeper.Stop()
+	if d.lanes != nil {
+		d.lanes.shutdown(ctx)
+	}
 	if !queueStopped {
 		// Give the stragglers' attempt records a last moment to land.
 		time.Sleep(time.Second)

@@ -62,18 +62,24 @@ api:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := newDaemon(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemonOptions{})
-	if err != nil {
-		t.Fatal(err)
+	var d *daemon
+	startDaemon := func() {
+		t.Helper()
+		var err error
+		if d, err = newDaemon(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), daemonOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := d.start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
+	stopDaemon := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		d.shutdown(ctx)
-	}()
+	}
+	startDaemon()
+	defer func() { stopDaemon() }()
 	base := "http://" + d.httpAddr.String()
 	call := func(token, method, path, body string, out any) int {
 		t.Helper()
@@ -150,6 +156,19 @@ api:
 	if code := run([]string{"lanes", "--url", base, "--token-file", filepath.Join(dir, "ops.token")}, &out, &out); code != 0 ||
 		!regexpMatch(`default:empresa\.example\s+paused\s+\S+\s+\S+\s+0/1\s`, out.String()) {
 		t.Fatalf("certgate lanes: exit %d\n%s", code, out.String())
+	}
+	// A restart resumes the pause, from the store: the mail stays queued.
+	stopDaemon()
+	startDaemon()
+	base = "http://" + d.httpAddr.String()
+	lanes.Lanes = nil
+	call(opsToken, "GET", "/api/v1/lanes", "", &lanes)
+	paused := false
+	for _, l := range lanes.Lanes {
+		paused = paused || l.Name == "default:empresa.example" && l.State == "paused" && l.Queue["bulk"]["issuer"] == 1
+	}
+	if !paused || mx.Stats().Received != 1 {
+		t.Fatalf("after a restart: lanes %+v, delivered %d; want still paused with the mail queued", lanes, mx.Stats().Received)
 	}
 	if code := call(opsToken, "POST", lane+"/resume", `{"reason":"done"}`, &st); code != http.StatusOK || st.State != "normal" {
 		t.Fatalf("resume: %d %+v", code, st)

@@ -27,8 +27,10 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 			http.Error(w, "starting\n", http.StatusServiceUnavailable)
 		}
 	})
-	deps := api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log,
-		Lanes: laneControl{p: d.policy, q: d.queue, providers: namedProviders(d.cfg), log: d.log}}
+	deps := api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log}
+	if d.policy != nil && d.queue != nil {
+		deps.Lanes = laneControl{p: d.policy, q: d.queue, providers: namedProviders(d.cfg), log: d.log}
+	}
 	if d.placements != nil {
 		deps.Placement = api.Placement{Reader: d.placements, Tester: d.placementTester(), Seeds: d.cfg.Seeds.Mailboxes,
 			MaxBytes: d.cfg.SMTP.MaxMessageBytes}

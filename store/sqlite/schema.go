@@ -208,6 +208,15 @@ CREATE TABLE seed_folders (
 	PRIMARY KEY (seed, mailbox)
 ) WITHOUT ROWID;
 `,
+	// 6: each delivery lane's state, so that a restart resumes a slowdown,
+	// a suspension or a pause rather than the static configuration.
+	`
+CREATE TABLE lane_states (
+	lane       TEXT PRIMARY KEY,
+	state      TEXT NOT NULL, -- the policy's snapshot, JSON
+	updated_at INTEGER NOT NULL -- Unix nanoseconds, UTC
+) WITHOUT ROWID;
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

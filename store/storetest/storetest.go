@@ -86,6 +86,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SeedCopiesArePending", testSeedCopiesPending},
 		{"SeedPlacementDelivered", testPlacementDelivered},
 		{"SeedPlacementBounced", testPlacementBounced},
+		{"LaneStates", testLaneStates},
 		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
 		{"RecordFound", testRecordFound},
 		{"RecordFoundKeepsMaxMoves", testMaxMoves},

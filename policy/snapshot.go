@@ -1,0 +1,71 @@
+package policy
+
+import (
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/config"
+)
+
+// Snapshot is a lane's state as it is kept across restarts (store.
+// LaneStates holds it as JSON): what its rules and operators made of it.
+// Its configuration is not in it: that comes from the configuration.
+type Snapshot struct {
+	Factor          float64              `json:"factor"`
+	Floor           float64              `json:"floor,omitempty"`
+	LastCut         time.Time            `json:"last_cut"`
+	SlowUntil       time.Time            `json:"slow_until"`
+	LastStep        time.Time            `json:"last_step"`
+	SuspendBulk     time.Time            `json:"suspend_bulk"`
+	SuspendAll      time.Time            `json:"suspend_all"`
+	TenantSuspended map[string]time.Time `json:"tenant_suspended,omitempty"`
+	SetConns        int                  `json:"set_connections,omitempty"`
+	SetPerConn      int                  `json:"set_per_connection,omitempty"`
+	SetUntil        time.Time            `json:"set_until"`
+	Paused          bool                 `json:"paused,omitempty"`
+	Override        float64              `json:"override,omitempty"`
+	OverrideUntil   time.Time            `json:"override_until"`
+	Reason          string               `json:"reason,omitempty"`
+	Since           time.Time            `json:"since"`
+}
+
+// Snapshot returns the lane's state and its version: a lane whose
+// version has not moved since the last save need not be saved again.
+func (l *Lane) Snapshot() (Snapshot, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.refresh(l.clk.now())
+	return Snapshot{Factor: l.factor, Floor: l.floor, LastCut: l.lastCut, SlowUntil: l.slowUntil, LastStep: l.lastStep,
+		SuspendBulk: l.suspendBulk, SuspendAll: l.suspendAll, TenantSuspended: maps.Clone(l.tenantSuspended),
+		SetConns: l.setConns, SetPerConn: l.setPerConn, SetUntil: l.setUntil, Paused: l.paused,
+		Override: l.override, OverrideUntil: l.overrideUntil, Reason: l.reason, Since: l.since}, l.version
+}
+
+// Restore puts back a state saved by Snapshot, at start; what has ended
+// since ends at the next look.
+func (l *Lane) Restore(s Snapshot) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !(s.Factor > 0 && s.Factor <= 1) {
+		s.Factor = 1 // not a state this binary wrote: the configuration rules
+	}
+	l.factor, l.floor, l.lastCut, l.slowUntil, l.lastStep = s.Factor, s.Floor, s.LastCut, s.SlowUntil, s.LastStep
+	l.suspendBulk, l.suspendAll, l.tenantSuspended = s.SuspendBulk, s.SuspendAll, maps.Clone(s.TenantSuspended)
+	l.setConns, l.setPerConn, l.setUntil = s.SetConns, s.SetPerConn, s.SetUntil
+	l.paused, l.override, l.overrideUntil = s.Paused, s.Override, s.OverrideUntil
+	l.reason, l.since = s.Reason, s.Since
+}
+
+// LaneByKey is the lane of key (a provider's name, or default/<domain>),
+// made if it was not yet; false for a provider the configuration no
+// longer has.
+func (p *Policy) LaneByKey(key string) (*Lane, bool) {
+	if domain, ok := strings.CutPrefix(key, config.CatchAllProvider+"/"); ok {
+		if domain == "" {
+			return nil, false
+		}
+		return p.lane(p.catchAll.name, key, p.catchAll.limits), true
+	}
+	return p.ProviderLane(key)
+}
