@@ -21,6 +21,7 @@ type Lane struct {
 	Ready        map[config.Class]map[string]int
 	Reason       string
 	Since, Until time.Time
+	WarmupLeft   int // warming: bulk messages the lane may still send today
 }
 
 // ErrNoLane is a lane name no lane has.
@@ -46,6 +47,7 @@ type apiLane struct {
 	Reason     string                    `json:"reason,omitempty"`
 	Since      *time.Time                `json:"since,omitempty"`
 	Until      *time.Time                `json:"until,omitempty"`
+	WarmupLeft *int                      `json:"warmup_left,omitempty"`
 }
 
 func finite(f float64) *float64 {
@@ -64,6 +66,10 @@ func (a *API) lanes(w http.ResponseWriter, r *http.Request) {
 	for _, l := range a.laneControl.Lanes() {
 		al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
 			Queue: map[string]map[string]int{}, Reason: l.Reason, Since: optTime(l.Since), Until: optTime(l.Until)}
+		if l.State == "warming" {
+			left := l.WarmupLeft
+			al.WarmupLeft = &left
+		}
 		for class, byTenant := range l.Ready {
 			for tenant, n := range byTenant {
 				if !in.Has(tenant) {

@@ -260,6 +260,8 @@ type Provider struct {
 	// Placement is the rule on where the provider's seed copies land;
 	// nil takes DefaultPlacementRule.
 	Placement *PlacementRule `yaml:"placement"`
+	// Warmup caps the lane's bulk mail per day on a schedule; nil: none.
+	Warmup *Warmup `yaml:"warmup"`
 }
 
 // API configures bearer tokens for the HTTP API.

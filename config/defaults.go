@@ -118,6 +118,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		if p.Placement != nil {
 			p.Placement.applyDefaults(f, at+".placement")
 		}
+		if p.Warmup != nil {
+			fill(f, at+".warmup.timezone", &p.Warmup.Timezone, DefaultWarmupTimezone)
+		}
 	}
 	for i, t := range c.Tenants {
 		if t.Seeding != nil {

@@ -205,4 +205,9 @@ func (p *Provider) override(c Provider) {
 		r := *c.Placement
 		p.Placement = &r
 	}
+	if c.Warmup != nil {
+		w := *c.Warmup
+		w.Schedule = slices.Clone(c.Warmup.Schedule)
+		p.Warmup = &w
+	}
 }

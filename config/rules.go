@@ -312,3 +312,56 @@ func (v *validator) placementRule(at string, r *PlacementRule) {
 		v.add(at+".for", "must be from 1s to 168h, not %s", r.For)
 	}
 }
+
+// Warmup is a provider's warm-up schedule: a new sending IP or domain
+// earns its reputation by volume growing day by day. Each day (from
+// Start, in Timezone) the lane sends at most that day's count of bulk
+// mail; the rest stays queued for the next day. Transactional mail is
+// never held by it. After the last day, the lane's rate alone applies.
+type Warmup struct {
+	Start    string `yaml:"start"`    // a date, 2026-12-01
+	Timezone string `yaml:"timezone"` // an IANA zone; default UTC
+	Schedule []int  `yaml:"schedule"` // bulk messages per day: 50, 100, 250, ...
+}
+
+// DefaultWarmupTimezone is the zone warm-up days run in by default.
+const DefaultWarmupTimezone = "UTC"
+
+// Begins is the first day's midnight in the schedule's zone (after
+// validation).
+func (w *Warmup) Begins() (time.Time, *time.Location) {
+	loc, err := time.LoadLocation(w.Timezone)
+	if err != nil {
+		loc = time.UTC
+	}
+	day, err := time.ParseInLocation("2006-01-02", w.Start, loc)
+	if err != nil {
+		return time.Time{}, loc
+	}
+	return day, loc
+}
+
+func (v *validator) warmup(at string, w *Warmup) {
+	if w == nil {
+		return
+	}
+	loc, err := time.LoadLocation(w.Timezone)
+	if err != nil {
+		v.add(at+".timezone", "%q is not a time zone such as UTC or America/Argentina/Buenos_Aires", w.Timezone)
+		loc = time.UTC
+	}
+	if _, err := time.ParseInLocation("2006-01-02", w.Start, loc); err != nil {
+		v.add(at+".start", "must be a date such as 2026-12-01, not %q", w.Start)
+	}
+	switch {
+	case len(w.Schedule) == 0:
+		v.add(at+".schedule", "required: bulk messages per day, such as [50, 100, 250, 500, 1000]")
+	case len(w.Schedule) > 366:
+		v.add(at+".schedule", "at most 366 days, not %d", len(w.Schedule))
+	}
+	for i, n := range w.Schedule {
+		if n < 1 {
+			v.add(indexPath(at+".schedule", i), "must be a positive count of messages, not %d", n)
+		}
+	}
+}

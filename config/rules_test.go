@@ -109,3 +109,26 @@ func TestBuiltinRulesDocumented(t *testing.T) {
 		}
 	}
 }
+
+func TestWarmupValidated(t *testing.T) {
+	f := newFixture(t)
+	_, err := Parse(f.path(), []byte(f.expand(minimalYAML+`providers:
+  - {name: gmail, warmup: {start: "Dec 1", timezone: Mars/Olympus, schedule: [50, 0]}}
+  - {name: yahoo, warmup: {start: 2026-12-01}}
+`)))
+	for _, want := range []string{"providers[0].warmup.start", "providers[0].warmup.timezone", "providers[0].warmup.schedule[1]",
+		"providers[1].warmup.schedule"} {
+		if err == nil || !strings.Contains(err.Error(), want+":") {
+			t.Errorf("no problem reported at %s in:\n%v", want, err)
+		}
+	}
+	c, err := Parse(f.path(), []byte(f.expand(minimalYAML+`providers:
+  - {name: gmail, warmup: {start: 2026-12-01, schedule: [50, 100]}}
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := ResolveProviders(c.Providers)[0].Warmup; w == nil || w.Timezone != "UTC" || len(w.Schedule) != 2 {
+		t.Errorf("warm-up after defaults and the merge: %+v", w)
+	}
+}

@@ -802,6 +802,7 @@ func (v *validator) providers(ps []Provider) {
 		v.rules(at+".rules", p.Rules)
 		v.checkRecovery(at+".recovery", p.Recovery)
 		v.placementRule(at+".placement", p.Placement)
+		v.warmup(at+".warmup", p.Warmup)
 	}
 }
 

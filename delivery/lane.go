@@ -57,6 +57,9 @@ func (l *lane) push(it *item) {
 func (l *lane) pop(preferKey string) *item {
 	for i := range l.ready {
 		if it := l.ready[i].pop(preferKey, l.held(i)); it != nil {
+			if i == 1 {
+				l.pl.TakeBulk() // under q.mu: workers cannot pass a warm-up cap together
+			}
 			return it
 		}
 	}

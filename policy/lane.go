@@ -57,6 +57,8 @@ type Lane struct {
 	reason                  string    // the last rule that changed the lane, and why
 	since                   time.Time // when it did
 	placed                  []bool    // the latest seed copies' fates (inbox or not), at most placement.Window
+	warmup                  *warmup   // nil: no warm-up
+	warmDay, warmSent       int       // the warm-up day last counted, and the bulk sent on it
 	version                 uint64    // counts changes of the state above, for saving it
 	paused                  bool      // an operator paused the lane: nothing leaves until resumed
 	override                float64   // an operator's rate, messages per second, until overrideUntil; 0: none
@@ -85,6 +87,7 @@ func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane
 		rules:     compileRules(lim.rules),
 		recovery:  lim.recovery,
 		placement: lim.placement,
+		warmup:    lim.warmup,
 	}
 }
 

@@ -524,3 +524,59 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Error("a lane for a provider the configuration does not have")
 	}
 }
+
+// Warm-up: each day the lane sends at most that day's bulk; the rest is
+// held until the next day begins in the schedule's zone; transactional
+// mail is never held; after the last day only the rate applies.
+func TestWarmup(t *testing.T) {
+	loc, err := time.LoadLocation("America/Argentina/Buenos_Aires")
+	if err != nil {
+		t.Skip("no time zone data:", err)
+	}
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, loc)
+	clk := clock.NewFake(start.Add(9 * time.Hour))
+	p := New(config.ResolveProviders([]config.Provider{{Name: "gmail", Warmup: &config.Warmup{
+		Start: "2026-12-01", Timezone: "America/Argentina/Buenos_Aires", Schedule: []int{2, 3}}}}),
+		config.DefaultRetry(), Options{Clock: clk})
+	l, _ := p.ProviderLane("gmail")
+	for i := range 2 {
+		if held, _ := l.Suspended(false, "issuer"); held {
+			t.Fatalf("bulk %d of day 0 held", i+1)
+		}
+		l.TakeBulk()
+	}
+	held, until := l.Suspended(false, "issuer")
+	if !held || !until.Equal(start.AddDate(0, 0, 1)) {
+		t.Fatalf("after day 0's 2: held %v until %v, want held until midnight in Buenos Aires %v", held, until, start.AddDate(0, 0, 1))
+	}
+	if held, _ := l.Suspended(true, "issuer"); held {
+		t.Fatal("transactional mail held by warm-up")
+	}
+	if st := l.State(); st.Name != "warming" || st.WarmupLeft != 0 {
+		t.Fatalf("state %+v, want warming with nothing left today", st)
+	}
+	// A restart keeps today's count.
+	snap, _ := l.Snapshot()
+	q := New(config.ResolveProviders([]config.Provider{{Name: "gmail", Warmup: &config.Warmup{
+		Start: "2026-12-01", Timezone: "America/Argentina/Buenos_Aires", Schedule: []int{2, 3}}}}),
+		config.DefaultRetry(), Options{Clock: clk})
+	l, _ = q.ProviderLane("gmail")
+	l.Restore(snap)
+	if held, _ := l.Suspended(false, "issuer"); !held {
+		t.Fatal("a restart forgot today's warm-up count")
+	}
+	clk.Advance(15 * time.Hour) // day 1 in Buenos Aires: 3 more
+	for i := range 3 {
+		if held, _ := l.Suspended(false, "issuer"); held {
+			t.Fatalf("bulk %d of day 1 held", i+1)
+		}
+		l.TakeBulk()
+	}
+	if held, _ := l.Suspended(false, "issuer"); !held {
+		t.Fatal("day 1's cap of 3 let a fourth go")
+	}
+	clk.Advance(24 * time.Hour) // past the schedule: the rate alone
+	if held, _ := l.Suspended(false, "issuer"); held || l.State().Name != "normal" {
+		t.Fatalf("after the schedule: held %v, state %+v", held, l.State())
+	}
+}

@@ -3,6 +3,7 @@ package policy
 import (
 	"math"
 	"strings"
+	"time"
 
 	"github.com/certgate/certgate/config"
 )
@@ -23,6 +24,14 @@ type limits struct {
 	rules     []config.ReplyRule // in the order they are tried
 	recovery  recovery
 	placement config.PlacementRule
+	warmup    *warmup // nil: none
+}
+
+// warmup is config.Warmup in the lane's terms.
+type warmup struct {
+	start    time.Time // the first day's midnight
+	loc      *time.Location
+	schedule []int
 }
 
 // compileProvider compiles a provider; every is the configuration's rules
@@ -37,6 +46,11 @@ func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
 	if c.Recovery != nil {
 		rc = recovery{step: c.Recovery.Step, interval: c.Recovery.Interval.D()}
 	}
+	var wu *warmup
+	if c.Warmup != nil {
+		start, loc := c.Warmup.Begins()
+		wu = &warmup{start: start, loc: loc, schedule: c.Warmup.Schedule}
+	}
 	pl := config.DefaultPlacementRule()
 	if c.Placement != nil {
 		pl = *c.Placement
@@ -48,6 +62,7 @@ func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
 		rules:     rules,
 		recovery:  rc,
 		placement: pl,
+		warmup:    wu,
 	}}
 	for _, s := range c.MXSuffixes {
 		p.rules = append(p.rules, compileMXRule(s))

@@ -193,17 +193,22 @@ func (l *Lane) Suspended(transactional bool, tenant string) (bool, time.Time) {
 	if until := l.tenantSuspended[tenant]; now.Before(until) {
 		return true, until
 	}
+	// Warm-up: today's bulk is spent; the rest waits for tomorrow.
+	if left, dayEnd, ok := l.warmCap(now); ok && left == 0 {
+		return true, dayEnd
+	}
 	return false, time.Time{}
 }
 
 // State is a lane's state as operators see it.
 type State struct {
-	Name       string    // normal, slowed, suspended, paused
+	Name       string    // normal, slowed, suspended, paused, warming
 	Rate       float64   // in force now, messages per second (+Inf unlimited)
 	Configured float64   // the configured (or SetRate) rate
 	Reason     string    // the last rule that changed the lane, with its reason
 	Since      time.Time // when that rule acted
-	Until      time.Time // when the slowdown or suspension in force ends
+	Until      time.Time // when the slowdown or suspension in force ends (warming: when today's spent cap renews)
+	WarmupLeft int       // warming: bulk messages the lane may still send today
 }
 
 // State tells where the lane stands now.
@@ -220,6 +225,14 @@ func (l *Lane) State() State {
 		s.Name, s.Until = "suspended", later(l.suspendAll, l.suspendBulk)
 	case l.factor < 1:
 		s.Name, s.Until = "slowed", l.slowUntil
+	default:
+		if left, dayEnd, ok := l.warmCap(now); ok {
+			s.Name = "warming"
+			s.WarmupLeft = left
+			if left == 0 {
+				s.Until = dayEnd
+			}
+		}
 	}
 	return s
 }

@@ -28,6 +28,8 @@ type Snapshot struct {
 	OverrideUntil   time.Time            `json:"override_until"`
 	Reason          string               `json:"reason,omitempty"`
 	Since           time.Time            `json:"since"`
+	WarmDay         int                  `json:"warm_day,omitempty"`
+	WarmSent        int                  `json:"warm_sent,omitempty"`
 }
 
 // Snapshot returns the lane's state and its version: a lane whose
@@ -39,7 +41,8 @@ func (l *Lane) Snapshot() (Snapshot, uint64) {
 	return Snapshot{Factor: l.factor, Floor: l.floor, LastCut: l.lastCut, SlowUntil: l.slowUntil, LastStep: l.lastStep,
 		SuspendBulk: l.suspendBulk, SuspendAll: l.suspendAll, TenantSuspended: maps.Clone(l.tenantSuspended),
 		SetConns: l.setConns, SetPerConn: l.setPerConn, SetUntil: l.setUntil, Paused: l.paused,
-		Override: l.override, OverrideUntil: l.overrideUntil, Reason: l.reason, Since: l.since}, l.version
+		Override: l.override, OverrideUntil: l.overrideUntil, Reason: l.reason, Since: l.since,
+		WarmDay: l.warmDay, WarmSent: l.warmSent}, l.version
 }
 
 // Restore puts back a state saved by Snapshot, at start; what has ended
@@ -55,6 +58,7 @@ func (l *Lane) Restore(s Snapshot) {
 	l.setConns, l.setPerConn, l.setUntil = s.SetConns, s.SetPerConn, s.SetUntil
 	l.paused, l.override, l.overrideUntil = s.Paused, s.Override, s.OverrideUntil
 	l.reason, l.since = s.Reason, s.Since
+	l.warmDay, l.warmSent = s.WarmDay, s.WarmSent
 }
 
 // LaneByKey is the lane of key (a provider's name, or default/<domain>),

@@ -21,7 +21,7 @@ type laneCollector struct{ p *policy.Policy }
 
 var (
 	laneStateDesc = prometheus.NewDesc("certgate_lane_state",
-		"Lanes of a provider in each state (normal, slowed, suspended, paused): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.",
+		"Lanes of a provider in each state (normal, slowed, suspended, paused, warming): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.",
 		[]string{"provider", "state"}, nil)
 	laneRateDesc = prometheus.NewDesc("certgate_lane_rate",
 		"The rate a provider's lanes send at now, after reply rules, in messages per second (+Inf: unlimited).",
@@ -33,7 +33,7 @@ var (
 
 // laneStates are the states certgate_lane_state always reports, so that a
 // state's series exists at 0 before a lane first enters it.
-var laneStates = []string{"normal", "slowed", "suspended", "paused"}
+var laneStates = []string{"normal", "slowed", "suspended", "paused", "warming"}
 
 func (laneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- laneStateDesc
@@ -102,7 +102,8 @@ func (c laneControl) Lanes() []api.Lane {
 	for _, l := range c.p.Lanes() {
 		st := l.State()
 		out = append(out, api.Lane{Name: laneName(l.Key()), Provider: l.Name(), State: st.Name, Rate: st.Rate,
-			Configured: st.Configured, Ready: c.q.Ready(l.Key()), Reason: st.Reason, Since: st.Since, Until: st.Until})
+			Configured: st.Configured, Ready: c.q.Ready(l.Key()), Reason: st.Reason, Since: st.Since, Until: st.Until,
+			WarmupLeft: st.WarmupLeft})
 	}
 	return out
 }

@@ -26,16 +26,18 @@ func TestLaneMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(laneCollector{p})
 	want := `
-# HELP certgate_lane_state Lanes of a provider in each state (normal, slowed, suspended, paused): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.
+# HELP certgate_lane_state Lanes of a provider in each state (normal, slowed, suspended, paused, warming): 1 or 0 for a provider's lane, a count for the catch-all's per-domain lanes.
 # TYPE certgate_lane_state gauge
 certgate_lane_state{provider="default",state="normal"} 2
 certgate_lane_state{provider="default",state="paused"} 0
 certgate_lane_state{provider="default",state="slowed"} 0
 certgate_lane_state{provider="default",state="suspended"} 0
+certgate_lane_state{provider="default",state="warming"} 0
 certgate_lane_state{provider="gmail",state="normal"} 0
 certgate_lane_state{provider="gmail",state="paused"} 0
 certgate_lane_state{provider="gmail",state="slowed"} 1
 certgate_lane_state{provider="gmail",state="suspended"} 0
+certgate_lane_state{provider="gmail",state="warming"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "certgate_lane_state"); err != nil {
 		t.Error(err)

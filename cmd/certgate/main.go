@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // warm-up days run in a configured zone, also where the system has no zoneinfo
 
 	"github.com/certgate/certgate/config"
 )
