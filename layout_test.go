@@ -40,6 +40,7 @@ var mayImport = map[string][]string{
 	"cmd/certgate":         {"config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "demo"},
 	"internal/testdovecot": {},
 	"bench/seedbench":      {"config", "internal/testdovecot", "placement", "store", "store/sqlite"},
+	"bench/reaction":       {"config", "delivery", "metrics", "policy", "sim", "store", "store/sqlite"},
 	"bench/probe":          {},
 	"bench/sink":           {},
 }
