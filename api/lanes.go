@@ -63,12 +63,27 @@ func (a *API) lanes(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Lanes []apiLane `json:"lanes"`
 	}{Lanes: []apiLane{}}
+	every := in.Every()
 	for _, l := range a.laneControl.Lanes() {
+		mine := false
+		for _, byTenant := range l.Ready {
+			for tenant := range byTenant {
+				mine = mine || in.Has(tenant)
+			}
+		}
+		// A catch-all lane is named after a recipient domain: another
+		// tenant's customers are not this caller's to see.
+		if !every && l.Provider == config.CatchAllProvider && !mine {
+			continue
+		}
 		al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
 			Queue: map[string]map[string]int{}, Reason: l.Reason, Since: optTime(l.Since), Until: optTime(l.Until)}
 		if l.State == "warming" {
 			left := l.WarmupLeft
 			al.WarmupLeft = &left
+		}
+		if !every {
+			al.Reason = "" // it may name another tenant's trouble
 		}
 		for class, byTenant := range l.Ready {
 			for tenant, n := range byTenant {

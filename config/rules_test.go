@@ -115,9 +115,10 @@ func TestWarmupValidated(t *testing.T) {
 	_, err := Parse(f.path(), []byte(f.expand(minimalYAML+`providers:
   - {name: gmail, warmup: {start: "Dec 1", timezone: Mars/Olympus, schedule: [50, 0]}}
   - {name: yahoo, warmup: {start: 2026-12-01}}
+  - {name: default, warmup: {start: 2026-12-01, schedule: [1]}, placement: {window: 5}}
 `)))
 	for _, want := range []string{"providers[0].warmup.start", "providers[0].warmup.timezone", "providers[0].warmup.schedule[1]",
-		"providers[1].warmup.schedule"} {
+		"providers[1].warmup.schedule", "providers[2].warmup", "providers[2].placement"} {
 		if err == nil || !strings.Contains(err.Error(), want+":") {
 			t.Errorf("no problem reported at %s in:\n%v", want, err)
 		}

@@ -764,6 +764,14 @@ func (v *validator) providers(ps []Provider) {
 			if len(p.MXSuffixes) > 0 {
 				v.add(at+".mx_suffixes", msg)
 			}
+			// Its lanes are one per recipient domain: a schedule or a
+			// placement share would be each domain's, not the provider's.
+			if p.Warmup != nil {
+				v.add(at+".warmup", "the catch-all has a lane per recipient domain; give warm-up to a named provider")
+			}
+			if p.Placement != nil {
+				v.add(at+".placement", "the catch-all has a lane per recipient domain; seed placement steers named providers only")
+			}
 		case !builtin[p.Name] && len(p.Domains) == 0 && len(p.MXSuffixes) == 0:
 			v.addAbout(at, []string{"domains", "mx_suffixes"}, "a new provider needs domains or mx_suffixes to match anything")
 		}

@@ -97,7 +97,10 @@ func (l *lane) wakeAt(t time.Time) {
 	}
 	l.wakeDue = t
 	q := l.q
-	timer := q.clock.NewTimer(t.Sub(q.clock.Now()))
+	// Never at once: a suspension whose end is already past would have
+	// the wake-up find it held again, for ever.
+	d := max(t.Sub(q.clock.Now()), 100*time.Millisecond)
+	timer := q.clock.NewTimer(d)
 	q.wg.Add(1)
 	go func() {
 		defer q.wg.Done()

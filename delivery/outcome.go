@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
@@ -127,7 +128,10 @@ func (q *Queue) react(pl *policy.Lane, it *item, res *Result) {
 	if re.Rule == "" {
 		return
 	}
-	res.Defer = re.Defer
+	// A per-tenant suspension defers its bulk until DNS is fixed; a
+	// one-time code that cannot wait is better bounced now, so that the
+	// issuer hears of it.
+	res.Defer = re.Defer && !(it.class == config.ClassTransactional && re.Action == config.ActionSuspend)
 	if !re.Acted {
 		return
 	}

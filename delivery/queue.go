@@ -388,7 +388,9 @@ func (q *Queue) enqueueLane(it *item, pl *policy.Lane) {
 	it.lane = l
 	it.readyAt = q.clock.Now()
 	l.push(it)
-	spawn := l.workers < l.size() && pl.AcquireConn()
+	// Only work that may go now: held mail starts no worker (available
+	// arms the wake-up at the hold's end instead).
+	spawn := l.workers < l.available() && pl.AcquireConn()
 	if spawn {
 		l.workers++
 	}

@@ -109,6 +109,14 @@ func (w *worker) connect(it *item) step {
 		q.mu.Unlock()
 		return leaveLane
 	}
+	// A reply at connect time (a 421 at the greeting, a block list's 554)
+	// is news for the lane's rules like any other, and may say to retry
+	// a 5xx rather than bounce.
+	if res.Code != 0 {
+		q.mu.Unlock()
+		q.react(l.pl, it, &res)
+		q.mu.Lock()
+	}
 	// The destination is down for everything queued to it: defer the lot
 	// now instead of spending a rate slot on each.
 	same := l.takeDest(it.dest.Key)

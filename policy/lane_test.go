@@ -580,3 +580,59 @@ func TestWarmup(t *testing.T) {
 		t.Fatalf("after the schedule: held %v, state %+v", held, l.State())
 	}
 }
+
+// Where a clock change skips midnight (Chile, Cuba), warm-up days still
+// count dates: never a negative day, never a day that ended before it
+// began (a worker would spin on it).
+func TestWarmupAcrossSkippedMidnights(t *testing.T) {
+	for _, c := range []struct {
+		zone, start string
+		at          time.Time
+	}{
+		{"America/Santiago", "2026-09-06", time.Date(2026, 9, 6, 2, 30, 0, 0, time.UTC)}, // 23:30 the evening before
+		{"America/Havana", "2027-03-01", time.Date(2027, 3, 14, 4, 30, 0, 0, time.UTC)},  // 23:30, midnight skipped next
+		{"America/Santiago", "2026-09-01", time.Date(2026, 9, 6, 3, 30, 0, 0, time.UTC)}, // the skipped hour itself
+		{"UTC", "2026-12-01", time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)},            // before the start
+	} {
+		loc, err := time.LoadLocation(c.zone)
+		if err != nil {
+			t.Skip("no time zone data:", err)
+		}
+		cw := config.Warmup{Start: c.start, Timezone: c.zone, Schedule: []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}}
+		start, _ := cw.Begins()
+		w := &warmup{start: start, loc: loc, schedule: cw.Schedule}
+		day, end := w.day(c.at)
+		if day < 0 || !end.After(c.at) {
+			t.Errorf("%s from %s at %s: day %d ending %s", c.zone, c.start, c.at.In(loc), day, end.In(loc))
+		}
+	}
+}
+
+// A multi-line reply is matched as one line, so greylisting said on its
+// second line is still greylisting.
+func TestMultiLineReply(t *testing.T) {
+	l, _ := testLane(10)
+	if re := observe(l, 451, "4.7.1", "Please try again later\n4.7.1 Greylisted for 5 minutes"); re.Rule != "greylisting" {
+		t.Fatalf("multi-line greylisting taken by %q", re.Rule)
+	}
+	if l.Rate() != 10 {
+		t.Fatalf("greylisting slowed the lane to %v", l.Rate())
+	}
+}
+
+// Resuming lifts what the rules decided: a misfired suspension does not
+// hold the lane for its whole time.
+func TestResumeLiftsRules(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk})
+	g := p.Match("gmail.com", nil)
+	g.React(550, "5.7.26", "unauthenticated", "issuer")
+	g.React(421, "4.7.28", "slow down", "issuer")
+	if held, _ := g.Suspended(false, "issuer"); !held || !approx(g.Rate(), 5) {
+		t.Fatal("the rules did not act")
+	}
+	g.Resume("DNS fixed")
+	if held, _ := g.Suspended(false, "issuer"); held || !approx(g.Rate(), 10) || g.State().Name != "normal" {
+		t.Fatalf("after resume: %+v", g.State())
+	}
+}

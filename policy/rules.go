@@ -56,14 +56,23 @@ func (r *compiledRule) reached(now time.Time) bool {
 	return true
 }
 
+// maxReplyLine bounds what rules read of a reply: a hostile receiver's
+// reply may be megabytes long, and the rules' verdict is in its start.
+const maxReplyLine = 4096
+
 // replyLine is what rules match: "CODE ENHANCED text", or "CODE text"
-// without an enhanced code.
+// without an enhanced code, on one line (a multi-line reply's lines
+// joined by spaces, so that ".*" spans them), at most maxReplyLine
+// octets.
 func replyLine(code int, enhanced, text string) string {
 	s := strconv.Itoa(code) + " "
 	if enhanced != "" {
 		s += enhanced + " "
 	}
-	return s + text
+	if len(text) > maxReplyLine {
+		text = text[:maxReplyLine]
+	}
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s + text)
 }
 
 // React feeds a receiver's reply to the lane's rules, in order: the
@@ -77,13 +86,22 @@ func (l *Lane) React(code int, enhanced, text, tenant string) Reaction {
 		return Reaction{}
 	}
 	line := replyLine(code, enhanced, text)
+	// The expressions never change: match before taking the lock, which
+	// the queue waits for.
+	var r *compiledRule
+	for _, c := range l.rules {
+		if c.Regexp().MatchString(line) {
+			r = c
+			break
+		}
+	}
+	if r == nil {
+		return Reaction{}
+	}
 	now := l.clk.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, r := range l.rules {
-		if !r.Regexp().MatchString(line) {
-			continue
-		}
+	{
 		re := Reaction{Rule: r.Name, Action: r.Action, Reason: r.Reason,
 			Defer: code >= 500 && (r.Defer || r.Action == config.ActionDefer)}
 		if r.Action == config.ActionIgnore || !r.reached(now) {
@@ -94,7 +112,6 @@ func (l *Lane) React(code int, enhanced, text, tenant string) Reaction {
 		l.act(r, now, tenant)
 		return re
 	}
-	return Reaction{}
 }
 
 // act applies a rule whose threshold is reached. Called with l.mu held.
@@ -109,7 +126,9 @@ func (l *Lane) act(r *compiledRule, now time.Time, tenant string) {
 		// One burst of refusals arrives on every open connection at
 		// once: it cuts the rate once, and only extends the slowdown.
 		if l.factor == 1 || now.Sub(l.lastCut) >= backoffStep {
-			l.factor *= r.Factor
+			// Not below what the floor leaves: a factor halved for ever
+			// would underflow, and climbing back would take for ever.
+			l.factor = min(1, max(l.factor*r.Factor, max(r.floor, MinRate)/l.base))
 			l.lastCut = now
 		}
 		l.floor = max(l.floor, r.floor)
@@ -287,15 +306,21 @@ func (l *Lane) Pause(why string) {
 	l.version++
 }
 
-// Resume ends a pause.
+// Resume ends a pause and whatever the lane's rules hold it with:
+// suspensions, a slowdown, set limits. A warm-up stays.
 func (l *Lane) Resume(why string) {
 	now := l.clk.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.paused {
-		l.paused, l.reason, l.since = false, "resumed: "+why, now
-		l.version++
-	}
+	// Resuming is the operator's lever on everything that holds the lane:
+	// a pause, and what its rules decided (a suspension that misfired, a
+	// slowdown a fixed DNS no longer calls for).
+	l.paused = false
+	l.suspendBulk, l.suspendAll, l.tenantSuspended = time.Time{}, time.Time{}, nil
+	l.factor, l.floor, l.slowUntil = 1, 0, time.Time{}
+	l.setConns, l.setPerConn, l.setUntil = 0, 0, time.Time{}
+	l.reason, l.since = "resumed: "+why, now
+	l.version++
 }
 
 // Override sets the lane's rate to perSecond until until, whatever the

@@ -53,6 +53,10 @@ func (l *Lane) Restore(s Snapshot) {
 	if !(s.Factor > 0 && s.Factor <= 1) {
 		s.Factor = 1 // not a state this binary wrote: the configuration rules
 	}
+	if len(s.TenantSuspended) > maxTenantSuspensions {
+		s.TenantSuspended = nil
+	}
+	s.WarmSent = max(s.WarmSent, 0)
 	l.factor, l.floor, l.lastCut, l.slowUntil, l.lastStep = s.Factor, s.Floor, s.LastCut, s.SlowUntil, s.LastStep
 	l.suspendBulk, l.suspendAll, l.tenantSuspended = s.SuspendBulk, s.SuspendAll, maps.Clone(s.TenantSuspended)
 	l.setConns, l.setPerConn, l.setUntil = s.SetConns, s.SetPerConn, s.SetUntil
@@ -60,6 +64,10 @@ func (l *Lane) Restore(s Snapshot) {
 	l.reason, l.since = s.Reason, s.Since
 	l.warmDay, l.warmSent = s.WarmDay, s.WarmSent
 }
+
+// maxTenantSuspensions bounds the tenants a restored state may hold: the
+// configuration has at most a few hundred tenants.
+const maxTenantSuspensions = 10000
 
 // LaneByKey is the lane of key (a provider's name, or default/<domain>),
 // made if it was not yet; false for a provider the configuration no

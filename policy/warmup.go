@@ -2,23 +2,28 @@ package policy
 
 import "time"
 
-// day is the warm-up day of t (0 the first), and when it ends: days run
-// from the schedule's start, midnight to midnight in its zone (so a day
-// with a clock change is 23 or 25 hours long). Before the start, it is
-// day 0: a schedule that has not begun is not a licence to send freely.
+// day is the warm-up day of t (0 the first) and when it ends: days are
+// calendar dates in the schedule's zone, counted from the start date.
+// Before the start it is day 0: a schedule that has not begun is no
+// licence to send freely. The count is of dates, never of 24-hour spans,
+// so a day of 23 or 25 hours, or a midnight that a clock change skips,
+// cannot make it negative or early.
 func (w *warmup) day(t time.Time) (int, time.Time) {
-	local := t.In(w.loc)
-	n := 0
-	if local.After(w.start) {
-		// Whole calendar days between the two dates, whatever their hours.
-		y, m, d := local.Date()
-		today := time.Date(y, m, d, 0, 0, 0, 0, w.loc)
-		n = int(today.Sub(w.start).Round(24*time.Hour) / (24 * time.Hour))
+	ly, lm, ld := t.In(w.loc).Date()
+	sy, sm, sd := w.start.In(w.loc).Date()
+	// Dates at noon UTC: whole days apart, whatever the zone does.
+	today := time.Date(ly, lm, ld, 12, 0, 0, 0, time.UTC)
+	first := time.Date(sy, sm, sd, 12, 0, 0, 0, time.UTC)
+	n := max(int(today.Sub(first)/(24*time.Hour)), 0)
+	// The day ends at the next date's first instant; where a clock change
+	// skips that midnight, time.Date gives an hour before it: take the
+	// next whole hour past t instead.
+	end := time.Date(ly, lm, ld+1, 0, 0, 0, 0, w.loc)
+	if today.Before(first) {
+		end = time.Date(sy, sm, sd+1, 0, 0, 0, 0, w.loc)
 	}
-	y, m, d := local.Date()
-	end := time.Date(y, m, d+1, 0, 0, 0, 0, w.loc)
-	if local.Before(w.start) {
-		end = w.start.AddDate(0, 0, 1)
+	if !end.After(t) {
+		end = t.Truncate(time.Hour).Add(time.Hour)
 	}
 	return n, end
 }

@@ -152,6 +152,21 @@ api:
 	if !waited || mx.Stats().Received != 1 {
 		t.Fatalf("while paused: lanes %+v, delivered %d", lanes, mx.Stats().Received)
 	}
+	// A one-tenant token sees the lane its mail waits in, without the
+	// operator's reason.
+	var mine struct {
+		Lanes []struct{ Name, Reason string }
+	}
+	call(tenantToken, "GET", "/api/v1/lanes", "", &mine)
+	seen := false
+	for _, l := range mine.Lanes {
+		if l.Name == "default:empresa.example" {
+			seen = l.Reason == ""
+		}
+	}
+	if !seen {
+		t.Errorf("the tenant's view of the lanes: %+v; want its lane, without the reason", mine)
+	}
 	var out bytes.Buffer
 	if code := run([]string{"lanes", "--url", base, "--token-file", filepath.Join(dir, "ops.token")}, &out, &out); code != 0 ||
 		!regexpMatch(`default:empresa\.example\s+paused\s+\S+\s+\S+\s+0/1\s`, out.String()) {

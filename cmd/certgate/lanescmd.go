@@ -45,7 +45,7 @@ func cmdLanes(args []string, stdout io.Writer) error {
 	for _, l := range out.Lanes {
 		until := "-"
 		if l.Until != nil {
-			until = l.Until.Local().Format("15:04:05")
+			until = l.Until.Local().Format("Jan 2 15:04:05")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", l.Name, l.State, perMinute(l.Rate), perMinute(l.Configured),
 			total(l.Queue["transactional"]), total(l.Queue["bulk"]), until, orDash(l.Reason))

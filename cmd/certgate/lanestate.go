@@ -83,6 +83,10 @@ func (s *laneKeeper) shutdown(ctx context.Context) {
 		s.stop()
 		<-s.done
 	}
+	// The shutdown's own time may be spent by now: the last save gets a
+	// few seconds of its own, or the last second of changes is lost.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	if err := s.save(ctx); err != nil {
 		s.log.Error("saving lane states", "err", err)
 	}

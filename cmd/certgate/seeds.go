@@ -215,6 +215,9 @@ func (p placementMetrics) steer(pl store.Placement) {
 		return
 	}
 	p.m.PlacementActions.WithLabelValues(pl.Provider, string(re.Action)).Inc()
+	if p.log == nil {
+		return
+	}
 	st := lane.State()
 	p.log.Warn("lane rule", "lane", lane.Key(), "rule", re.Rule, "action", re.Action, "alert", true, "reason", re.Reason,
 		"state", st.Name, "rate", st.Rate, "until", st.Until)
