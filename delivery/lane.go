@@ -42,7 +42,6 @@ func classIndex(c config.Class) int {
 	return 1
 }
 
-func (l *lane) size() int { return l.ready[0].n + l.ready[1].n }
 
 // push makes an item ready and wakes idle workers. Called with q.mu held.
 func (l *lane) push(it *item) {
