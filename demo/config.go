@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -30,6 +32,51 @@ type lane struct {
 // lanes are scaled down from production so the demo shows shaping in
 // seconds.
 var lanes = []lane{{"gmail", 1800, 3}, {"microsoft365", 1200, 2}, {"outlook", 900, 2}, {"yahoo", 600, 2}}
+
+// The closed loop at the demo's scale: the lanes to the simulated Microsoft
+// keep certgate's built-in reply rules, but slowed for seconds rather than
+// minutes, climb back a quarter of their rate every few seconds, and the
+// outlook lane's seed copies steer it after a handful rather than twenty,
+// so the whole story (throttled, slowed, junk, calm, climbing back) fits
+// in half a minute.
+const (
+	loopSlowFor          = 10 * time.Second // a rule's slowdown; 15m (outlook), 5m (generic)
+	loopRecoveryStep     = 0.25             // of the configured rate, the default
+	loopRecoveryInterval = 4 * time.Second  // between steps; 5m by default
+	loopPlacementWindow  = 5                // seed copies; 20 by default
+	loopPlacementSample  = 3                // 5 by default
+)
+
+// loopRules are the built-in rules the demo scales, by lane: the ones
+// the simulated Microsoft's 451 4.7.650 meets (microsoft365 has no rule
+// of its own for it, Exchange Online answering with an ASxxx code, so the
+// generic one takes it there).
+var loopRules = map[string]string{"outlook": "outlook-ip-reputation", "microsoft365": "throttled"}
+
+// closedLoop is the configuration, in YAML under a provider's entry, that
+// scales lane's reply rule, recovery and placement rule to the demo; ""
+// for a lane that does not deliver to the simulated Microsoft.
+func closedLoop(lane string) string {
+	name, ok := loopRules[lane]
+	if !ok {
+		return ""
+	}
+	var b strings.Builder
+	for _, r := range config.BuiltinRules(lane) {
+		if r.Name != name {
+			continue
+		}
+		fmt.Fprintf(&b, "    # the built-in rule %s, for %s instead of %s\n", r.Name, loopSlowFor, r.For)
+		fmt.Fprintf(&b, "    rules:\n      - {name: %s, match: %q, action: %s, factor: %g, for: %s,\n         reason: %q}\n",
+			r.Name, r.Match, r.Action, r.Factor, loopSlowFor, r.Reason)
+	}
+	fmt.Fprintf(&b, "    recovery: {step: %g, interval: %s}\n", loopRecoveryStep, loopRecoveryInterval)
+	if slices.ContainsFunc(seedMailboxes(), func(s seedMailbox) bool { return s.lane == lane }) {
+		fmt.Fprintf(&b, "    placement: {window: %d, min_sample: %d, below: 0.5, action: slow, factor: 0.5, for: %s}\n",
+			loopPlacementWindow, loopPlacementSample, loopSlowFor)
+	}
+	return b.String()
+}
 
 // perSecond is name's rate, 0 for a lane the demo does not configure.
 func perSecond(name string) float64 {
@@ -119,7 +166,8 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	}
 	fmt.Fprintf(&b, "providers:\n")
 	for _, l := range lanes {
-		fmt.Fprintf(&b, "  - {name: %s, max_message_rate: %d/min, connection_limit: %d}\n", l.name, l.perMinute, l.connections)
+		fmt.Fprintf(&b, "  - name: %s\n    max_message_rate: %d/min\n    connection_limit: %d\n", l.name, l.perMinute, l.connections)
+		b.WriteString(closedLoop(l.name))
 	}
 	// The seed mailboxes at the simulated providers, in plaintext to
 	// loopback; a copy is watched for a minute, then kept for a look.

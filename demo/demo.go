@@ -2,8 +2,10 @@
 // Google, Microsoft and Yahoo MXes on loopback, whose filters file mail
 // into the inbox or junk by simple rules, a wave of certificate mail
 // through a certgate the caller starts, a summary whose books balance,
-// where the seed copies landed as certgate's IMAP watcher saw it, and a
-// gated download link released through the API.
+// where the seed copies landed as certgate's IMAP watcher saw it, the
+// closed loop at a distrustful Microsoft (it throttles, certgate slows
+// down, placement recovers, the rate climbs back) told from what the demo
+// saw of it, and a gated download link released through the API.
 //
 // Only the binary's demo subcommand imports it, and it is the only
 // non-test importer of sim, so the serve path never links the simulator.
@@ -96,12 +98,16 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		return err
 	}
 	sub := newSubmitter(gw.SMTPAddr(), creds.password)
-	out("\nsubmitting %d bulk certificate mails over 8 SMTP sessions, then %d urgent token mails behind them...", opts.Messages, opts.Urgent)
+	out("\nsubmitting %d bulk certificate mails over 8 SMTP sessions, then %s behind them...", opts.Messages, urgentPlan(opts.Urgent))
 	started := time.Now()
+	watch := watchLoop(ctx, gw.HTTPURL(), creds.token, named(sims, loopProvider))
+	defer watch.stop()
 	submitted := submitWave(ctx, sub, w)
 	if err := watchProgress(ctx, out, started, submitted, sub, w, sims, gw); err != nil {
 		return err
 	}
+	waitLoop(ctx, out, started, watch)
+	watched := watch.stop()
 
 	got := snapshot(sims)
 	printDeliveries(out, got, len(w.all()), sub.recipients(), expectedCopies(w)["issuer"] > 0, opts.Faults)
@@ -119,6 +125,7 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		} else {
 			printPlacement(out, rep, waited)
 		}
+		printLoop(out, newLoopStory(started, watched, rep, named(sims, loopProvider), w, sub.acceptedAt))
 	}
 	printAPI(out, got, gw.HTTPURL(), creds.token)
 	if err := gatedLink(ctx, out, gw.SMTPAddr(), creds.password, gw.HTTPURL(), creds.token, named(sims, "google"), downloads); err != nil {
@@ -166,6 +173,7 @@ func printSetup(out printer, gw Gateway, sims []*sim.Provider, cfg *config.Confi
 		limits = append(limits, fmt.Sprintf("%s %s over %d connections", p.Name, p.MaxMessageRate, p.ConnectionLimit))
 	}
 	out("  shaping lanes (matched by domain or MX name): %s", strings.Join(limits, ", "))
+	printLoopSetup(out, cfg)
 	if len(seeds) == 0 {
 		return
 	}

@@ -191,6 +191,9 @@ func printPlacement(out printer, rep placementReport, waited time.Duration) {
 // and the provider sees their sum.
 func sharedRate(laneName string, p *provider) []string {
 	limit := p.filing.JunkAboveRate
+	if d := p.distrust; d != nil {
+		limit = d.ThrottleAbove
+	}
 	own := perSecond(laneName)
 	if limit == 0 || own == 0 || own > limit || len(p.lanes) < 2 {
 		return nil
@@ -208,6 +211,12 @@ func sharedRate(laneName string, p *provider) []string {
 		return nil
 	}
 	pad := strings.Repeat(" ", len(laneName))
+	if p.distrust != nil {
+		return []string{
+			fmt.Sprintf("%s: its lane sends %g/s, under %s's %g/s; but %s to the same servers,", laneName, own, p.brand, limit, strings.Join(others, " and ")),
+			fmt.Sprintf("%s  so together (%g/s) they pushed %s, which junked bulk for a while: see the closed loop below.", pad, sum, p.brand),
+		}
+	}
 	return []string{
 		fmt.Sprintf("%s: its lane sends %g/s, under %s's %g/s; but %s to the same servers,", laneName, own, p.brand, limit, strings.Join(others, " and ")),
 		fmt.Sprintf("%s  so the copies that came while %s sent too (%g/s) went to junk, the others to the inbox.", pad, strings.Join(names, " and "), sum),

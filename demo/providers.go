@@ -22,7 +22,10 @@ type provider struct {
 	brand   string            // the name people know it by
 	lanes   []string          // the shaping lanes that deliver to it
 	filing  sim.Filing
-	seed    *seedMailbox // nil: no seed mailbox here
+	// distrust: it throttles a sender who pushes it too hard and junks
+	// its bulk until it has been calm for a while (sim.Distrust).
+	distrust *sim.Distrust
+	seed     *seedMailbox // nil: no seed mailbox here
 }
 
 // seedMailbox is a seed account at a simulated provider.
@@ -45,22 +48,30 @@ var receiverFaults = map[string]sim.Faults{
 
 // providers are the receivers the demo delivers to; the issuer's own MX
 // receives the DSN. Their filters are simple rules, one line each, so the
-// placement the seed mailboxes report can be explained: Microsoft's counts
-// every copy it stores, for outlook.com and contoso.example alike, so it
-// junks while the outlook and microsoft365 lanes both send to it (15/s +
-// 20/s) and files in the inbox when outlook.com's lane sends alone.
+// placement the seed mailboxes report can be explained. Microsoft is the
+// distrustful one: it counts every recipient it is offered, for
+// outlook.com and contoso.example alike, so the outlook and microsoft365
+// lanes together (15/s + 20/s) push it over its 25/s. It answers 451
+// 4.7.650 and junks bulk until it has been calm for a while; certgate's
+// rules slow both lanes (to 7.5/s + 10/s), and their rates climb back once
+// the slowdown ends (see config.go's closedLoop).
 var providers = []provider{
 	{name: "google", ip: "127.0.0.11", domains: map[string]string{"gmail.com": "gmail-smtp-in.l.google.com", "empresa.example": "aspmx.l.google.com"},
 		brand: "Google", lanes: []string{"gmail"}, seed: &seedMailbox{name: "gmail-1", lane: "gmail", address: "seed.gmail@gmail.com", junk: "[Gmail]/Spam"}},
 	{name: "microsoft", ip: "127.0.0.12", domains: map[string]string{"outlook.com": "outlook-com.olc.protection.outlook.com", "contoso.example": "contoso-example.mail.protection.outlook.com"},
-		brand: "Microsoft", lanes: []string{"outlook", "microsoft365"}, filing: sim.Filing{JunkAboveRate: 25, RateWindow: time.Second, Microsoft: true},
-		seed: &seedMailbox{name: "outlook-1", lane: "outlook", address: "seed.outlook@outlook.com", junk: "Junk Email", noSpecialUse: true}},
+		brand: "Microsoft", lanes: []string{"outlook", "microsoft365"}, filing: sim.Filing{Microsoft: true},
+		distrust: &sim.Distrust{ThrottleAbove: 25, Window: time.Second, Calm: distrustCalm, BulkOnly: true},
+		seed:     &seedMailbox{name: "outlook-1", lane: "outlook", address: "seed.outlook@outlook.com", junk: "Junk Email", noSpecialUse: true}},
 	{name: "yahoo", ip: "127.0.0.13", domains: map[string]string{"yahoo.com": "mta5.am0.yahoodns.net"},
 		brand: "Yahoo", lanes: []string{"yahoo"}, filing: sim.Filing{JunkEvery: 3},
 		seed: &seedMailbox{name: "yahoo-1", lane: "yahoo", address: "seed.yahoo@yahoo.com", junk: "Bulk"}},
 	{name: "issuer", ip: "127.0.0.14", domains: map[string]string{"ca.example": "mx.ca.example", "certs.example": "mx.certs.example", "ac.example": "mx.ac.example"},
 		brand: "the issuer's MX", lanes: []string{"default"}},
 }
+
+// distrustCalm is how long the simulated Microsoft must go without
+// refusing before it trusts again (ten minutes by default; seconds here).
+const distrustCalm = 3 * time.Second
 
 // seedEvery is tenants[].seeding.every of the issuer: a seed copy of one
 // bulk message in every seedEvery, about 10 of the 300 of the wave.
@@ -103,6 +114,13 @@ func seedPasswords() map[string]string {
 func (p provider) rule() string {
 	f := p.filing
 	var rules []string
+	if d := p.distrust; d != nil {
+		junked := "what it takes"
+		if d.BulkOnly {
+			junked = "bulk"
+		}
+		rules = append(rules, fmt.Sprintf("throttles above %g/s (451 4.7.650) and junks %s while pushed, until calm for %s", d.ThrottleAbove, junked, d.Calm))
+	}
 	if f.JunkAboveRate > 0 {
 		r := fmt.Sprintf("junks what arrives faster than %g/s", f.JunkAboveRate)
 		if f.RateWindow > 0 && f.RateWindow != time.Second {
@@ -132,10 +150,14 @@ func (p provider) rule() string {
 // scope says what a rate rule counts where the provider hosts several
 // domains: ", counting contoso.example and outlook.com together".
 func (p provider) scope() string {
-	if p.filing.JunkAboveRate == 0 || len(p.domains) < 2 {
+	if p.filing.JunkAboveRate == 0 && p.distrust == nil || len(p.domains) < 2 {
 		return ""
 	}
-	return ", counting " + strings.Join(slices.Sorted(maps.Keys(p.domains)), " and ") + " together"
+	domains := strings.Join(slices.Sorted(maps.Keys(p.domains)), " and ")
+	if p.distrust != nil {
+		return "; it counts " + domains + " together"
+	}
+	return ", counting " + domains + " together"
 }
 
 // ordinal is "third " for 3, and "" for 0 and 1 (every copy).
@@ -170,7 +192,7 @@ func startProviders(lookupTXT func(string) ([]string, error), faults bool, passw
 	var opts []sim.Options
 	for _, p := range providers {
 		o := sim.Options{Name: p.name, Domains: slices.Collect(maps.Keys(p.domains)), MXHost: firstMX(p), IP: p.ip, LookupTXT: lookupTXT,
-			Filing: p.filing}
+			Filing: p.filing, Distrust: p.distrust}
 		if s := p.seed; s != nil {
 			o.IMAP = &sim.IMAPOptions{Accounts: map[string]string{s.address: passwords[s.address]}, Junk: s.junk, NoSpecialUse: s.noSpecialUse}
 		}

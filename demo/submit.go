@@ -46,7 +46,8 @@ func (s *submitter) acceptedAt(rcpt string) (time.Time, bool) {
 	return t, ok
 }
 
-func (s *submitter) run(ctx context.Context, msgs []message, sessions int) error {
+// run submits msgs over sessions SMTP sessions, pace apart at least.
+func (s *submitter) run(ctx context.Context, msgs []message, sessions int, pace time.Duration) error {
 	work := make(chan message)
 	errs := make(chan error, sessions)
 	var wg sync.WaitGroup
@@ -57,7 +58,13 @@ func (s *submitter) run(ctx context.Context, msgs []message, sessions int) error
 			errs <- s.session(work)
 		}()
 	}
-	for _, m := range msgs {
+	for i, m := range msgs {
+		if i > 0 && pace > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(pace):
+			}
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -99,16 +106,43 @@ func (s *submitter) session(work <-chan message) error {
 	return c.Quit()
 }
 
+// urgentSpread is how long the urgent mail behind the wave takes to
+// submit: one token a second (faster when there are more than five), as
+// customers ask for them, while the receivers still deal with the wave.
+const urgentSpread = 5 * time.Second
+
+// urgentPace is the time between two of n urgent mails.
+func urgentPace(n int) time.Duration {
+	if n < 2 {
+		return 0
+	}
+	return min(time.Second, urgentSpread/time.Duration(n))
+}
+
 // submitWave submits the bulk mail over 8 sessions, then the urgent mail
-// behind it over one; the channel gets the outcome.
+// behind it over one, urgentPace apart; the channel gets the outcome.
 func submitWave(ctx context.Context, sub *submitter, w wave) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		if err := sub.run(ctx, w.bulk, 8); err != nil {
+		if err := sub.run(ctx, w.bulk, 8, 0); err != nil {
 			done <- err
 			return
 		}
-		done <- sub.run(ctx, w.urgent, 1)
+		done <- sub.run(ctx, w.urgent, 1, urgentPace(len(w.urgent)))
 	}()
 	return done
+}
+
+// urgentPlan says how the n urgent mails go: "5 urgent token mails, one
+// a second,".
+func urgentPlan(n int) string {
+	switch pace := urgentPace(n); {
+	case n == 1:
+		return "1 urgent token mail"
+	case pace == time.Second:
+		return fmt.Sprintf("%d urgent token mails, one a second,", n)
+	case pace > 0:
+		return fmt.Sprintf("%d urgent token mails, %s apart,", n, pace)
+	}
+	return fmt.Sprintf("%d urgent token mails", n)
 }

@@ -139,7 +139,7 @@ func printWaits(out printer, got []received, acceptedAt func(rcpt string) (time.
 	}
 	out("  waiting from 250 to delivery:")
 	out("    bulk    p50 %-8s p95 %-8s max %s", pct(bulkLat, 50), pct(bulkLat, 95), pct(bulkLat, 100))
-	out("    urgent  p50 %-8s p95 %-8s max %s   (submitted behind the whole wave)", pct(urgentLat, 50), pct(urgentLat, 95), pct(urgentLat, 100))
+	out("    urgent  p50 %-8s p95 %-8s max %s   (submitted behind the wave)", pct(urgentLat, 50), pct(urgentLat, 95), pct(urgentLat, 100))
 }
 
 func pct(ds []time.Duration, p int) string {

@@ -43,14 +43,14 @@ func newWave(bulk, urgent int) (wave, error) {
 		if i == 7 {
 			rcpts = append(rcpts, bounceAddress)
 		}
-		m, err := readdress(bulkTemplates[i%len(bulkTemplates)], rcpts)
+		m, err := readdress(bulkTemplates[i%len(bulkTemplates)], rcpts, true)
 		if err != nil {
 			return wave{}, err
 		}
 		w.bulk = append(w.bulk, m)
 	}
 	for i := 0; i < urgent; i++ {
-		m, err := readdress(tokenTemplate, []string{fmt.Sprintf("token%02d@%s", i, domains[i%len(domains)])})
+		m, err := readdress(tokenTemplate, []string{fmt.Sprintf("token%02d@%s", i, domains[i%len(domains)])}, false)
 		if err != nil {
 			return wave{}, err
 		}
@@ -60,8 +60,12 @@ func newWave(bulk, urgent int) (wave, error) {
 }
 
 // readdress sets To to the demo recipients and drops the sample's
-// Message-ID so certgate gives each copy its own.
-func readdress(tmpl []byte, rcpts []string) (message, error) {
+// Message-ID so certgate gives each copy its own. A bulk mail gets a
+// List-Unsubscribe field, as a bulk sender's mail must have at Gmail,
+// Yahoo and Outlook.com; it is also how a receiver tells bulk from the
+// mail a person waits for (the simulated Microsoft junks only bulk while
+// it distrusts the sender, so the urgent tokens stay in the inbox).
+func readdress(tmpl []byte, rcpts []string, bulk bool) (message, error) {
 	hb, body, err := mimeedit.SplitHeader(tmpl)
 	if err != nil {
 		return message{}, err
@@ -78,5 +82,14 @@ func readdress(tmpl []byte, rcpts []string) (message, error) {
 	h.Del("Cc")
 	h.Del("Message-ID")
 	h.Add("To", strings.Join(rcpts, ", "))
+	if bulk {
+		h.Add("List-Unsubscribe", "<mailto:"+unsubscribeAddress(from)+"?subject=unsubscribe>")
+	}
 	return message{from: from, rcpts: rcpts, data: append(h.Bytes(), body...)}, nil
+}
+
+// unsubscribeAddress is where the bulk mail of sender takes
+// unsubscriptions: unsubscribe@ its domain.
+func unsubscribeAddress(sender string) string {
+	return "unsubscribe@" + sender[strings.LastIndexByte(sender, '@')+1:]
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certgate/certgate/mimeedit"
 )
@@ -102,6 +103,56 @@ func TestProviderOf(t *testing.T) {
 	} {
 		if got := providerOf(addr); got != want {
 			t.Errorf("providerOf(%q) = %q; want %q", addr, got, want)
+		}
+	}
+}
+
+// Bulk mail says it is bulk as a receiver can see it (List-Unsubscribe, to
+// the sender's domain); the urgent tokens do not, so a receiver that junks
+// bulk leaves them in the inbox.
+func TestOnlyBulkLooksBulk(t *testing.T) {
+	w := testWave(t, 6, 2)
+	for i, m := range w.all() {
+		hb, _, err := mimeedit.SplitHeader(m.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := mimeedit.ParseHeader(hb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := h.Get("List-Unsubscribe")
+		if i >= len(w.bulk) {
+			if got != "" {
+				t.Errorf("urgent mail %d has List-Unsubscribe %q", i-len(w.bulk), got)
+			}
+			continue
+		}
+		domain := m.from[strings.LastIndexByte(m.from, '@')+1:]
+		if want := "<mailto:unsubscribe@" + domain + "?subject=unsubscribe>"; got != want {
+			t.Errorf("bulk mail %d: List-Unsubscribe %q; want %q", i, got, want)
+		}
+	}
+}
+
+// The urgent mail goes one a second, faster when there is more of it, so
+// that it takes urgentSpread at most.
+func TestUrgentPace(t *testing.T) {
+	for n, want := range map[int]struct {
+		pace time.Duration
+		plan string
+	}{
+		0:  {0, "0 urgent token mails"},
+		1:  {0, "1 urgent token mail"},
+		2:  {time.Second, "2 urgent token mails, one a second,"},
+		5:  {time.Second, "5 urgent token mails, one a second,"},
+		20: {250 * time.Millisecond, "20 urgent token mails, 250ms apart,"},
+	} {
+		if got := urgentPace(n); got != want.pace {
+			t.Errorf("urgentPace(%d) = %s; want %s", n, got, want.pace)
+		}
+		if got := urgentPlan(n); got != want.plan {
+			t.Errorf("urgentPlan(%d) = %q; want %q", n, got, want.plan)
 		}
 	}
 }

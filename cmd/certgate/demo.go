@@ -18,7 +18,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", stderr)
 	keep := fs.Bool("keep", false, "keep certgate running after the demo, until interrupted")
 	bulk := fs.Int("messages", 300, "bulk certificate mails in the wave")
-	urgent := fs.Int("urgent", 5, "urgent token mails submitted behind the wave")
+	urgent := fs.Int("urgent", 5, "urgent token mails submitted behind the wave, one a second (five seconds in all when there are more)")
 	verbose := fs.Bool("v", false, "log every SMTP session and delivery")
 	faults := fs.Bool("faults", false, "make the simulated receivers misbehave: Microsoft answers some RCPT and DATA with 451 and drops some connections mid-DATA, Yahoo greylists")
 	if err := fs.Parse(args); err != nil {

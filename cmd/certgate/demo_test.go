@@ -9,29 +9,34 @@ import (
 )
 
 // The demo wires the whole daemon from a written configuration, submits a
-// small wave, reads a message back through the API, and reports where the
-// seed copies landed.
+// wave big enough to push the simulated Microsoft over its rate, reads a
+// message back through the API, reports where the seed copies landed, and
+// tells the closed loop: Microsoft throttled, certgate slowed the outlook
+// lane, which climbed back, while urgent mail kept flowing and no message
+// was lost.
 func TestDemoEndToEnd(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := run([]string{"demo", "--messages", "25", "--urgent", "2"}, &out, &errOut); code != 0 {
+	if code := run([]string{"demo", "--messages", "150", "--urgent", "5"}, &out, &errOut); code != 0 {
 		t.Fatalf("demo exited %d\nstdout:\n%s\nstderr:\n%s", code, out.String(), errOut.String())
 	}
 	text := out.String()
-	// 25 bulk + 2 urgent recipients + the DSN, and the first bulk mail's
-	// copy to each of the 3 seed mailboxes; the refused address is not
-	// delivered.
+	// 150 bulk + 5 urgent recipients + the DSN, and a copy of one bulk
+	// mail in 30 (5) to each of the 3 seed mailboxes; the refused address
+	// is not delivered.
 	for _, re := range []string{
-		`DKIM:\s+31 of 31 delivered copies verified at the receiving side \(3 of them seed copies\)`,
-		`books:\s+28 recipients accepted = 27 delivered \+ 1 bounced \(one DSN each\) \+ 0 queued: balanced\n\s+\+ 3 seed copies, certgate's own: 3 delivered \+ 0 queued`,
-		`seed copies 3/3  queued: 0\n`,
+		`DKIM:\s+171 of 171 delivered copies verified at the receiving side \(15 of them seed copies\)`,
+		`books:\s+156 recipients accepted = 155 delivered \+ 1 bounced \(one DSN each\) \+ 0 queued: balanced\n\s+\+ 15 seed copies, certgate's own: 15 delivered \+ 0 queued`,
+		`seed copies 15/15  queued: 0\n`,
+		`urgent  p50 \d`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("demo output does not match %q:\n%s", re, text)
 		}
 	}
-	checkPlacement(t, text, 1)
+	checkPlacement(t, text, 5)
+	checkClosedLoop(t, text)
 	for _, want := range []string{
-		"accepted:   27 messages, 28 recipients",
+		"accepted:   155 messages, 156 recipients",
 		"no.such.user@contoso.example     bounced",
 		"250 2.0.0",
 		`recipient opens it (French browser):   "Ce lien n’est pas encore actif"`,
@@ -41,6 +46,42 @@ func TestDemoEndToEnd(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+// checkClosedLoop finds the closed loop's story in the demo's output, in
+// its order: Microsoft refused with 451 4.7.650, certgate slowed the
+// outlook lane by its rule, Microsoft calmed down, the lane climbed back
+// to its rate (the demo waits for it), and the urgent mail to Microsoft
+// was all delivered meanwhile.
+func checkClosedLoop(t *testing.T, text string) {
+	t.Helper()
+	_, section, ok := strings.Cut(text, "\nclosed loop at Microsoft (outlook lane;")
+	if !ok {
+		t.Fatalf("no closed loop section:\n%s", text)
+	}
+	section, _, _ = strings.Cut(section, "\n\n")
+	at := 0
+	for _, re := range []string{
+		`\+\d+\.\ds\s+Microsoft answered 451 4\.7\.650 \(rate limited for IP reputation\): [1-9]\d* times`,
+		`\+\d+\.\ds\s+certgate slowed the outlook lane 15/s -> 7\.5/s \(rule outlook-ip-reputation\)`,
+		`\+\d+\.\ds\s+Microsoft calm again`,
+		`\+\d+\.\ds\s+slowdown over; the rate climbs back: .*15/s at \+\d+\.\ds\n`,
+	} {
+		loc := regexp.MustCompile(re).FindStringIndex(section[at:])
+		if loc == nil {
+			t.Errorf("the closed loop lacks %q after %q:\n%s", re, section[:at], section)
+			continue
+		}
+		at += loc[1]
+	}
+	if m := regexp.MustCompile(`urgent tokens to Microsoft meanwhile: (\d+) of (\d+) delivered, in the inbox`).FindStringSubmatch(section); m == nil || m[1] != m[2] || m[1] == "0" {
+		t.Errorf("urgent mail to Microsoft not all delivered to the inbox:\n%s", section)
+	}
+	for _, bad := range []string{"still pushed", "still slowed", "refused nothing"} {
+		if strings.Contains(section, bad) {
+			t.Errorf("the closed loop did not close (%q):\n%s", bad, section)
 		}
 	}
 }
