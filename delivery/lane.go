@@ -42,7 +42,6 @@ func classIndex(c config.Class) int {
 	return 1
 }
 
-
 // push makes an item ready and wakes idle workers. Called with q.mu held.
 func (l *lane) push(it *item) {
 	l.ready[classIndex(it.class)].push(it)

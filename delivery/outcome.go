@@ -105,6 +105,7 @@ func (q *Queue) record(a store.Attempt, it *item) {
 		if err == nil || errors.Is(err, store.ErrNotFound) {
 			break
 		}
+		q.metrics.StoreErrors.WithLabelValues("record_attempt").Inc()
 		q.log.Error("queue: recording attempt; retrying", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err, "in", wait)
 		if !clock.Sleep(q.clock, wait, q.ctx.Done()) {
 			if err := q.store.RecordAttempt(context.Background(), a); err != nil {

@@ -447,6 +447,37 @@ func (q *Queue) Ready(key string) map[config.Class]map[string]int {
 	return out
 }
 
+// Oldest is when the oldest recipient the queue holds was accepted, by
+// the provider it is counted under and its class: waiting for a retry or
+// due now (those in an attempt left out). A scan of every item, for
+// metrics scraped every few seconds.
+func (q *Queue) Oldest() map[[2]string]time.Time {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := map[[2]string]time.Time{}
+	note := func(it *item) {
+		k := [2]string{it.gauge, string(it.class)}
+		if t, ok := out[k]; !ok || it.p.ReceivedAt.Before(t) {
+			out[k] = it.p.ReceivedAt
+		}
+	}
+	for _, it := range q.sched {
+		note(it)
+	}
+	for _, l := range q.lanes {
+		for i := range l.ready {
+			for _, d := range l.ready[i].byTenant {
+				for _, f := range d.byKey {
+					for _, it := range f.items[f.head:] {
+						note(it)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
 // HeldBytes is what the queue holds in memory of just-accepted copies;
 // it falls back to 0 once they are all attempted.
 func (q *Queue) HeldBytes() int64 { return q.heldBytes.Load() }

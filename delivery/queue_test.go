@@ -38,6 +38,17 @@ func TestTemporaryFailureIsRetried(t *testing.T) {
 		if a.State != store.StateQueued || a.Code != 451 || !a.NextAttempt.Equal(a.Time.Add(time.Minute)) {
 			t.Fatalf("attempt %d: %+v, want deferred a minute", i+1, a)
 		}
+		// Waiting for its retry (once the worker has put it back), it is
+		// the oldest mail of its lane.
+		var got time.Time
+		for deadline := time.Now().Add(10 * time.Second); got.IsZero() && time.Now().Before(deadline); {
+			if got = e.queue.Oldest()[[2]string{"google", "bulk"}]; got.IsZero() {
+				time.Sleep(time.Millisecond) // the worker is between the record and the heap: look again
+			}
+		}
+		if want := e.view(id).Message.ReceivedAt; !got.Equal(want) {
+			t.Fatalf("oldest of google/bulk: %v, want the message's acceptance %v", got, want)
+		}
 		select {
 		case a := <-e.attempts:
 			t.Fatalf("attempt %+v before the retry was due", a)

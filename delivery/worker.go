@@ -148,6 +148,7 @@ func (w *worker) deliver(it *item) step {
 				w.quit()
 				return leaveLane
 			}
+			q.metrics.StoreErrors.WithLabelValues("read_copy").Inc()
 			q.log.Error("queue: reading message data", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
 			q.finish(it, l.pl.Name(), Result{Network: true, Text: "local: message data unavailable"}, nil)
 			return nextItem

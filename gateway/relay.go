@@ -60,6 +60,7 @@ func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string,
 	}
 	ids, err := r.spool.Enqueue(ctx, p.Message, p.Contents, p.Rcpts)
 	if err != nil {
+		r.metrics.StoreErrors.WithLabelValues("enqueue").Inc()
 		return "", fmt.Errorf("spooling: %w", err) // becomes 451 4.3.0 at the boundary
 	}
 	r.handoff.AddAccepted(store.QueuedCopies(p.Message, p.Contents, p.Rcpts, ids))

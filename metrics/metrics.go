@@ -48,6 +48,7 @@ type Metrics struct {
 	SeedMailboxUp      *prometheus.GaugeVec     // seed, folder
 	SeedAuthFailures   *prometheus.CounterVec   // provider, method: a seed copy found without dkim or dmarc pass
 
+	StoreErrors      *prometheus.CounterVec // op: failed reads and writes of the store on the mail path
 	RuleHits         *prometheus.CounterVec // provider, rule, action: reply rules that acted
 	PlacementActions *prometheus.CounterVec // provider, action: lanes slowed or suspended for their seed copies' placement
 }
@@ -166,6 +167,10 @@ func New() *Metrics {
 			Name: "certgate_seed_auth_failures_total",
 			Help: "Seed copies the receiver filed without dkim=pass or without dmarc=pass (method) in its Authentication-Results: DNS or signing is broken.",
 		}, []string{"provider", "method"}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "certgate_store_errors_total",
+			Help: "Failed reads and writes of the store on the mail path, by operation (enqueue, record_attempt, read_copy): each is retried or answered 451, never lost, but a disk that fails them needs a person.",
+		}, []string{"op"}),
 		RuleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_rule_hits_total",
 			Help: "Reply rules that acted (their threshold reached), by provider, rule and action (slow, suspend, set, defer, alert).",
@@ -205,6 +210,7 @@ func New() *Metrics {
 	f(m.SeedMailboxUp)
 	f(m.SeedAuthFailures)
 	f(m.RuleHits)
+	f(m.StoreErrors)
 	f(m.PlacementActions)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

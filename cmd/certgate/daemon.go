@@ -144,6 +144,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		Metrics:  d.metrics,
 		Log:      d.log,
 	})
+	d.metrics.Registry.MustRegister(queueAge{d.queue})
 	dir, err := gateway.NewDirectory(cfg.Tenants, cfg.HTTP.PublicURL)
 	if err != nil {
 		return err

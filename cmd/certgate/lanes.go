@@ -157,3 +157,22 @@ func namedProviders(cfg *config.Config) []string {
 	}
 	return out
 }
+
+// queueAge exports how long the oldest recipient of each provider and
+// class has waited since it was accepted, read from the queue at each
+// scrape: mail that sits while everything else flows is what a count of
+// queued mail hides.
+type queueAge struct{ q *delivery.Queue }
+
+var queueAgeDesc = prometheus.NewDesc("certgate_queue_oldest_seconds",
+	"Time since the oldest recipient still queued (waiting for its next attempt or due now) was accepted, by provider and class.",
+	[]string{"provider", "class"}, nil)
+
+func (queueAge) Describe(ch chan<- *prometheus.Desc) { ch <- queueAgeDesc }
+
+func (a queueAge) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	for k, t := range a.q.Oldest() {
+		ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, max(now.Sub(t), 0).Seconds(), k[0], k[1])
+	}
+}
