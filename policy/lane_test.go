@@ -636,3 +636,41 @@ func TestResumeLiftsRules(t *testing.T) {
 		t.Fatalf("after resume: %+v", g.State())
 	}
 }
+
+// A threshold counts matches within its window; a per-tenant rule counts
+// each tenant's apart, so three tenants' single failures suspend nobody.
+func TestThresholds(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	p := New(config.ResolveProviders([]config.Provider{{Name: "gmail", Rules: []config.ReplyRule{
+		{Name: "auth", Match: `^550 5\.7\.26 `, Action: config.ActionSuspend, PerTenant: true, For: config.Duration(time.Hour),
+			Threshold: config.Threshold{Count: 2, Window: time.Minute}},
+		{Name: "busy", Match: `^421 4\.7\.0 `, Action: config.ActionSlow, Factor: 0.5, For: config.Duration(time.Hour),
+			Threshold: config.Threshold{Count: 3, Window: time.Minute}}}}}),
+		config.DefaultRetry(), Options{Clock: clk})
+	g, _ := p.ProviderLane("gmail")
+	for _, tenant := range []string{"a", "b", "c"} {
+		if re := g.React(550, "5.7.26", "unauthenticated", tenant); re.Acted {
+			t.Fatalf("one failure of tenant %s acted", tenant)
+		}
+	}
+	if re := g.React(550, "5.7.26", "unauthenticated", "a"); !re.Acted {
+		t.Fatal("tenant a's second failure within the minute did not act")
+	}
+	if held, _ := g.Suspended(false, "a"); !held {
+		t.Fatal("tenant a not held")
+	}
+	if held, _ := g.Suspended(false, "b"); held {
+		t.Fatal("tenant b held for a's failures")
+	}
+	// Three within a minute act; spread wider, they do not.
+	g.React(421, "4.7.0", "busy", "a")
+	clk.Advance(45 * time.Second)
+	g.React(421, "4.7.0", "busy", "a")
+	clk.Advance(30 * time.Second)
+	if re := g.React(421, "4.7.0", "busy", "a"); re.Acted {
+		t.Fatal("three matches over 75 s acted on a 3/1m threshold")
+	}
+	if re := g.React(421, "4.7.0", "busy", "b"); !re.Acted || !approx(g.Rate(), 5) {
+		t.Fatalf("three matches within a minute: %+v, rate %v", re, g.Rate())
+	}
+}

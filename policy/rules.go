@@ -25,34 +25,49 @@ type Reaction struct {
 // compiledRule is a reply rule with the lane's memory of its matches.
 type compiledRule struct {
 	config.ReplyRule
-	floor float64     // messages per second
-	hits  []time.Time // the latest matches, at most Threshold.Count
+	floor float64 // messages per second
+	// hits are the latest matches, at most Threshold.Count, by tenant for
+	// a per-tenant rule (one tenant's failures are not another's) and
+	// under "" otherwise. Tenants come from the configuration: few.
+	hits map[string][]time.Time
 }
 
 func compileRules(rules []config.ReplyRule) []*compiledRule {
 	out := make([]*compiledRule, 0, len(rules))
 	for _, r := range rules {
 		r.Regexp() // compiled once, here
-		out = append(out, &compiledRule{ReplyRule: r, floor: perSecond(r.Floor)})
+		floor := 0.0 // none given: MinRate is the floor
+		if r.Floor.Count > 0 {
+			floor = perSecond(r.Floor)
+		}
+		out = append(out, &compiledRule{ReplyRule: r, floor: floor})
 	}
 	return out
 }
 
-// reached notes a match at now and reports whether the threshold is
-// reached: Count matches within Window (every match when Count is 1).
-func (r *compiledRule) reached(now time.Time) bool {
+// reached notes a match at now (of tenant's mail) and reports whether
+// the threshold is reached: Count matches within Window (every match when
+// Count is 1).
+func (r *compiledRule) reached(now time.Time, tenant string) bool {
 	n := max(r.Threshold.Count, 1)
-	r.hits = append(r.hits, now)
-	if len(r.hits) > n {
-		r.hits = r.hits[len(r.hits)-n:]
+	if n == 1 {
+		return true
 	}
-	if len(r.hits) < n {
+	if !r.PerTenant {
+		tenant = ""
+	}
+	if r.hits == nil {
+		r.hits = map[string][]time.Time{}
+	}
+	hits := append(r.hits[tenant], now)
+	if len(hits) > n {
+		hits = hits[len(hits)-n:]
+	}
+	r.hits[tenant] = hits
+	if len(hits) < n || r.Threshold.Window > 0 && now.Sub(hits[0]) > r.Threshold.Window {
 		return false
 	}
-	if r.Threshold.Window > 0 && now.Sub(r.hits[0]) > r.Threshold.Window {
-		return false
-	}
-	r.hits = r.hits[:0] // the next action needs a fresh count
+	delete(r.hits, tenant) // the next action needs a fresh count
 	return true
 }
 
@@ -104,7 +119,7 @@ func (l *Lane) React(code int, enhanced, text, tenant string) Reaction {
 	{
 		re := Reaction{Rule: r.Name, Action: r.Action, Reason: r.Reason,
 			Defer: code >= 500 && (r.Defer || r.Action == config.ActionDefer)}
-		if r.Action == config.ActionIgnore || !r.reached(now) {
+		if r.Action == config.ActionIgnore || !r.reached(now, tenant) {
 			return re
 		}
 		re.Acted = true
