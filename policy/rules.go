@@ -35,7 +35,7 @@ type compiledRule struct {
 func compileRules(rules []config.ReplyRule) []*compiledRule {
 	out := make([]*compiledRule, 0, len(rules))
 	for _, r := range rules {
-		r.Regexp() // compiled once, here
+		r.Regexp()   // compiled once, here
 		floor := 0.0 // none given: MinRate is the floor
 		if r.Floor.Count > 0 {
 			floor = perSecond(r.Floor)
