@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/certgate/certgate/clock"
@@ -136,7 +137,7 @@ func (q *Queue) react(pl *policy.Lane, it *item, res *Result) {
 	if !re.Acted {
 		return
 	}
-	q.metrics.RuleHits.WithLabelValues(pl.Name(), re.Rule, string(re.Action)).Inc()
+	q.metrics.RuleHits.WithLabelValues(pl.Name(), re.Rule, string(re.Action), strconv.FormatBool(re.Alert)).Inc()
 	st := pl.State()
 	level := slog.LevelInfo
 	if re.Alert {

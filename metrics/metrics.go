@@ -49,7 +49,7 @@ type Metrics struct {
 	SeedAuthFailures   *prometheus.CounterVec   // provider, method: a seed copy found without dkim or dmarc pass
 
 	StoreErrors      *prometheus.CounterVec // op: failed reads and writes of the store on the mail path
-	RuleHits         *prometheus.CounterVec // provider, rule, action: reply rules that acted
+	RuleHits         *prometheus.CounterVec // provider, rule, action, alert: reply rules that acted
 	PlacementActions *prometheus.CounterVec // provider, action: lanes slowed or suspended for their seed copies' placement
 }
 
@@ -173,8 +173,8 @@ func New() *Metrics {
 		}, []string{"op"}),
 		RuleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_rule_hits_total",
-			Help: "Reply rules that acted (their threshold reached), by provider, rule and action (slow, suspend, set, defer, alert).",
-		}, []string{"provider", "rule", "action"}),
+			Help: "Reply rules that acted (their threshold reached), by provider, rule, action (slow, suspend, set, defer, alert) and whether the rule asks for a human (alert: true or false).",
+		}, []string{"provider", "rule", "action", "alert"}),
 		PlacementActions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_placement_actions_total",
 			Help: "Lanes slowed or suspended (action) because too few of their seed copies reached the inbox, by provider.",
