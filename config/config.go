@@ -306,7 +306,7 @@ type Webhook struct {
 func (w Webhook) Secret() (string, error) { return ReadSecret(w.SecretFile, w.SecretEnv) }
 
 // WebhookEvents are the event kinds a webhook can receive.
-var WebhookEvents = []string{"delivered", "bounced", "released", "link_used", "link_refused", "placement"}
+var WebhookEvents = []string{"delivered", "bounced", "released", "link_used", "link_refused", "placement", "lane_changed"}
 
 // DefaultWebhookTimeout is webhooks[].timeout when the key is absent.
 const DefaultWebhookTimeout = Duration(10 * time.Second)

@@ -12,4 +12,8 @@ type LaneStates interface {
 	SaveLaneStates(ctx context.Context, states map[string][]byte) error
 	// LaneStates returns every lane's stored state, by lane key.
 	LaneStates(ctx context.Context) (map[string][]byte, error)
+	// AddLaneEvent appends an event about a lane (kind lane_changed: what
+	// it became, who or what changed it) to the event log EventsAfter
+	// follows, with no message: webhooks for every tenant hear it.
+	AddLaneEvent(ctx context.Context, lane string, e Event) error
 }

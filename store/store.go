@@ -193,6 +193,9 @@ type EventRecord struct {
 	Tenant    string // the message's tenant
 	Recipient string // the recipient's address; "" for events about the whole message
 	Seed      string // the seed mailbox when the recipient is a seed copy
+	// Lane names the delivery lane of an event about a lane (lane_changed,
+	// LaneStates.AddLaneEvent); MessageID and Tenant are "" then.
+	Lane string
 }
 
 // MessageView is a message with everything known about it.

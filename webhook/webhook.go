@@ -26,6 +26,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -323,7 +324,10 @@ type notice struct {
 	Recipient string    `json:"recipient"`
 	// Seed names the seed mailbox when the recipient is certgate's own seed
 	// copy: not a customer's delivery.
-	Seed   string `json:"seed,omitempty"`
+	Seed string `json:"seed,omitempty"`
+	// Lane names the delivery lane of a lane_changed notice, which is
+	// about no message.
+	Lane   string `json:"lane,omitempty"`
 	Actor  string `json:"actor"`
 	Detail string `json:"detail"`
 	Count  int64  `json:"count"` // occurrences: a link_refused notice's refusals since the link's last
@@ -334,7 +338,7 @@ type notice struct {
 // false when the dispatcher stops first.
 func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
 	body, err := json.Marshal(notice{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
-		Tenant: e.Tenant, Recipient: e.Recipient, Seed: e.Seed, Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
+		Tenant: e.Tenant, Recipient: e.Recipient, Seed: e.Seed, Lane: laneName(e.Lane), Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
 	if err != nil {
 		// Strings, numbers and a UTC time always encode; this is a bug.
 		d.log.Error("webhook: encoding an event failed; skipping it", "webhook", ep.Name, "event", e.ID, "err", err)
@@ -420,3 +424,7 @@ func signature(secret []byte, ts string, body []byte) string {
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// laneName is a lane's key as the API names it: "default/<domain>" is
+// "default:<domain>".
+func laneName(key string) string { return strings.Replace(key, "/", ":", 1) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"strings"
 	"time"
@@ -76,6 +77,7 @@ type laneControl struct {
 	q         *delivery.Queue
 	providers []string // named providers, shown before their lane's first mail
 	log       *slog.Logger
+	news      *laneJournal // nil: no store of lane events
 }
 
 // laneName is a lane's key as the API names it: "default/<domain>"
@@ -112,6 +114,7 @@ func (c laneControl) Lanes() []api.Lane {
 func (c laneControl) changed(l *policy.Lane, what, reason, actor string) {
 	st := l.State()
 	c.log.Warn("lane changed", "lane", l.Key(), "change", what, "actor", actor, "reason", reason, "state", st.Name, "rate", st.Rate)
+	c.news.note(context.Background(), l, actor)
 }
 
 func (c laneControl) Pause(name, reason, actor string) error {

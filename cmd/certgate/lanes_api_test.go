@@ -172,6 +172,19 @@ api:
 		!regexpMatch(`default:empresa\.example\s+paused\s+\S+\s+\S+\s+0/1\s`, out.String()) {
 		t.Fatalf("certgate lanes: exit %d\n%s", code, out.String())
 	}
+	// The pause is on the audit trail, with who asked, for webhooks.
+	evs, err := d.store.EventsAfter(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noted := false
+	for _, e := range evs {
+		noted = noted || e.Kind == "lane_changed" && e.Lane == "default/empresa.example" && strings.HasPrefix(e.Actor, "api:ops@") &&
+			strings.Contains(e.Detail, "paused") && strings.Contains(e.Detail, "MX is being moved")
+	}
+	if !noted {
+		t.Errorf("no lane_changed event for the pause in %+v", evs)
+	}
 	// A restart resumes the pause, from the store: the mail stays queued.
 	stopDaemon()
 	startDaemon()

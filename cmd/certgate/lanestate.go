@@ -23,12 +23,13 @@ type laneKeeper struct {
 	st    store.LaneStates
 	log   *slog.Logger
 	saved map[string]uint64 // lane key -> version last saved
+	news  *laneJournal      // lane_changed events of what the rules changed
 	stop  context.CancelFunc
 	done  chan struct{}
 }
 
 func newLaneKeeper(p *policy.Policy, st store.LaneStates, log *slog.Logger) *laneKeeper {
-	return &laneKeeper{p: p, st: st, log: log, saved: map[string]uint64{}}
+	return &laneKeeper{p: p, st: st, log: log, saved: map[string]uint64{}, news: newLaneJournal(st, log)}
 }
 
 // load restores every stored lane state.
@@ -49,6 +50,7 @@ func (s *laneKeeper) load(ctx context.Context) error {
 		}
 		l.Restore(snap)
 		_, s.saved[key] = l.Snapshot()
+		s.news.note(ctx, l, "restart") // what it resumes as, once
 		if st := l.State(); st.Name != "normal" {
 			s.log.Info("lane state restored", "lane", key, "state", st.Name, "rate", st.Rate, "until", st.Until, "reason", st.Reason)
 		}
@@ -96,6 +98,7 @@ func (s *laneKeeper) shutdown(ctx context.Context) {
 func (s *laneKeeper) save(ctx context.Context) error {
 	changed := map[string][]byte{}
 	versions := map[string]uint64{}
+	var moved []*policy.Lane
 	for _, l := range s.p.Lanes() {
 		snap, v := l.Snapshot()
 		saved, known := s.saved[l.Key()]
@@ -107,12 +110,16 @@ func (s *laneKeeper) save(ctx context.Context) error {
 			return err
 		}
 		changed[l.Key()], versions[l.Key()] = raw, v
+		moved = append(moved, l)
 	}
 	if err := s.st.SaveLaneStates(ctx, changed); err != nil {
 		return err
 	}
 	for k, v := range versions {
 		s.saved[k] = v
+	}
+	for _, l := range moved {
+		s.news.note(ctx, l, "policy")
 	}
 	return nil
 }

@@ -29,7 +29,11 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 	})
 	deps := api.Deps{Store: d.store, Desk: d.desk, Tokens: tokens, Log: d.log}
 	if d.policy != nil && d.queue != nil {
-		deps.Lanes = laneControl{p: d.policy, q: d.queue, providers: namedProviders(d.cfg), log: d.log}
+		lc := laneControl{p: d.policy, q: d.queue, providers: namedProviders(d.cfg), log: d.log}
+		if d.lanes != nil {
+			lc.news = d.lanes.news
+		}
+		deps.Lanes = lc
 	}
 	if d.placements != nil {
 		deps.Placement = api.Placement{Reader: d.placements, Tester: d.placementTester(), Seeds: d.cfg.Seeds.Mailboxes,

@@ -23,10 +23,10 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 	limit = min(limit, maxEventsPage)
 	// recipient_id 0 (a message's event) matches no recipient: ids start at 1.
 	rows, err := s.rdb.QueryContext(ctx, `
-		SELECT e.id, e.message_id, e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count,
-			m.tenant, COALESCE(r.address, ''), COALESCE(r.seed, '')
+		SELECT e.id, COALESCE(e.message_id, ''), e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count,
+			COALESCE(m.tenant, ''), COALESCE(r.address, ''), COALESCE(r.seed, ''), e.lane
 		FROM events e
-		JOIN messages m ON m.id = e.message_id
+		LEFT JOIN messages m ON m.id = e.message_id
 		LEFT JOIN recipients r ON r.id = e.recipient_id
 		WHERE e.id > ?
 		ORDER BY e.id LIMIT ?`, afterID, limit)
@@ -39,7 +39,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 		var e store.EventRecord
 		var at int64
 		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count,
-			&e.Tenant, &e.Recipient, &e.Seed); err != nil {
+			&e.Tenant, &e.Recipient, &e.Seed, &e.Lane); err != nil {
 			return nil, fmt.Errorf("store/sqlite: events after %d: %w", afterID, err)
 		}
 		e.Time = fromNanos(at)

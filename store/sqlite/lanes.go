@@ -47,3 +47,19 @@ func (s *Store) LaneStates(ctx context.Context) (map[string][]byte, error) {
 	}
 	return out, rows.Err()
 }
+
+// AddLaneEvent writes an event about a lane through the writer.
+func (s *Store) AddLaneEvent(ctx context.Context, lane string, e store.Event) error {
+	req := &request{run: func(w *writer, now time.Time) error {
+		at := e.Time
+		if at.IsZero() {
+			at = now
+		}
+		_, err := w.insLaneEvent.Exec(nanos(at), e.Kind, e.Actor, e.Detail, lane)
+		return err
+	}}
+	if err := s.submit(ctx, req); err != nil {
+		return fmt.Errorf("store/sqlite: lane event of %s: %w", lane, err)
+	}
+	return nil
+}

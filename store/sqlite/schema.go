@@ -217,6 +217,31 @@ CREATE TABLE lane_states (
 	updated_at INTEGER NOT NULL -- Unix nanoseconds, UTC
 ) WITHOUT ROWID;
 `,
+	// 7: events about a delivery lane rather than a message (lane_changed),
+	// on the same log webhooks follow: message_id may be NULL, lane names
+	// the lane. The table is rebuilt, every id kept, and so is the
+	// AUTOINCREMENT sequence, which may stand above the highest id left.
+	`
+CREATE TABLE events_v7 (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	message_id   TEXT REFERENCES messages(id) ON DELETE CASCADE,
+	recipient_id INTEGER NOT NULL DEFAULT 0,
+	time         INTEGER NOT NULL,
+	kind         TEXT NOT NULL,
+	actor        TEXT NOT NULL,
+	detail       TEXT NOT NULL,
+	count        INTEGER NOT NULL DEFAULT 1,
+	lane         TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO events_v7 (id, message_id, recipient_id, time, kind, actor, detail, count)
+	SELECT id, message_id, recipient_id, time, kind, actor, detail, count FROM events ORDER BY id;
+DELETE FROM sqlite_sequence WHERE name = 'events_v7';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'events_v7', seq FROM sqlite_sequence WHERE name = 'events';
+DROP TABLE events;
+ALTER TABLE events_v7 RENAME TO events;
+CREATE INDEX events_message ON events(message_id);
+CREATE INDEX events_time ON events(time);
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

@@ -55,7 +55,7 @@ type writer struct {
 	insPlacement, deliverPlacement       *sql.Stmt
 	placementOf, updPlacement            *sql.Stmt
 	seedsOf, setSeedFolder               *sql.Stmt
-	setLaneState                         *sql.Stmt
+	setLaneState, insLaneEvent           *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -129,6 +129,8 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 		{&w.updPlacement, `UPDATE placements SET folder = ?, arrived_at = ?, detected_at = ?, verdicts = ?,
 			mailbox = ?, uid_validity = ?, uid = ?, moves = ?, closed_at = ?, provider = ? WHERE recipient_id = ?`},
 		{&w.seedsOf, "SELECT id FROM recipients WHERE message_id = ? AND seed != ''"},
+		{&w.insLaneEvent, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, lane)
+			VALUES (NULL, 0, ?, ?, ?, ?, ?)`},
 		{&w.setLaneState, `INSERT INTO lane_states (lane, state, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (lane) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`},
 		{&w.setSeedFolder, `INSERT INTO seed_folders (seed, mailbox, uid_validity, last_uid, updated_at)

@@ -87,6 +87,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SeedPlacementDelivered", testPlacementDelivered},
 		{"SeedPlacementBounced", testPlacementBounced},
 		{"LaneStates", testLaneStates},
+		{"LaneEvents", testLaneEvents},
 		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
 		{"RecordFound", testRecordFound},
 		{"RecordFoundKeepsMaxMoves", testMaxMoves},

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/policy"
+	"github.com/certgate/certgate/store/sqlite"
+)
+
+// What the rules make of a lane is saved and written as a lane_changed
+// event by "policy", once per change; an unchanged lane writes nothing.
+func TestLaneKeeperSavesAndNotes(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	p := policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
+	k := newLaneKeeper(p, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	gmail := p.Match("gmail.com", nil)
+	p.Match("yahoo.com", nil) // never changed: nothing to save or say
+	gmail.React(421, "4.7.28", "slow down", "issuer")
+	for range 2 {
+		if err := k.save(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := st.LaneStates(context.Background())
+	if err != nil || len(states) != 1 || !strings.Contains(string(states["gmail"]), `"factor":0.5`) {
+		t.Fatalf("saved states %q, %v; want gmail's alone, halved", states, err)
+	}
+	evs, err := st.EventsAfter(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Kind != "lane_changed" || evs[0].Actor != "policy" || evs[0].Lane != "gmail" ||
+		!strings.Contains(evs[0].Detail, "gmail: slowed, 300/min (configured 600/min)") || !strings.Contains(evs[0].Detail, "gmail-rate-limit") {
+		t.Fatalf("events %+v, want one lane_changed for gmail's slowdown", evs)
+	}
+}
