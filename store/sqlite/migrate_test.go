@@ -266,3 +266,34 @@ func TestMigrateFromVersion4(t *testing.T) {
 		t.Errorf("placement of a new seed copy = %+v, %v", p, err)
 	}
 }
+
+// Step 7 rebuilds events for lane events: every id stays, and so does the
+// AUTOINCREMENT sequence above the highest id left (the newest events
+// deleted by retention), so a webhook cursor past them never sees an id
+// again.
+func TestMigrateFromVersion6KeepsEventIDs(t *testing.T) {
+	ctx := context.Background()
+	path := oldDatabase(t, 6, func(ctx context.Context, conn *sql.Conn) {
+		execAll(t, ctx, conn,
+			`INSERT INTO messages (id, tenant, mail_from, header_from, message_id, subject, class, size, client_addr, auth_user, received_at)
+				VALUES ('old-1', 'issuer', 'b@issuer.example', 'c@issuer.example', 'old-1@issuer.example', 'old', 'bulk', 1, '192.0.2.1', '', 1)`,
+			`INSERT INTO events (message_id, recipient_id, time, kind, actor, detail) VALUES
+				('old-1', 0, 1, 'accepted', 'smtp:192.0.2.1', ''), ('old-1', 0, 2, 'note', 'api:x', ''), ('old-1', 0, 3, 'note', 'api:x', '')`,
+			`DELETE FROM events WHERE id >= 2`) // the sequence stays at 3
+	})
+	s, err := Open(ctx, path, Options{})
+	if err != nil {
+		t.Fatalf("Open of a version 6 database: %v", err)
+	}
+	defer s.Close()
+	if err := s.AddLaneEvent(ctx, "gmail", store.Event{Kind: "lane_changed", Actor: "policy", Detail: "gmail: slowed"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.EventsAfter(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].ID != 1 || evs[0].MessageID != "old-1" || evs[1].ID <= 3 || evs[1].Lane != "gmail" {
+		t.Fatalf("events after the migration: %+v; want id 1 kept and the new one above 3", evs)
+	}
+}
