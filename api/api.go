@@ -67,8 +67,8 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/placement/tests", config.ScopeAdmin, a.seeded(a.placementTest)},
 		{"GET", "/api/v1/placement/tests/{id}", config.ScopeRead, a.seeded(a.placementTestResult)},
 		{"GET", "/api/v1/lanes", config.ScopeRead, a.withLanes(a.lanes)},
-		{"POST", "/api/v1/lanes/{name}/pause", config.ScopeAdmin, a.withLanes(a.lanePause)},
-		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.laneResume)},
+		{"POST", "/api/v1/lanes/{name}/pause", config.ScopeAdmin, a.withLanes(a.lanePause(false))},
+		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.lanePause(true))},
 		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/quarantine"
 )
 
 // Lane is one delivery lane as operators see it.
@@ -76,29 +77,37 @@ func (a *API) lanes(w http.ResponseWriter, r *http.Request) {
 		if !every && l.Provider == config.CatchAllProvider && !mine {
 			continue
 		}
-		al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
-			Queue: map[string]map[string]int{}, Reason: l.Reason, Since: optTime(l.Since), Until: optTime(l.Until)}
-		if l.State == "warming" {
-			left := l.WarmupLeft
-			al.WarmupLeft = &left
-		}
-		if !every {
-			al.Reason = "" // it may name another tenant's trouble
-		}
-		for class, byTenant := range l.Ready {
-			for tenant, n := range byTenant {
-				if !in.Has(tenant) {
-					continue
-				}
-				if al.Queue[string(class)] == nil {
-					al.Queue[string(class)] = map[string]int{}
-				}
-				al.Queue[string(class)][tenant] = n
-			}
-		}
+		al := laneJSON(l, in)
 		out.Lanes = append(out.Lanes, al)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// laneJSON is a lane as the caller in may see it: the mail of its tenants
+// only, and the reason only for a caller of every tenant (it may name
+// another tenant's trouble).
+func laneJSON(l Lane, in quarantine.Tenants) apiLane {
+	al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
+		Queue: map[string]map[string]int{}, Since: optTime(l.Since), Until: optTime(l.Until)}
+	if l.State == "warming" {
+		left := l.WarmupLeft
+		al.WarmupLeft = &left
+	}
+	if in.Every() {
+		al.Reason = l.Reason
+	}
+	for class, byTenant := range l.Ready {
+		for tenant, n := range byTenant {
+			if !in.Has(tenant) {
+				continue
+			}
+			if al.Queue[string(class)] == nil {
+				al.Queue[string(class)] = map[string]int{}
+			}
+			al.Queue[string(class)][tenant] = n
+		}
+	}
+	return al
 }
 
 // laneChange reads a change's body and checks that the caller may make
@@ -121,9 +130,7 @@ func (a *API) laneResult(w http.ResponseWriter, r *http.Request, err error) {
 	default:
 		for _, l := range a.laneControl.Lanes() {
 			if l.Name == r.PathValue("name") {
-				writeJSON(w, http.StatusOK, apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate),
-					Configured: finite(l.Configured), Queue: map[string]map[string]int{}, Reason: l.Reason,
-					Since: optTime(l.Since), Until: optTime(l.Until)})
+				writeJSON(w, http.StatusOK, laneJSON(l, tenants(r)))
 				return
 			}
 		}
@@ -131,26 +138,22 @@ func (a *API) laneResult(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// lanePause: POST /api/v1/lanes/{name}/pause {"reason": ...}
-func (a *API) lanePause(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Reason string `json:"reason"`
+// lanePause: POST /api/v1/lanes/{name}/pause {"reason": ...}, and with
+// resume, POST .../resume.
+func (a *API) lanePause(resume bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Reason string `json:"reason"`
+		}
+		if !a.laneChange(w, r, &body) {
+			return
+		}
+		change := a.laneControl.Pause
+		if resume {
+			change = a.laneControl.Resume
+		}
+		a.laneResult(w, r, change(r.PathValue("name"), body.Reason, who(r).Name))
 	}
-	if !a.laneChange(w, r, &body) {
-		return
-	}
-	a.laneResult(w, r, a.laneControl.Pause(r.PathValue("name"), body.Reason, who(r).Name))
-}
-
-// laneResume: POST /api/v1/lanes/{name}/resume {"reason": ...}
-func (a *API) laneResume(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Reason string `json:"reason"`
-	}
-	if !a.laneChange(w, r, &body) {
-		return
-	}
-	a.laneResult(w, r, a.laneControl.Resume(r.PathValue("name"), body.Reason, who(r).Name))
 }
 
 // laneRate: POST /api/v1/lanes/{name}/rate {"rate": "300/min", "until": ..., "reason": ...}

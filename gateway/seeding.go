@@ -102,18 +102,25 @@ func (c *seedClock) retry() {
 	c.mu.Unlock()
 }
 
-// seedMessage is msg addressed to one seed: its To names the seed, so the
-// copy does not look like a Bcc to the receiver's filters. It is signed
-// after this change, like any copy.
-func seedMessage(h *mimeedit.Header, body []byte, address string) ([]byte, error) {
+// seedHeader is the message's header without To, read once for all the
+// seed copies (seedMessage adds each one's).
+func seedHeader(h *mimeedit.Header) (*mimeedit.Header, error) {
 	sh, err := mimeedit.ParseHeader(h.Bytes())
 	if err != nil {
 		return nil, err
 	}
 	sh.Del("To")
+	return sh, nil
+}
+
+// seedMessage is the message addressed to one seed: its To names the
+// seed, so the copy does not look like a Bcc to the receiver's filters.
+// It is signed after this change, like any copy. sh is left as it was.
+func seedMessage(sh *mimeedit.Header, body []byte, address string) ([]byte, error) {
 	if err := sh.Add("To", "<"+address+">"); err != nil {
 		return nil, err
 	}
+	defer sh.Del("To")
 	return joinHeader(sh.Bytes(), body), nil
 }
 
@@ -129,12 +136,16 @@ func (p *Preparer) addSeedCopies(out *Prepared, env *Envelope, h *mimeedit.Heade
 			have[rc.Seed] = true
 		}
 	}
+	sh, err := seedHeader(h)
+	if err != nil {
+		return mimeError(err)
+	}
 	first := true
 	for _, sm := range seeds.list {
 		if have[sm.Name] {
 			continue
 		}
-		msg, err := seedMessage(h, body, sm.Address)
+		msg, err := seedMessage(sh, body, sm.Address)
 		if err != nil {
 			return mimeError(err)
 		}

@@ -194,7 +194,8 @@ type EventRecord struct {
 	Recipient string // the recipient's address; "" for events about the whole message
 	Seed      string // the seed mailbox when the recipient is a seed copy
 	// Lane names the delivery lane of an event about a lane (lane_changed,
-	// LaneStates.AddLaneEvent); MessageID and Tenant are "" then.
+	// LaneStates.AddLaneEvent) as the API does (gmail, default:<domain>);
+	// MessageID and Tenant are "" then.
 	Lane string
 }
 

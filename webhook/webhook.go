@@ -26,7 +26,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -338,7 +337,7 @@ type notice struct {
 // false when the dispatcher stops first.
 func (d *Dispatcher) deliver(ep *endpoint, e store.EventRecord) bool {
 	body, err := json.Marshal(notice{ID: e.ID, Kind: e.Kind, Time: e.Time.UTC(), MessageID: e.MessageID,
-		Tenant: e.Tenant, Recipient: e.Recipient, Seed: e.Seed, Lane: laneName(e.Lane), Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
+		Tenant: e.Tenant, Recipient: e.Recipient, Seed: e.Seed, Lane: e.Lane, Actor: e.Actor, Detail: e.Detail, Count: max(e.Count, 1)})
 	if err != nil {
 		// Strings, numbers and a UTC time always encode; this is a bug.
 		d.log.Error("webhook: encoding an event failed; skipping it", "webhook", ep.Name, "event", e.ID, "err", err)
@@ -424,7 +423,3 @@ func signature(secret []byte, ts string, body []byte) string {
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
 }
-
-// laneName is a lane's key as the API names it: "default/<domain>" is
-// "default:<domain>".
-func laneName(key string) string { return strings.Replace(key, "/", ":", 1) }

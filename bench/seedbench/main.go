@@ -261,10 +261,6 @@ func run(n, perMailbox int, rate float64, restart bool, wait time.Duration) erro
 		}
 		if !reconnecting[c.id] {
 			steady = append(steady, d)
-			if os.Getenv("SEEDBENCH_DEBUG") != "" && d > time.Second {
-				fmt.Printf("slow: %s %s filed %s after the restart, seen after %s\n", c.seed.Name, c.folder,
-					obs.filed[c.id].Sub(restartedAt).Round(time.Millisecond), d.Round(time.Millisecond))
-			}
 		}
 	}
 	misses := len(todo) - len(all)

@@ -54,7 +54,7 @@ func (j *laneJournal) note(ctx context.Context, l *policy.Lane, actor string) {
 	if same {
 		return
 	}
-	if err := j.st.AddLaneEvent(ctx, l.Key(), store.Event{Kind: "lane_changed", Actor: actor, Detail: detail}); err != nil {
+	if err := j.st.AddLaneEvent(ctx, laneName(l.Key()), store.Event{Kind: "lane_changed", Actor: actor, Detail: detail}); err != nil {
 		j.log.Error("lane event not written", "lane", l.Key(), "err", err)
 	}
 }

@@ -179,7 +179,7 @@ api:
 	}
 	noted := false
 	for _, e := range evs {
-		noted = noted || e.Kind == "lane_changed" && e.Lane == "default/empresa.example" && strings.HasPrefix(e.Actor, "api:ops@") &&
+		noted = noted || e.Kind == "lane_changed" && e.Lane == "default:empresa.example" && strings.HasPrefix(e.Actor, "api:ops@") &&
 			strings.Contains(e.Detail, "paused") && strings.Contains(e.Detail, "MX is being moved")
 	}
 	if !noted {
