@@ -142,6 +142,9 @@ type Tenant struct {
 	// Seeding, when set, sends seed copies of the tenant's bulk mail to
 	// every seed mailbox as it sends.
 	Seeding *Seeding `yaml:"seeding"`
+	// Warmup caps the tenant's bulk per provider per day on a schedule,
+	// for a From domain that is new to the providers; nil: none.
+	Warmup *Warmup `yaml:"warmup"`
 }
 
 // Support is how an issuer's customers reach its helpdesk.

@@ -126,6 +126,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 		if t.Seeding != nil {
 			t.Seeding.applyDefaults(f, indexPath("tenants", i)+".seeding")
 		}
+		if t.Warmup != nil {
+			fill(f, indexPath("tenants", i)+".warmup.timezone", &t.Warmup.Timezone, DefaultWarmupTimezone)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -318,10 +319,22 @@ func (v *validator) placementRule(at string, r *PlacementRule) {
 // Start, in Timezone) the lane sends at most that day's count of bulk
 // mail; the rest stays queued for the next day. Transactional mail is
 // never held by it. After the last day, the lane's rate alone applies.
+//
+// A tenant's warm-up (tenants[].warmup: a new From domain earns its own
+// reputation) caps that tenant's bulk on each provider's lane, counted
+// per provider, on top of the lane's own.
 type Warmup struct {
 	Start    string `yaml:"start"`    // a date, 2026-12-01
 	Timezone string `yaml:"timezone"` // an IANA zone; default UTC
 	Schedule []int  `yaml:"schedule"` // bulk messages per day: 50, 100, 250, ...
+	// Providers limits a tenant's warm-up to these named providers;
+	// empty: every named provider. Not for a provider's own warm-up.
+	Providers []string `yaml:"providers"`
+}
+
+// Covers reports whether a tenant's warm-up holds mail to provider.
+func (w *Warmup) Covers(provider string) bool {
+	return provider != CatchAllProvider && (len(w.Providers) == 0 || slices.Contains(w.Providers, provider))
 }
 
 // DefaultWarmupTimezone is the zone warm-up days run in by default.
@@ -341,9 +354,30 @@ func (w *Warmup) Begins() (time.Time, *time.Location) {
 	return day, loc
 }
 
-func (v *validator) warmup(at string, w *Warmup) {
+// tenantWarmups checks every tenants[].warmup against the providers.
+func (v *validator) tenantWarmups(c *Config) {
+	providers := map[string]bool{}
+	for _, p := range ResolveProviders(c.Providers) {
+		providers[p.Name] = true
+	}
+	for i, t := range c.Tenants {
+		v.warmup(indexPath("tenants", i)+".warmup", t.Warmup, providers)
+	}
+}
+
+// warmup checks a warm-up schedule; providers are the names a tenant's
+// warm-up may list (nil for a provider's own, which lists none).
+func (v *validator) warmup(at string, w *Warmup, providers map[string]bool) {
 	if w == nil {
 		return
+	}
+	if providers == nil && len(w.Providers) > 0 {
+		v.add(at+".providers", "only a tenant's warm-up names providers; this one is the provider's own")
+	}
+	for i, name := range w.Providers {
+		if name == CatchAllProvider || !providers[name] {
+			v.add(indexPath(at+".providers", i), "%q is not a named provider (built in or under providers; not the catch-all, whose lanes are per domain)", name)
+		}
 	}
 	loc, err := time.LoadLocation(w.Timezone)
 	if err != nil {

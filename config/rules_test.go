@@ -133,3 +133,26 @@ func TestWarmupValidated(t *testing.T) {
 		t.Errorf("warm-up after defaults and the merge: %+v", w)
 	}
 }
+
+func TestTenantWarmupValidated(t *testing.T) {
+	f := newFixture(t)
+	tenant := strings.Replace(minimalYAML, "    from_domains: [issuer.example]\n",
+		"    from_domains: [issuer.example]\n    warmup: %s\n", 1)
+	_, err := Parse(f.path(), []byte(f.expand(strings.Replace(tenant, "%s",
+		`{start: 2026-12-01, schedule: [50], providers: [gmail, default, nosuch]}`, 1)+`providers:
+  - {name: gmail, warmup: {start: 2026-12-01, schedule: [50], providers: [gmail]}}
+`)))
+	for _, want := range []string{"tenants[0].warmup.providers[1]", "tenants[0].warmup.providers[2]", "providers[0].warmup.providers"} {
+		if err == nil || !strings.Contains(err.Error(), want+":") {
+			t.Errorf("no problem reported at %s in:\n%v", want, err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "tenants[0].warmup.providers[0]") {
+		t.Errorf("gmail refused as a tenant warm-up's provider:\n%v", err)
+	}
+	c := mustParse(t, f, strings.Replace(tenant, "%s", `{start: 2026-12-01, schedule: [50, 100]}`, 1))
+	w := c.Tenants[0].Warmup
+	if w == nil || w.Timezone != "UTC" || !w.Covers("gmail") || w.Covers(CatchAllProvider) {
+		t.Errorf("tenant warm-up after defaults: %+v", w)
+	}
+}

@@ -115,6 +115,7 @@ func (v *validator) validate(c *Config) {
 	v.alignment(c)
 	v.delivery(&c.Delivery)
 	v.providers(c.Providers)
+	v.tenantWarmups(c)
 	v.rules("rules", c.Rules)
 	v.api(c)
 	for i, n := range c.Gate.ScannerNetworks {
@@ -810,7 +811,7 @@ func (v *validator) providers(ps []Provider) {
 		v.rules(at+".rules", p.Rules)
 		v.checkRecovery(at+".recovery", p.Recovery)
 		v.placementRule(at+".placement", p.Placement)
-		v.warmup(at+".warmup", p.Warmup)
+		v.warmup(at+".warmup", p.Warmup, nil)
 	}
 }
 

@@ -56,7 +56,7 @@ func (l *lane) pop(preferKey string) *item {
 	for i := range l.ready {
 		if it := l.ready[i].pop(preferKey, l.held(i)); it != nil {
 			if i == 1 {
-				l.pl.TakeBulk() // under q.mu: workers cannot pass a warm-up cap together
+				l.pl.TakeBulk(it.p.Tenant) // under q.mu: workers cannot pass a warm-up cap together
 			}
 			return it
 		}
@@ -124,17 +124,20 @@ func (l *lane) wakeAt(t time.Time) {
 func (l *lane) wake() (spawn int) {
 	close(l.arrived)
 	l.arrived = make(chan struct{})
+	if l.q.ctx.Err() != nil {
+		return 0 // shutting down: Stop may be waiting for the workers already
+	}
 	for l.workers < l.available() && l.pl.AcquireConn() {
 		l.workers++
 		spawn++
 	}
+	l.q.wg.Add(spawn) // now, under q.mu: Stop is not yet waiting, or saw ctx end first
 	return spawn
 }
 
-// spawn starts n workers whose slots wake reserved.
+// spawn starts n workers whose slots (and wait group places) wake reserved.
 func (l *lane) spawn(n int) {
 	for range n {
-		l.q.wg.Add(1)
 		go l.work()
 	}
 }

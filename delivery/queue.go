@@ -82,9 +82,10 @@ type Queue struct {
 	labelled chan struct{}
 	lanes    map[string]*lane
 	wake     chan struct{}
-	count    int            // recipients held by the queue in any stage
-	byTenant map[string]int // count, by tenant
-	changed  chan struct{}  // closed and replaced when count changes
+	count    int             // recipients held by the queue in any stage
+	byTenant map[string]int  // count, by tenant
+	byID     map[int64]*item // the items, by recipient
+	changed  chan struct{}   // closed and replaced when count changes
 
 	// heldBytes is what items carry of their contents (see AddAccepted),
 	// kept under freshBudget.
@@ -103,7 +104,7 @@ func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
 		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget, memory: o.Memory,
 		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), largeRead: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
-		byTenant: map[string]int{}}
+		byTenant: map[string]int{}, byID: map[int64]*item{}}
 	if q.clock == nil {
 		q.clock = clock.Real
 	}
@@ -278,6 +279,11 @@ func (q *Queue) setCount(it *item, delta int) {
 	if q.byTenant[it.p.Tenant] += delta; q.byTenant[it.p.Tenant] <= 0 {
 		delete(q.byTenant, it.p.Tenant)
 	}
+	if delta > 0 {
+		q.byID[it.p.RecipientID] = it
+	} else if q.byID[it.p.RecipientID] == it {
+		delete(q.byID, it.p.RecipientID)
+	}
 	close(q.changed)
 	q.changed = make(chan struct{})
 }
@@ -424,6 +430,20 @@ func (q *Queue) Wake(key string) {
 	if l != nil {
 		l.spawn(n)
 	}
+}
+
+// Hold says what holds a recipient that is due now in its lane, and the
+// lane's key; false when nothing does, or when it is not in a lane (it
+// waits for its next attempt, for its route, or is being tried).
+func (q *Queue) Hold(recipientID int64) (laneKey string, h policy.Hold, held bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	it := q.byID[recipientID]
+	if it == nil || it.lane == nil || it.heapIdx >= 0 {
+		return "", policy.Hold{}, false
+	}
+	h, held = it.lane.pl.Holds(it.class == config.ClassTransactional, it.p.Tenant)
+	return it.lane.pl.Key(), h, held
 }
 
 // Ready counts the items of a lane that are due now, by class and tenant

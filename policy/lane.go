@@ -58,10 +58,12 @@ type Lane struct {
 	since                   time.Time // when it did
 	placed                  []bool    // the latest seed copies' fates (inbox or not), at most placement.Window
 	warmup                  *warmup   // nil: no warm-up
-	warmDay, warmSent       int       // the warm-up day last counted, and the bulk sent on it
-	version                 uint64    // counts changes of the state above, for saving it
-	paused                  bool      // an operator paused the lane: nothing leaves until resumed
-	override                float64   // an operator's rate, messages per second, until overrideUntil; 0: none
+	warm                    warmCount // the lane's bulk on its warm-up day
+	tenantWarmups           map[string]*warmup
+	tenantWarm              map[string]*warmCount // each warming tenant's bulk on its own warm-up day
+	version                 uint64                // counts changes of the state above, for saving it
+	paused                  bool                  // an operator paused the lane: nothing leaves until resumed
+	override                float64               // an operator's rate, messages per second, until overrideUntil; 0: none
 	overrideUntil           time.Time
 }
 
@@ -88,6 +90,9 @@ func newLane(name, key string, lim limits, clk timeSource, shared Limiter) *Lane
 		recovery:  lim.recovery,
 		placement: lim.placement,
 		warmup:    lim.warmup,
+
+		tenantWarmups: lim.tenantWarmups,
+		tenantWarm:    map[string]*warmCount{},
 	}
 }
 

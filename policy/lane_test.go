@@ -543,7 +543,7 @@ func TestWarmup(t *testing.T) {
 		if held, _ := l.Suspended(false, "issuer"); held {
 			t.Fatalf("bulk %d of day 0 held", i+1)
 		}
-		l.TakeBulk()
+		l.TakeBulk("issuer")
 	}
 	held, until := l.Suspended(false, "issuer")
 	if !held || !until.Equal(start.AddDate(0, 0, 1)) {
@@ -570,7 +570,7 @@ func TestWarmup(t *testing.T) {
 		if held, _ := l.Suspended(false, "issuer"); held {
 			t.Fatalf("bulk %d of day 1 held", i+1)
 		}
-		l.TakeBulk()
+		l.TakeBulk("issuer")
 	}
 	if held, _ := l.Suspended(false, "issuer"); !held {
 		t.Fatal("day 1's cap of 3 let a fourth go")
@@ -672,5 +672,64 @@ func TestThresholds(t *testing.T) {
 	}
 	if re := g.React(421, "4.7.0", "busy", "b"); !re.Acted || !approx(g.Rate(), 5) {
 		t.Fatalf("three matches within a minute: %+v, rate %v", re, g.Rate())
+	}
+}
+
+// A tenant's own warm-up holds that tenant's bulk on each covered
+// provider's lane, counted per lane; another tenant's bulk, the tenant's
+// transactional mail and uncovered providers pass it by; a restart keeps
+// the count.
+func TestTenantWarmup(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+	newPolicy := func() *Policy {
+		return New(config.ResolveProviders(nil), config.DefaultRetry(), Options{Clock: clk,
+			TenantWarmups: map[string]*config.Warmup{"newco": {Start: "2026-12-01", Timezone: "UTC", Schedule: []int{2, 4},
+				Providers: []string{"gmail", "yahoo"}}}})
+	}
+	p := newPolicy()
+	g, _ := p.ProviderLane("gmail")
+	y, _ := p.ProviderLane("yahoo")
+	o, _ := p.ProviderLane("outlook")
+	for i := range 2 {
+		if held, _ := g.Suspended(false, "newco"); held {
+			t.Fatalf("newco's bulk %d of day 0 held at gmail", i+1)
+		}
+		g.TakeBulk("newco")
+	}
+	held, until := g.Suspended(false, "newco")
+	if !held || !until.Equal(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("newco past its cap at gmail: held %v until %v, want held until midnight", held, until)
+	}
+	for _, c := range []struct {
+		lane          *Lane
+		tenant        string
+		transactional bool
+	}{{g, "issuer", false}, {g, "newco", true}, {y, "newco", false}, {o, "newco", false}} {
+		if held, _ := c.lane.Suspended(c.transactional, c.tenant); held {
+			t.Errorf("%s's mail (transactional %v) held at %s by newco's warm-up at gmail", c.tenant, c.transactional, c.lane.Key())
+		}
+	}
+	if st := g.State(); st.Name != "normal" {
+		t.Errorf("a tenant's warm-up put the whole lane in state %q", st.Name)
+	}
+	if w := g.TenantWarmups()["newco"]; w.Left != 0 || w.Day != 0 {
+		t.Errorf("newco's warm-up at gmail: %+v", w)
+	}
+	if o.TenantWarmups() != nil {
+		t.Errorf("outlook is not covered, yet shows %v", o.TenantWarmups())
+	}
+	snap, _ := g.Snapshot()
+	g2, _ := newPolicy().ProviderLane("gmail")
+	g2.Restore(snap)
+	if held, _ := g2.Suspended(false, "newco"); !held {
+		t.Fatal("a restart forgot newco's count at gmail")
+	}
+	clk.Advance(24 * time.Hour)
+	if w := g2.TenantWarmups()["newco"]; w.Left != 4 || w.Day != 1 {
+		t.Errorf("day 1: %+v, want 4 left", w)
+	}
+	clk.Advance(24 * time.Hour)
+	if held, _ := g2.Suspended(false, "newco"); held || len(g2.TenantWarmups()) != 0 {
+		t.Error("after its schedule newco is still warming")
 	}
 }

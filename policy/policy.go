@@ -41,6 +41,9 @@ type Options struct {
 	// Rules are the configuration's reply rules for every provider
 	// (config's top-level rules).
 	Rules []config.ReplyRule
+	// TenantWarmups are the tenants' own warm-ups (tenants[].warmup), by
+	// tenant name.
+	TenantWarmups map[string]*config.Warmup
 }
 
 // New builds a policy. providers are config.ResolveProviders's result
@@ -75,6 +78,14 @@ func New(providers []config.Provider, retry config.Retry, opts Options) *Policy 
 	}
 	for _, c := range providers {
 		pr := compileProvider(c, opts.Rules)
+		for tenant, w := range opts.TenantWarmups {
+			if w != nil && w.Covers(c.Name) {
+				if pr.limits.tenantWarmups == nil {
+					pr.limits.tenantWarmups = map[string]*warmup{}
+				}
+				pr.limits.tenantWarmups[tenant] = compileWarmup(w)
+			}
+		}
 		if c.Name == config.CatchAllProvider {
 			p.catchAll = pr
 			continue

@@ -25,6 +25,8 @@ type limits struct {
 	recovery  recovery
 	placement config.PlacementRule
 	warmup    *warmup // nil: none
+	// tenantWarmups are the tenants' own warm-ups that hold this lane.
+	tenantWarmups map[string]*warmup
 }
 
 // warmup is config.Warmup in the lane's terms.
@@ -46,11 +48,6 @@ func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
 	if c.Recovery != nil {
 		rc = recovery{step: c.Recovery.Step, interval: c.Recovery.Interval.D()}
 	}
-	var wu *warmup
-	if c.Warmup != nil {
-		start, loc := c.Warmup.Begins()
-		wu = &warmup{start: start, loc: loc, schedule: c.Warmup.Schedule}
-	}
 	pl := config.DefaultPlacementRule()
 	if c.Placement != nil {
 		pl = *c.Placement
@@ -62,12 +59,21 @@ func compileProvider(c config.Provider, every []config.ReplyRule) *provider {
 		rules:     rules,
 		recovery:  rc,
 		placement: pl,
-		warmup:    wu,
+		warmup:    compileWarmup(c.Warmup),
 	}}
 	for _, s := range c.MXSuffixes {
 		p.rules = append(p.rules, compileMXRule(s))
 	}
 	return p
+}
+
+// compileWarmup is w in the lane's terms; nil for nil.
+func compileWarmup(w *config.Warmup) *warmup {
+	if w == nil {
+		return nil
+	}
+	start, loc := w.Begins()
+	return &warmup{start: start, loc: loc, schedule: w.Schedule}
 }
 
 // perSecond is r in messages per second; a zero Count is unlimited (+Inf).

@@ -206,32 +206,52 @@ func (l *Lane) refresh(now time.Time) {
 }
 
 // Suspended reports whether the lane sends no mail of this class for
-// tenant now (a suspension of the lane's bulk, of all its mail, or of the
-// tenant's bulk on it), and until when.
+// tenant now, and until when (zero: until an operator resumes it).
 func (l *Lane) Suspended(transactional bool, tenant string) (bool, time.Time) {
+	h, held := l.Holds(transactional, tenant)
+	return held, h.Until
+}
+
+// Hold is what keeps a lane's mail of one class and tenant from leaving.
+type Hold struct {
+	By     string    // paused, suspended, warmup (the lane's), tenant_warmup (the tenant's own)
+	Until  time.Time // when it ends; zero: when an operator resumes the lane
+	Reason string    // why, as operators read it (it may name another tenant's trouble)
+}
+
+// Holds reports what holds the lane's mail of this class for tenant now:
+// a pause, a suspension of the lane's bulk, of all its mail or of the
+// tenant's bulk on it, or a warm-up day's cap, the lane's or the tenant's.
+func (l *Lane) Holds(transactional bool, tenant string) (Hold, bool) {
 	now := l.clk.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.paused {
-		return true, time.Time{} // until resumed
+		return Hold{By: "paused", Reason: l.reason}, true
 	}
 	if now.Before(l.suspendAll) {
-		return true, l.suspendAll
+		return Hold{By: "suspended", Until: l.suspendAll, Reason: l.reason}, true
 	}
 	if transactional {
-		return false, time.Time{}
+		return Hold{}, false
 	}
 	if now.Before(l.suspendBulk) {
-		return true, l.suspendBulk
+		return Hold{By: "suspended", Until: l.suspendBulk, Reason: l.reason}, true
 	}
 	if until := l.tenantSuspended[tenant]; now.Before(until) {
-		return true, until
+		return Hold{By: "suspended", Until: until, Reason: l.reason}, true
 	}
 	// Warm-up: today's bulk is spent; the rest waits for tomorrow.
 	if left, dayEnd, ok := l.warmCap(now); ok && left == 0 {
-		return true, dayEnd
+		return Hold{By: "warmup", Until: dayEnd, Reason: fmt.Sprintf("warm-up day %d: its %d bulk messages are sent",
+			l.warm.Day+1, l.warmup.schedule[l.warm.Day])}, true
 	}
-	return false, time.Time{}
+	if left, dayEnd, ok := l.tenantCap(tenant, now); ok && left == 0 {
+		c := l.tenantWarm[tenant]
+		return Hold{By: "tenant_warmup", Until: dayEnd, Reason: fmt.Sprintf("%s's warm-up day %d: its %d bulk messages here are sent",
+			tenant, c.Day+1, l.tenantWarmups[tenant].schedule[c.Day])}, true
+	}
+	return Hold{}, false
 }
 
 // State is a lane's state as operators see it.

@@ -30,6 +30,7 @@ type Snapshot struct {
 	Since           time.Time            `json:"since"`
 	WarmDay         int                  `json:"warm_day,omitempty"`
 	WarmSent        int                  `json:"warm_sent,omitempty"`
+	TenantWarm      map[string]warmCount `json:"tenant_warm,omitempty"` // tenants' own warm-up days
 }
 
 // Snapshot returns the lane's state and its version: a lane whose
@@ -42,7 +43,7 @@ func (l *Lane) Snapshot() (Snapshot, uint64) {
 		SuspendBulk: l.suspendBulk, SuspendAll: l.suspendAll, TenantSuspended: maps.Clone(l.tenantSuspended),
 		SetConns: l.setConns, SetPerConn: l.setPerConn, SetUntil: l.setUntil, Paused: l.paused,
 		Override: l.override, OverrideUntil: l.overrideUntil, Reason: l.reason, Since: l.since,
-		WarmDay: l.warmDay, WarmSent: l.warmSent}, l.version
+		WarmDay: l.warm.Day, WarmSent: l.warm.Sent, TenantWarm: l.tenantWarmSnapshot()}, l.version
 }
 
 // Restore puts back a state saved by Snapshot, at start; what has ended
@@ -62,7 +63,48 @@ func (l *Lane) Restore(s Snapshot) {
 	l.setConns, l.setPerConn, l.setUntil = s.SetConns, s.SetPerConn, s.SetUntil
 	l.paused, l.override, l.overrideUntil = s.Paused, s.Override, s.OverrideUntil
 	l.reason, l.since = s.Reason, s.Since
-	l.warmDay, l.warmSent = s.WarmDay, s.WarmSent
+	l.warm = warmCount{Day: s.WarmDay, Sent: s.WarmSent}
+	l.tenantWarm = map[string]*warmCount{}
+	for tenant, c := range s.TenantWarm {
+		// Only tenants still warming here: the configuration rules which.
+		if l.tenantWarmups[tenant] != nil {
+			l.tenantWarm[tenant] = &warmCount{Day: c.Day, Sent: max(c.Sent, 0)}
+		}
+	}
+}
+
+// tenantWarmSnapshot copies the tenants' warm-up counts. Called with l.mu
+// held.
+func (l *Lane) tenantWarmSnapshot() map[string]warmCount {
+	if len(l.tenantWarm) == 0 {
+		return nil
+	}
+	out := make(map[string]warmCount, len(l.tenantWarm))
+	for tenant, c := range l.tenantWarm {
+		out[tenant] = *c
+	}
+	return out
+}
+
+// AtRest reports whether nothing of s holds at now: no slowdown, pause,
+// suspension, set limits, override or warm-up count. A catch-all lane at
+// rest needs no stored state: the configuration says it all.
+func (s Snapshot) AtRest(now time.Time) bool {
+	for _, until := range s.TenantSuspended {
+		if now.Before(until) {
+			return false
+		}
+	}
+	return s.Factor >= 1 && !s.Paused && !now.Before(s.SuspendBulk) && !now.Before(s.SuspendAll) &&
+		!now.Before(s.SetUntil) && (s.Override == 0 || !now.Before(s.OverrideUntil)) &&
+		s.WarmSent == 0 && len(s.TenantWarm) == 0
+}
+
+// AtRest reports whether nothing holds the lane now (Snapshot.AtRest on
+// the lane's clock).
+func (l *Lane) AtRest() bool {
+	s, _ := l.Snapshot()
+	return s.AtRest(l.clk.now())
 }
 
 // maxTenantSuspensions bounds the tenants a restored state may hold: the

@@ -125,7 +125,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		return err
 	}
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
-	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules})
+	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules, TenantWarmups: tenantWarmups(cfg)})
 	d.metrics.Registry.MustRegister(laneCollector{d.policy})
 	// One budget for the mail held in memory: what submissions read and
 	// prepare, and what deliveries read back from the store.
