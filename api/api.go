@@ -121,6 +121,7 @@ func (a *API) message(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := messageJSON(v)
+	a.addHolds(r, v, &out)
 	if err := a.addPlacements(r, &out); err != nil {
 		a.internal(w, "reading placements", err)
 		return
@@ -368,6 +369,9 @@ type apiRecipient struct {
 	// measurement, not a customer's delivery.
 	Seed      string        `json:"seed,omitempty"`
 	Placement *apiPlacement `json:"placement,omitempty"`
+	// Held says what keeps a copy that is due now from leaving, and when
+	// it is expected to leave.
+	Held *apiHold `json:"held,omitempty"`
 }
 
 type apiLink struct {

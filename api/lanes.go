@@ -8,6 +8,7 @@ import (
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/quarantine"
+	"github.com/certgate/certgate/store"
 )
 
 // Lane is one delivery lane as operators see it.
@@ -23,6 +24,22 @@ type Lane struct {
 	Reason       string
 	Since, Until time.Time
 	WarmupLeft   int // warming: bulk messages the lane may still send today
+	// TenantWarmups are the tenants whose own warm-up holds the lane
+	// today, with what each may still send on it.
+	TenantWarmups map[string]TenantWarmup
+}
+
+// TenantWarmup is where a tenant's own warm-up stands on a lane.
+type TenantWarmup struct {
+	Day   int // 1 the first
+	Left  int
+	Until time.Time // when the day ends
+}
+
+type apiTenantWarmup struct {
+	Day   int       `json:"day"`
+	Left  int       `json:"left"`
+	Until time.Time `json:"until"`
 }
 
 // ErrNoLane is a lane name no lane has.
@@ -36,6 +53,51 @@ type LaneControl interface {
 	Resume(name, reason, actor string) error
 	// SetRate overrides a lane's rate until until; a zero rate ends it.
 	SetRate(name string, perSecond float64, until time.Time, reason, actor string) error
+	// Hold says what keeps a queued recipient that is due now in its
+	// lane; false when nothing does.
+	Hold(recipientID int64) (Hold, bool)
+}
+
+// Hold is what keeps a recipient's copy in its lane.
+type Hold struct {
+	Lane   string    // as Lane.Name
+	By     string    // paused, suspended, warmup, tenant_warmup
+	Until  time.Time // zero: until an operator resumes the lane
+	Reason string
+}
+
+type apiHold struct {
+	Lane string `json:"lane"`
+	By   string `json:"by"`
+	// Until is when the copy is expected to leave; null: when an
+	// operator resumes the lane.
+	Until  *time.Time `json:"until"`
+	Reason string     `json:"reason,omitempty"`
+}
+
+// addHolds tells, for each queued copy of the message, what holds it in
+// its lane. The reason only goes to a caller of every tenant: a lane's
+// reason may name another tenant's trouble, but a tenant's own warm-up
+// is its own.
+func (a *API) addHolds(r *http.Request, v *store.MessageView, out *apiMessage) {
+	if a.laneControl == nil {
+		return
+	}
+	every := tenants(r).Every()
+	for i, rc := range v.Recipients {
+		if rc.State != store.StateQueued {
+			continue
+		}
+		h, ok := a.laneControl.Hold(rc.ID)
+		if !ok {
+			continue
+		}
+		ah := &apiHold{Lane: h.Lane, By: h.By, Until: optTime(h.Until)}
+		if every || h.By == "tenant_warmup" {
+			ah.Reason = h.Reason
+		}
+		out.Recipients[i].Held = ah
+	}
 }
 
 type apiLane struct {
@@ -49,6 +111,8 @@ type apiLane struct {
 	Since      *time.Time                `json:"since,omitempty"`
 	Until      *time.Time                `json:"until,omitempty"`
 	WarmupLeft *int                      `json:"warmup_left,omitempty"`
+	// TenantWarmups: the caller's tenants whose own warm-up holds the lane.
+	TenantWarmups map[string]apiTenantWarmup `json:"tenant_warmups,omitempty"`
 }
 
 func finite(f float64) *float64 {
@@ -95,6 +159,15 @@ func laneJSON(l Lane, in quarantine.Tenants) apiLane {
 	}
 	if in.Every() {
 		al.Reason = l.Reason
+	}
+	for tenant, tw := range l.TenantWarmups {
+		if !in.Has(tenant) {
+			continue
+		}
+		if al.TenantWarmups == nil {
+			al.TenantWarmups = map[string]apiTenantWarmup{}
+		}
+		al.TenantWarmups[tenant] = apiTenantWarmup{Day: tw.Day, Left: tw.Left, Until: tw.Until.UTC()}
 	}
 	for class, byTenant := range l.Ready {
 		for tenant, n := range byTenant {

@@ -105,9 +105,28 @@ func (c laneControl) Lanes() []api.Lane {
 		st := l.State()
 		out = append(out, api.Lane{Name: laneName(l.Key()), Provider: l.Name(), State: st.Name, Rate: st.Rate,
 			Configured: st.Configured, Ready: c.q.Ready(l.Key()), Reason: st.Reason, Since: st.Since, Until: st.Until,
-			WarmupLeft: st.WarmupLeft})
+			WarmupLeft: st.WarmupLeft, TenantWarmups: tenantWarmupsOf(l)})
 	}
 	return out
+}
+
+func tenantWarmupsOf(l *policy.Lane) map[string]api.TenantWarmup {
+	var out map[string]api.TenantWarmup
+	for tenant, w := range l.TenantWarmups() {
+		if out == nil {
+			out = map[string]api.TenantWarmup{}
+		}
+		out[tenant] = api.TenantWarmup{Day: w.Day + 1, Left: w.Left, Until: w.Until}
+	}
+	return out
+}
+
+func (c laneControl) Hold(recipientID int64) (api.Hold, bool) {
+	key, h, held := c.q.Hold(recipientID)
+	if !held {
+		return api.Hold{}, false
+	}
+	return api.Hold{Lane: laneName(key), By: h.By, Until: h.Until, Reason: h.Reason}, true
 }
 
 // changed logs an operator's change of a lane: the audit line of lanes.
@@ -156,6 +175,17 @@ func namedProviders(cfg *config.Config) []string {
 	for _, p := range config.ResolveProviders(cfg.Providers) {
 		if p.Name != config.CatchAllProvider {
 			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// tenantWarmups are the tenants' own warm-ups, by tenant.
+func tenantWarmups(cfg *config.Config) map[string]*config.Warmup {
+	out := map[string]*config.Warmup{}
+	for _, t := range cfg.Tenants {
+		if t.Warmup != nil {
+			out[t.Name] = t.Warmup
 		}
 	}
 	return out
