@@ -8,7 +8,8 @@ import "context"
 // lanes in memory are a cache of it.
 type LaneStates interface {
 	// SaveLaneStates durably stores the states given, by lane key,
-	// replacing earlier ones, in one transaction.
+	// replacing earlier ones, in one transaction; a nil state deletes the
+	// lane's (a lane at rest needs none).
 	SaveLaneStates(ctx context.Context, states map[string][]byte) error
 	// LaneStates returns every lane's stored state, by lane key.
 	LaneStates(ctx context.Context) (map[string][]byte, error)

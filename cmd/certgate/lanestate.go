@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store"
 )
@@ -105,9 +106,14 @@ func (s *laneKeeper) save(ctx context.Context) error {
 		if known && saved == v || !known && v == 0 {
 			continue // unchanged, or never changed: the configuration says it all
 		}
-		raw, err := json.Marshal(snap)
-		if err != nil {
-			return err
+		var raw []byte // nil: delete the stored state
+		// A catch-all lane is one recipient domain's: once at rest its row
+		// goes, or every domain ever written to would keep one.
+		if l.Name() != config.CatchAllProvider || !l.AtRest() {
+			var err error
+			if raw, err = json.Marshal(snap); err != nil {
+				return err
+			}
 		}
 		changed[l.Key()], versions[l.Key()] = raw, v
 		moved = append(moved, l)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,13 +18,7 @@ import (
 // What the rules make of a lane is saved and written as a lane_changed
 // event by "policy", once per change; an unchanged lane writes nothing.
 func TestLaneKeeperSavesAndNotes(t *testing.T) {
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	p := policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
-	k := newLaneKeeper(p, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	st, p, k := newTestLaneKeeper(t)
 	gmail := p.Match("gmail.com", nil)
 	p.Match("yahoo.com", nil) // never changed: nothing to save or say
 	gmail.React(421, "4.7.28", "slow down", "issuer")
@@ -43,4 +39,49 @@ func TestLaneKeeperSavesAndNotes(t *testing.T) {
 		!strings.Contains(evs[0].Detail, "gmail: slowed, 300/min (configured 600/min)") || !strings.Contains(evs[0].Detail, "gmail-rate-limit") {
 		t.Fatalf("events %+v, want one lane_changed for gmail's slowdown", evs)
 	}
+}
+
+// A catch-all lane is one recipient domain's: its stored state goes once
+// nothing holds it, so that the table does not keep a row for every
+// domain ever written to; a named provider's stays.
+func TestLaneKeeperForgetsRestingDomainLanes(t *testing.T) {
+	st, p, k := newTestLaneKeeper(t)
+	corp := p.Match("empresa.example", nil)
+	gmail := p.Match("gmail.com", nil)
+	for _, l := range []*policy.Lane{corp, gmail} {
+		l.Pause("moving MX")
+	}
+	stored := func() []string {
+		t.Helper()
+		if err := k.save(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		states, err := st.LaneStates(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.Sorted(maps.Keys(states))
+	}
+	if got := stored(); !slices.Equal(got, []string{"default/empresa.example", "gmail"}) {
+		t.Fatalf("paused lanes stored: %v", got)
+	}
+	for _, l := range []*policy.Lane{corp, gmail} {
+		l.Resume("done")
+	}
+	if got := stored(); !slices.Equal(got, []string{"gmail"}) {
+		t.Fatalf("after the resume: %v; want the domain lane's row gone, gmail's kept", got)
+	}
+}
+
+// newTestLaneKeeper is a lane keeper over a new store and the built-in
+// providers.
+func newTestLaneKeeper(t *testing.T) (*sqlite.Store, *policy.Policy, *laneKeeper) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	p := policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
+	return st, p, newLaneKeeper(p, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }

@@ -18,7 +18,13 @@ func (s *Store) SaveLaneStates(ctx context.Context, states map[string][]byte) er
 	}
 	req := &request{run: func(w *writer, now time.Time) error {
 		for lane, st := range states {
-			if _, err := w.setLaneState.Exec(lane, string(st), nanos(now)); err != nil {
+			var err error
+			if st == nil {
+				_, err = w.delLaneState.Exec(lane)
+			} else {
+				_, err = w.setLaneState.Exec(lane, string(st), nanos(now))
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -55,7 +55,8 @@ type writer struct {
 	insPlacement, deliverPlacement       *sql.Stmt
 	placementOf, updPlacement            *sql.Stmt
 	seedsOf, setSeedFolder               *sql.Stmt
-	setLaneState, insLaneEvent           *sql.Stmt
+	setLaneState, delLaneState           *sql.Stmt
+	insLaneEvent                         *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -133,6 +134,7 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 			VALUES (NULL, 0, ?, ?, ?, ?, ?)`},
 		{&w.setLaneState, `INSERT INTO lane_states (lane, state, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (lane) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`},
+		{&w.delLaneState, "DELETE FROM lane_states WHERE lane = ?"},
 		{&w.setSeedFolder, `INSERT INTO seed_folders (seed, mailbox, uid_validity, last_uid, updated_at)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (seed, mailbox) DO UPDATE SET uid_validity = excluded.uid_validity,
 			last_uid = excluded.last_uid, updated_at = excluded.updated_at`},

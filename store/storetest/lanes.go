@@ -26,7 +26,11 @@ func testLaneStates(t *testing.T, s store.Store) {
 	if err := ls.SaveLaneStates(ctx, map[string][]byte{"gmail": []byte(`{"factor":0.5}`), "default/a.example": []byte(`{"paused":true}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ls.SaveLaneStates(ctx, map[string][]byte{"gmail": []byte(`{"factor":1}`)}); err != nil {
+	if err := ls.SaveLaneStates(ctx, map[string][]byte{"gmail": []byte(`{"factor":1}`), "default/b.example": []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	// nil deletes; deleting what is not there is no error.
+	if err := ls.SaveLaneStates(ctx, map[string][]byte{"default/b.example": nil, "default/c.example": nil}); err != nil {
 		t.Fatal(err)
 	}
 	got, err := ls.LaneStates(ctx)
