@@ -13,6 +13,7 @@ import (
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/sim"
 )
 
 // writeSmallConfig writes a configuration for one tenant submitting from
@@ -67,4 +68,27 @@ func startTestDaemon(t *testing.T, cfgPath string) *daemon {
 		d.shutdown(ctx)
 	})
 	return d
+}
+
+// writeTestFile writes content to name under dir, readable by its owner
+// alone (secrets are refused otherwise), and returns its path.
+func writeTestFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startCorpMX runs a simulated receiver for empresa.example until the
+// test ends.
+func startCorpMX(t *testing.T) *sim.Provider {
+	t.Helper()
+	mx, err := sim.Start(sim.Options{Name: "corp", Domains: []string{"empresa.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mx.Close() })
+	return mx
 }

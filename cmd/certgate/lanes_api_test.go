@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/signer"
-	"github.com/certgate/certgate/sim"
 )
 
 // An operator pauses a lane through the API: the lane's mail stays
@@ -28,22 +26,12 @@ import (
 // a lane: it carries every tenant's mail.
 func TestLanesAPIPauseAndResume(t *testing.T) {
 	dir := t.TempDir()
-	mx, err := sim.Start(sim.Options{Name: "corp", Domains: []string{"empresa.example"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mx.Close()
+	mx := startCorpMX(t)
 	_, pemBytes, err := signer.Generate("ed25519", "ca.example", "s1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name, content string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, content string) string { return writeTestFile(t, dir, name, content) }
 	const opsToken, tenantToken = "ops-token-0123456789abcdef", "tenant-admin-token-0123456789"
 	cfgFile := write("certgate.yaml", fmt.Sprintf(`hostname: relay.ca.example
 data_dir: %s

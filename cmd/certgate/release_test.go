@@ -18,17 +18,12 @@ import (
 
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/gateway/signer"
-	"github.com/certgate/certgate/sim"
 	"github.com/certgate/certgate/store"
 )
 
 func TestReleaseCommandReleasesHeldMail(t *testing.T) {
 	dir := t.TempDir()
-	mx, err := sim.Start(sim.Options{Name: "corp", Domains: []string{"empresa.example"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mx.Close()
+	mx := startCorpMX(t)
 	_, pemBytes, err := signer.Generate("ed25519", "ca.example", "s1")
 	if err != nil {
 		t.Fatal(err)
