@@ -197,6 +197,10 @@ type Delivery struct {
 	DataTimeout    Duration `yaml:"data_timeout"`
 	// StaticDNS replaces DNS with a fixed table (tests, staging, the demo).
 	StaticDNS *StaticDNS `yaml:"static_dns"`
+	// SourceAddresses are the IP addresses receivers see the mail come
+	// from (certgate's own, or a smarthost's): what the allowlisting kit
+	// states and the DNS self-check holds SPF and PTR against.
+	SourceAddresses []string `yaml:"source_addresses"`
 }
 
 // StaticDNS maps domains to MX host names and host names to addresses.

@@ -1406,3 +1406,17 @@ func TestSeeds(t *testing.T) {
 		}
 	}
 }
+
+func TestSourceAddressesValidated(t *testing.T) {
+	f := newFixture(t)
+	_, err := Parse(f.path(), []byte(f.expand(minimalYAML+"delivery: {source_addresses: [203.0.113.25, mail.example, 0.0.0.0, \"::ffff:203.0.113.25\"]}\n")))
+	for _, want := range []string{"delivery.source_addresses[1]", "delivery.source_addresses[2]", "delivery.source_addresses[3]"} {
+		if err == nil || !strings.Contains(err.Error(), want+":") {
+			t.Errorf("no problem reported at %s in:\n%v", want, err)
+		}
+	}
+	c := mustParse(t, f, minimalYAML+"delivery: {source_addresses: [203.0.113.25, \"2001:DB8::25\"]}\n")
+	if got := c.Delivery.SourceAddresses; len(got) != 2 || got[1] != "2001:db8::25" {
+		t.Errorf("source addresses %q, want them in canonical form", got)
+	}
+}

@@ -566,6 +566,23 @@ func orgDomain(d string) string {
 }
 
 func (v *validator) delivery(d *Delivery) {
+	seenIP := map[string]int{}
+	for i, a := range d.SourceAddresses {
+		at := indexPath("delivery.source_addresses", i)
+		ip, err := netip.ParseAddr(a)
+		switch {
+		case err != nil || ip.Zone() != "":
+			v.add(at, "%q is not an IP address such as 203.0.113.25 or 2001:db8::25", a)
+		case ip.IsUnspecified() || ip.IsMulticast():
+			v.add(at, "%s is not an address mail can come from", a)
+		default:
+			if k, dup := seenIP[ip.Unmap().String()]; dup {
+				v.add(at, "%s is already delivery.source_addresses[%d]", a, k)
+			}
+			seenIP[ip.Unmap().String()] = i
+			d.SourceAddresses[i] = ip.Unmap().String()
+		}
+	}
 	if len(d.Routes) == 0 {
 		v.add("delivery.routes", "list at least one route; leave the key out for MX delivery of every domain")
 	}
