@@ -10,16 +10,12 @@ package quarantine
 // without the gate's address as a referrer.
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"image"
-	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,116 +23,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/accessibility"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/internal/browsertest"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/store"
 	"github.com/certgate/certgate/store/sqlite"
 )
 
 const (
-	chromiumPath = "/usr/bin/chromium"
-	// desktopChromeUA is what the browser says it is: the gate turns away
-	// "HeadlessChrome", as it should.
-	desktopChromeUA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 	// browserHumanDelay is the gate's MinHumanDelay here; the tests move
 	// the gate's clock past it before they press the button.
 	browserHumanDelay = 300 * time.Millisecond
 	issuerPath        = "/certificado/descargar"
 	issuerQuery       = "pedido=88412&clave=Zk3p9QwX"
-	// browserShotsEnv names a folder that also receives the screenshots,
-	// for a person to look at (they are always written under t.TempDir).
-	browserShotsEnv = "CERTGATE_BROWSER_SHOTS"
 )
-
-// requireChromium returns Chromium's path. Without it the test skips,
-// saying why, unless CERTGATE_E2E=1 requires it; like the end-to-end
-// suite, it is left out of -short unless CERTGATE_E2E=1.
-func requireChromium(t *testing.T) string {
-	t.Helper()
-	required := os.Getenv("CERTGATE_E2E") == "1"
-	if testing.Short() && !required {
-		t.Skip("skipping the browser test in -short mode (CERTGATE_E2E=1 runs it)")
-	}
-	if fi, err := os.Stat(chromiumPath); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-		return chromiumPath
-	}
-	msg := chromiumPath + " is not installed (apt-get install chromium fonts-dejavu-core)"
-	if required {
-		t.Fatalf("%s\n(CERTGATE_E2E=1 requires the browser test; scripts/check.sh installs what it needs)", msg)
-	}
-	t.Skipf("skipping: %s (with CERTGATE_E2E=1 this is a failure)", msg)
-	return ""
-}
-
-// lockedBuffer collects Chromium's output, written from another goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// startChromium starts one headless Chromium for the test and returns its
-// context; each subtest opens a tab of its own. The whole browser lives at
-// most limit, so nothing here can hang the test run.
-func startChromium(t *testing.T, limit time.Duration) context.Context {
-	t.Helper()
-	path := requireChromium(t)
-	output := &lockedBuffer{}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox, // root in a container has no usable sandbox
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		// The machine's network is closed: no background connections
-		// that would wait for it.
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.UserAgent(desktopChromeUA),
-		chromedp.WindowSize(1280, 800),
-		chromedp.CombinedOutput(output),
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx)
-	// Cleanups run last in, first out: the browser is gone (cancelAlloc
-	// waits for it) before t.TempDir removes its profile.
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc()
-		cancel()
-	})
-	if err := chromedp.Do(browser); err != nil {
-		t.Fatalf("starting %s: %v\n%s", path, err, output.String())
-	}
-	return browser
-}
-
-// within bounds one browser step.
-func within(t *testing.T, ctx context.Context, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // hit is one request a test server received.
 type hit struct {
@@ -258,50 +161,10 @@ func (g *browserGate) linkEvents(t *testing.T) []string {
 	return out
 }
 
-// browserTab is one tab, which asks for pages in one language and records
-// every request it makes.
-type browserTab struct {
-	ctx      context.Context
-	mu       sync.Mutex
-	requests []string // "METHOD URL", redirects included
-}
-
-func openTab(t *testing.T, browser context.Context, acceptLanguage string) *browserTab {
-	t.Helper()
-	ctx, cancel := chromedp.NewContext(browser)
-	t.Cleanup(cancel)
-	tab := &browserTab{ctx: ctx}
-	err := chromedp.Listen(ctx, func(ev any) {
-		if e, ok := ev.(*network.EventRequestWillBeSent); ok && e.Request != nil {
-			tab.mu.Lock()
-			tab.requests = append(tab.requests, e.Request.Method+" "+e.Request.URL)
-			tab.mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatalf("opening a tab: %v", err)
-	}
-	_, err = chromedp.Call(within(t, ctx, 10*time.Second), network.SetExtraHTTPHeaders,
-		network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Accept-Language": acceptLanguage}})
-	if err != nil {
-		t.Fatalf("setting Accept-Language: %v", err)
-	}
-	return tab
-}
-
-func (tab *browserTab) requestLog() []string {
-	tab.mu.Lock()
-	defer tab.mu.Unlock()
-	return slices.Clone(tab.requests)
-}
-
 // show opens the gate's page and checks the HTTP side of it.
-func (tab *browserTab) show(t *testing.T, g *browserGate) {
+func show(t *testing.T, tab *browsertest.Tab, g *browserGate) {
 	t.Helper()
-	resp, err := chromedp.Run(within(t, tab.ctx, 15*time.Second), chromedp.NavigateResponse(g.pageURL))
-	if err != nil {
-		t.Fatalf("opening the gate's page: %v", err)
-	}
+	resp := tab.Navigate(t, g.pageURL)
 	if resp.Status != http.StatusOK || resp.MimeType != "text/html" {
 		t.Fatalf("gate page: %d %s", resp.Status, resp.MimeType)
 	}
@@ -310,12 +173,12 @@ func (tab *browserTab) show(t *testing.T, g *browserGate) {
 // press clicks the page's button and waits for the page it leads to.
 // When Chromium does not get there, it also returns what the page's
 // console said.
-func (tab *browserTab) press(t *testing.T) (*network.Response, []string, error) {
+func press(t *testing.T, tab *browsertest.Tab) (*network.Response, []string, error) {
 	t.Helper()
-	cctx, stop := context.WithTimeout(tab.ctx, 20*time.Second)
+	cctx, stop := context.WithTimeout(tab.Ctx, 20*time.Second)
 	defer stop()
 	messages := chromedp.Console(cctx)
-	resp, err := chromedp.RunResponse(within(t, tab.ctx, 15*time.Second), chromedp.Click(chromedp.CSS("form button")))
+	resp, err := chromedp.RunResponse(browsertest.Within(t, tab.Ctx, 15*time.Second), chromedp.Click(chromedp.CSS("form button")))
 	if err == nil {
 		return resp, nil, nil
 	}
@@ -399,11 +262,11 @@ const layoutJS = `(() => {
 	};
 })()`
 
-func (tab *browserTab) layout(t *testing.T) *pageLayout {
+func layout(t *testing.T, tab *browsertest.Tab) *pageLayout {
 	t.Helper()
-	l, err := chromedp.Run(within(t, tab.ctx, 10*time.Second), chromedp.Evaluate[*pageLayout](layoutJS))
-	if err != nil || l == nil {
-		t.Fatalf("measuring the page: %v", err)
+	l := browsertest.Evaluate[*pageLayout](t, tab, layoutJS)
+	if l == nil {
+		t.Fatal("measuring the page: no layout")
 	}
 	return l
 }
@@ -482,26 +345,9 @@ func checkLayout(t *testing.T, where string, l *pageLayout, want pageWant) {
 // checkAccessibility reads the accessibility tree that screen readers get:
 // a level-one heading named by the title and, when offered, a button
 // named by its text.
-func checkAccessibility(t *testing.T, tab *browserTab, want pageWant) {
+func checkAccessibility(t *testing.T, tab *browsertest.Tab, want pageWant) {
 	t.Helper()
-	res, err := chromedp.Call(within(t, tab.ctx, 10*time.Second), accessibility.GetFullAXTree, accessibility.GetFullAXTreeParams{})
-	if err != nil {
-		t.Fatalf("reading the accessibility tree: %v", err)
-	}
-	str := func(v *accessibility.Value) string {
-		var s string
-		if v != nil {
-			json.Unmarshal(v.Value, &s)
-		}
-		return s
-	}
-	named := map[string][]string{}
-	for _, n := range res.Nodes {
-		if !n.Ignored {
-			role := str(n.Role)
-			named[role] = append(named[role], str(n.Name))
-		}
-	}
+	named := tab.Accessible(t)
 	if !slices.Contains(named["heading"], want.title) {
 		t.Errorf("accessibility tree: headings %q, want %q", named["heading"], want.title)
 	}
@@ -522,39 +368,10 @@ func checkAccessibility(t *testing.T, tab *browserTab, want pageWant) {
 // screenshot captures the viewport, saves it and checks that it is a PNG
 // of the viewport's size showing the page's colors: the background, and
 // the button's blue where the button is.
-func screenshot(t *testing.T, tab *browserTab, name string, l *pageLayout) {
+func screenshot(t *testing.T, tab *browsertest.Tab, name string, l *pageLayout) {
 	t.Helper()
-	shot, err := chromedp.Run(within(t, tab.ctx, 10*time.Second), chromedp.CaptureScreenshot())
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	file := filepath.Join(t.TempDir(), name+".png")
-	if err := os.WriteFile(file, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if dir := os.Getenv(browserShotsEnv); dir != "" {
-		if err := os.WriteFile(filepath.Join(dir, name+".png"), shot, 0o644); err != nil {
-			t.Errorf("copying the screenshot to %s=%s: %v", browserShotsEnv, dir, err)
-		}
-	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatalf("screenshot %s is not a PNG: %v", name, err)
-	}
-	size := img.Bounds().Size()
-	if size.X != int(l.ViewportW) || size.Y != int(l.ViewportH) || size.X < 300 || size.Y < 400 || size.X > 4000 || size.Y > 4000 {
-		t.Fatalf("screenshot %s is %v, want the %gx%g viewport", name, size, l.ViewportW, l.ViewportH)
-	}
-	near := func(p image.Point, want [3]uint8) bool {
-		r, g, b, _ := img.At(p.X, p.Y).RGBA()
-		got := [3]int{int(r >> 8), int(g >> 8), int(b >> 8)}
-		for i := range got {
-			if d := got[i] - int(want[i]); d < -6 || d > 6 {
-				return false
-			}
-		}
-		return true
-	}
+	img := tab.Screenshot(t, name, int(l.ViewportW), int(l.ViewportH))
+	near := func(p image.Point, want [3]uint8) bool { return browsertest.Near(img, p, want) }
 	if bg := (image.Point{2, 2}); !near(bg, [3]uint8{0xf4, 0xf5, 0xf7}) {
 		t.Errorf("screenshot %s: background at %v is %v, want #f4f5f7 (styles not applied?)", name, bg, img.At(bg.X, bg.Y))
 	}
@@ -564,35 +381,29 @@ func screenshot(t *testing.T, tab *browserTab, name string, l *pageLayout) {
 			t.Errorf("screenshot %s: button at %v is %v, want #0b5cad", name, p, img.At(p.X, p.Y))
 		}
 	}
-	t.Logf("screenshot %s: %dx%d, %d bytes, %s", name, size.X, size.Y, len(shot), file)
 }
 
 // checkPage checks the page as shown on a desktop window and on a phone,
 // with a screenshot of each.
-func checkPage(t *testing.T, tab *browserTab, name string, want pageWant) {
+func checkPage(t *testing.T, tab *browsertest.Tab, name string, want pageWant) {
 	t.Helper()
-	l := tab.layout(t)
+	l := layout(t, tab)
 	checkLayout(t, name+" (desktop)", l, want)
 	screenshot(t, tab, name+"-desktop", l)
 	checkAccessibility(t, tab, want)
 
-	err := chromedp.Do(within(t, tab.ctx, 10*time.Second), chromedp.EmulateViewport(360, 740, chromedp.EmulateMobile, chromedp.EmulateTouch))
-	if err != nil {
-		t.Fatalf("phone viewport: %v", err)
-	}
-	l = tab.layout(t)
+	tab.Phone(t)
+	l = layout(t, tab)
 	if l.ViewportW != 360 {
 		t.Errorf("phone viewport is %gpx wide, want 360", l.ViewportW)
 	}
 	checkLayout(t, name+" (phone)", l, want)
 	screenshot(t, tab, name+"-phone", l)
-	if err := chromedp.Do(within(t, tab.ctx, 10*time.Second), chromedp.EmulateReset()); err != nil {
-		t.Fatalf("resetting the viewport: %v", err)
-	}
+	tab.Desktop(t)
 }
 
 func TestGatePagesInChromium(t *testing.T) {
-	browser := startChromium(t, 50*time.Second)
+	browser := browsertest.Start(t, 50*time.Second)
 
 	downloads := []struct {
 		name, acceptLanguage string
@@ -605,23 +416,23 @@ func TestGatePagesInChromium(t *testing.T) {
 	for _, tc := range downloads {
 		t.Run("download/"+tc.name, func(t *testing.T) {
 			g := newBrowserGate(t, store.LinkEnabled)
-			tab := openTab(t, browser, tc.acceptLanguage)
-			tab.show(t, g)
+			tab := browsertest.OpenTab(t, browser, tc.acceptLanguage)
+			show(t, tab, g)
 			checkPage(t, tab, "enabled-"+tc.name, tc.want)
-			if tr := tab.requestLog(); !slices.Equal(tr, []string{"GET " + g.pageURL}) {
+			if tr := tab.Requests(); !slices.Equal(tr, []string{"GET " + g.pageURL}) {
 				t.Errorf("showing the page, the tab requested %q, want only the page", tr)
 			}
 
 			// A person reads, then presses the button.
 			g.clk.Advance(browserHumanDelay + 200*time.Millisecond)
-			resp, console, err := tab.press(t)
+			resp, console, err := press(t, tab)
 			if err != nil {
 				t.Fatalf("pressing the button: %v; console: %q", err, console)
 			}
 			if resp.URL != g.issuerURL || resp.Status != http.StatusOK {
 				t.Fatalf("after the button: %d at %q, want 200 at %q", resp.Status, resp.URL, g.issuerURL)
 			}
-			ctx := within(t, tab.ctx, 10*time.Second)
+			ctx := browsertest.Within(t, tab.Ctx, 10*time.Second)
 			loc, err := chromedp.Run(ctx, chromedp.Location())
 			if err != nil || loc != g.issuerURL {
 				t.Fatalf("the browser is at %q (%v), want %q", loc, err, g.issuerURL)
@@ -633,7 +444,7 @@ func TestGatePagesInChromium(t *testing.T) {
 			// The issuer's page is the issuer's business (Chromium asks it for
 			// /favicon.ico); up to it, the tab asked for nothing else.
 			wantTab := []string{"GET " + g.pageURL, "POST " + g.pageURL, "GET " + g.issuerURL}
-			tr := tab.requestLog()
+			tr := tab.Requests()
 			if len(tr) < len(wantTab) || !slices.Equal(tr[:len(wantTab)], wantTab) ||
 				slices.ContainsFunc(tr[len(wantTab):], func(r string) bool { return !strings.HasPrefix(r, "GET "+g.issuerOrigin+"/") }) {
 				t.Errorf("the tab requested %q, want %q, then only the issuer's own", tr, wantTab)
@@ -645,7 +456,7 @@ func TestGatePagesInChromium(t *testing.T) {
 				t.Errorf("the gate served %v, want the page and one press", gh)
 			}
 			for _, h := range gh {
-				if h.AcceptLanguage != tc.acceptLanguage || h.UserAgent != desktopChromeUA {
+				if h.AcceptLanguage != tc.acceptLanguage || h.UserAgent != browsertest.DesktopUA {
 					t.Errorf("the gate got %v with Accept-Language %q, User-Agent %q", h, h.AcceptLanguage, h.UserAgent)
 				}
 			}
@@ -673,15 +484,15 @@ func TestGatePagesInChromium(t *testing.T) {
 
 	t.Run("pending/en", func(t *testing.T) {
 		g := newBrowserGate(t, store.LinkPending)
-		tab := openTab(t, browser, "en-US,en;q=0.9")
-		tab.show(t, g)
+		tab := browsertest.OpenTab(t, browser, "en-US,en;q=0.9")
+		show(t, tab, g)
 		checkPage(t, tab, "pending-en", pageWant{lang: "en", title: "This link is not active yet", support: "Need help? Contact",
 			steps: []string{"Junk or Spam folder", "“Not junk”", "“Report not spam”", "move it to your Inbox", "open this link again"}})
 		// Opening it again, as the page tells a person to, changes nothing.
-		if err := chromedp.Do(within(t, tab.ctx, 15*time.Second), chromedp.Reload()); err != nil {
+		if err := chromedp.Do(browsertest.Within(t, tab.Ctx, 15*time.Second), chromedp.Reload()); err != nil {
 			t.Fatalf("reloading: %v", err)
 		}
-		if tr := tab.requestLog(); !slices.Equal(tr, []string{"GET " + g.pageURL, "GET " + g.pageURL}) {
+		if tr := tab.Requests(); !slices.Equal(tr, []string{"GET " + g.pageURL, "GET " + g.pageURL}) {
 			t.Errorf("the tab requested %q, want only the page, twice", tr)
 		}
 		if gh := g.gateHits.list(); len(gh) != 2 || gh[0].Method != http.MethodGet || gh[1].Method != http.MethodGet {
