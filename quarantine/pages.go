@@ -2,8 +2,10 @@ package quarantine
 
 import (
 	"html/template"
-	"strconv"
-	"strings"
+	"maps"
+	"slices"
+
+	"github.com/certgate/certgate/internal/lang"
 )
 
 // page is what the gate shows for one link state, in one language.
@@ -64,26 +66,13 @@ var texts = map[string]map[string]page{
 }
 
 // pickLanguage returns the first of the gate's languages the browser asks
-// for (RFC 9110 12.5.4, with q-values), English when none.
+// for, English when none.
 func pickLanguage(acceptLanguage string) string {
-	best, bestQ := "en", -1.0
-	for i, part := range strings.Split(acceptLanguage, ",") {
-		tag, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		q := 1.0
-		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
-			var err error
-			if q, err = strconv.ParseFloat(v, 64); err != nil {
-				continue
-			}
-		}
-		q -= float64(i) * 1e-6 // earlier wins among equals
-		lang := strings.ToLower(strings.SplitN(strings.TrimSpace(tag), "-", 2)[0])
-		if _, ok := texts[lang]; ok && q > bestQ && q > 0 {
-			best, bestQ = lang, q
-		}
-	}
-	return best
+	return lang.Pick(acceptLanguage, gateLanguages, "en")
 }
+
+// gateLanguages are the gate's languages, the keys of texts.
+var gateLanguages = slices.Sorted(maps.Keys(texts))
 
 // gateTemplate is plain, self-contained HTML: no scripts, no external
 // assets, readable without CSS, and large enough to press on a phone.
