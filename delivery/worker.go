@@ -38,7 +38,8 @@ func (w *worker) deliverNext() step {
 	if !l.awaitWork(w.conn != nil) {
 		return leaveLane
 	}
-	if _, err := l.pl.Wait(q.ctx); err != nil {
+	slot, _, err := l.pl.WaitSlot(q.ctx)
+	if err != nil {
 		if q.ctx.Err() == nil {
 			// Only a shared limiter fails: the lane's next arrival
 			// starts a worker again.
@@ -49,6 +50,7 @@ func (w *worker) deliverNext() step {
 	}
 	it := w.take()
 	if it == nil {
+		slot.Unused()
 		return nextItem // another worker took it; wait for more or leave
 	}
 	q.metrics.ShapingWait.WithLabelValues(l.pl.Name(), string(it.class)).Observe(q.clock.Now().Sub(it.readyAt).Seconds())

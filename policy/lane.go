@@ -183,39 +183,70 @@ func (l *Lane) ConnRefused() {
 // waits. When ctx ends first, or when its deadline falls before the slot,
 // Wait returns the context's error and gives the slot back if it can.
 func (l *Lane) Wait(ctx context.Context) (time.Duration, error) {
-	_, waited, err := l.wait(ctx)
+	_, waited, err := l.WaitSlot(ctx)
 	return waited, err
+}
+
+// Slot is a start slot WaitSlot reserved.
+type Slot struct {
+	l *Lane
+	r Reservation
+}
+
+// Unused gives the slot back when no message used it (the item the
+// worker waited for went to another worker, or was held): an unused slot
+// would otherwise cost the lane one interval of its rate.
+func (s Slot) Unused() {
+	if s.l != nil {
+		s.l.giveBack(context.Background(), s.r)
+	}
+}
+
+// WaitSlot is Wait, also returning the slot it reserved.
+func (l *Lane) WaitSlot(ctx context.Context) (Slot, time.Duration, error) {
+	r, waited, err := l.reserve(ctx)
+	if err != nil || r.Next.IsZero() {
+		return Slot{}, waited, err
+	}
+	return Slot{l: l, r: r}, waited, nil
 }
 
 // wait is Wait, also returning the start time of the reserved slot.
 func (l *Lane) wait(ctx context.Context) (time.Time, time.Duration, error) {
+	r, waited, err := l.reserve(ctx)
+	return r.Start, waited, err
+}
+
+// reserve reserves the next start slot and sleeps until it; an unlimited
+// lane reserves none (a zero Next).
+func (l *Lane) reserve(ctx context.Context) (Reservation, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
-		return time.Time{}, 0, err
+		return Reservation{}, 0, err
 	}
 	now := l.clk.now()
 	iv := intervalFor(l.rateAt(now))
 	if iv == 0 {
-		return now, 0, nil
+		return Reservation{Start: now}, 0, nil
 	}
 	r, err := l.lim.Reserve(ctx, l.key, iv, now)
 	if err != nil {
-		return time.Time{}, 0, fmt.Errorf("policy: lane %s: %w", l.key, err)
+		return Reservation{}, 0, fmt.Errorf("policy: lane %s: %w", l.key, err)
 	}
 	d := r.Start.Sub(now)
 	if d <= 0 {
-		return r.Start, 0, nil
+		return r, 0, nil
 	}
 	// The deadline is wall-clock time, as context deadlines are.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 		l.giveBack(ctx, r)
-		return time.Time{}, 0, fmt.Errorf("policy: lane %s: next slot in %v is past the deadline: %w",
+		return Reservation{}, 0, fmt.Errorf("policy: lane %s: next slot in %v is past the deadline: %w",
 			l.key, d, context.DeadlineExceeded)
 	}
 	if err := l.clk.sleepUntil(ctx, r.Start); err != nil {
 		l.giveBack(ctx, r)
-		return time.Time{}, l.clk.now().Sub(now), err
+		return Reservation{}, l.clk.now().Sub(now), err
 	}
-	return r.Start, d, nil
+	return r, d, nil
 }
 
 // giveBack cancels a reservation whose waiter gives up; ctx is ending, so

@@ -733,3 +733,28 @@ func TestTenantWarmup(t *testing.T) {
 		t.Error("after its schedule newco is still warming")
 	}
 }
+
+// A slot a worker reserved but had no message for is given back: the
+// next message starts when that one would have, not an interval later.
+func TestUnusedSlotGivenBack(t *testing.T) {
+	l, _ := testLane(10)
+	first, _, err := l.WaitSlot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = first // used
+	unused, _, err := l.WaitSlot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	unused.Unused()
+	start, _, err := l.wait(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := epoch.Add(100 * time.Millisecond); !start.Equal(want) {
+		t.Fatalf("the next message starts at %v, want %v: the unused slot was not given back", start, want)
+	}
+	var none Slot
+	none.Unused() // an unlimited lane's empty slot: nothing to give back
+}
