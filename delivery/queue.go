@@ -312,12 +312,18 @@ func (q *Queue) scheduler() {
 	timer := q.clock.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
-		due, wait := q.popDue()
+		due, next, wait := q.popDue()
 		for _, it := range due {
 			q.route(it)
 		}
 		timer.Stop()
 		timer.Reset(wait)
+		// A timer counts from when it is armed: where the clock reached
+		// the next item's time since popDue looked (a pause, a test's
+		// fake clock), the timer would fire late; look again instead.
+		if !next.IsZero() && !q.clock.Now().Before(next) {
+			continue
+		}
 		select {
 		case <-q.ctx.Done():
 			return
@@ -327,9 +333,9 @@ func (q *Queue) scheduler() {
 	}
 }
 
-// popDue takes the items due now off the heap, and says how long until
-// the next one is.
-func (q *Queue) popDue() (due []*item, wait time.Duration) {
+// popDue takes the items due now off the heap, and says when the next one
+// is due (zero: none) and how long until then.
+func (q *Queue) popDue() (due []*item, next time.Time, wait time.Duration) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.clock.Now()
@@ -338,9 +344,10 @@ func (q *Queue) popDue() (due []*item, wait time.Duration) {
 	}
 	wait = time.Hour
 	if len(q.sched) > 0 {
-		wait = q.sched[0].p.NextAttempt.Sub(now)
+		next = q.sched[0].p.NextAttempt
+		wait = next.Sub(now)
 	}
-	return due, wait
+	return due, next, wait
 }
 
 // route resolves the recipient's destination and lane. Lookups that miss the
