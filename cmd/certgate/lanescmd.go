@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"text/tabwriter"
 	"time"
 )
@@ -35,6 +37,10 @@ func cmdLanes(args []string, stdout io.Writer) error {
 			Queue      map[string]map[string]int `json:"queue"`
 			Reason     string                    `json:"reason"`
 			Until      *time.Time                `json:"until"`
+			Tenants    map[string]struct {
+				Day, Left int
+				Until     time.Time
+			} `json:"tenant_warmups"`
 		} `json:"lanes"`
 	}
 	if err := client.do("GET", "/api/v1/lanes", "", nil, http.StatusOK, &out); err != nil {
@@ -49,6 +55,11 @@ func cmdLanes(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", l.Name, l.State, perMinute(l.Rate), perMinute(l.Configured),
 			total(l.Queue["transactional"]), total(l.Queue["bulk"]), until, orDash(l.Reason))
+		for _, tenant := range slices.Sorted(maps.Keys(l.Tenants)) {
+			w := l.Tenants[tenant]
+			fmt.Fprintf(tw, "  %s\twarming\t\t\t\t%s\twarm-up day %d of tenant %s: %d bulk left today\n",
+				tenant, w.Until.Local().Format("Jan 2 15:04:05"), w.Day, tenant, w.Left)
+		}
 	}
 	return tw.Flush()
 }

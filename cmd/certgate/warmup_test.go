@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -148,6 +149,11 @@ api: {tokens: [{name: ops, token_file: %s, scopes: [admin], tenants: ["*"]}]}
 		if l.Name == "corp" && (l.State != "normal" || l.TenantWarmups["newco"].Day != 1 || l.TenantWarmups["newco"].Left != 0) {
 			t.Errorf("the corp lane: %+v; want normal, with newco's day 1 spent", l)
 		}
+	}
+	var out bytes.Buffer
+	if code := run([]string{"lanes", "--url", base, "--token-file", filepath.Join(dir, "ops.token")}, &out, &out); code != 0 ||
+		!strings.Contains(out.String(), "warm-up day 1 of tenant newco: 0 bulk left today") {
+		t.Errorf("certgate lanes: exit %d\n%s", code, out.String())
 	}
 	if got := mx.Stats().Received; got != 3 {
 		t.Errorf("%d delivered, want 3: newco's second bulk message must wait", got)
