@@ -28,6 +28,9 @@ type Deps struct {
 	// Lanes reads and changes the delivery lanes; nil answers those
 	// routes with 404 not_configured.
 	Lanes LaneControl
+	// Kit builds a tenant's allowlisting kit; nil answers with 404
+	// not_configured.
+	Kit KitSource
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
@@ -40,11 +43,12 @@ type API struct {
 	log         *slog.Logger
 	placement   Placement
 	laneControl LaneControl
+	kitSource   KitSource
 }
 
 // New builds the API.
 func New(d Deps) *API {
-	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes}
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, kitSource: d.Kit}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -70,6 +74,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/lanes/{name}/pause", config.ScopeAdmin, a.withLanes(a.lanePause(false))},
 		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.lanePause(true))},
 		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
+		{"GET", "/api/v1/kit", config.ScopeRead, a.kit},
 	}
 }
 
@@ -102,6 +107,25 @@ func who(r *http.Request) quarantine.Actor {
 func tenants(r *http.Request) quarantine.Tenants {
 	_, _, in := Caller(r)
 	return in
+}
+
+// oneTenant is the tenant of ?tenant=, or the token's only tenant; false
+// when it answered already: 400 when the token has several and none is
+// named, 404 for a tenant the token does not see.
+func oneTenant(w http.ResponseWriter, r *http.Request) (string, bool) {
+	tenant := r.URL.Query().Get("tenant")
+	if tenant == "" {
+		var ok bool
+		if tenant, ok = tenants(r).Single(); !ok {
+			writeError(w, http.StatusBadRequest, "bad_request", "this token has several tenants: say which with ?tenant=")
+			return "", false
+		}
+	}
+	if !tenants(r).Has(tenant) {
+		writeError(w, http.StatusNotFound, "not_found", "no tenant "+tenant+" for this token")
+		return "", false
+	}
+	return tenant, true
 }
 
 // message: GET /api/v1/messages/{id}?events_limit=&events_after=

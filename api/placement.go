@@ -191,16 +191,8 @@ func (a *API) placementTest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send the message as Content-Type: message/rfc822")
 		return
 	}
-	tenant := r.URL.Query().Get("tenant")
-	if tenant == "" {
-		var ok bool
-		if tenant, ok = tenants(r).Single(); !ok {
-			writeError(w, http.StatusBadRequest, "bad_request", "this token has several tenants: say which with ?tenant=")
-			return
-		}
-	}
-	if !tenants(r).Has(tenant) {
-		writeError(w, http.StatusNotFound, "not_found", "no tenant "+tenant+" for this token")
+	tenant, ok := oneTenant(w, r)
+	if !ok {
 		return
 	}
 	eml, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.placement.MaxBytes))

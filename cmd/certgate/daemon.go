@@ -17,6 +17,7 @@ import (
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/gateway/signer"
+	"github.com/certgate/certgate/kit"
 	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 	"github.com/certgate/certgate/placement"
@@ -46,6 +47,7 @@ type daemon struct {
 	gateWeb *http.Server // http.gate_listen's; nil without it
 	dir     *gateway.Directory
 	relay   *gateway.Relay
+	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
 
 	placements  store.Placements   // nil without seed mailboxes
 	watcher     *placement.Watcher // likewise
@@ -66,7 +68,7 @@ type daemonOptions struct {
 // newDaemon builds every part from a validated configuration; nothing
 // listens yet.
 func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts daemonOptions) (_ *daemon, err error) {
-	d := &daemon{cfg: cfg, log: log, metrics: metrics.New(), ready: make(chan struct{})}
+	d := &daemon{cfg: cfg, log: log, metrics: metrics.New(), ready: make(chan struct{}), kits: kit.NewDirectory(cfg)}
 	if d.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -402,6 +404,11 @@ func (d *daemon) reloadKeys(path string) error {
 		return err
 	}
 	d.prep.SetSigner(signer.New(keys))
+	// The kits state the selectors now signing; the rest of the
+	// configuration is not reloaded.
+	kitCfg := *d.cfg
+	kitCfg.DKIM = cfg.DKIM
+	d.kits.Set(&kitCfg)
 	d.log.Info("dkim keys reloaded", "keys", len(keys))
 	return nil
 }

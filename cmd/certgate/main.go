@@ -1,5 +1,5 @@
 // Command certgate is the certgate daemon and its tools: serve, demo,
-// check-config, dkim keygen, release, passwd, store check, version.
+// check-config, dkim keygen, release, passwd, store check, kit, version.
 package main
 
 import (
@@ -37,6 +37,7 @@ Usage:
   certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
+  certgate kit --tenant T [--lang es|pt-BR|fr|en] [--format md|html|json] [--config FILE]   the allowlisting kit for the tenant's customers
   certgate version
 
 Every command takes --help.
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSeeds(args[1:], stdout)
 	case "lanes":
 		err = cmdLanes(args[1:], stdout)
+	case "kit":
+		err = cmdKit(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -9,6 +9,7 @@ import (
 
 	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/kit"
 )
 
 // newRouter assembles the HTTP surface of http.listen: metrics and health
@@ -39,6 +40,12 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 		deps.Placement = api.Placement{Reader: d.placements, Tester: d.placementTester(), Seeds: d.cfg.Seeds.Mailboxes,
 			MaxBytes: d.cfg.SMTP.MaxMessageBytes}
 	}
+	if d.kits != nil {
+		deps.Kit = func(tenant, l, accept string) (any, bool) {
+			k, err := d.kits.Kit(tenant, kit.Negotiate(l, accept))
+			return k, err == nil
+		}
+	}
 	api.New(deps).Register(mux)
 	if public {
 		registerPublic(mux, d)
@@ -62,9 +69,13 @@ func newPublicRouter(d *daemon) http.Handler {
 }
 
 // registerPublic adds the pages recipients open from their mail: the
-// download gate, where the token in the path is the credential.
+// download gate, where the token in the path is the credential; and the
+// allowlisting kit, which shows only what receivers see anyway.
 func registerPublic(mux *http.ServeMux, d *daemon) {
 	d.gate.Register(mux)
+	if d.kits != nil {
+		mux.Handle("GET /kit/{tenant}", kit.PageHandler(d.kits.Kit, d.log))
+	}
 }
 
 func healthz(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) }
