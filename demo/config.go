@@ -152,7 +152,8 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	for _, k := range keys {
 		fmt.Fprintf(&b, "  - {domain: %s, selector: %s, key_file: %s}\n", k.Domain, k.Selector, k.KeyFile)
 	}
-	fmt.Fprintf(&b, "delivery:\n  mx_port: %d\n  retry: {schedule: [2s, 5s, 10s], max_age: 1h}\n  static_dns:\n    mx:\n", mxPort)
+	// What the simulated receivers see the mail come from.
+	fmt.Fprintf(&b, "delivery:\n  source_addresses: [127.0.0.1]\n  mx_port: %d\n  retry: {schedule: [2s, 5s, 10s], max_age: 1h}\n  static_dns:\n    mx:\n", mxPort)
 	for _, p := range providers {
 		for d, mx := range p.domains {
 			fmt.Fprintf(&b, "      %s: [%s]\n", d, mx)

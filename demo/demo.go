@@ -128,6 +128,10 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		printLoop(out, newLoopStory(started, watched, rep, named(sims, loopProvider), w, sub.acceptedAt))
 	}
 	printAPI(out, got, gw.HTTPURL(), creds.token)
+	if err := printKits(ctx, out, gw.HTTPURL(), dir, map[string][]string{
+		"issuer": {"ca.example", "certs.example", "ac.example"}, "portal": {portalDomain}}); err != nil {
+		return err
+	}
 	if err := gatedLink(ctx, out, gw.SMTPAddr(), creds.password, gw.HTTPURL(), creds.token, named(sims, "google"), downloads); err != nil {
 		return err
 	}

@@ -28,6 +28,8 @@ func TestDemoEndToEnd(t *testing.T) {
 		`books:\s+156 recipients accepted = 155 delivered \+ 1 bounced \(one DSN each\) \+ 0 queued: balanced\n\s+\+ 15 seed copies, certgate's own: 15 delivered \+ 0 queued`,
 		`seed copies 15/15  queued: 0\n`,
 		`urgent  p50 \d`,
+		`issuer  http://127\.0\.0\.1:\d+/kit/issuer  \(es [\d.]+ KB, pt-BR [\d.]+ KB, fr [\d.]+ KB, en [\d.]+ KB\)`,
+		`portal  http://127\.0\.0\.1:\d+/kit/portal  \(es [\d.]+ KB, pt-BR`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("demo output does not match %q:\n%s", re, text)
