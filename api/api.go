@@ -445,7 +445,7 @@ func messageJSON(v *store.MessageView) apiMessage {
 		out.Recipients = append(out.Recipients, ar)
 	}
 	for _, l := range v.Links {
-		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: urlOrigin(l.URL), State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses,
+		al := apiLink{ID: l.ID, Recipient: byID[l.RecipientID], URL: URLOrigin(l.URL), State: string(l.State), Uses: l.Uses, MaxUses: l.MaxUses,
 			Refusals: l.Refusals.Count, Recent: []apiPress{}}
 		for _, p := range l.Refusals.Recent {
 			al.Recent = append(al.Recent, apiPress{Time: p.Time.UTC(), Reason: p.Reason, Client: p.Client, UserAgent: p.UserAgent})
@@ -466,9 +466,10 @@ func messageJSON(v *store.MessageView) apiMessage {
 	return out
 }
 
-// urlOrigin is what the API shows of an issuer's download URL: its path and
-// query are the credential the gate protects, so only the origin is shown.
-func urlOrigin(u string) string {
+// URLOrigin is what the API and the console show of an issuer's
+// download URL: its path and query are the credential the gate protects,
+// so only the origin is shown.
+func URLOrigin(u string) string {
 	p, err := url.Parse(u)
 	if err != nil || p.Host == "" {
 		return ""

@@ -50,12 +50,19 @@ func LoadTokens(cfg []config.APIToken) (*Tokens, error) {
 	return ts, nil
 }
 
-// authenticate finds the token presented in the Authorization header. Every
-// configured token is compared, so the time taken does not depend on which
-// one matched.
+// authenticate finds the token presented in the Authorization header.
 func (ts *Tokens) authenticate(r *http.Request) *token {
 	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || secret == "" {
+	if !ok {
+		return nil
+	}
+	return ts.find(secret)
+}
+
+// find is the token whose secret this is. Every configured token is
+// compared, so the time taken does not depend on which one matched.
+func (ts *Tokens) find(secret string) *token {
+	if secret == "" {
 		return nil
 	}
 	sum := sha256.Sum256([]byte(secret))
@@ -66,6 +73,38 @@ func (ts *Tokens) authenticate(r *http.Request) *token {
 		}
 	}
 	return found
+}
+
+// Identity is who a token is: its name, its scopes, and the tenants
+// whose mail it sees. The console signs a person in as one.
+type Identity struct {
+	Name    string
+	Scopes  []config.Scope
+	Tenants quarantine.Tenants
+}
+
+// Lookup finds the token whose secret this is, as the API does for a
+// bearer token; false for none.
+func (ts *Tokens) Lookup(secret string) (Identity, bool) {
+	t := ts.find(secret)
+	if t == nil {
+		return Identity{}, false
+	}
+	return Identity{Name: t.cfg.Name, Scopes: t.cfg.Scopes, Tenants: t.tenants}, true
+}
+
+// Has reports whether the identity holds scope (admin holds every one).
+func (id Identity) Has(scope config.Scope) bool {
+	return config.APIToken{Scopes: id.Scopes}.HasScope(scope)
+}
+
+// Used is the scope a request that needs scope uses: scope itself, or
+// admin when the identity holds no narrower one (for metrics and audit).
+func (id Identity) Used(scope config.Scope) config.Scope {
+	if slices.Contains(id.Scopes, scope) {
+		return scope
+	}
+	return config.ScopeAdmin
 }
 
 // Require guards h: 401 without a valid token, 403 when the token lacks
@@ -83,10 +122,7 @@ func (ts *Tokens) Require(scope config.Scope, h http.Handler) http.Handler {
 			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("token %q lacks the %q scope", t.cfg.Name, scope))
 			return
 		}
-		used := scope
-		if !slices.Contains(t.cfg.Scopes, scope) {
-			used = config.ScopeAdmin
-		}
+		used := Identity{Scopes: t.cfg.Scopes}.Used(scope)
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller{t.cfg.Name, used, t.tenants})))
 	})
 }

@@ -128,57 +128,66 @@ func (a *API) lanes(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		Lanes []apiLane `json:"lanes"`
 	}{Lanes: []apiLane{}}
-	every := in.Every()
 	for _, l := range a.laneControl.Lanes() {
-		mine := false
-		for _, byTenant := range l.Ready {
-			for tenant := range byTenant {
-				mine = mine || in.Has(tenant)
-			}
+		if _, ok := l.SeenBy(in); ok {
+			out.Lanes = append(out.Lanes, laneJSON(l, in))
 		}
-		// A catch-all lane is named after a recipient domain: another
-		// tenant's customers are not this caller's to see.
-		if !every && l.Provider == config.CatchAllProvider && !mine {
-			continue
-		}
-		al := laneJSON(l, in)
-		out.Lanes = append(out.Lanes, al)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// laneJSON is a lane as the caller in may see it: the mail of its tenants
-// only, and the reason only for a caller of every tenant (it may name
-// another tenant's trouble).
+// SeenBy is the lane as a caller of in's tenants may see it: the queue
+// counts and warm-ups of those tenants only, and the reason only for a
+// caller of every tenant (it may name another tenant's trouble). False
+// when the caller may not see the lane at all: a catch-all lane is named
+// after a recipient domain, and another tenant's customers are not the
+// caller's to see.
+func (l Lane) SeenBy(in quarantine.Tenants) (Lane, bool) {
+	every := in.Every()
+	out := l
+	out.Ready, out.TenantWarmups = map[config.Class]map[string]int{}, nil
+	if !every {
+		out.Reason = ""
+	}
+	for tenant, tw := range l.TenantWarmups {
+		if in.Has(tenant) {
+			if out.TenantWarmups == nil {
+				out.TenantWarmups = map[string]TenantWarmup{}
+			}
+			out.TenantWarmups[tenant] = tw
+		}
+	}
+	for class, byTenant := range l.Ready {
+		for tenant, n := range byTenant {
+			if in.Has(tenant) {
+				if out.Ready[class] == nil {
+					out.Ready[class] = map[string]int{}
+				}
+				out.Ready[class][tenant] = n
+			}
+		}
+	}
+	mine := len(out.Ready) > 0
+	return out, every || l.Provider != config.CatchAllProvider || mine
+}
+
+// laneJSON is a lane as the caller in may see it (SeenBy).
 func laneJSON(l Lane, in quarantine.Tenants) apiLane {
+	l, _ = l.SeenBy(in)
 	al := apiLane{Name: l.Name, Provider: l.Provider, State: l.State, Rate: finite(l.Rate), Configured: finite(l.Configured),
-		Queue: map[string]map[string]int{}, Since: optTime(l.Since), Until: optTime(l.Until)}
+		Queue: map[string]map[string]int{}, Since: optTime(l.Since), Until: optTime(l.Until), Reason: l.Reason}
 	if l.State == "warming" {
 		left := l.WarmupLeft
 		al.WarmupLeft = &left
 	}
-	if in.Every() {
-		al.Reason = l.Reason
-	}
 	for tenant, tw := range l.TenantWarmups {
-		if !in.Has(tenant) {
-			continue
-		}
 		if al.TenantWarmups == nil {
 			al.TenantWarmups = map[string]apiTenantWarmup{}
 		}
 		al.TenantWarmups[tenant] = apiTenantWarmup{Day: tw.Day, Left: tw.Left, Until: tw.Until.UTC()}
 	}
 	for class, byTenant := range l.Ready {
-		for tenant, n := range byTenant {
-			if !in.Has(tenant) {
-				continue
-			}
-			if al.Queue[string(class)] == nil {
-				al.Queue[string(class)] = map[string]int{}
-			}
-			al.Queue[string(class)][tenant] = n
-		}
+		al.Queue[string(class)] = byTenant
 	}
 	return al
 }

@@ -28,6 +28,7 @@ type Config struct {
 	Rules     []ReplyRule `yaml:"rules"`
 	API       API         `yaml:"api"`
 	Gate      Gate        `yaml:"gate"`
+	Console   Console     `yaml:"console"`
 	Webhooks  []Webhook   `yaml:"webhooks"`
 	Retention Retention   `yaml:"retention"`
 	Seeds     Seeds       `yaml:"seeds"`
@@ -160,6 +161,17 @@ type Gate struct {
 	ScannerNetworks   []string `yaml:"scanner_networks"`    // CIDRs of scanners (Safe Links, Mimecast, ...)
 	MinHumanDelay     Duration `yaml:"min_human_delay"`     // least time from page to button press
 	FormKeyFile       string   `yaml:"form_key_file"`       // key signing the gate's form, shared by a cluster
+}
+
+// Console tunes the helpdesk console's sessions (/console/ on
+// http.listen): a person signs in with an API token, and the session
+// ends after IdleTimeout without a request or MaxAge after sign-in,
+// whichever comes first. MaxSessions bounds the sessions kept at once;
+// past it, the one idle longest ends.
+type Console struct {
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	MaxAge      Duration `yaml:"max_age"`
+	MaxSessions int      `yaml:"max_sessions"`
 }
 
 // User is an SMTP AUTH identity. The password is kept as a bcrypt hash only,

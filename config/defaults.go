@@ -45,6 +45,9 @@ const (
 	DefaultRetentionDelivered       = Duration(2160 * time.Hour)
 	DefaultSweepInterval            = Duration(10 * time.Minute)
 	DefaultMinHumanDelay            = Duration(2 * time.Second)
+	DefaultConsoleIdleTimeout       = Duration(30 * time.Minute)
+	DefaultConsoleMaxAge            = Duration(12 * time.Hour)
+	DefaultConsoleMaxSessions       = 1000
 	DefaultLogLevel                 = "info"
 	DefaultLogFormat                = "text"
 )
@@ -104,6 +107,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	}
 	c.Delivery.applyDefaults(f)
 	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
+	fill(f, "console.idle_timeout", &c.Console.IdleTimeout, DefaultConsoleIdleTimeout)
+	fill(f, "console.max_age", &c.Console.MaxAge, DefaultConsoleMaxAge)
+	fill(f, "console.max_sessions", &c.Console.MaxSessions, DefaultConsoleMaxSessions)
 	c.Retention.applyDefaults(f)
 	c.Seeds.applyDefaults(f)
 	applyRuleDefaults(f, "rules", c.Rules)
@@ -135,6 +141,11 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 // DefaultRetention is retention when its keys are absent.
 func DefaultRetention() Retention {
 	return Retention{Events: DefaultRetentionEvents, DeliveredMessages: DefaultRetentionDelivered, SweepInterval: DefaultSweepInterval}
+}
+
+// DefaultConsole is the console section when its keys are absent.
+func DefaultConsole() Console {
+	return Console{IdleTimeout: DefaultConsoleIdleTimeout, MaxAge: DefaultConsoleMaxAge, MaxSessions: DefaultConsoleMaxSessions}
 }
 
 func (r *Retention) applyDefaults(f filler) {

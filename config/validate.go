@@ -132,6 +132,7 @@ func (v *validator) validate(c *Config) {
 			v.add("gate.form_key_file", "must hold at least 32 characters of random key (openssl rand -hex 32)")
 		}
 	}
+	v.console(&c.Console)
 	v.webhooks(c)
 	v.retention(&c.Retention)
 	v.seeds(c)
@@ -142,6 +143,22 @@ func (v *validator) validate(c *Config) {
 const minRetention = Duration(24 * time.Hour)
 
 // retention checks how long events and finished mail are kept.
+// console: a session is a signed-in API token, so it must end; a day at
+// most, and a minute at least so that a page can be read.
+func (v *validator) console(c *Console) {
+	if c.IdleTimeout < Duration(time.Minute) || c.IdleTimeout > Duration(24*time.Hour) {
+		v.add("console.idle_timeout", "must be from 1m to 24h, not %s", c.IdleTimeout)
+	}
+	if c.MaxAge < Duration(time.Minute) || c.MaxAge > Duration(24*time.Hour) {
+		v.add("console.max_age", "must be from 1m to 24h, not %s", c.MaxAge)
+	} else if c.MaxAge < c.IdleTimeout {
+		v.add("console.max_age", "%s is shorter than console.idle_timeout (%s): sessions would never sit idle that long", c.MaxAge, c.IdleTimeout)
+	}
+	if c.MaxSessions < 1 || c.MaxSessions > 100000 {
+		v.add("console.max_sessions", "must be from 1 to 100000, not %d", c.MaxSessions)
+	}
+}
+
 func (v *validator) retention(r *Retention) {
 	for _, k := range []struct {
 		key string

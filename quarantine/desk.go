@@ -176,6 +176,21 @@ func (d *Desk) Release(ctx context.Context, id string, in Tenants, by Actor, rea
 // off. An unknown message, or one not in's, is store.ErrNotFound; an
 // address the message was not sent to, ErrNoRecipient.
 func (d *Desk) Revoke(ctx context.Context, id, recipient string, in Tenants, by Actor, reason string) (int, error) {
+	return d.setLinks(ctx, id, recipient, in, nil, store.LinkRevoked, by, detail("revoked", reason))
+}
+
+// Enable turns back on the revoked links of a message of in's, or of one
+// of its recipients when recipient is not empty, and returns how many it
+// turned on: the helpdesk's undo of a revoke. Links used up or expired
+// stay as they are (their uses and expiry are kept), and a seed copy's
+// never turn on. Errors as Revoke's.
+func (d *Desk) Enable(ctx context.Context, id, recipient string, in Tenants, by Actor, reason string) (int, error) {
+	return d.setLinks(ctx, id, recipient, in, []store.LinkState{store.LinkRevoked}, store.LinkEnabled, by, detail("re-enabled", reason))
+}
+
+// setLinks moves the links of a message of in's, or of one recipient's
+// copy, from any state of from (all when empty) to to.
+func (d *Desk) setLinks(ctx context.Context, id, recipient string, in Tenants, from []store.LinkState, to store.LinkState, by Actor, what string) (int, error) {
 	if err := find(ctx, d.store, id, in); err != nil {
 		return 0, err
 	}
@@ -194,7 +209,7 @@ func (d *Desk) Revoke(ctx context.Context, id, recipient string, in Tenants, by 
 			return 0, ErrNoRecipient
 		}
 	}
-	return d.store.SetLinkState(ctx, id, rcptID, nil, store.LinkRevoked, by.Name, detail("revoked", reason))
+	return d.store.SetLinkState(ctx, id, rcptID, from, to, by.Name, what)
 }
 
 // CountHeld sets the held-messages gauge from the store, at start.

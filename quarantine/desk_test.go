@@ -162,6 +162,50 @@ func TestDeskRevoke(t *testing.T) {
 	}
 }
 
+// TestDeskEnable: the helpdesk's undo of a revoke turns on the revoked
+// links of one recipient, and only those: a pending link waits for
+// delivery or release, as before.
+func TestDeskEnable(t *testing.T) {
+	ctx := context.Background()
+	d, st, _, _ := newTestDesk(t)
+	const id = "068w3qk2v0yzj7a5c1m9rt4xh3"
+	deskEnqueue(t, st, id, store.StateQueued, "ana@empresa.example", "luis@empresa.example")
+	by := Actor{Name: "console:helpdesk@192.0.2.9:4000", Scope: config.ScopeRelease}
+	if n, err := d.Enable(ctx, id, "ana@empresa.example", issuer, by, ""); err != nil || n != 0 {
+		t.Fatalf("Enable of a pending link = %d, %v; want 0 moved", n, err)
+	}
+	if n, err := d.Revoke(ctx, id, "", issuer, by, "wrong address"); err != nil || n != 2 {
+		t.Fatalf("Revoke = %d, %v", n, err)
+	}
+	if n, err := d.Enable(ctx, id, "nadie@empresa.example", issuer, by, ""); !errors.Is(err, ErrNoRecipient) || n != 0 {
+		t.Errorf("Enable for another address = %d, %v", n, err)
+	}
+	if n, err := d.Enable(ctx, id, "", OnlyTenants("other"), by, ""); !errors.Is(err, store.ErrNotFound) || n != 0 {
+		t.Errorf("Enable by another tenant's caller = %d, %v", n, err)
+	}
+	if n, err := d.Enable(ctx, id, "ANA@empresa.example", issuer, by, "  customer  confirmed\nthe address "); err != nil || n != 1 {
+		t.Fatalf("Enable of one recipient's links = %d, %v", n, err)
+	}
+	v, err := st.Message(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[int64]store.LinkState{}
+	for _, l := range v.Links {
+		states[l.RecipientID] = l.State
+	}
+	if a, l := states[v.Recipients[0].ID], states[v.Recipients[1].ID]; a != store.LinkEnabled || l != store.LinkRevoked {
+		t.Errorf("after enabling ana's: ana's link %s, luis's %s; want enabled, revoked", a, l)
+	}
+	found := false
+	for _, e := range v.Events {
+		found = found || (e.Kind == "link_enabled" && e.Actor == by.Name && e.Detail == "re-enabled: customer confirmed the address")
+	}
+	if !found {
+		t.Errorf("no link_enabled event with the reason: %+v", v.Events)
+	}
+}
+
 // TestDeskActsOnlyOnItsTenants: to a caller of tenant issuer, mail of
 // tenant other is mail that does not exist, whatever it asks.
 func TestDeskActsOnlyOnItsTenants(t *testing.T) {

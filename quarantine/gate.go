@@ -347,6 +347,20 @@ func phoneHref(phone string) template.URL {
 	return template.URL("tel:" + b.String())
 }
 
+// SetPageHeaders sets the headers of a page a person reads (the gate's,
+// the console's): HTML in lang, never cached, indexed or sniffed, no
+// referrer, under the content security policy csp.
+func SetPageHeaders(h http.Header, lang, csp string) {
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("X-Robots-Tag", "noindex, nofollow")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", csp)
+	h.Set("Content-Language", lang)
+	h.Set("Vary", "Accept-Language")
+}
+
 func (g *Gate) render(w http.ResponseWriter, r *http.Request, status int, view string, link *store.Link) {
 	lang := pickLanguage(r.Header.Get("Accept-Language"))
 	p, ok := texts[lang][view]
@@ -376,19 +390,11 @@ func (g *Gate) render(w http.ResponseWriter, r *http.Request, status int, view s
 	if p.Button != "" {
 		data.Nonce = g.nonce(r.PathValue("token"))
 	}
-	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Robots-Tag", "noindex, nofollow")
-	h.Set("X-Content-Type-Options", "nosniff")
 	// No form-action: browsers apply it to every hop of the redirect that
 	// follows the POST, and an issuer's download often redirects again (a
 	// CDN, http to https); the use would be spent and the download never
 	// reached. The page has no injected content for it to guard.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("Content-Language", lang)
-	h.Set("Vary", "Accept-Language")
+	SetPageHeaders(w.Header(), lang, "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return

@@ -114,3 +114,38 @@ func clientKey(remoteAddr string) netip.Prefix {
 	p, _ := a.Prefix(bits)
 	return p
 }
+
+// ClientLimiter limits what one client address (an IPv6 client by its
+// /64) may try, with the gate's GCRA and its bounded memory: for forms
+// other than the gate's, such as the console's sign-in. Safe for
+// concurrent use.
+type ClientLimiter struct {
+	mu sync.Mutex
+	l  *keyLimiter[netip.Prefix]
+}
+
+// NewClientLimiter lets each client lim.Burst tries at once, then one per
+// lim.Every, remembering at most keys clients per generation.
+func NewClientLimiter(lim RateLimit, keys int) *ClientLimiter {
+	return &ClientLimiter{l: newKeyLimiter[netip.Prefix](lim, keys)}
+}
+
+// Wait is how long the client at remoteAddr must wait before its next
+// try counts; 0 when it may try now. It spends nothing.
+func (c *ClientLimiter) Wait(remoteAddr string, now time.Time) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, wait := c.l.check(clientKey(remoteAddr), now)
+	return wait
+}
+
+// Spend counts one try of the client at remoteAddr (a failed one, for a
+// limit on failures), unless it is over its limit already.
+func (c *ClientLimiter) Spend(remoteAddr string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := clientKey(remoteAddr)
+	if tat, wait := c.l.check(k, now); wait == 0 {
+		c.l.spend(k, tat, now)
+	}
+}

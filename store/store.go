@@ -243,6 +243,11 @@ type Query struct {
 	// each name.
 	Tenants   []string
 	Recipient string // exact address, case-insensitive domain
+	// MessageID is the Message-ID header, exact, without angle brackets.
+	MessageID string
+	// Subject selects messages whose subject contains it, without regard
+	// to the case of ASCII letters (other letters match as written).
+	Subject string
 	// State selects messages with at least one recipient in this state;
 	// with Recipient, that recipient must be in it.
 	State State

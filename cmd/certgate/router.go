@@ -5,10 +5,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/console"
 	"github.com/certgate/certgate/kit"
 )
 
@@ -47,6 +49,7 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 		}
 	}
 	api.New(deps).Register(mux)
+	newConsole(d, deps).Register(mux)
 	if public {
 		registerPublic(mux, d)
 	}
@@ -57,6 +60,20 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 	mux.Handle("GET /debug/pprof/trace", tokens.Require(config.ScopeAdmin, http.HandlerFunc(pprof.Trace)))
 	mux.Handle("GET /debug/pprof/symbol", tokens.Require(config.ScopeAdmin, http.HandlerFunc(pprof.Symbol)))
 	return mux
+}
+
+// newConsole is the helpdesk console over what the API calls; it stays on
+// http.listen, never on the public listener.
+func newConsole(d *daemon, deps api.Deps) *console.Console {
+	o := console.Options{Store: d.store, Desk: d.desk, Tokens: deps.Tokens, Lanes: deps.Lanes, Log: d.log}
+	if d.placements != nil {
+		o.Placements = d.placements
+	}
+	if cfg := d.cfg; cfg != nil {
+		o.SecureCookie = strings.HasPrefix(cfg.HTTP.PublicURL, "https://")
+		o.IdleTimeout, o.MaxAge, o.MaxSessions = cfg.Console.IdleTimeout.D(), cfg.Console.MaxAge.D(), cfg.Console.MaxSessions
+	}
+	return console.New(o)
 }
 
 // newPublicRouter is http.gate_listen's surface: the public pages and a

@@ -79,6 +79,8 @@ func TestRouterWiring(t *testing.T) {
 		{"/debug/pprof/", "", 401, "application/json", `"unauthorized"`},
 		{"/debug/pprof/", "read-token-0123456789ab", 403, "application/json", `"forbidden"`},
 		{"/debug/pprof/", "admin-token-0123456789a", 200, "text/html", "goroutine"},
+		{"/console/", "", 200, "text/html", `action="/console/signin"`},
+		{"/console/messages/x", "read-token-0123456789ab", 401, "text/html", `action="/console/signin"`},
 	} {
 		code, ctype, body := get(c.path, c.token)
 		if code != c.code || !strings.HasPrefix(ctype, c.ctype) || !strings.Contains(body, c.body) {
@@ -126,6 +128,8 @@ func TestGateListenServesOnlyThePublicPages(t *testing.T) {
 		{d.gateAddr, "/readyz", 404, "404 page not found"},
 		{d.gateAddr, "/api/v1/messages", 404, "404 page not found"},
 		{d.gateAddr, "/debug/pprof/", 404, "404 page not found"},
+		{d.gateAddr, "/console/", 404, "404 page not found"},
+		{d.httpAddr, "/console/", 200, `action="/console/signin"`},
 		{d.httpAddr, "/metrics", 200, "certgate_"},
 		{d.httpAddr, "/readyz", 200, "ready"},
 		{d.httpAddr, "/api/v1/messages", 200, `"messages"`},

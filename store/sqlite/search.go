@@ -47,6 +47,9 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, err
 	return out, nil
 }
 
+// likeEscaper makes a LIKE pattern match its text literally.
+var likeEscaper = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
+
 // searchSQL builds the query for q and its arguments.
 func searchSQL(q store.Query) (string, []any) {
 	var where []string
@@ -84,6 +87,12 @@ func searchSQL(q store.Query) (string, []any) {
 		// Held, queued and bounced recipients are few next to the
 		// history: start from them.
 		add("m.id IN (SELECT message_id FROM recipients WHERE state = ?)", string(q.State))
+	}
+	if q.MessageID != "" {
+		add("m.message_id = ?", q.MessageID)
+	}
+	if q.Subject != "" {
+		add(`m.subject LIKE ? ESCAPE '\'`, "%"+likeEscaper.Replace(q.Subject)+"%")
 	}
 	if !q.Since.IsZero() {
 		add("m.received_at >= ?", nanos(q.Since))

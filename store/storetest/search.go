@@ -171,6 +171,46 @@ func testSearchTime(t *testing.T, s store.Store) {
 	}
 }
 
+// testSearchHeaders finds mail by what the helpdesk is told on the phone:
+// the subject, in part and in any case, and the Message-ID header, whole.
+func testSearchHeaders(t *testing.T, s store.Store) {
+	enqueueWith := func(subject, messageID string) string {
+		t.Helper()
+		id := newID("search")
+		m := message(id)
+		m.Subject, m.MessageID = subject, messageID
+		enqueue(t, s, m, [][]byte{[]byte("x")}, []store.NewRecipient{rcpt(id, "a@example.com", 0, store.StateQueued)})
+		return id
+	}
+	cert := enqueueWith("Su Certificado está listo", "20261123.abc@ca.example")
+	voucher := enqueueWith("Voucher 50% off_now", "voucher-1@ca.example")
+	other := enqueueWith("Código de verificación", "otp-9@ca.example")
+	for _, c := range []struct {
+		q    store.Query
+		want []string
+	}{
+		{store.Query{Subject: "certificado"}, []string{cert}},
+		{store.Query{Subject: "CERTIFICADO está"}, []string{cert}},
+		{store.Query{Subject: "certificado ESTÁ"}, nil}, // only ASCII letters fold
+		{store.Query{Subject: "está listo"}, []string{cert}},
+		{store.Query{Subject: " "}, newestFirst(cert, voucher, other)},
+		// Wildcards of the backend's pattern language match literally.
+		{store.Query{Subject: "50%"}, []string{voucher}},
+		{store.Query{Subject: "%"}, []string{voucher}},
+		{store.Query{Subject: "f_n"}, []string{voucher}},
+		{store.Query{Subject: "_"}, []string{voucher}},
+		{store.Query{Subject: `\`}, nil},
+		{store.Query{Subject: "certificado", Tenant: "other"}, nil},
+		{store.Query{MessageID: "20261123.abc@ca.example"}, []string{cert}},
+		{store.Query{MessageID: "20261123.ABC@ca.example"}, nil},
+		{store.Query{MessageID: "20261123"}, nil},
+		{store.Query{MessageID: "otp-9@ca.example", Subject: "código"}, []string{other}},
+		{store.Query{MessageID: "otp-9@ca.example", Subject: "voucher"}, nil},
+	} {
+		checkIDs(t, c.q, searchIDs(t, s, c.q), c.want)
+	}
+}
+
 // enqueueMany enqueues n one-recipient messages of tenant from a few
 // goroutines and returns their ids.
 func enqueueMany(t *testing.T, s store.Store, tenant string, n int) []string {

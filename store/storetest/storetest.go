@@ -69,6 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SearchRecipient", testSearchRecipient},
 		{"SearchState", testSearchState},
 		{"SearchTime", testSearchTime},
+		{"SearchHeaders", testSearchHeaders},
 		{"SearchPaging", testSearchPaging},
 		{"SearchLimits", testSearchLimits},
 
