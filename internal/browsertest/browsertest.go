@@ -182,11 +182,12 @@ func (tab *Tab) Phone(t *testing.T) {
 	}
 }
 
-// Desktop ends Phone.
+// Desktop makes the tab a 1280x800 window again after Phone: clearing
+// the emulation alone leaves the next page laid out at the phone's width.
 func (tab *Tab) Desktop(t *testing.T) {
 	t.Helper()
-	if err := chromedp.Do(Within(t, tab.Ctx, 10*time.Second), chromedp.EmulateReset()); err != nil {
-		t.Fatalf("resetting the viewport: %v", err)
+	if err := chromedp.Do(Within(t, tab.Ctx, 10*time.Second), chromedp.EmulateViewport(1280, 800)); err != nil {
+		t.Fatalf("desktop viewport: %v", err)
 	}
 }
 
