@@ -157,6 +157,7 @@ func pct(ds []time.Duration, p int) string {
 func printAPI(out printer, got []received, httpBase, token string) {
 	out("\n  metrics:    %s/metrics", httpBase)
 	out("  API:        curl -H 'Authorization: Bearer %s' %s/api/v1/messages/ID", token, httpBase)
+	out("  console:    %s/console/ (the helpdesk's pages: sign in with that token; run with --keep to try it)", httpBase)
 	for _, r := range got {
 		for _, m := range r.msgs {
 			if strings.HasPrefix(m.To, "cliente0007@") {
