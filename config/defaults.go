@@ -47,6 +47,8 @@ const (
 	DefaultMinHumanDelay            = Duration(2 * time.Second)
 	DefaultLogLevel                 = "info"
 	DefaultLogFormat                = "text"
+	DefaultDNSCheckInterval         = Duration(6 * time.Hour)
+	DefaultDNSCheckTimeout          = Duration(5 * time.Second)
 )
 
 // DefaultTrustedReserve is smtp.trusted_reserve when the key is absent: a
@@ -106,6 +108,8 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	fill(f, "gate.min_human_delay", &c.Gate.MinHumanDelay, DefaultMinHumanDelay)
 	c.Retention.applyDefaults(f)
 	c.Seeds.applyDefaults(f)
+	fill(f, "dns_check.interval", &c.DNSCheck.Interval, DefaultDNSCheckInterval)
+	fill(f, "dns_check.timeout", &c.DNSCheck.Timeout, DefaultDNSCheckTimeout)
 	applyRuleDefaults(f, "rules", c.Rules)
 	for i := range c.Providers {
 		p := &c.Providers[i]
