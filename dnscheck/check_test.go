@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/clock"
+	"github.com/certgate/certgate/dnscheck/dnstest"
 	"github.com/certgate/certgate/gateway/signer"
 )
 
@@ -93,7 +94,7 @@ func pubB64(k *signer.Key) string {
 
 // testZone is right for good.example and wrong in its own way for each
 // other domain.
-func testZone(t *testing.T) *zoneServer {
+func testZone(t *testing.T) *dnstest.Server {
 	testKeys(t)
 	spfLoop := "v=spf1"
 	var loop []string
@@ -101,7 +102,7 @@ func testZone(t *testing.T) *zoneServer {
 		spfLoop += fmt.Sprintf(" a:h%d.loop.example", i)
 		loop = append(loop, fmt.Sprintf("h%d.loop.example. 300 IN A 198.51.100.%d", i, i))
 	}
-	z := newZoneServer(t, append(loop,
+	z := dnstest.New(t, append(loop,
 		// good.example: everything right.
 		`good.example. 300 IN TXT "v=spf1 ip4:192.0.2.1 ip6:2001:db8::1 -all"`,
 		`good.example. 300 IN TXT "google-site-verification=abc"`,
@@ -159,14 +160,14 @@ func testZone(t *testing.T) *zoneServer {
 		// weak.example: a 1024-bit key.
 		rsa1024.ZoneRecord(),
 	)...)
-	z.signed = []string{"good.example"}
-	z.slow = []string{"slow.example"}
+	z.Signed = []string{"good.example"}
+	z.Slow = []string{"slow.example"}
 	return z
 }
 
-func runCheck(t *testing.T, z *zoneServer, timeout time.Duration, in Inputs) *Report {
+func runCheck(t *testing.T, z *dnstest.Server, timeout time.Duration, in Inputs) *Report {
 	t.Helper()
-	c := &Checker{Resolver: z.resolver(timeout), Clock: clock.NewFake(testStart)}
+	c := &Checker{Resolver: resolverOf(z, timeout), Clock: clock.NewFake(testStart)}
 	return c.Run(context.Background(), in)
 }
 
@@ -361,7 +362,7 @@ func TestReportOutput(t *testing.T) {
 		"DOMAIN", "good.example", "dkim s1", "FAIL",
 		"  publish: bad.example. IN TXT \"v=spf1 ip4:192.0.2.1 ip6:2001:db8::1 ip4:198.51.100.7 -all\"",
 		"BULK SENDERS", "NO   spf, dkim, dmarc, aligned",
-		"failed,", "(resolver " + z.addr + ", 2026-12-01 09:30:00Z)",
+		"failed,", "(resolver " + z.Addr + ", 2026-12-01 09:30:00Z)",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("the table lacks %q:\n%s", s, out)
