@@ -28,6 +28,9 @@ type Deps struct {
 	// Lanes reads and changes the delivery lanes; nil answers those
 	// routes with 404 not_configured.
 	Lanes LaneControl
+	// DNS gives the DNS self-check's report; nil answers GET /api/v1/dns
+	// with 404 not_configured.
+	DNS DNSReports
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
@@ -40,11 +43,12 @@ type API struct {
 	log         *slog.Logger
 	placement   Placement
 	laneControl LaneControl
+	dnsReports  DNSReports
 }
 
 // New builds the API.
 func New(d Deps) *API {
-	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes}
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, dnsReports: d.DNS}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -70,6 +74,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/lanes/{name}/pause", config.ScopeAdmin, a.withLanes(a.lanePause(false))},
 		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.lanePause(true))},
 		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
+		{"GET", "/api/v1/dns", config.ScopeRead, a.dns},
 	}
 }
 

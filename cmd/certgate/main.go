@@ -37,6 +37,7 @@ Usage:
   certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
+  certgate dns check [--config FILE] [--tenant T] [--resolver ADDR] [--format table|json]   SPF, DKIM, DMARC, PTR and MX as receivers see them
   certgate version
 
 Every command takes --help.
@@ -71,6 +72,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdSeeds(args[1:], stdout)
 	case "lanes":
 		err = cmdLanes(args[1:], stdout)
+	case "dns":
+		err = cmdDNS(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

@@ -39,6 +39,9 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 		deps.Placement = api.Placement{Reader: d.placements, Tester: d.placementTester(), Seeds: d.cfg.Seeds.Mailboxes,
 			MaxBytes: d.cfg.SMTP.MaxMessageBytes}
 	}
+	if d.dns != nil {
+		deps.DNS = d.dns
+	}
 	api.New(deps).Register(mux)
 	if public {
 		registerPublic(mux, d)
