@@ -160,8 +160,8 @@ func testZone(t *testing.T) *dnstest.Server {
 		// weak.example: a 1024-bit key.
 		rsa1024.ZoneRecord(),
 	)...)
-	z.Signed = []string{"good.example"}
-	z.Slow = []string{"slow.example"}
+	z.Signed("good.example")
+	z.Slow("slow.example")
 	return z
 }
 

@@ -34,8 +34,8 @@ func TestResolverBounds(t *testing.T) {
 		"target.other.example. 300 IN TXT \"followed\"",
 		"target.other.example. 300 IN A 192.0.2.9",
 		"stray.example. 300 IN TXT \"mine\"")
-	z.Truncate = []string{"tc.example", "big.example"}
-	z.Slow = []string{"slow.example"}
+	z.Truncate("tc.example", "big.example")
+	z.Slow("slow.example")
 	r := resolverOf(z, time.Second)
 	ctx := context.Background()
 

@@ -23,18 +23,18 @@ type Server struct {
 	records map[string][]dns.RR // canonical owner name -> records
 	// slow are names (and everything under them) whose queries are
 	// answered only when the test ends: past any client timeout.
-	Slow []string
+	slow []string
 	// signed are zones whose answers carry AD to a DO query.
-	Signed []string
+	signed []string
 	// truncate are names whose UDP answers are truncated, so the client
 	// must retry over TCP.
-	Truncate []string
+	truncate []string
 	release  chan struct{}
 	queries  map[string]int // "name type" -> count
 }
 
 // New starts a server answering from zone, zone-file lines, and stops it
-// when the test ends. Set Slow, Signed and Truncate before the first query.
+// when the test ends.
 func New(t testing.TB, zone ...string) *Server {
 	t.Helper()
 	z := &Server{records: map[string][]dns.RR{}, release: make(chan struct{}), queries: map[string]int{}}
@@ -74,6 +74,23 @@ func New(t testing.TB, zone ...string) *Server {
 	return z
 }
 
+// Slow makes the names, and every name under them, answer only when the
+// test ends: past any client timeout.
+func (z *Server) Slow(names ...string) { z.set(&z.slow, names) }
+
+// Signed makes answers under the zones carry AD to a query with DO.
+func (z *Server) Signed(zones ...string) { z.set(&z.signed, zones) }
+
+// Truncate makes UDP answers under the names truncated, so that clients
+// ask again over TCP.
+func (z *Server) Truncate(names ...string) { z.set(&z.truncate, names) }
+
+func (z *Server) set(field *[]string, names []string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	*field = append(*field, names...)
+}
+
 // Add parses zone-file lines (RFC 1035 5.1) into the table.
 func (z *Server) Add(t testing.TB, lines ...string) {
 	t.Helper()
@@ -111,8 +128,8 @@ func (z *Server) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	qn, qt := dns.CanonicalName(q.Question[0].Name), q.Question[0].Qtype
 	z.mu.Lock()
 	z.queries[qn+" "+dns.TypeToString[qt]]++
-	slow, trunc := under(qn, z.Slow), under(qn, z.Truncate)
-	ad := under(qn, z.Signed) && q.IsEdns0() != nil && q.IsEdns0().Do()
+	slow, trunc := under(qn, z.slow), under(qn, z.truncate)
+	ad := under(qn, z.signed) && q.IsEdns0() != nil && q.IsEdns0().Do()
 	z.mu.Unlock()
 	if slow {
 		<-z.release
