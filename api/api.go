@@ -31,6 +31,9 @@ type Deps struct {
 	// Kit builds a tenant's allowlisting kit; nil answers with 404
 	// not_configured.
 	Kit KitSource
+	// DNS gives the DNS self-check's report; nil answers GET /api/v1/dns
+	// with 404 not_configured.
+	DNS DNSReports
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
@@ -44,11 +47,12 @@ type API struct {
 	placement   Placement
 	laneControl LaneControl
 	kitSource   KitSource
+	dnsReports  DNSReports
 }
 
 // New builds the API.
 func New(d Deps) *API {
-	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, kitSource: d.Kit}
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, kitSource: d.Kit, dnsReports: d.DNS}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -75,6 +79,7 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/lanes/{name}/resume", config.ScopeAdmin, a.withLanes(a.lanePause(true))},
 		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
 		{"GET", "/api/v1/kit", config.ScopeRead, a.kit},
+		{"GET", "/api/v1/dns", config.ScopeRead, a.dns},
 	}
 }
 

@@ -32,6 +32,7 @@ type Config struct {
 	Webhooks  []Webhook   `yaml:"webhooks"`
 	Retention Retention   `yaml:"retention"`
 	Seeds     Seeds       `yaml:"seeds"`
+	DNSCheck  DNSCheck    `yaml:"dns_check"`
 	Log       Log         `yaml:"log"`
 
 	// Path is the file the configuration was read from ("" when built in code).
@@ -401,6 +402,15 @@ type Retention struct {
 	// its recipients, links and remaining events.
 	DeliveredMessages Duration `yaml:"delivered_messages"`
 	SweepInterval     Duration `yaml:"sweep_interval"`
+}
+
+// DNSCheck is the daemon's periodic DNS self-check (docs/dns.md): the
+// records receivers read, held against this configuration, exported as
+// metrics.
+type DNSCheck struct {
+	Interval Duration `yaml:"interval"` // between runs; 0 turns it off
+	Resolver string   `yaml:"resolver"` // host:port; "": the first nameserver of /etc/resolv.conf
+	Timeout  Duration `yaml:"timeout"`  // per DNS query
 }
 
 // Log configures log/slog output.

@@ -183,6 +183,7 @@ api:
       scopes: [read, release]
       tenants: [issuer]
     - {name: ops, token_env: CERTGATE_OPS_TOKEN, scopes: [admin], tenants: ["*"]}
+dns_check: {interval: 1h, resolver: "127.0.0.1:5353", timeout: 2s}
 log:
   level: debug
   format: json
@@ -311,6 +312,7 @@ func TestParseFull(t *testing.T) {
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
 		Seeds:      Seeds{Deadline: DefaultSeedDeadline, After: DefaultSeedAfter},
+		DNSCheck:   DNSCheck{Interval: Duration(time.Hour), Resolver: "127.0.0.1:5353", Timeout: Duration(2 * time.Second)},
 		Log:        Log{Level: "debug", Format: "json"},
 		Path:       f.path(),
 	}
@@ -395,6 +397,7 @@ func TestParseDefaults(t *testing.T) {
 		DKIMEngine: "auto",
 		Retention:  DefaultRetention(),
 		Seeds:      Seeds{Deadline: DefaultSeedDeadline, After: DefaultSeedAfter},
+		DNSCheck:   DNSCheck{Interval: DefaultDNSCheckInterval, Timeout: DefaultDNSCheckTimeout},
 		Log:        Log{Level: "info", Format: "text"},
 		Path:       f.path(),
 	}

@@ -50,6 +50,8 @@ const (
 	DefaultConsoleMaxSessions       = 1000
 	DefaultLogLevel                 = "info"
 	DefaultLogFormat                = "text"
+	DefaultDNSCheckInterval         = Duration(6 * time.Hour)
+	DefaultDNSCheckTimeout          = Duration(5 * time.Second)
 )
 
 // DefaultTrustedReserve is smtp.trusted_reserve when the key is absent: a
@@ -112,6 +114,8 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	fill(f, "console.max_sessions", &c.Console.MaxSessions, DefaultConsoleMaxSessions)
 	c.Retention.applyDefaults(f)
 	c.Seeds.applyDefaults(f)
+	fill(f, "dns_check.interval", &c.DNSCheck.Interval, DefaultDNSCheckInterval)
+	fill(f, "dns_check.timeout", &c.DNSCheck.Timeout, DefaultDNSCheckTimeout)
 	applyRuleDefaults(f, "rules", c.Rules)
 	for i := range c.Providers {
 		p := &c.Providers[i]

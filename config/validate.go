@@ -136,6 +136,22 @@ func (v *validator) validate(c *Config) {
 	v.webhooks(c)
 	v.retention(&c.Retention)
 	v.seeds(c)
+	v.dnsCheck(&c.DNSCheck)
+}
+
+// dnsCheck checks the periodic DNS self-check's keys: more often than
+// every 10 minutes would only load the resolver (records change at the
+// pace of their TTLs), and a query waits a minute at most.
+func (v *validator) dnsCheck(d *DNSCheck) {
+	if d.Interval != 0 && (d.Interval < Duration(10*time.Minute) || d.Interval > Duration(168*time.Hour)) {
+		v.add("dns_check.interval", "must be from 10m to 168h, or 0 to turn the check off, not %s", d.Interval)
+	}
+	if d.Timeout < Duration(time.Second) || d.Timeout > Duration(time.Minute) {
+		v.add("dns_check.timeout", "must be from 1s to 1m, not %s", d.Timeout)
+	}
+	if d.Resolver != "" {
+		v.hostPort("dns_check.resolver", d.Resolver, true)
+	}
 }
 
 // Retention below a day would take events that webhooks have not sent

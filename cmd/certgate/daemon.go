@@ -15,6 +15,7 @@ import (
 	"github.com/certgate/certgate/api"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/delivery"
+	"github.com/certgate/certgate/dnscheck"
 	"github.com/certgate/certgate/gateway"
 	"github.com/certgate/certgate/gateway/signer"
 	"github.com/certgate/certgate/kit"
@@ -48,6 +49,9 @@ type daemon struct {
 	dir     *gateway.Directory
 	relay   *gateway.Relay
 	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
+
+	dns     *dnscheck.Monitor // nil without a resolver
+	stopDNS func()
 
 	placements  store.Placements   // nil without seed mailboxes
 	watcher     *placement.Watcher // likewise
@@ -86,6 +90,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	if ls, ok := d.store.(store.LaneStates); ok {
 		d.lanes = newLaneKeeper(d.policy, ls, log)
 	}
+	d.buildDNSCheck()
 	if err := d.buildHTTP(); err != nil {
 		return nil, err
 	}
@@ -289,6 +294,7 @@ func (d *daemon) start(ctx context.Context) error {
 	}
 	d.sweeper.Start()
 	d.startWatcher()
+	d.startDNSCheck()
 	if d.lanes != nil {
 		d.lanes.start()
 	}
@@ -307,6 +313,7 @@ func (d *daemon) shutdown(ctx context.Context) {
 	if d.stopWatcher != nil {
 		d.stopWatcher()
 	}
+	d.stopDNSCheck()
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(30 * time.Second)

@@ -38,6 +38,7 @@ Usage:
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
   certgate kit --tenant T [--lang es|pt-BR|fr|en] [--format md|html|json] [--config FILE]   the allowlisting kit for the tenant's customers
+  certgate dns check [--config FILE] [--tenant T] [--resolver ADDR] [--format table|json]   SPF, DKIM, DMARC, PTR and MX as receivers see them
   certgate version
 
 Every command takes --help.
@@ -74,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdLanes(args[1:], stdout)
 	case "kit":
 		err = cmdKit(args[1:], stdout)
+	case "dns":
+		err = cmdDNS(args[1:], stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":

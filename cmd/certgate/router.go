@@ -48,6 +48,9 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 			return k, err == nil
 		}
 	}
+	if d.dns != nil {
+		deps.DNS = d.dns
+	}
 	api.New(deps).Register(mux)
 	newConsole(d, deps).Register(mux)
 	if public {

@@ -244,8 +244,11 @@ func SplitTXT(value string) []string {
 // with the value split by SplitTXT:
 //
 //	s2026._domainkey.issuer.example. IN TXT "v=DKIM1; k=rsa; p=MIIB..." "...AQAB"
-func (k *Key) ZoneRecord() string {
-	name, value := k.DNSRecord()
+func (k *Key) ZoneRecord() string { return ZoneTXT(k.DNSRecord()) }
+
+// ZoneTXT is a TXT record as a zone-file line, its value split by
+// SplitTXT and quoted (RFC 1035 5.1).
+func ZoneTXT(name, value string) string {
 	var b strings.Builder
 	b.WriteString(name + " IN TXT")
 	for _, s := range SplitTXT(value) {
