@@ -109,13 +109,13 @@ func seedLogins(sims []*sim.Provider, passwords map[string]string) []seedLogin {
 
 // writeConfig writes the demo's configuration as an operator would,
 // so that the demo runs through the same loading and validation.
-func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix string, seeds []seedLogin) (path string, creds credentials, err error) {
+func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix, resolver string, seeds []seedLogin) (path string, creds credentials, err error) {
 	creds = credentials{password: randomHex(12), token: randomHex(24)}
 	hash, err := bcrypt.GenerateFromPassword([]byte(creds.password), bcrypt.DefaultCost)
 	if err != nil {
 		return "", creds, err
 	}
-	cert, err := sim.SelfSigned("relay.ca.example")
+	cert, err := sim.SelfSigned(heloName)
 	if err != nil {
 		return "", creds, err
 	}
@@ -129,7 +129,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# certgate demo configuration, written by 'certgate demo'\n")
-	fmt.Fprintf(&b, "hostname: relay.ca.example\ndata_dir: %s\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&b, "hostname: %s\ndata_dir: %s\n", heloName, filepath.Join(dir, "data"))
 	fmt.Fprintf(&b, "smtp:\n  listen: [\"127.0.0.1:0\"]\n  tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile)
 	// The gate's URLs go into the mail, so the HTTP port is chosen now.
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -140,7 +140,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 	hl.Close()
 	fmt.Fprintf(&b, "http:\n  listen: %q\n  public_url: \"http://%s\"\n", httpAddr, httpAddr)
 	fmt.Fprintf(&b, "tenants:\n  - name: issuer\n    users: [{username: app, password_hash: %q}]\n", string(hash))
-	fmt.Fprintf(&b, "    from_domains: [ca.example, certs.example, ac.example]\n")
+	fmt.Fprintf(&b, "    from_domains: [%s]\n", strings.Join(issuerDomains, ", "))
 	if len(seeds) > 0 {
 		fmt.Fprintf(&b, "    seeding: {every: %d, interval: 1m}\n", seedEvery)
 	}
@@ -153,7 +153,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 		fmt.Fprintf(&b, "  - {domain: %s, selector: %s, key_file: %s}\n", k.Domain, k.Selector, k.KeyFile)
 	}
 	// What the simulated receivers see the mail come from.
-	fmt.Fprintf(&b, "delivery:\n  source_addresses: [127.0.0.1]\n  mx_port: %d\n  retry: {schedule: [2s, 5s, 10s], max_age: 1h}\n  static_dns:\n    mx:\n", mxPort)
+	fmt.Fprintf(&b, "delivery:\n  source_addresses: [%s]\n  mx_port: %d\n  retry: {schedule: [2s, 5s, 10s], max_age: 1h}\n  static_dns:\n    mx:\n", sendingAddress, mxPort)
 	for _, p := range providers {
 		for d, mx := range p.domains {
 			fmt.Fprintf(&b, "      %s: [%s]\n", d, mx)
@@ -185,6 +185,11 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix s
 		}
 		fmt.Fprintf(&b, "    - {name: %s, provider: %s, address: %s, junk: auto,\n", s.name, s.lane, s.address)
 		fmt.Fprintf(&b, "       imap: {addr: %q, tls: none, username: %s, password_file: %s}}\n", s.imapAddr, s.address, pwFile)
+	}
+	// The self-check reads the records the demo's DNS server publishes
+	// (dnsZone), at start and then hourly.
+	if resolver != "" {
+		fmt.Fprintf(&b, "dns_check: {resolver: %q, interval: 1h, timeout: 2s}\n", resolver)
 	}
 	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release], tenants: [\"*\"]}]\n", tokenFile)
 	path = filepath.Join(dir, "certgate.yaml")

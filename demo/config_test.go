@@ -27,7 +27,7 @@ func TestWrittenConfigLoads(t *testing.T) {
 	for i, s := range seedMailboxes() {
 		seeds = append(seeds, seedLogin{s, fmt.Sprintf("127.0.0.1%d:1143", i), passwords[s.address]})
 	}
-	path, creds, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", seeds)
+	path, creds, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", "", seeds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestProvidersListTheirLanes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, _, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", nil)
+	path, _, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

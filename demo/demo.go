@@ -66,6 +66,13 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 	if err != nil {
 		return err
 	}
+	// The demo's domains publish their records on a DNS server of their
+	// own, which certgate's DNS self-check asks.
+	names, err := sim.StartDNS(dnsZone(keys)...)
+	if err != nil {
+		return fmt.Errorf("starting the demo's DNS server: %w", err)
+	}
+	defer names.Close()
 	passwords := seedPasswords()
 	sims, mxPort, err := startProviders(keys.lookupTXT, opts.Faults, passwords)
 	if err != nil {
@@ -78,7 +85,7 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 	}
 	defer downloads.Close()
 	seeds := seedLogins(sims, passwords)
-	cfgPath, creds, err := writeConfig(dir, mxPort, keys.config, downloads.prefix, seeds)
+	cfgPath, creds, err := writeConfig(dir, mxPort, keys.config, downloads.prefix, names.Addr(), seeds)
 	if err != nil {
 		return err
 	}
@@ -128,10 +135,10 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		printLoop(out, newLoopStory(started, watched, rep, named(sims, loopProvider), w, sub.acceptedAt))
 	}
 	printAPI(out, got, gw.HTTPURL(), creds.token)
-	if err := printKits(ctx, out, gw.HTTPURL(), dir, map[string][]string{
-		"issuer": {"ca.example", "certs.example", "ac.example"}, "portal": {portalDomain}}); err != nil {
+	if err := printKits(ctx, out, gw.HTTPURL(), dir, tenantDomains()); err != nil {
 		return err
 	}
+	printDNS(out, gw.HTTPURL(), creds.token, cfgPath, names)
 	if err := gatedLink(ctx, out, gw.SMTPAddr(), creds.password, gw.HTTPURL(), creds.token, named(sims, "google"), downloads); err != nil {
 		return err
 	}

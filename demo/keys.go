@@ -14,6 +14,7 @@ import (
 type dkimKeys struct {
 	config []config.DKIMKey
 	txt    map[string][]string // record name without the final dot -> value
+	zone   []string            // the records as zone-file lines
 }
 
 // makeKeys writes RSA-2048 keys for each issuer domain, plus Ed25519
@@ -36,6 +37,7 @@ func makeKeys(dir string) (dkimKeys, error) {
 		}
 		name, value := key.DNSRecord()
 		keys.txt[strings.TrimSuffix(name, ".")] = []string{value}
+		keys.zone = append(keys.zone, key.ZoneRecord())
 		keys.config = append(keys.config, config.DKIMKey{Domain: k.domain, Selector: k.sel, KeyFile: path})
 	}
 	return keys, nil

@@ -2,7 +2,6 @@ package demo
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -79,23 +78,10 @@ func (s loopSample) lane(name string) (laneView, bool) {
 
 // getLanes asks the API for the lanes' state.
 func getLanes(client *http.Client, base, token string) (map[string]laneView, error) {
-	req, err := http.NewRequest("GET", base+"/api/v1/lanes", nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /api/v1/lanes answered %s", resp.Status)
-	}
 	var body struct {
 		Lanes []laneView `json:"lanes"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := getAPI(client, base, "/api/v1/lanes", token, &body); err != nil {
 		return nil, err
 	}
 	out := map[string]laneView{}

@@ -25,7 +25,7 @@ func loadDemoConfig(t *testing.T) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, _, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", nil)
+	path, _, err := writeConfig(dir, 2525, keys.config, "http://127.0.0.1:1/download/", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package demo
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -76,21 +75,8 @@ func (r placementReport) pending() int {
 // getPlacement asks the API where the seed copies landed.
 func getPlacement(base, token string) (placementReport, error) {
 	var rep placementReport
-	req, err := http.NewRequest("GET", base+"/api/v1/placement", nil)
-	if err != nil {
-		return rep, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return rep, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return rep, fmt.Errorf("GET /api/v1/placement answered %s", resp.Status)
-	}
-	return rep, json.NewDecoder(resp.Body).Decode(&rep)
+	err := getAPI(&http.Client{Timeout: 5 * time.Second}, base, "/api/v1/placement", token, &rep)
+	return rep, err
 }
 
 // waitPlacement asks the API until the seed copies certgate made, want at

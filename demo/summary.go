@@ -225,3 +225,22 @@ func showMessage(out printer, base, token, id string) {
 		out("    %-32s %-9s via %-12s after %d attempt(s): %d %s%s", r.Address, r.State, r.Provider, r.Attempts, r.LastCode, r.LastReply, seed)
 	}
 }
+
+// getAPI reads GET base+path with the demo's token into v, the JSON of an
+// answer 200 OK.
+func getAPI(client *http.Client, base, path, token string, v any) error {
+	req, err := http.NewRequest("GET", base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s answered %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
