@@ -472,14 +472,17 @@ func (r *run) alignment(d Domain) {
 		case !r.keyOK[s]:
 			unpublished = append(unpublished, s.Name())
 		default:
-			dkimOK = append(dkimOK, "d="+s.Domain)
+			dkimOK = append(dkimOK, "d="+s.Domain+" s="+s.Selector)
 		}
 	}
+	// A domain with two keys (RSA and Ed25519) is named once per key,
+	// by its selector; a domain is not aligned twice.
+	notAligned = slices.Compact(slices.Sorted(slices.Values(notAligned)))
 	// The envelope domain is d itself, aligned under both modes.
 	spfOK := r.status[[2]string{d.Name, CheckSPF}] == Pass
 	var parts []string
 	if len(dkimOK) > 0 {
-		parts = append(parts, fmt.Sprintf("DKIM %s aligned (adkim=%s)", strings.Join(dkimOK, ","), adkim))
+		parts = append(parts, fmt.Sprintf("DKIM %s aligned (adkim=%s)", strings.Join(dkimOK, ", "), adkim))
 	}
 	if spfOK {
 		parts = append(parts, fmt.Sprintf("SPF for the envelope domain %s aligned (aspf=%s)", d.Name, aspf))

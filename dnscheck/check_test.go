@@ -211,7 +211,7 @@ func TestGoodDomainPassesEverything(t *testing.T) {
 	want(t, rep, "good.example", CheckDKIM, "s1", Pass, "matches the loaded key (rsa-sha256, 2048 bits)", "")
 	want(t, rep, "good.example", CheckDKIM, "e1", Pass, "(ed25519-sha256, 256 bits)", "")
 	want(t, rep, "good.example", CheckDMARC, "", Pass, "policy reject (p=reject sp=quarantine) adkim=s aspf=r pct=100 rua=mailto:dmarc@good.example", "")
-	want(t, rep, "good.example", CheckAlignment, "", Pass, "DKIM d=good.example,d=good.example aligned (adkim=s); SPF for the envelope domain good.example aligned (aspf=r)", "")
+	want(t, rep, "good.example", CheckAlignment, "", Pass, "DKIM d=good.example s=s1, d=good.example s=e1 aligned (adkim=s); SPF for the envelope domain good.example aligned (aspf=r)", "")
 	want(t, rep, "good.example", CheckMX, "", Pass, "MX 10 mx.good.example", "")
 	want(t, rep, "good.example", CheckMTASTS, "", Pass, "v=STSv1", "")
 	want(t, rep, "good.example", CheckTLSRPT, "", Pass, "v=TLSRPTv1", "")
@@ -282,7 +282,7 @@ func TestFailures(t *testing.T) {
 	// DKIM from a parent, nothing at all.
 	want(t, rep, "sub.good.example", CheckAlignment, "", Fail, "d=good.example not aligned under adkim=s: sign with a key for d=sub.good.example, or publish adkim=r", "")
 	want(t, rep, "relaxed.example", CheckAlignment, "", Warn, "SPF for the envelope domain relaxed.example aligned (aspf=r); no aligned DKIM", "")
-	want(t, rep, "mail.relaxed.example", CheckAlignment, "", Pass, "DKIM d=relaxed.example aligned (adkim=r)", "")
+	want(t, rep, "mail.relaxed.example", CheckAlignment, "", Pass, "DKIM d=relaxed.example s=s1 aligned (adkim=r)", "")
 	want(t, rep, "bad.example", CheckAlignment, "", Fail, "neither aligned DKIM nor aligned SPF passes: receivers fail DMARC for this domain; publish the dkim record of s1._domainkey.bad.example", "")
 	want(t, rep, "odd.example", CheckAlignment, "", Fail, "certgate has no DKIM key aligned with it", "")
 
