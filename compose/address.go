@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/idna"
+
+	"github.com/certgate/certgate/internal/mailaddr"
 )
 
 // MaxAddresses bounds one request's list of addresses before the tenant's
@@ -151,11 +153,11 @@ func parseAddress(s string) (string, error) {
 		return "", fmt.Errorf("not an address")
 	}
 	local, domain := a.Address[:at], a.Address[at+1:]
-	if !dotAtom(local) {
-		return "", fmt.Errorf("the part before @ must be plain letters, digits and . _ - + (no quotes, spaces or accents)")
-	}
 	if len(local) > 64 { // RFC 5321 4.5.3.1.1
 		return "", fmt.Errorf("the part before @ is longer than 64 characters")
+	}
+	if !mailaddr.DotAtom(local) {
+		return "", fmt.Errorf("the part before @ must be plain letters, digits and . _ - + (no quotes, spaces or accents)")
 	}
 	if strings.HasPrefix(domain, "[") {
 		return "", fmt.Errorf("an IP address is not a mail domain here")
@@ -165,7 +167,7 @@ func parseAddress(s string) (string, error) {
 		return "", fmt.Errorf("the domain is not valid (%v)", err)
 	}
 	ascii = strings.ToLower(ascii)
-	if !hostName(ascii) {
+	if !mailaddr.Domain(ascii) {
 		return "", fmt.Errorf("the domain %q is not a full domain name", ascii)
 	}
 	addr := local + "@" + ascii
@@ -173,50 +175,6 @@ func parseAddress(s string) (string, error) {
 		return "", fmt.Errorf("longer than %d characters", maxAddressLen)
 	}
 	return addr, nil
-}
-
-// dotAtom accepts an RFC 5322 3.2.3 dot-atom-text of ASCII, less '%' and
-// '!' which some MTAs still route on (the gateway refuses them too).
-func dotAtom(s string) bool {
-	if s == "" {
-		return false
-	}
-	prevDot := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '.' {
-			if prevDot {
-				return false
-			}
-			prevDot = true
-			continue
-		}
-		prevDot = false
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("#$&'*+-/=?^_`{|}~", c) >= 0) {
-			return false
-		}
-	}
-	return !prevDot
-}
-
-// hostName accepts a DNS name of LDH labels with at least one dot (RFC
-// 5321 2.3.5): a single label is not deliverable mail's domain.
-func hostName(s string) bool {
-	if len(s) > 253 || !strings.Contains(s, ".") {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // quoteShort quotes what a person typed for an error, cut to a readable

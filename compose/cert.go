@@ -195,7 +195,7 @@ func isUniversal(v asn1.RawValue, tag int) bool {
 func parsePKCS7(der []byte) ([]*x509.Certificate, error) {
 	var ci struct {
 		ContentType asn1.ObjectIdentifier
-		Content     asn1.RawValue `asn1:"explicit,tag:0"`
+		Content     asn1.RawValue // [0] EXPLICIT, read by hand: see marshalContentInfo
 	}
 	rest, err := asn1.Unmarshal(der, &ci)
 	if err != nil {
@@ -207,12 +207,16 @@ func parsePKCS7(der []byte) ([]*x509.Certificate, error) {
 	if !ci.ContentType.Equal(oidSignedData) {
 		return nil, fmt.Errorf("is PKCS#7 content %v, not signedData (%v)", ci.ContentType, oidSignedData)
 	}
-	if !isUniversal(ci.Content, asn1.TagSequence) {
-		return nil, fmt.Errorf("signedData is not a SEQUENCE")
+	if ci.Content.Class != asn1.ClassContextSpecific || ci.Content.Tag != 0 || !ci.Content.IsCompound {
+		return nil, fmt.Errorf("has no signedData content")
+	}
+	var sd asn1.RawValue
+	if rest, err := asn1.Unmarshal(ci.Content.Bytes, &sd); err != nil || len(rest) > 0 || !isUniversal(sd, asn1.TagSequence) {
+		return nil, fmt.Errorf("signedData is not one SEQUENCE")
 	}
 	// version, digestAlgorithms, encapContentInfo, certificates, crls,
 	// signerInfos: at most six.
-	els, err := readElements(ci.Content.Bytes, 6)
+	els, err := readElements(sd.Bytes, 6)
 	if err != nil {
 		return nil, fmt.Errorf("signedData: %v", err)
 	}
@@ -259,14 +263,22 @@ func parsePKCS7(der []byte) ([]*x509.Certificate, error) {
 }
 
 // buildPKCS7 makes the degenerate SignedData that carries certs, in their
-// order (RFC 5652 5.1 with no signers, RFC 5751 3.2.2): version 1, no
-// digest algorithms, content type data without content, no signerInfos.
+// order (RFC 5652 5.1 with no signers, RFC 5751 3.2.2).
 func buildPKCS7(certs []*x509.Certificate) ([]byte, error) {
 	var all []byte
 	for _, c := range certs {
 		all = append(all, c.Raw...)
 	}
-	emptySet := asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: []byte{}}
+	return marshalSignedData(all, nil)
+}
+
+// marshalSignedData writes a SignedData ContentInfo: version 1, no digest
+// algorithms, content type data without content, the certificates (DER,
+// concatenated) and signerInfos' contents (none for certs-only).
+func marshalSignedData(certs, signerInfos []byte) ([]byte, error) {
+	set := func(b []byte) asn1.RawValue {
+		return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSet, IsCompound: true, Bytes: append([]byte{}, b...)}
+	}
 	sd := struct {
 		Version          int
 		DigestAlgorithms asn1.RawValue
@@ -275,19 +287,26 @@ func buildPKCS7(certs []*x509.Certificate) ([]byte, error) {
 		SignerInfos      asn1.RawValue
 	}{
 		Version:          1,
-		DigestAlgorithms: emptySet,
-		Certificates:     asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: all},
-		SignerInfos:      emptySet,
+		DigestAlgorithms: set(nil),
+		Certificates:     asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: certs},
+		SignerInfos:      set(signerInfos),
 	}
 	sd.ContentInfo.ContentType = oidData
 	inner, err := asn1.Marshal(sd)
 	if err != nil {
 		return nil, err
 	}
+	return marshalContentInfo(oidSignedData, inner)
+}
+
+// marshalContentInfo writes ContentInfo { contentType, [0] EXPLICIT
+// content } (RFC 5652 3). The [0] is written by hand: encoding/asn1
+// writes a RawValue's FullBytes as they are, without the explicit tag.
+func marshalContentInfo(oid asn1.ObjectIdentifier, content []byte) ([]byte, error) {
 	return asn1.Marshal(struct {
 		ContentType asn1.ObjectIdentifier
-		Content     asn1.RawValue `asn1:"explicit,tag:0"`
-	}{oidSignedData, asn1.RawValue{FullBytes: inner}})
+		Content     asn1.RawValue
+	}{oid, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: content}})
 }
 
 // checkPFX checks the outer shape of a PKCS#12 file (RFC 7292 4: PFX {

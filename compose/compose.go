@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/mail"
+
+	"github.com/certgate/certgate/internal/mailaddr"
 )
 
 // Message is what Compose makes: the RFC 5322 message and its recipients.
@@ -231,11 +233,9 @@ func writeMessage(req *Request, opts Options, subject, text, html string, att *a
 	if len(req.Emails) > maxVisibleRecipients {
 		h.Set("To", "undisclosed-recipients:;")
 	} else {
-		to := make([]*mail.Address, len(req.Emails))
-		for i, a := range req.Emails {
-			to[i] = &mail.Address{Address: a}
-		}
-		h.SetAddressList("To", to)
+		// Bare addr-specs: Check left each a dot-atom at an LDH domain,
+		// which needs no quoting (RFC 5322 3.4.1).
+		h.Set("To", strings.Join(req.Emails, ", "))
 	}
 	h.Set("From", formatFrom(opts.DisplayName, req.From))
 
@@ -323,9 +323,9 @@ func formatFrom(name, addr string) string {
 	return a.String()
 }
 
-// validMsgID accepts a message ID's inside: dot-atom-text "@" dot-atom-text
-// or a simple domain (RFC 5322 3.6.4, without the obsolete forms).
+// validMsgID accepts a message ID's inside: a dot-atom-text "@" a domain
+// name (RFC 5322 3.6.4, without the obsolete forms).
 func validMsgID(id string) bool {
 	left, right, ok := strings.Cut(id, "@")
-	return ok && dotAtom(left) && dotAtom(right) && len(id) <= 250
+	return ok && mailaddr.DotAtom(left) && mailaddr.Domain(strings.ToLower(right)) && len(id) <= 250
 }

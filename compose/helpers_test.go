@@ -24,6 +24,7 @@ type testChain struct {
 	caDER, leafDER []byte
 	leafPEM        string
 	chainPEM       string
+	leafKeyPEM     string
 }
 
 var (
@@ -58,6 +59,8 @@ func certs(t testing.TB) testChain {
 		chain = testChain{caDER: caDER, leafDER: leafDER}
 		chain.leafPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
 		chain.chainPEM = chain.leafPEM + string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+		keyDER, _ := x509.MarshalPKCS8PrivateKey(leafKey)
+		chain.leafKeyPEM = string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
 	})
 	return chain
 }
@@ -108,6 +111,9 @@ func parseBack(t *testing.T, data []byte) (mail.Header, []part) {
 		case *mail.AttachmentHeader:
 			pp.contentType, pp.params, _ = h.ContentType()
 			pp.filename, _ = h.Filename()
+		}
+		if strings.HasPrefix(pp.contentType, "text/") {
+			body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n")) // as a client shows it
 		}
 		pp.body = body
 		parts = append(parts, pp)

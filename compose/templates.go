@@ -36,8 +36,8 @@ const (
 )
 
 // Templates holds the default templates (certificate, voucher, token;
-// html/template + text/template pairs in es, pt-BR, fr, en, embedded with
-// go:embed) plus tenants' own.
+// html/template + text/template pairs in es, pt-BR, fr, en, embedded in
+// the binary) plus tenants' own.
 type Templates struct {
 	defaults *set
 	tenants  map[string]*set
@@ -272,7 +272,9 @@ func (t *Templates) find(tenant, name, asked, fallback string) (*pair, string, e
 	for l := range byLang {
 		have = append(have, l)
 	}
-	sort.Slice(have, func(i, j int) bool { return langOrder(have[i]) < langOrder(have[j]) || langOrder(have[i]) == langOrder(have[j]) && have[i] < have[j] })
+	sort.Slice(have, func(i, j int) bool {
+		return langOrder(have[i]) < langOrder(have[j]) || langOrder(have[i]) == langOrder(have[j]) && have[i] < have[j]
+	})
 	if asked != "" {
 		l := lang.Match(asked, have)
 		if l == "" {
