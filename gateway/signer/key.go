@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/internal/mailaddr"
 )
 
 // Signature algorithms (RFC 6376 3.3, RFC 8463 3).
@@ -122,34 +123,16 @@ func newKey(domain, selector string, priv crypto.Signer) *Key {
 func checkNames(domain, selector string) (string, string, error) {
 	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
 	selector = strings.ToLower(selector)
-	if !isDNSName(domain) || !strings.Contains(domain, ".") {
+	if !mailaddr.DNSName(domain) || !strings.Contains(domain, ".") {
 		return "", "", fmt.Errorf("dkim key: invalid domain %q", domain)
 	}
-	if !isDNSName(selector) {
+	if !mailaddr.DNSName(selector) {
 		return "", "", fmt.Errorf("dkim key: invalid selector %q", selector)
 	}
 	if len(selector)+len("._domainkey.")+len(domain) > 253 {
 		return "", "", fmt.Errorf("dkim key: %s._domainkey.%s is too long for DNS", selector, domain)
 	}
 	return domain, selector, nil
-}
-
-func isDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // Generate makes a new key for `certgate dkim keygen`. algorithm is
