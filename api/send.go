@@ -348,4 +348,3 @@ func clientIP(r *http.Request) (netip.Addr, bool) {
 	ip, err := netip.ParseAddr(r.RemoteAddr)
 	return ip, err == nil
 }
-
