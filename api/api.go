@@ -34,6 +34,9 @@ type Deps struct {
 	// DNS gives the DNS self-check's report; nil answers GET /api/v1/dns
 	// with 404 not_configured.
 	DNS DNSReports
+	// Send composes and sends mail (POST /api/v1/send); its zero value
+	// answers with 404 not_configured.
+	Send Sending
 }
 
 // API is the helpdesk's and the issuer's JSON API: find mail, see what
@@ -48,11 +51,12 @@ type API struct {
 	laneControl LaneControl
 	kitSource   KitSource
 	dnsReports  DNSReports
+	sending     Sending
 }
 
 // New builds the API.
 func New(d Deps) *API {
-	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, kitSource: d.Kit, dnsReports: d.DNS}
+	return &API{store: d.Store, desk: d.Desk, tokens: d.Tokens, log: d.Log, placement: d.Placement, laneControl: d.Lanes, kitSource: d.Kit, dnsReports: d.DNS, sending: d.Send}
 }
 
 // Route is one API endpoint and the scope it takes.
@@ -80,6 +84,8 @@ func (a *API) Routes() []Route {
 		{"POST", "/api/v1/lanes/{name}/rate", config.ScopeAdmin, a.withLanes(a.laneRate)},
 		{"GET", "/api/v1/kit", config.ScopeRead, a.kit},
 		{"GET", "/api/v1/dns", config.ScopeRead, a.dns},
+		{"POST", "/api/v1/send", config.ScopeSend, a.withSend(a.send)},
+		{"POST", "/api/v1/send/preview", config.ScopeSend, a.withSend(a.sendPreview)},
 	}
 }
 

@@ -20,3 +20,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, status int, code, reason string) {
 	writeJSON(w, status, map[string]string{"error": code, "reason": reason})
 }
+
+// writeFieldError is writeError naming the offending field of the
+// request ("emails[2]", "certificate.pem"); "" for the request as a whole.
+func writeFieldError(w http.ResponseWriter, status int, code, reason, field string) {
+	v := map[string]string{"error": code, "reason": reason}
+	if field != "" {
+		v["field"] = field
+	}
+	writeJSON(w, status, v)
+}

@@ -147,6 +147,11 @@ type Tenant struct {
 	// Warmup caps the tenant's bulk per provider per day on a schedule,
 	// for a From domain that is new to the providers; nil: none.
 	Warmup *Warmup `yaml:"warmup"`
+	// MaxRecipientsPerSend caps the recipients of one POST /api/v1/send.
+	MaxRecipientsPerSend int `yaml:"max_recipients_per_send"`
+	// Templates is a directory of the tenant's own message templates for
+	// the send API, beside and over the built-in ones; "" for none.
+	Templates string `yaml:"templates"`
 }
 
 // Support is how an issuer's customers reach its helpdesk.
@@ -287,6 +292,9 @@ type Provider struct {
 // API configures bearer tokens for the HTTP API.
 type API struct {
 	Tokens []APIToken `yaml:"tokens"`
+	// SendMaxBytes caps the JSON body of POST /api/v1/send (and its
+	// preview): the certificate travels in it, base64 or PEM.
+	SendMaxBytes int64 `yaml:"send_max_bytes"`
 }
 
 // APIToken is a named bearer token with scopes; the token comes from a file or an environment variable.
@@ -294,7 +302,7 @@ type APIToken struct {
 	Name      string  `yaml:"name"`
 	TokenFile string  `yaml:"token_file"`
 	TokenEnv  string  `yaml:"token_env"`
-	Scopes    []Scope `yaml:"scopes"` // read, release, admin
+	Scopes    []Scope `yaml:"scopes"` // read, release, send, admin
 	// Tenants whose mail the token sees and acts on, or ["*"] for every
 	// tenant; validation makes the only tenant the default. No scope
 	// widens it, admin included.
@@ -388,6 +396,7 @@ type Scope string
 const (
 	ScopeRead    Scope = "read"    // search and read messages
 	ScopeRelease Scope = "release" // release held mail, revoke links
+	ScopeSend    Scope = "send"    // compose and send mail through POST /api/v1/send
 	ScopeAdmin   Scope = "admin"   // every scope, and profiling
 )
 

@@ -52,6 +52,8 @@ const (
 	DefaultLogFormat                = "text"
 	DefaultDNSCheckInterval         = Duration(6 * time.Hour)
 	DefaultDNSCheckTimeout          = Duration(5 * time.Second)
+	DefaultSendMaxBytes             = 10 << 20 // 10485760
+	DefaultMaxRecipientsPerSend     = 500
 )
 
 // DefaultTrustedReserve is smtp.trusted_reserve when the key is absent: a
@@ -104,6 +106,7 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	c.SMTP.applyDefaults(f)
 	fill(f, "http.listen", &c.HTTP.Listen, DefaultHTTPListen)
 	fill(f, "http.public_url", &c.HTTP.PublicURL, c.derivedPublicURL())
+	fill(f, "api.send_max_bytes", &c.API.SendMaxBytes, DefaultSendMaxBytes)
 	for i := range c.Tenants {
 		c.Tenants[i].applyDefaults(f, indexPath("tenants", i))
 	}
@@ -186,6 +189,7 @@ func (t *Tenant) applyDefaults(f filler, at string) {
 	fill(f, at+".links.enable", &t.Links.Enable, DefaultLinksEnable)
 	fill(f, at+".links.ttl", &t.Links.TTL, DefaultLinksTTL)
 	fill(f, at+".links.max_uses", &t.Links.MaxUses, DefaultLinksMaxUses)
+	fill(f, at+".max_recipients_per_send", &t.MaxRecipientsPerSend, DefaultMaxRecipientsPerSend)
 }
 
 func (d *Delivery) applyDefaults(f filler) {

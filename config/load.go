@@ -163,6 +163,7 @@ func (c *Config) resolvePaths(dir string, fromFile bool) {
 		for j := range c.Tenants[i].Users {
 			abs(&c.Tenants[i].Users[j].PasswordHashFile)
 		}
+		abs(&c.Tenants[i].Templates)
 	}
 	for i := range c.DKIM {
 		abs(&c.DKIM[i].KeyFile)

@@ -391,6 +391,12 @@ func (v *validator) tenants(ts []Tenant) {
 		if t.MaxQueued < 0 {
 			v.add(at+".max_queued", "must not be negative, not %d", t.MaxQueued)
 		}
+		if t.MaxRecipientsPerSend < 0 || t.MaxRecipientsPerSend == 0 && v.has(at+".max_recipients_per_send") {
+			v.add(at+".max_recipients_per_send", "must be at least 1, not %d", t.MaxRecipientsPerSend)
+		}
+		if t.Templates != "" {
+			v.dir(at+".templates", t.Templates)
+		}
 		v.links(at+".links", &t.Links)
 		v.support(at+".support", t.Support)
 	}
@@ -866,6 +872,9 @@ func (v *validator) providers(ps []Provider) {
 }
 
 func (v *validator) api(c *Config) {
+	if n := c.API.SendMaxBytes; (n != 0 || v.has("api.send_max_bytes")) && (n < 1<<10 || n > 1<<30) {
+		v.add("api.send_max_bytes", "must be from 1024 to 1073741824 (1 GiB), not %d", c.API.SendMaxBytes)
+	}
 	names := map[string]int{}
 	for i := range c.API.Tokens {
 		t := &c.API.Tokens[i]
@@ -883,13 +892,13 @@ func (v *validator) api(c *Config) {
 			v.secretLength(at, "token_file", t.TokenFile, "token_env", t.TokenEnv, minAPIToken, "token")
 		}
 		if len(t.Scopes) == 0 {
-			v.add(at+".scopes", "list at least one of read, release, admin")
+			v.add(at+".scopes", "list at least one of read, release, send, admin")
 		}
 		for j, s := range t.Scopes {
 			switch s {
-			case ScopeRead, ScopeRelease, ScopeAdmin:
+			case ScopeRead, ScopeRelease, ScopeSend, ScopeAdmin:
 			default:
-				v.add(indexPath(at+".scopes", j), "%q is not one of read, release, admin", s)
+				v.add(indexPath(at+".scopes", j), "%q is not one of read, release, send, admin", s)
 			}
 		}
 		v.tenantScope(at, &t.Tenants, c.Tenants, "token")
@@ -1095,6 +1104,23 @@ func (v *validator) file(path, name string) bool {
 		return true
 	}
 	return false
+}
+
+// dir checks that name is a directory certgate can read.
+func (v *validator) dir(path, name string) {
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		v.add(path, "directory %s does not exist", name)
+	case err != nil:
+		v.add(path, "cannot use directory %s: %v", name, pathErrText(err))
+	case !fi.IsDir():
+		v.add(path, "%s is not a directory", name)
+	default:
+		if _, err := os.ReadDir(name); err != nil {
+			v.add(path, "cannot read directory %s: %v", name, pathErrText(err))
+		}
+	}
 }
 
 func pathErrText(err error) string {

@@ -77,7 +77,7 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 	if err != nil {
 		return nil, err
 	}
-	class, state, err := controls(h, env.Tenant)
+	class, state, err := controls(h, env)
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +87,9 @@ func (p *Preparer) Prepare(env *Envelope, id string, data []byte, now time.Time)
 		Message: store.Message{ID: id, Tenant: env.Tenant.Name, MailFrom: env.From, HeaderFrom: from,
 			MessageID: msgID, Subject: decodeSubject(h.Get("Subject")), Class: string(class),
 			ClientAddr: env.ClientIP.String(), AuthUser: env.AuthUser, ReceivedAt: now},
+	}
+	if env.Via == ViaHTTP {
+		out.Message.Submitter, out.Message.Note = env.AuthUser, strings.TrimSuffix("via HTTP, "+env.Note, ", ")
 	}
 	received := p.received(env, id, now)
 	seal := func(m []byte) ([]byte, error) {
@@ -215,9 +218,14 @@ func aligned(h *mimeedit.Header, t *Tenant, sg *signer.Signer) (from string, key
 
 // controls reads the issuer's X-Certgate-Class and X-Certgate-Hold,
 // falling back to the tenant's defaults.
-func controls(h *mimeedit.Header, t *Tenant) (config.Class, store.State, error) {
+func controls(h *mimeedit.Header, env *Envelope) (config.Class, store.State, error) {
+	t := env.Tenant
 	class := t.DefaultClass
-	if v := h.Get(ClassHeader); v != "" {
+	if env.Class != "" {
+		// The send API's own fields; its composed mail carries no
+		// control header, and one smuggled in is removed unread.
+		class = env.Class
+	} else if v := h.Get(ClassHeader); v != "" {
 		c, ok := config.ParseClass(v)
 		if !ok {
 			return "", "", newReply(550, smtp.EnhancedCode{5, 6, 0}, "syntax", ClassHeader+" must be bulk or transactional")
@@ -228,8 +236,12 @@ func controls(h *mimeedit.Header, t *Tenant) (config.Class, store.State, error) 
 		return "", "", newReply(550, smtp.EnhancedCode{5, 7, 1}, "class",
 			fmt.Sprintf("Tenant %s may not send %s mail (tenants[].classes)", t.Name, class))
 	}
-	hold := t.Hold
-	switch v := strings.ToLower(h.Get(HoldHeader)); v {
+	hold := t.Hold || env.Hold
+	v := strings.ToLower(h.Get(HoldHeader))
+	if env.Class != "" {
+		v = ""
+	}
+	switch v {
 	case "":
 	case "yes", "true", "1":
 		hold = true
@@ -345,8 +357,19 @@ func (p *Preparer) sign(sg *signer.Signer, msg []byte, keys []*signer.Key) ([]by
 }
 
 // received is the trace field of RFC 5321 4.4, with the protocol names of
-// RFC 3848 (ESMTPA, ESMTPS, ESMTPSA).
+// RFC 3848 (ESMTPA, ESMTPS, ESMTPSA). A message from the send API came in
+// by HTTP, with no HELO: its From-domain clause is the client's address
+// alone, and its protocol "HTTP" (over TLS, "HTTPS"), an Attdl-Protocol
+// atom of RFC 5321 4.4.
 func (p *Preparer) received(env *Envelope, id string, now time.Time) string {
+	if env.Via == ViaHTTP {
+		proto := "HTTP"
+		if env.TLS {
+			proto += "S"
+		}
+		return fmt.Sprintf("Received: from [%s]\r\n\tby %s (certgate) with %s id %s;\r\n\t%s\r\n",
+			env.ClientIP, p.hostname, proto, id, now.Format(time.RFC1123Z))
+	}
 	proto := "ESMTP"
 	if env.TLS {
 		proto += "S"

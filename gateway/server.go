@@ -20,6 +20,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"golang.org/x/time/rate"
 
+	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/membudget"
 	"github.com/certgate/certgate/metrics"
 )
@@ -85,14 +86,33 @@ type Envelope struct {
 	Tenant   *Tenant
 	AuthUser string
 	ClientIP netip.Addr
-	Helo     string
-	TLS      bool
-	From     string
-	Rcpts    []string
+	// Via is how the message came in: ViaSMTP (the zero value), or
+	// ViaHTTP for the send API, which has no HELO.
+	Via  Via
+	Helo string
+	TLS  bool
+	From string
+	// Class and Hold, when Class is set, are the submission's own
+	// controls (the send API's class and hold), in place of the
+	// X-Certgate-Class and X-Certgate-Hold header fields.
+	Class config.Class
+	Hold  bool
+	// Note is added to the accepted event's detail (the send API's
+	// format).
+	Note  string
+	Rcpts []string
 	// PlacementTest sends the message to every seed mailbox, beside
 	// Rcpts (which may then be empty): an on-demand placement test.
 	PlacementTest bool
 }
+
+// Via is the protocol a submission came in by.
+type Via string
+
+const (
+	ViaSMTP Via = ""     // an SMTP submission session
+	ViaHTTP Via = "HTTP" // POST /api/v1/send
+)
 
 func (e *Envelope) reserve(n int64) error {
 	if e.Reserve == nil {

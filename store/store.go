@@ -36,6 +36,11 @@ type Message struct {
 	ClientAddr string    // submitting client's IP address
 	AuthUser   string    // SMTP AUTH identity, "" for trusted networks
 	ReceivedAt time.Time // when certgate accepted it
+	// Submitter and Note are written into the "accepted" event alone:
+	// who submitted, when not "smtp:<AuthUser>@<ClientAddr>" (an API
+	// caller), and what the event's detail adds (how it came in).
+	Submitter string
+	Note      string
 }
 
 // NewRecipient is one recipient of a message being enqueued.

@@ -23,6 +23,12 @@ type Pruner interface {
 	DeleteMessages(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
+// keyPruner is the part of Idempotency a Sweeper uses when the store
+// keeps idempotency keys: it deletes the expired ones at every sweep.
+type keyPruner interface {
+	DeleteExpiredKeys(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
 // SweepOptions tune a Sweeper. Now and Sleep are its clock (the store
 // imports no clock package): clock.Clock's Now and clock.Sleep fit.
 type SweepOptions struct {
@@ -78,7 +84,7 @@ func NewSweeper(st Pruner, r Retention, opts SweepOptions) *Sweeper {
 // for both kinds starts nothing.
 func (s *Sweeper) Start() {
 	s.done = make(chan struct{})
-	if s.ret.Events <= 0 && s.ret.Messages <= 0 {
+	if _, keys := s.st.(keyPruner); s.ret.Events <= 0 && s.ret.Messages <= 0 && !keys {
 		close(s.done)
 		return
 	}
@@ -127,6 +133,14 @@ func (s *Sweeper) Sweep(ctx context.Context) (events, messages int, err error) {
 	}
 	if s.ret.Messages > 0 {
 		messages, err = s.drain(ctx, s.st.DeleteMessages, now.Add(-s.ret.Messages))
+	}
+	if kp, ok := s.st.(keyPruner); ok && err == nil {
+		// Idempotency keys carry their own expiry: whatever the retention.
+		var keys int
+		keys, err = s.drain(ctx, kp.DeleteExpiredKeys, now)
+		if keys > 0 {
+			s.opts.Log.Info("store: expired idempotency keys deleted", "keys", keys)
+		}
 	}
 	if events+messages > 0 {
 		s.opts.Log.Info("store: retention sweep", "events", events, "messages", messages)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/certgate/certgate/api"
+	"github.com/certgate/certgate/compose"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/delivery"
 	"github.com/certgate/certgate/dnscheck"
@@ -49,6 +50,7 @@ type daemon struct {
 	dir     *gateway.Directory
 	relay   *gateway.Relay
 	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
+	compose *compose.Templates
 
 	dns     *dnscheck.Monitor // nil without a resolver
 	stopDNS func()
@@ -158,6 +160,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 	}
 	d.dir = dir
 	d.relay = gateway.NewRelay(d.prep, d.store, d.queue, d.metrics, d.log)
+	d.relay.SetLimits(memory, d.queue.Queued)
 	tlsConf, err := smtpTLS(cfg.SMTP.TLS)
 	if err != nil {
 		return err
@@ -201,6 +204,9 @@ func (d *daemon) buildHTTP() error {
 	cfg := d.cfg
 	tokens, err := api.LoadTokens(cfg.API.Tokens)
 	if err != nil {
+		return err
+	}
+	if d.compose, err = loadTemplates(cfg); err != nil {
 		return err
 	}
 	gopts := gateOptions(cfg)

@@ -31,6 +31,7 @@ Usage:
   certgate check-config --config FILE   report every configuration problem, with file and line
   certgate dkim keygen --domain D --selector S [--algorithm rsa2048|ed25519] --out DIR
   certgate release [--url URL] [--token-file F] [--reason TEXT] (ID... | --recipient ADDRESS)
+  certgate send [--url URL] [--token-file F] --from ADDR --to "a@x, b@y" [--cert FILE] [--format F] [--message TEXT] [--preview]
   certgate passwd [--cost N]            print a password's bcrypt hash (asks on a terminal, else reads a line)
   certgate passwd --check HASH          say whether a hash, or htpasswd's user:hash, will do as password_hash
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
@@ -65,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdDKIM(args[1:], stdout)
 	case "release":
 		err = cmdRelease(args[1:], stdout)
+	case "send":
+		err = cmdSend(args[1:], stdout)
 	case "passwd":
 		err = cmdPasswd(args[1:], stdout, stderr)
 	case "store":

@@ -51,6 +51,9 @@ func newRouter(d *daemon, tokens *api.Tokens, public bool) http.Handler {
 	if d.dns != nil {
 		deps.DNS = d.dns
 	}
+	if d.relay != nil && d.compose != nil {
+		deps.Send = d.sending()
+	}
 	api.New(deps).Register(mux)
 	newConsole(d, deps).Register(mux)
 	if public {

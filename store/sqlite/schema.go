@@ -242,6 +242,18 @@ ALTER TABLE events_v7 RENAME TO events;
 CREATE INDEX events_message ON events(message_id);
 CREATE INDEX events_time ON events(time);
 `,
+	// 8: the API's Idempotency-Key answers (POST /api/v1/send), kept a
+	// day: a key is claimed before the call acts, its answer stored after.
+	`
+CREATE TABLE idempotency_keys (
+	key        TEXT PRIMARY KEY, -- the caller's scope (token) and the key
+	body_hash  BLOB NOT NULL,    -- SHA-256 of the request body
+	status     INTEGER NOT NULL DEFAULT 0, -- 0 while the call is under way
+	response   BLOB,
+	expires_at INTEGER NOT NULL  -- Unix nanoseconds, UTC
+) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+`,
 }
 
 // migrate brings the database to the newest schema this binary knows. It

@@ -94,9 +94,15 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 	if m.AuthUser != "" {
 		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
 	}
+	if m.Submitter != "" {
+		actor = m.Submitter
+	}
 	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
 	if held := countHeld(rcpts); held > 0 {
 		detail += fmt.Sprintf(", %d held", held)
+	}
+	if m.Note != "" {
+		detail += ", " + m.Note
 	}
 	if _, err := w.insEvent.Exec(m.ID, 0, nanos(received), "accepted", actor, detail); err != nil {
 		return fmt.Errorf("insert accepted event: %w", err)

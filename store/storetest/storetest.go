@@ -88,6 +88,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SeedPlacementDelivered", testPlacementDelivered},
 		{"SeedPlacementBounced", testPlacementBounced},
 		{"LaneStates", testLaneStates},
+		{"IdempotencyKeys", testIdempotencyKeys},
+		{"IdempotencyKeysConcurrent", testIdempotencyConcurrent},
 		{"LaneEvents", testLaneEvents},
 		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
 		{"RecordFound", testRecordFound},
