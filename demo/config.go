@@ -191,7 +191,7 @@ func writeConfig(dir string, mxPort int, keys []config.DKIMKey, downloadPrefix, 
 	if resolver != "" {
 		fmt.Fprintf(&b, "dns_check: {resolver: %q, interval: 1h, timeout: 2s}\n", resolver)
 	}
-	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release], tenants: [\"*\"]}]\n", tokenFile)
+	fmt.Fprintf(&b, "api:\n  tokens: [{name: demo, token_file: %s, scopes: [read, release, send], tenants: [\"*\"]}]\n", tokenFile)
 	path = filepath.Join(dir, "certgate.yaml")
 	return path, creds, os.WriteFile(path, []byte(b.String()), 0o600)
 }

@@ -142,6 +142,9 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 	if err := gatedLink(ctx, out, gw.SMTPAddr(), creds.password, gw.HTTPURL(), creds.token, named(sims, "google"), downloads); err != nil {
 		return err
 	}
+	if err := httpSend(ctx, out, gw.HTTPURL(), creds.token, named(sims, "google"), named(sims, "microsoft")); err != nil {
+		return err
+	}
 	if opts.Keep {
 		out("\ncertgate keeps running (--keep); SMTP %s, user app, password %s. Ctrl-C to stop.", gw.SMTPAddr(), creds.password)
 		if len(seeds) > 0 {

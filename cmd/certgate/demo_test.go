@@ -36,6 +36,12 @@ func TestDemoEndToEnd(t *testing.T) {
 			`  4 From domains: [1-9]\d* passed, \d+ warnings, 0 failed, \d+ advice.*\n` +
 			`  bulk senders: Gmail met, Yahoo met, Microsoft met\n` +
 			`  the table and the records to publish: certgate dns check --config \S+/certgate\.yaml `,
+		// A portal's JSON send: durable at the 202, once for a retry,
+		// and the certificate attached and signed at each receiver.
+		`POST /api/v1/send -> 202 in \d+ms: message \w+ for 2 recipients`,
+		`the same call again \(same Idempotency-Key\) -> 202, the first answer replayed`,
+		`ana\.gomez@gmail\.com\s+at google\s+attachment ana\.example\.com\.crt \(application/x-pem-file, \d+ bytes\), DKIM pass`,
+		`it\.contoso@outlook\.com\s+at microsoft attachment ana\.example\.com\.crt \(application/x-pem-file, \d+ bytes\), DKIM pass`,
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("demo output does not match %q:\n%s", re, text)
