@@ -51,6 +51,7 @@ var mayImport = map[string][]string{
 	"bench/reaction":       {"config", "delivery", "metrics", "policy", "sim", "store", "store/sqlite"},
 	"bench/probe":          {},
 	"bench/sink":           {},
+	"bench/sendbench":      {},
 }
 
 func TestImportsRunOneWay(t *testing.T) {
