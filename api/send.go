@@ -44,7 +44,11 @@ type SendTenant struct {
 
 // Sender makes a composed message durable as the tenant's mail (the
 // relay, through the same preparation as SMTP mail). A message the
-// gateway refuses is a *Refusal.
+// gateway refuses is a *Refusal. When m.Answer is set, the sender calls
+// it with the Sent it will return, before the message is durable, and
+// stores the answer it gives with the message (store.Message.Idempotency):
+// it returns a Sent only once both are durable, and an error only when
+// neither is.
 type Sender func(ctx context.Context, m Outgoing) (*Sent, error)
 
 // Outgoing is a composed message to send.
@@ -58,6 +62,9 @@ type Outgoing struct {
 	ClientIP     netip.Addr
 	TLS          bool
 	Format       string
+	// Answer, for a call with an Idempotency-Key, is the key's answer
+	// for the Sent the sender is about to return; nil without a key.
+	Answer func(*Sent) *store.IdempotentAnswer
 }
 
 // Sent is the 202 answer: the message id and each recipient's.
@@ -75,6 +82,13 @@ type SentRecipient struct {
 
 // IdempotencyTTL is how long an Idempotency-Key's answer is kept.
 const IdempotencyTTL = 24 * time.Hour
+
+// IdempotencyClaim is how long a key is held for a call that has not
+// answered: far longer than any call takes, it frees the key of a call
+// cut short (certgate stopped) before it sent anything. A call slower
+// than that still sends at most once: the store answers a key only over
+// an unanswered claim, so of two calls only the first to spool does.
+const IdempotencyClaim = 5 * time.Minute
 
 func (a *API) withSend(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -114,17 +128,13 @@ func (a *API) compose(w http.ResponseWriter, r *http.Request, preview bool) {
 		writeError(w, http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
 		return
 	}
-	if !preview {
-		key := r.Header.Get("Idempotency-Key")
-		if key != "" {
-			done, finish := a.idempotent(w, r, key, body, now)
-			if done {
-				return
-			}
-			rec := &recorder{ResponseWriter: w}
-			defer finish(rec)
-			w = rec
+	var claim *keyClaim
+	if key := r.Header.Get("Idempotency-Key"); key != "" && !preview {
+		var done bool
+		if claim, done = a.idempotent(w, r, key, body, now); done {
+			return
 		}
+		defer a.settle(r, claim)
 	}
 	req, err := compose.Decode(bytes.NewReader(body), maxBytes)
 	if err != nil {
@@ -178,12 +188,22 @@ func (a *API) compose(w http.ResponseWriter, r *http.Request, preview bool) {
 	}
 	name, _, _ := Caller(r)
 	ip, _ := clientIP(r)
-	sent, err := s.Sender(r.Context(), Outgoing{Tenant: t.Name, From: req.From, Rcpts: msg.Recipients, Data: msg.Data,
-		Class: class, Hold: req.Hold, Actor: who(r).Name, ClientIP: ip, TLS: r.TLS != nil, Format: req.CertificateCollectFormat})
+	out := Outgoing{Tenant: t.Name, From: req.From, Rcpts: msg.Recipients, Data: msg.Data,
+		Class: class, Hold: req.Hold, Actor: who(r).Name, ClientIP: ip, TLS: r.TLS != nil, Format: req.CertificateCollectFormat}
+	if claim != nil {
+		out.Answer = claim.answer
+	}
+	sent, err := s.Sender(r.Context(), out)
 	var ref *Refusal
 	switch {
 	case errors.As(err, &ref):
 		refused(w, ref)
+		return
+	case errors.Is(err, store.ErrKeyNotClaimed):
+		// Another call with this key (after this one's claim lapsed)
+		// sent first; this one sent nothing.
+		writeError(w, http.StatusConflict, "idempotency_key_in_use",
+			"another call with this Idempotency-Key sent first; retry to get its answer")
 		return
 	case err != nil:
 		a.internal(w, "sending", err)
@@ -191,7 +211,19 @@ func (a *API) compose(w http.ResponseWriter, r *http.Request, preview bool) {
 	}
 	a.log.Info("api: sent", "token", name, "client", ip, "tenant", t.Name, "id", sent.ID,
 		"format", req.CertificateCollectFormat, "recipients", len(sent.Recipients))
-	writeJSON(w, http.StatusAccepted, sent)
+	if claim == nil {
+		writeJSON(w, http.StatusAccepted, sent)
+		return
+	}
+	claim.sent = true
+	if claim.response == nil {
+		// The message is durable but its key has no answer: the key stays
+		// claimed (409) rather than let a retry send again.
+		a.log.Error("api: the sender stored no answer for the idempotency key", "token", name, "id", sent.ID)
+		writeJSON(w, http.StatusAccepted, sent)
+		return
+	}
+	writeJSONBytes(w, http.StatusAccepted, claim.response)
 }
 
 // sendTenant is the tenant whose from_domains cover from, which must be
@@ -244,78 +276,72 @@ func badRequest(w http.ResponseWriter, err error) {
 	writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 }
 
+// keyClaim is a call's claim on its Idempotency-Key.
+type keyClaim struct {
+	key      string // scoped by the token
+	hash     [32]byte
+	expires  time.Time
+	response []byte // the 202's body, as answer made it for the store
+	sent     bool   // the sender made the message (and the answer) durable
+}
+
+// answer is Outgoing.Answer: the 202 for sent, kept to be written as it
+// is stored, so that a replay is the same bytes.
+func (c *keyClaim) answer(sent *Sent) *store.IdempotentAnswer {
+	c.response = jsonBytes(sent)
+	return &store.IdempotentAnswer{Key: c.key, BodyHash: c.hash, Status: http.StatusAccepted,
+		Response: c.response, Expires: c.expires}
+}
+
 // idempotent handles an Idempotency-Key: a replay of a call answered
 // before gets its answer again; the key with another body, or while its
-// first call is still under way, 409. Otherwise the key is claimed, and
-// finish stores the answer (a 202) or frees the key (anything else: the
-// call did nothing, and a retry may try again). done: answered already.
-func (a *API) idempotent(w http.ResponseWriter, r *http.Request, key string, body []byte, now time.Time) (done bool, finish func(*recorder)) {
+// first call is still under way, 409. Otherwise the key is claimed for
+// this call: its answer is stored with its message (claim.answer), and
+// settle frees the key if it sent nothing. done: answered already.
+func (a *API) idempotent(w http.ResponseWriter, r *http.Request, key string, body []byte, now time.Time) (claim *keyClaim, done bool) {
 	if len(key) > 255 || strings.IndexFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) >= 0 {
 		writeError(w, http.StatusBadRequest, "bad_request", "Idempotency-Key must be 1 to 255 visible ASCII characters")
-		return true, nil
+		return nil, true
 	}
 	keys := a.sending.Keys
 	if keys == nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "this certgate keeps no idempotency keys")
-		return true, nil
+		return nil, true
 	}
 	name, _, _ := Caller(r)
-	scoped := name + "\x00" + key
-	hash := sha256.Sum256(body)
-	c, err := keys.ReserveKey(r.Context(), scoped, hash, now, now.Add(IdempotencyTTL))
+	claim = &keyClaim{key: name + "\x00" + key, hash: sha256.Sum256(body), expires: now.Add(IdempotencyTTL)}
+	c, err := keys.ReserveKey(r.Context(), claim.key, claim.hash, now, now.Add(IdempotencyClaim))
 	if err != nil {
 		a.internal(w, "reserving the idempotency key", err)
-		return true, nil
+		return nil, true
 	}
 	if !c.Claimed {
 		switch {
-		case c.BodyHash != hash:
+		case c.BodyHash != claim.hash:
 			writeError(w, http.StatusConflict, "idempotency_key_reused", "this Idempotency-Key was used with another body")
 		case c.Status == 0:
 			writeError(w, http.StatusConflict, "idempotency_key_in_use",
-				"a call with this Idempotency-Key is under way (or was cut short); look for its message before sending again")
+				"a call with this Idempotency-Key is under way; retry with the same key later for its answer")
 		default:
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Cache-Control", "no-store")
 			w.Header().Set("Idempotent-Replayed", "true")
-			w.WriteHeader(c.Status)
-			w.Write(c.Response)
+			writeJSONBytes(w, c.Status, c.Response)
 		}
-		return true, nil
+		return nil, true
 	}
-	return false, func(rec *recorder) {
-		// The answer is stored even when the client has gone.
-		ctx := context.WithoutCancel(r.Context())
-		if rec.status == http.StatusAccepted {
-			if err := keys.RememberKey(ctx, scoped, rec.status, rec.body.Bytes()); err != nil {
-				a.log.Error("api: storing an idempotency key's answer", "err", err)
-			}
-			return
-		}
-		if err := keys.ForgetKey(ctx, scoped); err != nil {
-			a.log.Error("api: freeing an idempotency key", "err", err)
-		}
-	}
+	return claim, false
 }
 
-// recorder keeps the status and body of an answer as it is written.
-type recorder struct {
-	http.ResponseWriter
-	status int
-	body   bytes.Buffer
-}
-
-func (rec *recorder) WriteHeader(code int) {
-	rec.status = code
-	rec.ResponseWriter.WriteHeader(code)
-}
-
-func (rec *recorder) Write(b []byte) (int, error) {
-	if rec.status == 0 {
-		rec.status = http.StatusOK
+// settle frees the key of a call that sent nothing (any answer but the
+// 202: the call did nothing, and a retry may try again). A call that sent
+// stored its answer with its message; ForgetKey would leave it anyway.
+func (a *API) settle(r *http.Request, claim *keyClaim) {
+	if claim.sent {
+		return
 	}
-	rec.body.Write(b)
-	return rec.ResponseWriter.Write(b)
+	// The key is freed even when the client has gone.
+	if err := a.sending.Keys.ForgetKey(context.WithoutCancel(r.Context()), claim.key); err != nil {
+		a.log.Error("api: freeing an idempotency key", "err", err)
+	}
 }
 
 // readBody reads at most max bytes; over it, an *http.MaxBytesError.

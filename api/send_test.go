@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -36,6 +37,11 @@ type sendEnv struct {
 	last    chan Outgoing
 	gate    chan struct{} // when set, the sender says so on entered and waits on it
 	entered chan struct{}
+	// fail makes the sender's spooling fail (a taken message id), after
+	// the key's answer was made: the transaction must take both back.
+	fail   atomic.Bool
+	lastID atomic.Value // the id of the message spooled last
+	late   atomic.Int64 // nanoseconds the API's clock is ahead
 }
 
 func newSendEnv(t *testing.T) *sendEnv {
@@ -60,23 +66,31 @@ func newSendEnv(t *testing.T) *sendEnv {
 			<-e.gate
 		}
 		e.sends.Add(1)
-		// Spooled for real: the message must be in the store once.
+		// Spooled for real: the message must be in the store once, with
+		// its key's answer, as the relay spools it.
 		now := time.Now()
 		id := store.NewMessageID(now)
+		if prev, ok := e.lastID.Load().(string); ok && e.fail.Load() {
+			id = prev
+		}
 		var rcpts []store.NewRecipient
 		for _, a := range m.Rcpts {
 			rcpts = append(rcpts, store.NewCopy(a, store.StateQueued, now))
 		}
-		if _, err := st.Enqueue(ctx, store.Message{ID: id, Tenant: m.Tenant, MailFrom: m.From, HeaderFrom: m.From, MessageID: id,
-			Class: "bulk", ReceivedAt: now, ClientAddr: m.ClientIP.String(), Submitter: m.Actor, Note: "via HTTP, format " + m.Format},
-			[][]byte{m.Data}, rcpts); err != nil {
-			return nil, err
-		}
-		e.last <- m
 		out := &Sent{ID: id}
 		for _, r := range rcpts {
 			out.Recipients = append(out.Recipients, SentRecipient{Address: r.Address, ID: r.TrackingID})
 		}
+		msg := store.Message{ID: id, Tenant: m.Tenant, MailFrom: m.From, HeaderFrom: m.From, MessageID: id,
+			Class: "bulk", ReceivedAt: now, ClientAddr: m.ClientIP.String(), Submitter: m.Actor, Note: "via HTTP, format " + m.Format}
+		if m.Answer != nil {
+			msg.Idempotency = m.Answer(out)
+		}
+		if _, err := st.Enqueue(ctx, msg, [][]byte{m.Data}, rcpts); err != nil {
+			return nil, err
+		}
+		e.lastID.Store(id)
+		e.last <- m
 		return out, nil
 	}
 	desk := quarantine.NewDesk(st, noQueue{}, metrics.New())
@@ -88,7 +102,8 @@ func newSendEnv(t *testing.T) *sendEnv {
 			otherToken:  {Name: "other", Scopes: []config.Scope{config.ScopeSend}, Tenants: []string{"reseller"}},
 		}),
 		Send: Sending{Templates: tpl, Sender: sender, Keys: st, MaxBytes: 4096, Hostname: "relay.example",
-			Tenant: func(d string) (SendTenant, bool) { t, ok := tenantsByDomain[d]; return t, ok }},
+			Tenant: func(d string) (SendTenant, bool) { t, ok := tenantsByDomain[d]; return t, ok },
+			Now:    func() time.Time { return time.Now().Add(time.Duration(e.late.Load())) }},
 	}).Register(mux)
 	e.srv = httptest.NewServer(mux)
 	t.Cleanup(e.srv.Close)
@@ -96,6 +111,18 @@ func newSendEnv(t *testing.T) *sendEnv {
 }
 
 func (e *sendEnv) post(token, path, body string, header ...string) (*http.Response, map[string]any) {
+	e.t.Helper()
+	resp, raw := e.postRaw(token, path, body, header...)
+	var out map[string]any
+	json.Unmarshal(raw, &out)
+	if out == nil {
+		out = map[string]any{"raw": string(raw)}
+	}
+	return resp, out
+}
+
+// postRaw is post with the answer's body as it came.
+func (e *sendEnv) postRaw(token, path, body string, header ...string) (*http.Response, []byte) {
 	e.t.Helper()
 	req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -109,12 +136,7 @@ func (e *sendEnv) post(token, path, body string, header ...string) (*http.Respon
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var out map[string]any
-	json.Unmarshal(raw, &out)
-	if out == nil {
-		out = map[string]any{"raw": string(raw)}
-	}
-	return resp, out
+	return resp, raw
 }
 
 const okSend = `{"from": "certificados@issuer.example", "emails": "ana@example.com; it@example.org",
@@ -180,10 +202,16 @@ func TestSendPreviewSendsNothing(t *testing.T) {
 
 func TestSendIdempotencyKey(t *testing.T) {
 	e := newSendEnv(t)
-	resp1, out1 := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-42")
-	resp2, out2 := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-42")
-	if resp1.StatusCode != 202 || resp2.StatusCode != 202 || out1["id"] != out2["id"] || resp2.Header.Get("Idempotent-Replayed") != "true" {
-		t.Fatalf("retry: %d %v, %d %v", resp1.StatusCode, out1, resp2.StatusCode, out2)
+	resp1, body1 := e.postRaw(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-42")
+	resp2, body2 := e.postRaw(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-42")
+	var out1 Sent
+	if resp1.StatusCode != 202 || resp2.StatusCode != 202 || json.Unmarshal(body1, &out1) != nil || out1.ID == "" ||
+		resp2.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry: %d %s, %d %s", resp1.StatusCode, body1, resp2.StatusCode, body2)
+	}
+	// The replay is the first answer, byte for byte.
+	if string(body2) != string(body1) || resp2.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("the replay is %q (%s), the first answer %q", body2, resp2.Header.Get("Content-Type"), body1)
 	}
 	if n := e.sends.Load(); n != 1 {
 		t.Fatalf("%d sends for one key; want 1", n)
@@ -249,5 +277,52 @@ func TestSendIdempotencyRace(t *testing.T) {
 	resp, out = e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "race")
 	if resp.StatusCode != 202 || e.sends.Load() != 1 {
 		t.Fatalf("after: %d %v, %d sends", resp.StatusCode, out, e.sends.Load())
+	}
+}
+
+// A call whose spooling fails sends nothing and keeps no answer: the
+// message and its key's answer are one transaction, and the key is freed
+// for the retry.
+func TestSendIdempotencySpoolFailureFreesKey(t *testing.T) {
+	e := newSendEnv(t)
+	if resp, out := e.post(portalToken, "/api/v1/send", okSend); resp.StatusCode != 202 {
+		t.Fatalf("first send: %d %v", resp.StatusCode, out)
+	}
+	e.fail.Store(true)
+	if resp, out := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-44"); resp.StatusCode != 500 {
+		t.Fatalf("a failing spool: %d %v; want 500", resp.StatusCode, out)
+	}
+	e.fail.Store(false)
+	resp, out := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-44")
+	if resp.StatusCode != 202 || resp.Header.Get("Idempotent-Replayed") != "" || e.sends.Load() != 3 {
+		t.Fatalf("the retry: %d %v (replayed %q); want sent anew", resp.StatusCode, out, resp.Header.Get("Idempotent-Replayed"))
+	}
+	if msgs, err := e.st.Search(context.Background(), store.Query{Tenant: "issuer", Limit: 10}); err != nil || len(msgs) != 2 {
+		t.Fatalf("spooled %d messages, %v; want 2", len(msgs), err)
+	}
+}
+
+// A call cut short after claiming its key (certgate stopped before the
+// message was durable) sent nothing: its claim lapses after
+// IdempotencyClaim, and the retry sends.
+func TestSendIdempotencyClaimLapses(t *testing.T) {
+	e := newSendEnv(t)
+	now := time.Now()
+	if c, err := e.st.ReserveKey(context.Background(), "portal\x00order-45", sha256.Sum256([]byte(okSend)), now, now.Add(IdempotencyClaim)); err != nil || !c.Claimed {
+		t.Fatalf("ReserveKey = %+v, %v", c, err)
+	}
+	if resp, out := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-45"); resp.StatusCode != 409 || out["error"] != "idempotency_key_in_use" {
+		t.Fatalf("while claimed: %d %v", resp.StatusCode, out)
+	}
+	e.late.Store(int64(IdempotencyClaim + time.Second))
+	resp, out := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-45")
+	if resp.StatusCode != 202 || e.sends.Load() != 1 {
+		t.Fatalf("after the claim lapsed: %d %v, %d sends", resp.StatusCode, out, e.sends.Load())
+	}
+	// The answer is kept a day, not for the claim's while.
+	e.late.Store(int64(IdempotencyTTL - time.Minute))
+	if resp, out2 := e.post(portalToken, "/api/v1/send", okSend, "Idempotency-Key", "order-45"); resp.StatusCode != 202 ||
+		resp.Header.Get("Idempotent-Replayed") != "true" || out2["id"] != out["id"] || e.sends.Load() != 1 {
+		t.Fatalf("a day less a minute later: %d %v, %d sends", resp.StatusCode, out2, e.sends.Load())
 	}
 }

@@ -51,14 +51,17 @@ func NewRelay(prep *Preparer, spool Spool, handoff Handoff, m *metrics.Metrics, 
 // Accept prepares a submission and returns only once it is durable: the
 // 250 that follows is a promise (RFC 5321 6.1).
 func (r *Relay) Accept(ctx context.Context, env *Envelope, data []byte) (string, error) {
-	p, _, err := r.accept(ctx, env, data)
+	p, _, err := r.accept(ctx, env, data, nil)
 	if err != nil {
 		return "", err
 	}
 	return p.Message.ID, nil
 }
 
-func (r *Relay) accept(ctx context.Context, env *Envelope, data []byte) (*Prepared, []int64, error) {
+// accept prepares and spools a submission. answer, when set, gives the
+// idempotency answer to spool with the prepared message, in the same
+// transaction.
+func (r *Relay) accept(ctx context.Context, env *Envelope, data []byte, answer func(*Prepared) *store.IdempotentAnswer) (*Prepared, []int64, error) {
 	now := r.now()
 	// Preparing makes one more copy of the message (more with gated
 	// links; gatedCopies counts those).
@@ -77,7 +80,11 @@ func (r *Relay) accept(ctx context.Context, env *Envelope, data []byte) (*Prepar
 	if err := env.reserve(storeCopies * largest(p.Contents)); err != nil {
 		return nil, nil, err
 	}
-	ids, err := r.spool.Enqueue(ctx, p.Message, p.Contents, p.Rcpts)
+	m := p.Message // the answer goes to the store alone, not to the queue
+	if answer != nil {
+		m.Idempotency = answer(p)
+	}
+	ids, err := r.spool.Enqueue(ctx, m, p.Contents, p.Rcpts)
 	if err != nil {
 		r.metrics.StoreErrors.WithLabelValues("enqueue").Inc()
 		return nil, nil, fmt.Errorf("spooling: %w", err) // becomes 451 4.3.0 at the boundary
@@ -106,6 +113,11 @@ type Submission struct {
 	Class    config.Class // "": the tenant's default
 	Hold     bool
 	Note     string // for the accepted event ("format attachment")
+	// Answer, when set, makes the answer of the call's Idempotency-Key
+	// from the Sent that Send will return; Send stores it with the
+	// message, in the same transaction (store.Message.Idempotency), so
+	// the message is never durable without its key's answer.
+	Answer func(*Sent) *store.IdempotentAnswer
 }
 
 // Sent is a submission made durable: its message id and each recipient's
@@ -150,18 +162,29 @@ func (r *Relay) Send(ctx context.Context, s Submission) (*Sent, error) {
 	if env.Class == "" {
 		env.Class = t.DefaultClass
 	}
-	p, _, err := r.accept(ctx, env, s.Data)
+	var answer func(*Prepared) *store.IdempotentAnswer
+	if s.Answer != nil {
+		answer = func(p *Prepared) *store.IdempotentAnswer { return s.Answer(sentOf(p, s.Rcpts)) }
+	}
+	p, _, err := r.accept(ctx, env, s.Data, answer)
 	if err != nil {
 		return nil, err
 	}
+	return sentOf(p, s.Rcpts), nil
+}
+
+// sentOf is what Send answers for a prepared submission to rcpts: its
+// message id (made before preparing) and the tracking id of each
+// recipient's copy (made while preparing).
+func sentOf(p *Prepared, rcpts []string) *Sent {
 	out := &Sent{ID: p.Message.ID}
 	for _, rc := range p.Rcpts {
-		if rc.Seed != "" && !slices.Contains(s.Rcpts, rc.Address) {
+		if rc.Seed != "" && !slices.Contains(rcpts, rc.Address) {
 			continue // a seed copy of certgate's own
 		}
 		out.Recipients = append(out.Recipients, SentRecipient{Address: rc.Address, TrackingID: rc.TrackingID})
 	}
-	return out, nil
+	return out
 }
 
 // SetLimits gives Send the limits an SMTP transaction meets at MAIL: the

@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +56,46 @@ func TestSendThroughRelay(t *testing.T) {
 	if v.Message.Class != "transactional" || v.Events[0].Kind != "accepted" || v.Events[0].Actor != "api:portal@192.0.2.9" ||
 		!strings.Contains(v.Events[0].Detail, "via HTTP, format plaintext") {
 		t.Fatalf("message %+v, first event %+v", v.Message, v.Events[0])
+	}
+}
+
+// An Idempotency-Key's answer is made from the Sent that Send returns,
+// before the message is durable, and spooled with it; a key that is not
+// claimed fails the send, and nothing is spooled.
+func TestSendSpoolsTheAnswer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	hash := sha256.Sum256([]byte("request"))
+	now := time.Now()
+	if c, err := e.store.ReserveKey(ctx, "portal\x00k", hash, now, now.Add(time.Minute)); err != nil || !c.Claimed {
+		t.Fatalf("ReserveKey = %+v, %v", c, err)
+	}
+	var answered *Sent
+	sub := Submission{Tenant: e.server.dir.Tenant("issuer"), From: "certificados@ca.example",
+		Rcpts: []string{"admin@gmail.com"}, Data: []byte(apiMail), Actor: "api:portal@192.0.2.9",
+		Answer: func(s *Sent) *store.IdempotentAnswer {
+			answered = s
+			return &store.IdempotentAnswer{Key: "portal\x00k", BodyHash: hash, Status: 202, Response: []byte(s.ID),
+				Expires: now.Add(time.Hour)}
+		}}
+	sent, err := e.relay.Send(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if answered == nil || !reflect.DeepEqual(answered, sent) {
+		t.Fatalf("the answer was made from %+v; Send returned %+v", answered, sent)
+	}
+	c, err := e.store.ReserveKey(ctx, "portal\x00k", hash, now, now.Add(time.Minute))
+	if err != nil || c.Claimed || c.Status != 202 || string(c.Response) != sent.ID {
+		t.Fatalf("the key after Send: %+v, %v; want answered with %s", c, err, sent.ID)
+	}
+	// The key is answered: a second send under it spools nothing.
+	before, _ := e.store.Search(ctx, store.Query{Limit: 100})
+	if _, err := e.relay.Send(ctx, sub); !errors.Is(err, store.ErrKeyNotClaimed) {
+		t.Fatalf("Send under an answered key = %v; want ErrKeyNotClaimed", err)
+	}
+	if after, _ := e.store.Search(ctx, store.Query{Limit: 100}); len(after) != len(before) {
+		t.Fatalf("%d messages after a refused send; want %d", len(after), len(before))
 	}
 }
 

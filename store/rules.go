@@ -30,6 +30,9 @@ func CheckEnqueue(m Message, contents [][]byte, rcpts []NewRecipient) error {
 	if len(rcpts) == 0 {
 		return fmt.Errorf("enqueue %s: no recipients", m.ID)
 	}
+	if a := m.Idempotency; a != nil && (a.Key == "" || a.Status == 0) {
+		return fmt.Errorf("enqueue %s: an idempotency answer needs a key and a status", m.ID)
+	}
 	for i, r := range rcpts {
 		if r.Content < 0 || r.Content >= len(contents) {
 			return fmt.Errorf("enqueue %s: recipient %d refers to content %d of %d", m.ID, i, r.Content, len(contents))

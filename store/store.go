@@ -41,6 +41,12 @@ type Message struct {
 	// caller), and what the event's detail adds (how it came in).
 	Submitter string
 	Note      string
+	// Idempotency, when set, is the answer of the API call that sent the
+	// message, to store under the Idempotency-Key that call claimed
+	// (Idempotency.ReserveKey) in Enqueue's transaction: the message and
+	// its key's answer become durable together or not at all. It is
+	// written, never read back (reads leave it nil).
+	Idempotency *IdempotentAnswer
 }
 
 // NewRecipient is one recipient of a message being enqueued.
@@ -270,6 +276,9 @@ type Query struct {
 type Store interface {
 	// Enqueue stores a message, its contents and its recipients, and an
 	// "accepted" event, atomically. It returns the recipients' ids in order.
+	// With m.Idempotency set it also answers that key in the same
+	// transaction, as Idempotency's contract says; a backend that does
+	// not implement Idempotency fails such a message.
 	Enqueue(ctx context.Context, m Message, contents [][]byte, rcpts []NewRecipient) ([]int64, error)
 	// Pending calls fn for every recipient in StateQueued, in no set order.
 	Pending(ctx context.Context, fn func(Pending) error) error

@@ -55,25 +55,35 @@ func (d *daemon) sending() api.Sending {
 			if t == nil {
 				return nil, &api.Refusal{Reason: "not_found", Message: "no tenant " + m.Tenant}
 			}
-			sent, err := d.relay.Send(ctx, gateway.Submission{Tenant: t, From: m.From, Rcpts: m.Rcpts, Data: m.Data,
-				Actor: m.Actor, ClientIP: m.ClientIP, TLS: m.TLS, Class: m.Class, Hold: m.Hold, Note: "format " + m.Format})
+			sub := gateway.Submission{Tenant: t, From: m.From, Rcpts: m.Rcpts, Data: m.Data,
+				Actor: m.Actor, ClientIP: m.ClientIP, TLS: m.TLS, Class: m.Class, Hold: m.Hold, Note: "format " + m.Format}
+			if m.Answer != nil {
+				// The key's answer is spooled with the message.
+				sub.Answer = func(sent *gateway.Sent) *store.IdempotentAnswer { return m.Answer(apiSent(sent)) }
+			}
+			sent, err := d.relay.Send(ctx, sub)
 			if code, reason, text, ok := gateway.RefusalOf(err); ok {
 				return nil, &api.Refusal{Temporary: code < 500, Reason: reason, Message: text}
 			}
 			if err != nil {
 				return nil, err
 			}
-			out := &api.Sent{ID: sent.ID, Recipients: []api.SentRecipient{}}
-			for _, r := range sent.Recipients {
-				out.Recipients = append(out.Recipients, api.SentRecipient{Address: r.Address, ID: r.TrackingID})
-			}
-			return out, nil
+			return apiSent(sent), nil
 		},
 	}
 	if keys, ok := d.store.(store.Idempotency); ok {
 		s.Keys = keys
 	}
 	return s
+}
+
+// apiSent is the send API's answer for a submission the relay sent.
+func apiSent(sent *gateway.Sent) *api.Sent {
+	out := &api.Sent{ID: sent.ID, Recipients: []api.SentRecipient{}}
+	for _, r := range sent.Recipients {
+		out.Recipients = append(out.Recipients, api.SentRecipient{Address: r.Address, ID: r.TrackingID})
+	}
+	return out
 }
 
 // cmdSend runs "certgate send": one POST /api/v1/send, for scripts.

@@ -597,6 +597,11 @@ func TestSendIdempotentRetrySendsOnce(t *testing.T) {
 	if second.ID != first.ID || !slices.Equal(sentAddresses(second), sentAddresses(first)) || second.Recipients[0].ID != first.Recipients[0].ID {
 		t.Fatalf("the retry answered %+v, the first call %+v", second, first)
 	}
+	// The answer the relay spooled with the message is the one the first
+	// call got, byte for byte.
+	if !bytes.Equal(b2, b1) {
+		t.Fatalf("the retry's answer %q is not the first call's %q", b2, b1)
+	}
 	req["custom_message"] = "otro cuerpo"
 	other, _ := json.Marshal(req)
 	code3, _, b3 := e.call(e.sendToken, "POST", "/api/v1/send", key, other)

@@ -50,20 +50,22 @@ func (s *Store) ReserveKey(ctx context.Context, key string, bodyHash [32]byte, n
 	return out, nil
 }
 
-// RememberKey stores the answer of a claimed key.
-func (s *Store) RememberKey(ctx context.Context, key string, status int, response []byte) error {
+// answerKey stores a message's idempotency answer, inside its Enqueue:
+// only over this call's claim, never over another body's or an answer.
+func (w *writer) answerKey(a *store.IdempotentAnswer) error {
+	response := a.Response
 	if response == nil {
 		response = []byte{}
 	}
-	req := &request{run: func(w *writer, _ time.Time) error {
-		_, err := w.conn.ExecContext(context.Background(),
-			"UPDATE idempotency_keys SET status = ?, response = ? WHERE key = ?", status, response, key)
-		return err
-	}}
-	if err := s.submit(ctx, req); err != nil {
-		return fmt.Errorf("store/sqlite: remember idempotency key: %w", err)
+	res, err := w.answerIdem.Exec(a.Status, response, nanos(a.Expires), a.Key, a.BodyHash[:])
+	if err != nil {
+		return fmt.Errorf("answer idempotency key: %w", err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	if err == nil && n != 1 {
+		err = store.ErrKeyNotClaimed
+	}
+	return err
 }
 
 // ForgetKey drops a claim whose call did nothing.

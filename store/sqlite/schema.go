@@ -243,7 +243,8 @@ CREATE INDEX events_message ON events(message_id);
 CREATE INDEX events_time ON events(time);
 `,
 	// 8: the API's Idempotency-Key answers (POST /api/v1/send), kept a
-	// day: a key is claimed before the call acts, its answer stored after.
+	// day: a key is claimed before the call acts; its answer is stored
+	// with the message the call sent, in Enqueue's transaction.
 	`
 CREATE TABLE idempotency_keys (
 	key        TEXT PRIMARY KEY, -- the caller's scope (token) and the key

@@ -56,7 +56,7 @@ type writer struct {
 	placementOf, updPlacement            *sql.Stmt
 	seedsOf, setSeedFolder               *sql.Stmt
 	setLaneState, delLaneState           *sql.Stmt
-	insLaneEvent                         *sql.Stmt
+	insLaneEvent, answerIdem             *sql.Stmt
 	stmts                                []*sql.Stmt
 }
 
@@ -135,6 +135,8 @@ func newWriter(ctx context.Context, s *Store, conn *sql.Conn, opts Options) (*wr
 		{&w.setLaneState, `INSERT INTO lane_states (lane, state, updated_at) VALUES (?, ?, ?)
 			ON CONFLICT (lane) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`},
 		{&w.delLaneState, "DELETE FROM lane_states WHERE lane = ?"},
+		{&w.answerIdem, `UPDATE idempotency_keys SET status = ?, response = ?, expires_at = ?
+			WHERE key = ? AND body_hash = ? AND status = 0`},
 		{&w.setSeedFolder, `INSERT INTO seed_folders (seed, mailbox, uid_validity, last_uid, updated_at)
 			VALUES (?, ?, ?, ?, ?) ON CONFLICT (seed, mailbox) DO UPDATE SET uid_validity = excluded.uid_validity,
 			last_uid = excluded.last_uid, updated_at = excluded.updated_at`},

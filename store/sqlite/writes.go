@@ -12,8 +12,8 @@ import (
 )
 
 // Enqueue stores the message, its contents, its recipients with their
-// links and an "accepted" event in one savepoint of a group commit. It
-// returns once they are durable.
+// links, an "accepted" event and its idempotency key's answer in one
+// savepoint of a group commit. It returns once they are durable.
 func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte, rcpts []store.NewRecipient) ([]int64, error) {
 	if err := store.CheckEnqueue(m, contents, rcpts); err != nil {
 		return nil, fmt.Errorf("store/sqlite: %w", err)
@@ -27,6 +27,9 @@ func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte,
 		for _, l := range r.Links {
 			size += len(l.URL)
 		}
+	}
+	if m.Idempotency != nil {
+		size += len(m.Idempotency.Response)
 	}
 	ids := make([]int64, len(rcpts))
 	req := &request{bytes: size, run: func(w *writer, now time.Time) error {
@@ -42,6 +45,11 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 	received := m.ReceivedAt
 	if received.IsZero() {
 		received = now
+	}
+	if a := m.Idempotency; a != nil {
+		if err := w.answerKey(a); err != nil {
+			return err
+		}
 	}
 	if _, err := w.insMessage.Exec(m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
 		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {

@@ -90,6 +90,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LaneStates", testLaneStates},
 		{"IdempotencyKeys", testIdempotencyKeys},
 		{"IdempotencyKeysConcurrent", testIdempotencyConcurrent},
+		{"IdempotencyAnswerWithMessage", testIdempotencyAnswerWithMessage},
 		{"LaneEvents", testLaneEvents},
 		{"SeedLinksNeverEnabled", testSeedLinksNeverEnabled},
 		{"RecordFound", testRecordFound},
