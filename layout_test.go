@@ -44,6 +44,7 @@ var mayImport = map[string][]string{
 	"kit":                  {"config", "internal/lang"},
 	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
 	"internal/testdovecot": {},
+	"internal/testpg":      {},
 	"internal/lang":        {},
 	"internal/mailaddr":    {},
 	"internal/browsertest": {},
