@@ -28,6 +28,7 @@ var mayImport = map[string][]string{
 	"store":                {},
 	"store/sqlite":         {"store"},
 	"store/storetest":      {"store"},
+	"store/postgres":       {"store"},
 	"policy":               {"config", "clock"},
 	"placement":            {"clock", "config", "mimeedit", "store"},
 	"quarantine":           {"config", "metrics", "mimeedit", "store", "clock", "internal/lang"},

@@ -1,0 +1,285 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certgate/certgate/store"
+	"github.com/jackc/pgx/v5"
+)
+
+// Enqueue stores the message, its contents, its recipients with their
+// links and placements, its idempotency key's answer and an "accepted"
+// event in one transaction.
+func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte, rcpts []store.NewRecipient) ([]int64, error) {
+	if err := store.CheckEnqueue(m, contents, rcpts); err != nil {
+		return nil, fmt.Errorf("store/postgres: %w", err)
+	}
+	ids := make([]int64, len(rcpts))
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		return enqueue(ctx, tx, m, contents, rcpts, ids, time.Now())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: enqueue %s: %w", m.ID, err)
+	}
+	return ids, nil
+}
+
+func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte, rcpts []store.NewRecipient, ids []int64, now time.Time) error {
+	received := m.ReceivedAt
+	if received.IsZero() {
+		received = now
+	}
+	if a := m.Idempotency; a != nil {
+		response := a.Response
+		if response == nil {
+			response = []byte{}
+		}
+		tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $1, response = $2, expires_at = $3
+			WHERE key = $4 AND body_hash = $5 AND status = 0`,
+			a.Status, response, nanos(a.Expires), a.Key, a.BodyHash[:])
+		if err != nil {
+			return fmt.Errorf("answer idempotency key: %w", err)
+		}
+		if tag.RowsAffected() != 1 {
+			return store.ErrKeyNotClaimed
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO messages (id, tenant, mail_from, header_from, message_id,
+		subject, class, size, client_addr, auth_user, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
+		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {
+		return fmt.Errorf("insert message: %w", err)
+	}
+	contentIDs := make([]int64, len(contents))
+	for i, c := range contents {
+		if c == nil {
+			c = []byte{} // data is NOT NULL; an empty body is still a body
+		}
+		if err := tx.QueryRow(ctx, "INSERT INTO contents (message_id, data) VALUES ($1, $2) RETURNING id",
+			m.ID, c).Scan(&contentIDs[i]); err != nil {
+			return fmt.Errorf("insert content %d: %w", i, err)
+		}
+	}
+	for i, r := range rcpts {
+		prefix := r.Prefix
+		if prefix == nil {
+			prefix = []byte{} // NULL means "contents dropped"
+		}
+		next := r.NextAttempt
+		if r.State == store.StateHeld {
+			next = time.Time{} // none until released
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO recipients (message_id, address, domain, address_key,
+			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed)
+			VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $10, $11) RETURNING id`,
+			m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed,
+		).Scan(&ids[i]); err != nil {
+			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
+		}
+		if r.Seed != "" {
+			if _, err := tx.Exec(ctx, `INSERT INTO placements (recipient_id, message_id, tenant, seed, address,
+				header, class, folder, at, provider) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+				ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
+				store.FolderPending, nanos(received), r.SeedProvider); err != nil {
+				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
+			}
+		}
+		for j, l := range r.Links {
+			if _, err := tx.Exec(ctx, `INSERT INTO links (token_hash, message_id, recipient_id, tenant, url,
+				state, max_uses, expires_at, created_at, updated_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+				l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
+				l.MaxUses, nanos(l.ExpiresAt), nanos(now), nanos(now)); err != nil {
+				return fmt.Errorf("insert link %d of recipient %d (%s): %w", j, i, r.Address, err)
+			}
+		}
+	}
+	actor := "smtp:" + m.ClientAddr
+	if m.AuthUser != "" {
+		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
+	}
+	if m.Submitter != "" {
+		actor = m.Submitter
+	}
+	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
+	held := 0
+	for _, r := range rcpts {
+		if r.State == store.StateHeld {
+			held++
+		}
+	}
+	if held > 0 {
+		detail += fmt.Sprintf(", %d held", held)
+	}
+	if m.Note != "" {
+		detail += ", " + m.Note
+	}
+	return addEvent(ctx, tx, store.Event{MessageID: m.ID, Time: received, Kind: "accepted", Actor: actor, Detail: detail})
+}
+
+// addEvent inserts e, its time and count as given (count 0 as 1), after
+// taking the events lock.
+func addEvent(ctx context.Context, tx pgx.Tx, e store.Event) error {
+	if err := lockEvents(ctx, tx); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		e.MessageID, e.RecipientID, nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1)); err != nil {
+		return fmt.Errorf("insert %s event: %w", e.Kind, err)
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// RecordAttempt updates the recipient, counts the attempt and writes a
+// delivered, deferred or bounced event. When that leaves no recipient of
+// the message queued or held, the message's bytes are dropped in the same
+// transaction.
+func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
+	var kind string
+	switch a.State {
+	case store.StateQueued:
+		kind = "deferred"
+	case store.StateDelivered:
+		kind = "delivered"
+	case store.StateBounced:
+		kind = "bounced"
+	default:
+		return fmt.Errorf("store/postgres: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error { return recordAttempt(ctx, tx, a, kind, time.Now()) })
+	if err != nil {
+		return fmt.Errorf("store/postgres: record attempt for recipient %d: %w", a.RecipientID, err)
+	}
+	return nil
+}
+
+func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string, now time.Time) error {
+	at := a.Time
+	if at.IsZero() {
+		at = now
+	}
+	next := a.NextAttempt
+	if a.State != store.StateQueued {
+		next = time.Time{} // no further attempt
+	}
+	var msgID, seed string
+	err := tx.QueryRow(ctx, `UPDATE recipients SET state = $1, attempts = attempts + 1,
+		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
+		WHERE id = $7 AND ($8 = '' OR message_id = $8) RETURNING message_id, seed`,
+		string(a.State), nanos(next), a.Provider, a.Code, a.Reply, nanos(at), a.RecipientID, a.MessageID,
+	).Scan(&msgID, &seed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	// Events in SQLite's order: the attempt's before the links' it causes.
+	if err := addEvent(ctx, tx, store.Event{MessageID: msgID, RecipientID: a.RecipientID, Time: at,
+		Kind: kind, Actor: "queue", Detail: attemptDetail(a, next)}); err != nil {
+		return err
+	}
+	if seed != "" && a.State == store.StateDelivered {
+		if _, err := tx.Exec(ctx, "UPDATE placements SET delivered_at = $1, at = $1, provider = $2 WHERE recipient_id = $3",
+			nanos(at), a.Provider, a.RecipientID); err != nil {
+			return fmt.Errorf("placement delivered: %w", err)
+		}
+	}
+	if seed != "" && a.State == store.StateBounced {
+		return errNotYet // closing a bounced seed copy's placement
+	}
+	if a.EnableLinks && a.State == store.StateDelivered && seed == "" {
+		return errNotYet // enabling links on delivery
+	}
+	if a.State == store.StateQueued {
+		return nil // still live: nothing to drop
+	}
+	var live bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = $1
+		AND state IN ('queued', 'held'))`, msgID).Scan(&live); err != nil {
+		return err
+	}
+	if live {
+		return nil // another recipient still needs the bytes
+	}
+	if _, err := tx.Exec(ctx, "UPDATE recipients SET prefix = NULL, content_id = NULL WHERE message_id = $1", msgID); err != nil {
+		return fmt.Errorf("drop prefixes: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM contents WHERE message_id = $1", msgID); err != nil {
+		return fmt.Errorf("drop contents: %w", err)
+	}
+	return nil
+}
+
+// attemptDetail is the audit line for one attempt, e.g.
+// "250 2.0.0 ok from mx.example.com via gmail".
+func attemptDetail(a store.Attempt, next time.Time) string {
+	var b strings.Builder
+	if a.Code != 0 {
+		fmt.Fprintf(&b, "%d ", a.Code)
+	}
+	reply := a.Reply
+	if reply == "" {
+		reply = "no reply"
+	}
+	b.WriteString(reply)
+	if a.Host != "" {
+		b.WriteString(" from ")
+		b.WriteString(a.Host)
+	}
+	if a.Provider != "" {
+		b.WriteString(" via ")
+		b.WriteString(a.Provider)
+	}
+	if !next.IsZero() {
+		b.WriteString(", next attempt ")
+		b.WriteString(next.UTC().Format(time.RFC3339))
+	}
+	return b.String()
+}
+
+// AddEvent appends e to its message's audit trail. The message (and the
+// recipient, when e names one) must exist.
+func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
+	if e.Kind == "" {
+		return fmt.Errorf("store/postgres: add event to %s: empty kind", e.MessageID)
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		var ok bool
+		var err error
+		if e.RecipientID != 0 {
+			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND message_id = $2)",
+				e.RecipientID, e.MessageID).Scan(&ok)
+		} else {
+			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1)", e.MessageID).Scan(&ok)
+		}
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return store.ErrNotFound
+		}
+		if e.Time.IsZero() {
+			e.Time = time.Now()
+		}
+		return addEvent(ctx, tx, e)
+	})
+	if err != nil {
+		return fmt.Errorf("store/postgres: add %s event to %s: %w", e.Kind, e.MessageID, err)
+	}
+	return nil
+}
