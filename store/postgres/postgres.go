@@ -9,6 +9,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"sync"
@@ -28,11 +29,20 @@ var errNotYet = errors.New("store/postgres: not implemented yet")
 type Options struct {
 	// MaxConns bounds the connection pool (pgxpool's default when 0).
 	MaxConns int32
+	// Node, when set, makes the store a cluster member's (store.Cluster):
+	// what it accepts and releases is leased to this node, Pending yields
+	// this node's claims only, and attempts are recorded only for them.
+	Node string
 }
 
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	pool *pgxpool.Pool
+	// node is Options.Node; instance tells this process from an earlier
+	// one of the same node, started when it opened the store.
+	node     string
+	instance string
+	started  time.Time
 
 	mu     sync.RWMutex
 	closed bool
@@ -57,7 +67,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store/postgres: %w", err)
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, node: opts.Node, instance: rand.Text(), started: time.Now()}, nil
 }
 
 // Close waits for the calls under way and closes the pool; later calls

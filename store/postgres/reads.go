@@ -34,8 +34,9 @@ func scanPending(row pgx.Row) (store.Pending, error) {
 	return p, nil
 }
 
-// Pending calls fn for every queued recipient, in recipient id order. A
-// recipient that changes state during the walk may or may not be seen.
+// Pending calls fn for every queued recipient (a cluster node's: those it
+// holds), in recipient id order. A recipient that changes state during
+// the walk may or may not be seen.
 func (s *Store) Pending(ctx context.Context, fn func(store.Pending) error) error {
 	var after int64
 	for {
@@ -43,8 +44,8 @@ func (s *Store) Pending(ctx context.Context, fn func(store.Pending) error) error
 		err := s.use(func() error {
 			rows, err := s.pool.Query(ctx, "SELECT "+pendingColumns+`
 				FROM recipients r JOIN messages m ON m.id = r.message_id
-				WHERE r.state = 'queued' AND r.id > $1
-				ORDER BY r.id LIMIT $2`, after, pendingPage)
+				WHERE r.state = 'queued' AND r.id > $1 AND ($3 = '' OR r.lease_node = $3)
+				ORDER BY r.id LIMIT $2`, after, pendingPage, s.node)
 			if err != nil {
 				return err
 			}

@@ -167,6 +167,8 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
 `,
+	// 2: leases for several nodes sharing the queue (cluster.go).
+	clusterSchema,
 }
 
 // Advisory lock keys of this store (pg_advisory_lock's bigint space is

@@ -20,7 +20,7 @@ func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte,
 	}
 	ids := make([]int64, len(rcpts))
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		return enqueue(ctx, tx, m, contents, rcpts, ids, time.Now())
+		return enqueue(ctx, tx, m, contents, rcpts, ids, time.Now(), s.node)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store/postgres: enqueue %s: %w", m.ID, err)
@@ -28,7 +28,9 @@ func (s *Store) Enqueue(ctx context.Context, m store.Message, contents [][]byte,
 	return ids, nil
 }
 
-func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte, rcpts []store.NewRecipient, ids []int64, now time.Time) error {
+// enqueue writes the message, leasing its recipients to node (the
+// accepting node delivers what it accepts; "" outside a cluster).
+func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte, rcpts []store.NewRecipient, ids []int64, now time.Time, node string) error {
 	received := m.ReceivedAt
 	if received.IsZero() {
 		received = now
@@ -75,10 +77,10 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 			next = time.Time{} // none until released
 		}
 		if err := tx.QueryRow(ctx, `INSERT INTO recipients (message_id, address, domain, address_key,
-			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed)
-			VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $10, $11) RETURNING id`,
+			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed, lease_node)
+			VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $10, $11, $12) RETURNING id`,
 			m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
-			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed,
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed, node,
 		).Scan(&ids[i]); err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
@@ -160,14 +162,15 @@ func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
 	default:
 		return fmt.Errorf("store/postgres: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error { return recordAttempt(ctx, tx, a, kind, time.Now()) })
+	err := s.tx(ctx, func(tx pgx.Tx) error { return recordAttempt(ctx, tx, a, kind, time.Now(), s.node) })
 	if err != nil {
 		return fmt.Errorf("store/postgres: record attempt for recipient %d: %w", a.RecipientID, err)
 	}
 	return nil
 }
 
-func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string, now time.Time) error {
+// recordAttempt records a, when node (in a cluster) holds the recipient.
+func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string, now time.Time, node string) error {
 	at := a.Time
 	if at.IsZero() {
 		at = now
@@ -179,9 +182,12 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	var msgID, seed string
 	err := tx.QueryRow(ctx, `UPDATE recipients SET state = $1, attempts = attempts + 1,
 		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
-		WHERE id = $7 AND ($8 = '' OR message_id = $8) RETURNING message_id, seed`,
-		string(a.State), nanos(next), a.Provider, a.Code, a.Reply, nanos(at), a.RecipientID, a.MessageID,
+		WHERE id = $7 AND ($8 = '' OR message_id = $8) AND ($9 = '' OR lease_node = $9) RETURNING message_id, seed`,
+		string(a.State), nanos(next), a.Provider, a.Code, a.Reply, nanos(at), a.RecipientID, a.MessageID, node,
 	).Scan(&msgID, &seed)
+	if errors.Is(err, pgx.ErrNoRows) && node != "" {
+		return leaseHolder(ctx, tx, a.RecipientID)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
 	}
