@@ -30,6 +30,7 @@ var mayImport = map[string][]string{
 	"store/storetest":      {"store"},
 	"policy":               {"config", "clock"},
 	"policy/limitertest":   {"policy"},
+	"policy/redislimit":    {"policy"},
 	"placement":            {"clock", "config", "mimeedit", "store"},
 	"quarantine":           {"config", "metrics", "mimeedit", "store", "clock", "internal/lang"},
 	"webhook":              {"config", "store", "clock"},
