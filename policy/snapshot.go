@@ -100,12 +100,9 @@ func (s Snapshot) AtRest(now time.Time) bool {
 		s.WarmSent == 0 && len(s.TenantWarm) == 0
 }
 
-// AtRest reports whether nothing holds the lane now (Snapshot.AtRest on
-// the lane's clock).
-func (l *Lane) AtRest() bool {
-	s, _ := l.Snapshot()
-	return s.AtRest(l.clk.now())
-}
+// AtRest reports whether nothing of s, a snapshot of the lane, holds it
+// now on the lane's clock.
+func (l *Lane) AtRest(s Snapshot) bool { return s.AtRest(l.clk.now()) }
 
 // maxTenantSuspensions bounds the tenants a restored state may hold: the
 // configuration has at most a few hundred tenants.

@@ -36,9 +36,13 @@ ROOT=$(pwd)
 #                              deploy/prometheus/alerts.yml; the Prometheus
 #                              server it also ships is never started
 #                              (install_without_services)
-PACKAGES=(dovecot-imapd postgresql postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3 prometheus)
+#   redis-server               the shared limits of a cluster (internal/testredis
+#                              starts private instances on loopback); the
+#                              system daemon it ships is never started
+#                              (install_without_services)
+PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3 prometheus redis-server postgresql)
 # Packages whose postinst starts and enables a daemon the tests never use.
-QUIET_PACKAGES=(prometheus postgresql)
+QUIET_PACKAGES=(prometheus redis-server postgresql)
 
 # The tests run with TMPDIR inside TMP, so whatever they leave behind (when
 # killed, say) goes with it. The private Postfix instances live there too and

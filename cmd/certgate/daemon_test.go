@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,3 +93,31 @@ func startCorpMX(t *testing.T) *sim.Provider {
 	t.Cleanup(func() { mx.Close() })
 	return mx
 }
+
+// apiRequest makes a request to certgate's HTTP API with a bearer token
+// and returns the answer's status, header and body; header adds fields
+// such as Content-Type and Idempotency-Key.
+func apiRequest(t *testing.T, method, url, token string, body io.Reader, header map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+// jsonHeader is the header of a request with a JSON body.
+var jsonHeader = map[string]string{"Content-Type": "application/json"}

@@ -71,20 +71,15 @@ api:
 	base := "http://" + d.httpAddr.String()
 	call := func(token, method, path, body string, out any) int {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
+		var header map[string]string
 		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
+			header = jsonHeader
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, _, b := apiRequest(t, method, base+path, token, strings.NewReader(body), header)
 		if out != nil {
-			json.NewDecoder(resp.Body).Decode(out)
+			json.Unmarshal(b, out)
 		}
-		return resp.StatusCode
+		return code
 	}
 
 	// The routes send every domain through the catch-all's lanes, one per

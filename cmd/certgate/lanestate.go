@@ -109,7 +109,7 @@ func (s *laneKeeper) save(ctx context.Context) error {
 		var raw []byte // nil: delete the stored state
 		// A catch-all lane is one recipient domain's: once at rest its row
 		// goes, or every domain ever written to would keep one.
-		if l.Name() != config.CatchAllProvider || !l.AtRest() {
+		if l.Name() != config.CatchAllProvider || !l.AtRest(snap) {
 			var err error
 			if raw, err = json.Marshal(snap); err != nil {
 				return err

@@ -267,29 +267,17 @@ func (r *seedsRig) submit(to []string, data string) {
 // answer into out.
 func (r *seedsRig) call(method, path, contentType string, body io.Reader, out any) int {
 	r.t.Helper()
-	req, err := http.NewRequest(method, r.api+path, body)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+r.token)
+	var header map[string]string
 	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+		header = map[string]string{"Content-Type": contentType}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if out != nil && resp.StatusCode < 300 {
+	code, _, b := apiRequest(r.t, method, r.api+path, r.token, body, header)
+	if out != nil && code < 300 {
 		if err := json.Unmarshal(b, out); err != nil {
 			r.t.Fatalf("%s %s: %v: %s", method, path, err, b)
 		}
 	}
-	return resp.StatusCode
+	return code
 }
 
 // eventually retries cond every 50 ms until it holds or 20 s have passed:

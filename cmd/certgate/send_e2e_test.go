@@ -119,27 +119,14 @@ api:
 // call makes an API request and returns the status, header and body.
 func (e *sendEnv) call(token, method, path, key string, body []byte) (int, http.Header, []byte) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.base+path, bytes.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	header := map[string]string{}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		header["Content-Type"] = "application/json"
 	}
 	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
+		header["Idempotency-Key"] = key
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header, b
+	return apiRequest(e.t, method, e.base+path, token, bytes.NewReader(body), header)
 }
 
 // send posts req to /api/v1/send and wants 202 with one id per recipient.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,14 +90,8 @@ api: {tokens: [{name: ops, token_file: %s, scopes: [admin], tenants: ["*"]}]}
 	base := "http://" + d.httpAddr.String()
 	get := func(path string, out any) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		_, _, b := apiRequest(t, "GET", base+path, token, nil, nil)
+		if err := json.Unmarshal(b, out); err != nil {
 			t.Fatal(err)
 		}
 	}
