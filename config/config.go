@@ -34,6 +34,8 @@ type Config struct {
 	Seeds     Seeds       `yaml:"seeds"`
 	DNSCheck  DNSCheck    `yaml:"dns_check"`
 	Log       Log         `yaml:"log"`
+	// Cluster, when set, makes this node one of several (nil: alone).
+	Cluster *Cluster `yaml:"cluster"`
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`

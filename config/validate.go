@@ -137,6 +137,7 @@ func (v *validator) validate(c *Config) {
 	v.retention(&c.Retention)
 	v.seeds(c)
 	v.dnsCheck(&c.DNSCheck)
+	v.cluster(c)
 }
 
 // dnsCheck checks the periodic DNS self-check's keys: more often than
