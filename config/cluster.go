@@ -16,8 +16,9 @@ type Cluster struct {
 	// Lease is how long claimed work, and a one-node job, stays with a
 	// node that went silent before the others take it.
 	Lease Duration `yaml:"lease"`
-	// Redis holds the limits the nodes share. Without it, each node keeps
-	// to its share of every limit (the limit divided by the live nodes).
+	// Redis holds the limits the nodes share; while it is unreachable,
+	// each node keeps to its share of every limit (the limit divided by
+	// the live nodes).
 	Redis *Redis `yaml:"redis"`
 }
 
@@ -76,6 +77,9 @@ func (v *validator) cluster(c *Config) {
 	}
 	if c.Gate.FormKeyFile == "" {
 		v.add("gate.form_key_file", "required with cluster: every node must accept the gate's forms that another served")
+	}
+	if cl.Redis == nil {
+		v.add("cluster.redis", "required: the nodes share their limits (a provider's rate, its connections) in Redis")
 	}
 	if r := cl.Redis; r != nil {
 		v.hostPort("cluster.redis.addr", r.Addr, true)

@@ -28,9 +28,9 @@ func TestCluster(t *testing.T) {
 		t.Errorf("cluster left out = %+v, want nil (alone)", got)
 	}
 	host, _ := os.Hostname()
-	c := mustParse(t, f, minimalYAML+clusterYAML+"cluster: {}\n").Cluster
-	if c == nil || c.Node != host || c.Lease.D() != 30*time.Second || c.Redis != nil {
-		t.Errorf("cluster: {} = %+v, want the host name, a 30s lease, no Redis", c)
+	c := mustParse(t, f, minimalYAML+clusterYAML+"cluster: {redis: {addr: \"r:6379\"}}\n").Cluster
+	if c == nil || c.Node != host || c.Lease.D() != 30*time.Second || c.Redis.Addr != "r:6379" {
+		t.Errorf("cluster without node and lease = %+v, want the host name, a 30s lease", c)
 	}
 	c = mustParse(t, f, minimalYAML+clusterYAML+"cluster: {node: n-1, lease: 10s, redis: {addr: \"127.0.0.1:6379\", password_file: redis.pass}}\n").Cluster
 	if c.Node != "n-1" || c.Lease.D() != 10*time.Second || c.Redis.Addr != "127.0.0.1:6379" || c.Redis.PasswordFile != filepath.Join(f.dir, "redis.pass") {
@@ -42,6 +42,7 @@ func TestCluster(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"gate: {form_key_file: form.key}\ncluster: {}\n", "cluster: several nodes share one queue in PostgreSQL: set storage.driver: postgres"},
 		{"storage: {driver: postgres, dsn_env: X}\ncluster: {}\n", "gate.form_key_file: required with cluster"},
+		{clusterYAML + "cluster: {}\n", "cluster.redis: required"},
 		{clusterYAML + "cluster: {node: \"a b\"}\n", `cluster.node: "a b" is not a node name`},
 		{clusterYAML + "cluster: {lease: 1s}\n", "cluster.lease: must be between 3s and 10m, not 1s"},
 		{clusterYAML + "cluster: {redis: {addr: redis}}\n", `cluster.redis.addr: "redis" is not host:port`},

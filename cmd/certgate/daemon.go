@@ -55,6 +55,8 @@ type daemon struct {
 	dns     *dnscheck.Monitor // nil without a resolver
 	stopDNS func()
 
+	cluster *clusterNode // nil when the node is alone
+
 	placements  store.Placements   // nil without seed mailboxes
 	watcher     *placement.Watcher // likewise
 	stopWatcher context.CancelFunc
@@ -83,7 +85,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 			d.store.Close()
 		}
 	}()
-	if err := d.buildMailPath(opts.Resolver); err != nil {
+	limiter, err := d.buildClusterLimits()
+	if err != nil {
+		return nil, err
+	}
+	if err := d.buildMailPath(opts.Resolver, limiter); err != nil {
 		return nil, err
 	}
 	if err := d.buildSeeds(); err != nil {
@@ -91,6 +97,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	}
 	if ls, ok := d.store.(store.LaneStates); ok {
 		d.lanes = newLaneKeeper(d.policy, ls, log)
+	}
+	if err := d.buildMember(); err != nil {
+		return nil, err
 	}
 	d.buildDNSCheck()
 	if err := d.buildHTTP(); err != nil {
@@ -119,8 +128,9 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 
 // buildMailPath wires submission to delivery: the preparer that signs, the
 // queue that delivers, the relay between them, and the SMTP server in
-// front. resolver, when set, replaces DNS.
-func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
+// front. resolver, when set, replaces DNS; limiter, when set, holds the
+// limits lanes share with other nodes.
+func (d *daemon) buildMailPath(resolver delivery.Resolver, limiter policy.Limiter) error {
 	cfg := d.cfg
 	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
@@ -134,7 +144,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		return err
 	}
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
-	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules, TenantWarmups: tenantWarmups(cfg)})
+	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules, TenantWarmups: tenantWarmups(cfg), Limiter: limiter})
 	d.metrics.Registry.MustRegister(laneCollector{d.policy})
 	// One budget for the mail held in memory: what submissions read and
 	// prepare, and what deliveries read back from the store.
@@ -274,12 +284,17 @@ func (d *daemon) start(ctx context.Context) error {
 			return fmt.Errorf("loading lane states: %w", err)
 		}
 	}
-	if err := d.hooks.Start(ctx); err != nil {
+	// A node of a cluster beats once before it loads the work it holds.
+	if err := d.join(ctx); err != nil {
 		closeAll(append(ls, web...))
 		return err
 	}
 	if err := d.queue.Start(ctx); err != nil {
-		d.hooks.Stop(ctx)
+		closeAll(append(ls, web...))
+		return err
+	}
+	if err := d.startClusterJobs(ctx); err != nil {
+		d.queue.Stop(ctx)
 		closeAll(append(ls, web...))
 		return err
 	}
@@ -299,7 +314,6 @@ func (d *daemon) start(ctx context.Context) error {
 		attrs = append(attrs, "gate", d.gateAddr)
 	}
 	d.sweeper.Start()
-	d.startWatcher()
 	d.startDNSCheck()
 	if d.lanes != nil {
 		d.lanes.start()
@@ -363,6 +377,7 @@ func (d *daemon) shutdown(ctx context.Context) {
 		// Give the stragglers' attempt records a last moment to land.
 		time.Sleep(time.Second)
 	}
+	d.leaveCluster(ctx, queueStopped)
 	if err := d.store.Close(); err != nil {
 		d.log.Error("store close", "err", err)
 	}
