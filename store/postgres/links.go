@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -25,28 +24,4 @@ func (s *Store) LinkByToken(ctx context.Context, hash [32]byte) (*store.Link, er
 		return nil, fmt.Errorf("store/postgres: link by token: %w", err)
 	}
 	return &l, nil
-}
-
-// storedRefusal is a LinkRefusal in links.refusals_recent's JSON, as
-// store/sqlite writes it (time in Unix nanoseconds).
-type storedRefusal struct {
-	Time      int64  `json:"t"`
-	Reason    string `json:"r"`
-	Client    string `json:"c"`
-	UserAgent string `json:"a"`
-}
-
-func decodeRefusals(s string) ([]store.LinkRefusal, error) {
-	var in []storedRefusal
-	if err := json.Unmarshal([]byte(s), &in); err != nil {
-		return nil, err
-	}
-	if len(in) == 0 {
-		return nil, nil
-	}
-	out := make([]store.LinkRefusal, len(in))
-	for i, r := range in {
-		out[i] = store.LinkRefusal{Time: fromNanos(r.Time), Reason: r.Reason, Client: r.Client, UserAgent: r.UserAgent}
-	}
-	return out, nil
 }

@@ -29,8 +29,8 @@ func scanPending(row pgx.Row) (store.Pending, error) {
 		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received, &p.Seed); err != nil {
 		return p, err
 	}
-	p.NextAttempt = fromNanos(next)
-	p.ReceivedAt = fromNanos(received)
+	p.NextAttempt = store.FromNanos(next)
+	p.ReceivedAt = store.FromNanos(received)
 	return p, nil
 }
 
@@ -140,7 +140,7 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 	if err != nil {
 		return err
 	}
-	m.ReceivedAt = fromNanos(received)
+	m.ReceivedAt = store.FromNanos(received)
 
 	rows, err := tx.Query(ctx, `
 		SELECT id, message_id, address, domain, COALESCE(tracking_id, ''), state, attempts,
@@ -156,8 +156,8 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 		err := row.Scan(&r.ID, &r.MessageID, &r.Address, &r.Domain, &r.TrackingID, &state,
 			&r.Attempts, &next, &r.Provider, &r.LastCode, &r.LastReply, &updated, &r.Seed)
 		r.State = store.State(state)
-		r.NextAttempt = fromNanos(next)
-		r.UpdatedAt = fromNanos(updated)
+		r.NextAttempt = store.FromNanos(next)
+		r.UpdatedAt = store.FromNanos(updated)
 		return r, err
 	})
 	if err != nil {
@@ -191,7 +191,7 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 		var e store.Event
 		var at int64
 		err := row.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count)
-		e.Time = fromNanos(at)
+		e.Time = store.FromNanos(at)
 		return e, err
 	})
 	if err != nil {
@@ -231,23 +231,17 @@ func scanLink(row pgx.Row) (store.Link, error) {
 		return l, fmt.Errorf("link %d: token hash of %d bytes, want %d", l.ID, len(hash), len(l.TokenHash))
 	}
 	var err error
-	if l.Refusals.Recent, err = decodeRefusals(recent); err != nil {
+	if l.Refusals.Recent, err = store.DecodeRefusals(recent); err != nil {
 		return l, fmt.Errorf("link %d: recent refusals: %w", l.ID, err)
 	}
 	copy(l.TokenHash[:], hash)
 	l.State = store.LinkState(state)
-	l.ExpiresAt = fromNanos(expires)
-	l.CreatedAt = fromNanos(created)
-	l.UpdatedAt = fromNanos(updated)
-	l.Refusals.NoticedAt = fromNanos(noticed)
+	l.ExpiresAt = store.FromNanos(expires)
+	l.CreatedAt = store.FromNanos(created)
+	l.UpdatedAt = store.FromNanos(updated)
+	l.Refusals.NoticedAt = store.FromNanos(noticed)
 	return l, nil
 }
-
-// Page sizes of Search, as store.Query documents them.
-const (
-	searchDefaultLimit = 50
-	searchMaxLimit     = 500
-)
 
 // Search returns the messages matching q, newest (highest id) first.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, error) {
@@ -263,7 +257,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, err
 			var received int64
 			err := row.Scan(&m.ID, &m.Tenant, &m.MailFrom, &m.HeaderFrom, &m.MessageID, &m.Subject,
 				&m.Class, &m.Size, &m.ClientAddr, &m.AuthUser, &received)
-			m.ReceivedAt = fromNanos(received)
+			m.ReceivedAt = store.FromNanos(received)
 			return m, err
 		})
 		return err
@@ -319,21 +313,15 @@ func searchSQL(q store.Query) (string, []any) {
 			"%"+likeEscaper.Replace(q.Subject)+"%")
 	}
 	if !q.Since.IsZero() {
-		add("m.received_at >= $?", nanos(q.Since))
+		add("m.received_at >= $?", store.Nanos(q.Since))
 	}
 	if !q.Until.IsZero() {
-		add("m.received_at < $?", nanos(q.Until))
+		add("m.received_at < $?", store.Nanos(q.Until))
 	}
 	if q.After != "" {
 		add("m.id < $?", q.After)
 	}
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = searchDefaultLimit
-	case limit > searchMaxLimit:
-		limit = searchMaxLimit
-	}
+	limit := store.PageLimit(q.Limit)
 	var b strings.Builder
 	b.WriteString("SELECT " + messageColumns + " FROM messages m")
 	if len(where) > 0 {

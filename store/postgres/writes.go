@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/certgate/certgate/store"
@@ -40,7 +39,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		}
 		tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $1, response = $2, expires_at = $3
 			WHERE key = $4 AND body_hash = $5 AND status = 0`,
-			a.Status, response, nanos(a.Expires), a.Key, a.BodyHash[:])
+			a.Status, response, store.Nanos(a.Expires), a.Key, a.BodyHash[:])
 		if err != nil {
 			return fmt.Errorf("answer idempotency key: %w", err)
 		}
@@ -52,7 +51,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		subject, class, size, client_addr, auth_user, received_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
-		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {
+		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, store.Nanos(received)); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	contentIDs := make([]int64, len(contents))
@@ -78,7 +77,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed)
 			VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $10, $11) RETURNING id`,
 			m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
-			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed,
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), store.Nanos(next), store.Nanos(now), r.Seed,
 		).Scan(&ids[i]); err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
@@ -86,7 +85,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 			if _, err := tx.Exec(ctx, `INSERT INTO placements (recipient_id, message_id, tenant, seed, address,
 				header, class, folder, at, provider) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 				ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
-				store.FolderPending, nanos(received), r.SeedProvider); err != nil {
+				store.FolderPending, store.Nanos(received), r.SeedProvider); err != nil {
 				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
 			}
 		}
@@ -95,31 +94,12 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 				state, max_uses, expires_at, created_at, updated_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 				l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
-				l.MaxUses, nanos(l.ExpiresAt), nanos(now), nanos(now)); err != nil {
+				l.MaxUses, store.Nanos(l.ExpiresAt), store.Nanos(now), store.Nanos(now)); err != nil {
 				return fmt.Errorf("insert link %d of recipient %d (%s): %w", j, i, r.Address, err)
 			}
 		}
 	}
-	actor := "smtp:" + m.ClientAddr
-	if m.AuthUser != "" {
-		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
-	}
-	if m.Submitter != "" {
-		actor = m.Submitter
-	}
-	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
-	held := 0
-	for _, r := range rcpts {
-		if r.State == store.StateHeld {
-			held++
-		}
-	}
-	if held > 0 {
-		detail += fmt.Sprintf(", %d held", held)
-	}
-	if m.Note != "" {
-		detail += ", " + m.Note
-	}
+	actor, detail := store.AcceptedEvent(m, rcpts)
 	return addEvent(ctx, tx, store.Event{MessageID: m.ID, Time: received, Kind: "accepted", Actor: actor, Detail: detail})
 }
 
@@ -131,17 +111,10 @@ func addEvent(ctx context.Context, tx pgx.Tx, e store.Event) error {
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count)
 		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.MessageID, e.RecipientID, nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1)); err != nil {
+		e.MessageID, e.RecipientID, store.Nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1)); err != nil {
 		return fmt.Errorf("insert %s event: %w", e.Kind, err)
 	}
 	return nil
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
 }
 
 // RecordAttempt updates the recipient, counts the attempt and writes a
@@ -149,15 +122,8 @@ func plural(n int) string {
 // the message queued or held, the message's bytes are dropped in the same
 // transaction.
 func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
-	var kind string
-	switch a.State {
-	case store.StateQueued:
-		kind = "deferred"
-	case store.StateDelivered:
-		kind = "delivered"
-	case store.StateBounced:
-		kind = "bounced"
-	default:
+	kind, ok := store.AttemptKind(a.State)
+	if !ok {
 		return fmt.Errorf("store/postgres: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error { return recordAttempt(ctx, tx, a, kind, time.Now()) })
@@ -180,7 +146,7 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	err := tx.QueryRow(ctx, `UPDATE recipients SET state = $1, attempts = attempts + 1,
 		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
 		WHERE id = $7 AND ($8 = '' OR message_id = $8) RETURNING message_id, seed`,
-		string(a.State), nanos(next), a.Provider, a.Code, a.Reply, nanos(at), a.RecipientID, a.MessageID,
+		string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply, store.Nanos(at), a.RecipientID, a.MessageID,
 	).Scan(&msgID, &seed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
@@ -190,12 +156,12 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	}
 	// Events in SQLite's order: the attempt's before the links' it causes.
 	if err := addEvent(ctx, tx, store.Event{MessageID: msgID, RecipientID: a.RecipientID, Time: at,
-		Kind: kind, Actor: "queue", Detail: attemptDetail(a, next)}); err != nil {
+		Kind: kind, Actor: "queue", Detail: store.AttemptDetail(a, next)}); err != nil {
 		return err
 	}
 	if seed != "" && a.State == store.StateDelivered {
 		if _, err := tx.Exec(ctx, "UPDATE placements SET delivered_at = $1, at = $1, provider = $2 WHERE recipient_id = $3",
-			nanos(at), a.Provider, a.RecipientID); err != nil {
+			store.Nanos(at), a.Provider, a.RecipientID); err != nil {
 			return fmt.Errorf("placement delivered: %w", err)
 		}
 	}
@@ -223,33 +189,6 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 		return fmt.Errorf("drop contents: %w", err)
 	}
 	return nil
-}
-
-// attemptDetail is the audit line for one attempt, e.g.
-// "250 2.0.0 ok from mx.example.com via gmail".
-func attemptDetail(a store.Attempt, next time.Time) string {
-	var b strings.Builder
-	if a.Code != 0 {
-		fmt.Fprintf(&b, "%d ", a.Code)
-	}
-	reply := a.Reply
-	if reply == "" {
-		reply = "no reply"
-	}
-	b.WriteString(reply)
-	if a.Host != "" {
-		b.WriteString(" from ")
-		b.WriteString(a.Host)
-	}
-	if a.Provider != "" {
-		b.WriteString(" via ")
-		b.WriteString(a.Provider)
-	}
-	if !next.IsZero() {
-		b.WriteString(", next attempt ")
-		b.WriteString(next.UTC().Format(time.RFC3339))
-	}
-	return b.String()
 }
 
 // AddEvent appends e to its message's audit trail. The message (and the
