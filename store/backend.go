@@ -182,3 +182,13 @@ func DecodeMoves(s string) ([]Move, error) {
 	}
 	return out, nil
 }
+
+// CheckLinkStates checks SetLinkState's states before a backend acts.
+func CheckLinkStates(from []LinkState, to LinkState) error {
+	for _, s := range append([]LinkState{to}, from...) {
+		if !s.Valid() {
+			return fmt.Errorf("unknown link state %q", s)
+		}
+	}
+	return nil
+}

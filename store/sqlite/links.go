@@ -144,13 +144,8 @@ func (w *writer) refuseLink(id int64, r store.LinkRefusal, actor string) (bool, 
 // SetLinkState moves the message's (or one recipient's) links whose state
 // is in from to the state to, in the writer, one event per link moved.
 func (s *Store) SetLinkState(ctx context.Context, messageID string, recipientID int64, from []store.LinkState, to store.LinkState, actor, detail string) (int, error) {
-	if !to.Valid() {
-		return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, to)
-	}
-	for _, f := range from {
-		if !f.Valid() {
-			return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, f)
-		}
+	if err := store.CheckLinkStates(from, to); err != nil {
+		return 0, fmt.Errorf("store/sqlite: set links of %s: %w", messageID, err)
 	}
 	var n int
 	req := &request{run: func(w *writer, now time.Time) error {
