@@ -2,9 +2,9 @@
 // nodes sharing one queue (issue 14). It holds to the same contract as
 // store/sqlite, checked by the same store/storetest suite.
 //
-// Work in progress: the interfaces not yet implemented answer
-// errNotYet, and store/postgres's test names the conformance tests that
-// do not pass yet.
+// Work in progress: store.Idempotency and store.LaneStates are not
+// implemented yet; store/postgres's test names the conformance tests
+// that wait for them.
 package postgres
 
 import (
@@ -19,9 +19,6 @@ import (
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("store/postgres: closed")
-
-// errNotYet is what a method that is not written yet answers.
-var errNotYet = errors.New("store/postgres: not implemented yet")
 
 // Options tune the store.
 type Options struct {

@@ -277,58 +277,42 @@ const asciiLower = "translate(%s, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmno
 
 // searchSQL builds the query for q and its arguments.
 func searchSQL(q store.Query) (string, []any) {
-	var where []string
-	var args []any
-	// add numbers each $? in cond in turn for vals.
-	add := func(cond string, vals ...any) {
-		for _, v := range vals {
-			args = append(args, v)
-			cond = strings.Replace(cond, "$?", fmt.Sprintf("$%d", len(args)), 1)
-		}
-		where = append(where, cond)
-	}
+	c := &conds{}
 	if q.ID != "" {
-		add("m.id = $?", q.ID)
+		c.add("m.id = $?", q.ID)
 	}
 	if q.Tenant != "" {
-		add("m.tenant = $?", q.Tenant)
+		c.add("m.tenant = $?", q.Tenant)
 	}
 	if len(q.Tenants) > 0 {
-		add("m.tenant = ANY($?)", q.Tenants)
+		c.add("m.tenant = ANY($?)", q.Tenants)
 	}
 	switch {
 	case q.Recipient != "" && q.State != "":
-		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $? AND state = $?)",
+		c.add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $? AND state = $?)",
 			store.AddressKey(q.Recipient), string(q.State))
 	case q.Recipient != "":
-		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $?)", store.AddressKey(q.Recipient))
+		c.add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $?)", store.AddressKey(q.Recipient))
 	case q.State != "":
-		add("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)", string(q.State))
+		c.add("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)", string(q.State))
 	}
 	if q.MessageID != "" {
-		add("m.message_id = $?", q.MessageID)
+		c.add("m.message_id = $?", q.MessageID)
 	}
 	if q.Subject != "" {
-		add(fmt.Sprintf(asciiLower, "m.subject")+" LIKE "+fmt.Sprintf(asciiLower, "$?")+` ESCAPE '\'`,
+		c.add(fmt.Sprintf(asciiLower, "m.subject")+" LIKE "+fmt.Sprintf(asciiLower, "$?")+` ESCAPE '\'`,
 			"%"+likeEscaper.Replace(q.Subject)+"%")
 	}
 	if !q.Since.IsZero() {
-		add("m.received_at >= $?", store.Nanos(q.Since))
+		c.add("m.received_at >= $?", store.Nanos(q.Since))
 	}
 	if !q.Until.IsZero() {
-		add("m.received_at < $?", store.Nanos(q.Until))
+		c.add("m.received_at < $?", store.Nanos(q.Until))
 	}
 	if q.After != "" {
-		add("m.id < $?", q.After)
+		c.add("m.id < $?", q.After)
 	}
-	limit := store.PageLimit(q.Limit)
-	var b strings.Builder
-	b.WriteString("SELECT " + messageColumns + " FROM messages m")
-	if len(where) > 0 {
-		b.WriteString(" WHERE ")
-		b.WriteString(strings.Join(where, " AND "))
-	}
-	args = append(args, limit)
-	fmt.Fprintf(&b, " ORDER BY m.id DESC LIMIT $%d", len(args))
-	return b.String(), args
+	c.args = append(c.args, store.PageLimit(q.Limit))
+	return fmt.Sprintf("SELECT %s FROM messages m%s ORDER BY m.id DESC LIMIT $%d",
+		messageColumns, c.clause(), len(c.args)), c.args
 }

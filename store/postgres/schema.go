@@ -136,7 +136,7 @@ CREATE TABLE placements (
 	moves        text NOT NULL DEFAULT '[]',
 	closed_at    bigint NOT NULL DEFAULT 0
 );
-CREATE INDEX placements_header ON placements(header, address);
+CREATE INDEX placements_header ON placements(header, lower(address));
 CREATE INDEX placements_due ON placements(delivered_at) WHERE closed_at = 0;
 CREATE INDEX placements_at ON placements(at);
 CREATE INDEX placements_tenant ON placements(tenant, at);

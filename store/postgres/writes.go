@@ -100,21 +100,43 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		}
 	}
 	actor, detail := store.AcceptedEvent(m, rcpts)
-	return addEvent(ctx, tx, store.Event{MessageID: m.ID, Time: received, Kind: "accepted", Actor: actor, Detail: detail})
+	return addEvents(ctx, tx, ev(m.ID, 0, received, "accepted", actor, detail))
 }
 
-// addEvent inserts e, its time and count as given (count 0 as 1), after
-// taking the events lock.
-func addEvent(ctx context.Context, tx pgx.Tx, e store.Event) error {
+// addEvents inserts evs in order, their times and counts as given (count
+// 0 as 1), a lane's event with its lane, after taking the events lock.
+// Callers add events last, after every row lock their transaction
+// takes: a transaction holding the events lock never waits for a row,
+// so two never wait for each other.
+func addEvents(ctx context.Context, tx pgx.Tx, evs ...laneEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
 	if err := lockEvents(ctx, tx); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.MessageID, e.RecipientID, store.Nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1)); err != nil {
-		return fmt.Errorf("insert %s event: %w", e.Kind, err)
+	for _, e := range evs {
+		if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count, lane)
+			VALUES (NULLIF($1, ''), $2, $3, $4, $5, $6, $7, $8)`,
+			e.MessageID, e.RecipientID, store.Nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1), e.lane); err != nil {
+			return fmt.Errorf("insert %s event: %w", e.Kind, err)
+		}
 	}
 	return nil
+}
+
+// laneEvent is an event to add, with the lane of a lane's event (whose
+// MessageID is "").
+type laneEvent struct {
+	store.Event
+	lane string
+}
+
+// ev is an event of message messageID (and its recipient recipientID,
+// when not 0) to add.
+func ev(messageID string, recipientID int64, at time.Time, kind, actor, detail string) laneEvent {
+	return laneEvent{Event: store.Event{MessageID: messageID, RecipientID: recipientID, Time: at,
+		Kind: kind, Actor: actor, Detail: detail}}
 }
 
 // RecordAttempt updates the recipient, counts the attempt and writes a
@@ -142,6 +164,14 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	if a.State != store.StateQueued {
 		next = time.Time{} // no further attempt
 	}
+	if a.State != store.StateQueued {
+		// First of all this transaction's locks, as dropIfFinal needs.
+		// NO KEY UPDATE: the events' foreign key checks need not wait on it.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM messages WHERE id =
+			(SELECT message_id FROM recipients WHERE id = $1) FOR NO KEY UPDATE`, a.RecipientID); err != nil {
+			return err
+		}
+	}
 	var msgID, seed string
 	err := tx.QueryRow(ctx, `UPDATE recipients SET state = $1, attempts = attempts + 1,
 		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
@@ -154,26 +184,46 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	if err != nil {
 		return err
 	}
-	// Events in SQLite's order: the attempt's before the links' it causes.
-	if err := addEvent(ctx, tx, store.Event{MessageID: msgID, RecipientID: a.RecipientID, Time: at,
-		Kind: kind, Actor: "queue", Detail: store.AttemptDetail(a, next)}); err != nil {
-		return err
-	}
+	// Events in SQLite's order: the attempt's before those it causes.
+	evs := []laneEvent{ev(msgID, a.RecipientID, at, kind, "queue", store.AttemptDetail(a, next))}
 	if seed != "" && a.State == store.StateDelivered {
 		if _, err := tx.Exec(ctx, "UPDATE placements SET delivered_at = $1, at = $1, provider = $2 WHERE recipient_id = $3",
 			store.Nanos(at), a.Provider, a.RecipientID); err != nil {
 			return fmt.Errorf("placement delivered: %w", err)
 		}
 	}
+	// A seed copy that bounced will never arrive: it is missing now,
+	// not at a deadline that only delivered copies have.
 	if seed != "" && a.State == store.StateBounced {
-		return errNotYet // closing a bounced seed copy's placement
+		e, err := closeBounced(ctx, tx, a.RecipientID, at, a.Provider)
+		if err != nil {
+			return fmt.Errorf("placement bounced: %w", err)
+		}
+		evs = append(evs, e...)
 	}
+	// A seed copy's links never become enabled.
 	if a.EnableLinks && a.State == store.StateDelivered && seed == "" {
-		return errNotYet // enabling links on delivery
+		e, err := setLinkState(ctx, tx, msgID, a.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled,
+			at, "queue", "enabled on delivery")
+		if err != nil {
+			return fmt.Errorf("enable links on delivery: %w", err)
+		}
+		evs = append(evs, e...)
 	}
-	if a.State == store.StateQueued {
-		return nil // still live: nothing to drop
+	if a.State != store.StateQueued {
+		if err := dropIfFinal(ctx, tx, msgID); err != nil {
+			return err
+		}
 	}
+	return addEvents(ctx, tx, evs...)
+}
+
+// dropIfFinal drops the message's bytes when no recipient of it is
+// queued or held. The caller holds the message's row lock, taken before
+// any other: final attempts on its recipients take turns here, so of two
+// last attempts that commit together the second sees the first's state
+// and drops the bytes.
+func dropIfFinal(ctx context.Context, tx pgx.Tx, msgID string) error {
 	var live bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = $1
 		AND state IN ('queued', 'held'))`, msgID).Scan(&live); err != nil {
@@ -198,24 +248,13 @@ func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
 		return fmt.Errorf("store/postgres: add event to %s: empty kind", e.MessageID)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		var ok bool
-		var err error
-		if e.RecipientID != 0 {
-			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND message_id = $2)",
-				e.RecipientID, e.MessageID).Scan(&ok)
-		} else {
-			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1)", e.MessageID).Scan(&ok)
-		}
-		if err != nil {
+		if err := exists(ctx, tx, e.MessageID, e.RecipientID); err != nil {
 			return err
-		}
-		if !ok {
-			return store.ErrNotFound
 		}
 		if e.Time.IsZero() {
 			e.Time = time.Now()
 		}
-		return addEvent(ctx, tx, e)
+		return addEvents(ctx, tx, laneEvent{Event: e})
 	})
 	if err != nil {
 		return fmt.Errorf("store/postgres: add %s event to %s: %w", e.Kind, e.MessageID, err)
