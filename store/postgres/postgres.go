@@ -1,10 +1,6 @@
 // Package postgres is a store.Store on PostgreSQL, for several certgate
 // nodes sharing one queue (issue 14). It holds to the same contract as
 // store/sqlite, checked by the same store/storetest suite.
-//
-// Work in progress: store.Idempotency and store.LaneStates are not
-// implemented yet; store/postgres's test names the conformance tests
-// that wait for them.
 package postgres
 
 import (

@@ -159,7 +159,7 @@ CREATE TABLE lane_states (
 );
 
 CREATE TABLE idempotency_keys (
-	key        text PRIMARY KEY,
+	key        bytea PRIMARY KEY, -- the API's keys hold a NUL, which text refuses
 	body_hash  bytea NOT NULL,
 	status     integer NOT NULL DEFAULT 0,
 	response   bytea,

@@ -39,7 +39,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		}
 		tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $1, response = $2, expires_at = $3
 			WHERE key = $4 AND body_hash = $5 AND status = 0`,
-			a.Status, response, store.Nanos(a.Expires), a.Key, a.BodyHash[:])
+			a.Status, response, store.Nanos(a.Expires), []byte(a.Key), a.BodyHash[:])
 		if err != nil {
 			return fmt.Errorf("answer idempotency key: %w", err)
 		}
