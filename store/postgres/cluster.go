@@ -56,7 +56,7 @@ func (s *Store) Heartbeat(ctx context.Context, now, until time.Time) (live int, 
 				started_at = CASE WHEN nodes.instance = EXCLUDED.instance THEN nodes.started_at ELSE EXCLUDED.started_at END
 			WHERE nodes.instance = EXCLUDED.instance OR nodes.alive_until < $5
 			RETURNING (SELECT alive_until FROM prev), (SELECT instance FROM prev)`,
-			s.node, s.instance, nanos(s.started), nanos(until), nanos(now)).Scan(&prevUntil, &prevInstance)
+			s.node, s.instance, store.Nanos(s.started), store.Nanos(until), store.Nanos(now)).Scan(&prevUntil, &prevInstance)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return store.ErrNodeInUse
 		}
@@ -65,8 +65,8 @@ func (s *Store) Heartbeat(ctx context.Context, now, until time.Time) (live int, 
 		}
 		// Only this process's own heartbeat can lapse: a new process
 		// taking over its name after a crash starts afresh, with Pending.
-		lapsed = prevInstance != nil && *prevInstance == s.instance && *prevUntil < nanos(now)
-		return tx.QueryRow(ctx, "SELECT count(*) FROM nodes WHERE alive_until >= $1", nanos(now)).Scan(&live)
+		lapsed = prevInstance != nil && *prevInstance == s.instance && *prevUntil < store.Nanos(now)
+		return tx.QueryRow(ctx, "SELECT count(*) FROM nodes WHERE alive_until >= $1", store.Nanos(now)).Scan(&live)
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("store/postgres: heartbeat of node %s: %w", s.node, err)
@@ -88,7 +88,7 @@ func (s *Store) Claim(ctx context.Context, now, due time.Time, limit int) ([]sto
 	var out []store.Pending
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		free := []string{""} // copies no node ever claimed: copied in, or of a store without nodes
-		rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE alive_until < $1 AND name <> $2", nanos(now), s.node)
+		rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE alive_until < $1 AND name <> $2", store.Nanos(now), s.node)
 		if err != nil {
 			return err
 		}
@@ -104,7 +104,7 @@ func (s *Store) Claim(ctx context.Context, now, due time.Time, limit int) ([]sto
 				WHERE state = 'queued' AND lease_node = ANY($2) AND next_attempt <= $3
 				ORDER BY next_attempt LIMIT $4
 				FOR UPDATE SKIP LOCKED)
-			RETURNING `+pendingColumns, s.node, free, nanos(due), limit)
+			RETURNING `+pendingColumns, s.node, free, store.Nanos(due), limit)
 		if err != nil {
 			return err
 		}
@@ -153,7 +153,7 @@ func (s *Store) TryLease(ctx context.Context, name string, now, until time.Time)
 		err := s.pool.QueryRow(ctx, `INSERT INTO leases (name, node, until) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET node = EXCLUDED.node, until = EXCLUDED.until
 			WHERE leases.node = EXCLUDED.node OR leases.until < $4
-			RETURNING node`, name, s.node, nanos(until), nanos(now)).Scan(&holder)
+			RETURNING node`, name, s.node, store.Nanos(until), store.Nanos(now)).Scan(&holder)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil // another node's
 		}
@@ -195,7 +195,7 @@ func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 			var n store.Node
 			var started, until int64
 			err := row.Scan(&n.Name, &started, &until, &n.Queued)
-			n.StartedAt, n.AliveUntil = fromNanos(started), fromNanos(until)
+			n.StartedAt, n.AliveUntil = store.FromNanos(started), store.FromNanos(until)
 			return n, err
 		})
 		return err

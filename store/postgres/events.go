@@ -41,7 +41,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 			var at int64
 			err := row.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count,
 				&e.Tenant, &e.Recipient, &e.Seed, &e.Lane)
-			e.Time = fromNanos(at)
+			e.Time = store.FromNanos(at)
 			return e, err
 		})
 		return err
@@ -78,7 +78,7 @@ func (s *Store) SetCursor(ctx context.Context, name string, id int64) error {
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO cursors (name, event_id, updated_at) VALUES ($1, $2, $3)
 			ON CONFLICT (name) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at`,
-			name, id, nanos(time.Now()))
+			name, id, store.Nanos(time.Now()))
 		return err
 	})
 	if err != nil {
@@ -111,7 +111,7 @@ func (s *Store) delete(ctx context.Context, what, query string, before time.Time
 	}
 	var n int64
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, query, nanos(before), limit)
+		tag, err := tx.Exec(ctx, query, store.Nanos(before), limit)
 		n = tag.RowsAffected()
 		return err
 	})

@@ -1,10 +1,6 @@
 // Package postgres is a store.Store on PostgreSQL, for several certgate
 // nodes sharing one queue (issue 14). It holds to the same contract as
 // store/sqlite, checked by the same store/storetest suite.
-//
-// Work in progress: the interfaces not yet implemented answer
-// errNotYet, and store/postgres's test names the conformance tests that
-// do not pass yet.
 package postgres
 
 import (
@@ -21,9 +17,6 @@ import (
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("store/postgres: closed")
-
-// errNotYet is what a method that is not written yet answers.
-var errNotYet = errors.New("store/postgres: not implemented yet")
 
 // Options tune the store.
 type Options struct {
@@ -112,19 +105,4 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 func lockEvents(ctx context.Context, tx pgx.Tx) error {
 	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", eventsLock)
 	return err
-}
-
-// nanos stores a time as Unix nanoseconds, with 0 for the zero time.
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

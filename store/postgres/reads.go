@@ -29,8 +29,8 @@ func scanPending(row pgx.Row) (store.Pending, error) {
 		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received, &p.Seed); err != nil {
 		return p, err
 	}
-	p.NextAttempt = fromNanos(next)
-	p.ReceivedAt = fromNanos(received)
+	p.NextAttempt = store.FromNanos(next)
+	p.ReceivedAt = store.FromNanos(received)
 	return p, nil
 }
 
@@ -141,7 +141,7 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 	if err != nil {
 		return err
 	}
-	m.ReceivedAt = fromNanos(received)
+	m.ReceivedAt = store.FromNanos(received)
 
 	rows, err := tx.Query(ctx, `
 		SELECT id, message_id, address, domain, COALESCE(tracking_id, ''), state, attempts,
@@ -157,8 +157,8 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 		err := row.Scan(&r.ID, &r.MessageID, &r.Address, &r.Domain, &r.TrackingID, &state,
 			&r.Attempts, &next, &r.Provider, &r.LastCode, &r.LastReply, &updated, &r.Seed)
 		r.State = store.State(state)
-		r.NextAttempt = fromNanos(next)
-		r.UpdatedAt = fromNanos(updated)
+		r.NextAttempt = store.FromNanos(next)
+		r.UpdatedAt = store.FromNanos(updated)
 		return r, err
 	})
 	if err != nil {
@@ -192,7 +192,7 @@ func readMessage(ctx context.Context, tx pgx.Tx, id string, page *store.EventPag
 		var e store.Event
 		var at int64
 		err := row.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count)
-		e.Time = fromNanos(at)
+		e.Time = store.FromNanos(at)
 		return e, err
 	})
 	if err != nil {
@@ -232,23 +232,17 @@ func scanLink(row pgx.Row) (store.Link, error) {
 		return l, fmt.Errorf("link %d: token hash of %d bytes, want %d", l.ID, len(hash), len(l.TokenHash))
 	}
 	var err error
-	if l.Refusals.Recent, err = decodeRefusals(recent); err != nil {
+	if l.Refusals.Recent, err = store.DecodeRefusals(recent); err != nil {
 		return l, fmt.Errorf("link %d: recent refusals: %w", l.ID, err)
 	}
 	copy(l.TokenHash[:], hash)
 	l.State = store.LinkState(state)
-	l.ExpiresAt = fromNanos(expires)
-	l.CreatedAt = fromNanos(created)
-	l.UpdatedAt = fromNanos(updated)
-	l.Refusals.NoticedAt = fromNanos(noticed)
+	l.ExpiresAt = store.FromNanos(expires)
+	l.CreatedAt = store.FromNanos(created)
+	l.UpdatedAt = store.FromNanos(updated)
+	l.Refusals.NoticedAt = store.FromNanos(noticed)
 	return l, nil
 }
-
-// Page sizes of Search, as store.Query documents them.
-const (
-	searchDefaultLimit = 50
-	searchMaxLimit     = 500
-)
 
 // Search returns the messages matching q, newest (highest id) first.
 func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, error) {
@@ -264,7 +258,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, err
 			var received int64
 			err := row.Scan(&m.ID, &m.Tenant, &m.MailFrom, &m.HeaderFrom, &m.MessageID, &m.Subject,
 				&m.Class, &m.Size, &m.ClientAddr, &m.AuthUser, &received)
-			m.ReceivedAt = fromNanos(received)
+			m.ReceivedAt = store.FromNanos(received)
 			return m, err
 		})
 		return err
@@ -284,64 +278,42 @@ const asciiLower = "translate(%s, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmno
 
 // searchSQL builds the query for q and its arguments.
 func searchSQL(q store.Query) (string, []any) {
-	var where []string
-	var args []any
-	// add numbers each $? in cond in turn for vals.
-	add := func(cond string, vals ...any) {
-		for _, v := range vals {
-			args = append(args, v)
-			cond = strings.Replace(cond, "$?", fmt.Sprintf("$%d", len(args)), 1)
-		}
-		where = append(where, cond)
-	}
+	c := &conds{}
 	if q.ID != "" {
-		add("m.id = $?", q.ID)
+		c.add("m.id = $?", q.ID)
 	}
 	if q.Tenant != "" {
-		add("m.tenant = $?", q.Tenant)
+		c.add("m.tenant = $?", q.Tenant)
 	}
 	if len(q.Tenants) > 0 {
-		add("m.tenant = ANY($?)", q.Tenants)
+		c.add("m.tenant = ANY($?)", q.Tenants)
 	}
 	switch {
 	case q.Recipient != "" && q.State != "":
-		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $? AND state = $?)",
+		c.add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $? AND state = $?)",
 			store.AddressKey(q.Recipient), string(q.State))
 	case q.Recipient != "":
-		add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $?)", store.AddressKey(q.Recipient))
+		c.add("m.id IN (SELECT message_id FROM recipients WHERE address_key = $?)", store.AddressKey(q.Recipient))
 	case q.State != "":
-		add("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)", string(q.State))
+		c.add("EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)", string(q.State))
 	}
 	if q.MessageID != "" {
-		add("m.message_id = $?", q.MessageID)
+		c.add("m.message_id = $?", q.MessageID)
 	}
 	if q.Subject != "" {
-		add(fmt.Sprintf(asciiLower, "m.subject")+" LIKE "+fmt.Sprintf(asciiLower, "$?")+` ESCAPE '\'`,
+		c.add(fmt.Sprintf(asciiLower, "m.subject")+" LIKE "+fmt.Sprintf(asciiLower, "$?")+` ESCAPE '\'`,
 			"%"+likeEscaper.Replace(q.Subject)+"%")
 	}
 	if !q.Since.IsZero() {
-		add("m.received_at >= $?", nanos(q.Since))
+		c.add("m.received_at >= $?", store.Nanos(q.Since))
 	}
 	if !q.Until.IsZero() {
-		add("m.received_at < $?", nanos(q.Until))
+		c.add("m.received_at < $?", store.Nanos(q.Until))
 	}
 	if q.After != "" {
-		add("m.id < $?", q.After)
+		c.add("m.id < $?", q.After)
 	}
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = searchDefaultLimit
-	case limit > searchMaxLimit:
-		limit = searchMaxLimit
-	}
-	var b strings.Builder
-	b.WriteString("SELECT " + messageColumns + " FROM messages m")
-	if len(where) > 0 {
-		b.WriteString(" WHERE ")
-		b.WriteString(strings.Join(where, " AND "))
-	}
-	args = append(args, limit)
-	fmt.Fprintf(&b, " ORDER BY m.id DESC LIMIT $%d", len(args))
-	return b.String(), args
+	c.args = append(c.args, store.PageLimit(q.Limit))
+	return fmt.Sprintf("SELECT %s FROM messages m%s ORDER BY m.id DESC LIMIT $%d",
+		messageColumns, c.clause(), len(c.args)), c.args
 }

@@ -136,7 +136,7 @@ CREATE TABLE placements (
 	moves        text NOT NULL DEFAULT '[]',
 	closed_at    bigint NOT NULL DEFAULT 0
 );
-CREATE INDEX placements_header ON placements(header, address);
+CREATE INDEX placements_header ON placements(header, lower(address));
 CREATE INDEX placements_due ON placements(delivered_at) WHERE closed_at = 0;
 CREATE INDEX placements_at ON placements(at);
 CREATE INDEX placements_tenant ON placements(tenant, at);
@@ -159,7 +159,7 @@ CREATE TABLE lane_states (
 );
 
 CREATE TABLE idempotency_keys (
-	key        text PRIMARY KEY,
+	key        bytea PRIMARY KEY, -- the API's keys hold a NUL, which text refuses
 	body_hash  bytea NOT NULL,
 	status     integer NOT NULL DEFAULT 0,
 	response   bytea,

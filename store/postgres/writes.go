@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/certgate/certgate/store"
@@ -42,7 +41,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		}
 		tag, err := tx.Exec(ctx, `UPDATE idempotency_keys SET status = $1, response = $2, expires_at = $3
 			WHERE key = $4 AND body_hash = $5 AND status = 0`,
-			a.Status, response, nanos(a.Expires), a.Key, a.BodyHash[:])
+			a.Status, response, store.Nanos(a.Expires), []byte(a.Key), a.BodyHash[:])
 		if err != nil {
 			return fmt.Errorf("answer idempotency key: %w", err)
 		}
@@ -54,7 +53,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 		subject, class, size, client_addr, auth_user, received_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
-		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {
+		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, store.Nanos(received)); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	contentIDs := make([]int64, len(contents))
@@ -80,7 +79,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 			tracking_id, prefix, content_id, state, next_attempt, updated_at, seed, lease_node)
 			VALUES ($1, $2, $3, $4, NULLIF($5, ''), $6, $7, $8, $9, $10, $11, $12) RETURNING id`,
 			m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
-			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed, node,
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), store.Nanos(next), store.Nanos(now), r.Seed, node,
 		).Scan(&ids[i]); err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
@@ -88,7 +87,7 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 			if _, err := tx.Exec(ctx, `INSERT INTO placements (recipient_id, message_id, tenant, seed, address,
 				header, class, folder, at, provider) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 				ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
-				store.FolderPending, nanos(received), r.SeedProvider); err != nil {
+				store.FolderPending, store.Nanos(received), r.SeedProvider); err != nil {
 				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
 			}
 		}
@@ -97,53 +96,49 @@ func enqueue(ctx context.Context, tx pgx.Tx, m store.Message, contents [][]byte,
 				state, max_uses, expires_at, created_at, updated_at)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 				l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
-				l.MaxUses, nanos(l.ExpiresAt), nanos(now), nanos(now)); err != nil {
+				l.MaxUses, store.Nanos(l.ExpiresAt), store.Nanos(now), store.Nanos(now)); err != nil {
 				return fmt.Errorf("insert link %d of recipient %d (%s): %w", j, i, r.Address, err)
 			}
 		}
 	}
-	actor := "smtp:" + m.ClientAddr
-	if m.AuthUser != "" {
-		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
-	}
-	if m.Submitter != "" {
-		actor = m.Submitter
-	}
-	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
-	held := 0
-	for _, r := range rcpts {
-		if r.State == store.StateHeld {
-			held++
-		}
-	}
-	if held > 0 {
-		detail += fmt.Sprintf(", %d held", held)
-	}
-	if m.Note != "" {
-		detail += ", " + m.Note
-	}
-	return addEvent(ctx, tx, store.Event{MessageID: m.ID, Time: received, Kind: "accepted", Actor: actor, Detail: detail})
+	actor, detail := store.AcceptedEvent(m, rcpts)
+	return addEvents(ctx, tx, ev(m.ID, 0, received, "accepted", actor, detail))
 }
 
-// addEvent inserts e, its time and count as given (count 0 as 1), after
-// taking the events lock.
-func addEvent(ctx context.Context, tx pgx.Tx, e store.Event) error {
+// addEvents inserts evs in order, their times and counts as given (count
+// 0 as 1), a lane's event with its lane, after taking the events lock.
+// Callers add events last, after every row lock their transaction
+// takes: a transaction holding the events lock never waits for a row,
+// so two never wait for each other.
+func addEvents(ctx context.Context, tx pgx.Tx, evs ...laneEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
 	if err := lockEvents(ctx, tx); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		e.MessageID, e.RecipientID, nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1)); err != nil {
-		return fmt.Errorf("insert %s event: %w", e.Kind, err)
+	for _, e := range evs {
+		if _, err := tx.Exec(ctx, `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count, lane)
+			VALUES (NULLIF($1, ''), $2, $3, $4, $5, $6, $7, $8)`,
+			e.MessageID, e.RecipientID, store.Nanos(e.Time), e.Kind, e.Actor, e.Detail, max(e.Count, 1), e.lane); err != nil {
+			return fmt.Errorf("insert %s event: %w", e.Kind, err)
+		}
 	}
 	return nil
 }
 
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
+// laneEvent is an event to add, with the lane of a lane's event (whose
+// MessageID is "").
+type laneEvent struct {
+	store.Event
+	lane string
+}
+
+// ev is an event of message messageID (and its recipient recipientID,
+// when not 0) to add.
+func ev(messageID string, recipientID int64, at time.Time, kind, actor, detail string) laneEvent {
+	return laneEvent{Event: store.Event{MessageID: messageID, RecipientID: recipientID, Time: at,
+		Kind: kind, Actor: actor, Detail: detail}}
 }
 
 // RecordAttempt updates the recipient, counts the attempt and writes a
@@ -151,15 +146,8 @@ func plural(n int) string {
 // the message queued or held, the message's bytes are dropped in the same
 // transaction.
 func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
-	var kind string
-	switch a.State {
-	case store.StateQueued:
-		kind = "deferred"
-	case store.StateDelivered:
-		kind = "delivered"
-	case store.StateBounced:
-		kind = "bounced"
-	default:
+	kind, ok := store.AttemptKind(a.State)
+	if !ok {
 		return fmt.Errorf("store/postgres: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error { return recordAttempt(ctx, tx, a, kind, time.Now(), s.node) })
@@ -179,11 +167,19 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	if a.State != store.StateQueued {
 		next = time.Time{} // no further attempt
 	}
+	if a.State != store.StateQueued {
+		// First of all this transaction's locks, as dropIfFinal needs.
+		// NO KEY UPDATE: the events' foreign key checks need not wait on it.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM messages WHERE id =
+			(SELECT message_id FROM recipients WHERE id = $1) FOR NO KEY UPDATE`, a.RecipientID); err != nil {
+			return err
+		}
+	}
 	var msgID, seed string
 	err := tx.QueryRow(ctx, `UPDATE recipients SET state = $1, attempts = attempts + 1,
 		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
 		WHERE id = $7 AND ($8 = '' OR message_id = $8) AND ($9 = '' OR lease_node = $9) RETURNING message_id, seed`,
-		string(a.State), nanos(next), a.Provider, a.Code, a.Reply, nanos(at), a.RecipientID, a.MessageID, node,
+		string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply, store.Nanos(at), a.RecipientID, a.MessageID, node,
 	).Scan(&msgID, &seed)
 	if errors.Is(err, pgx.ErrNoRows) && node != "" {
 		return leaseHolder(ctx, tx, a.RecipientID)
@@ -194,26 +190,46 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	if err != nil {
 		return err
 	}
-	// Events in SQLite's order: the attempt's before the links' it causes.
-	if err := addEvent(ctx, tx, store.Event{MessageID: msgID, RecipientID: a.RecipientID, Time: at,
-		Kind: kind, Actor: "queue", Detail: attemptDetail(a, next)}); err != nil {
-		return err
-	}
+	// Events in SQLite's order: the attempt's before those it causes.
+	evs := []laneEvent{ev(msgID, a.RecipientID, at, kind, "queue", store.AttemptDetail(a, next))}
 	if seed != "" && a.State == store.StateDelivered {
 		if _, err := tx.Exec(ctx, "UPDATE placements SET delivered_at = $1, at = $1, provider = $2 WHERE recipient_id = $3",
-			nanos(at), a.Provider, a.RecipientID); err != nil {
+			store.Nanos(at), a.Provider, a.RecipientID); err != nil {
 			return fmt.Errorf("placement delivered: %w", err)
 		}
 	}
+	// A seed copy that bounced will never arrive: it is missing now,
+	// not at a deadline that only delivered copies have.
 	if seed != "" && a.State == store.StateBounced {
-		return errNotYet // closing a bounced seed copy's placement
+		e, err := closeBounced(ctx, tx, a.RecipientID, at, a.Provider)
+		if err != nil {
+			return fmt.Errorf("placement bounced: %w", err)
+		}
+		evs = append(evs, e...)
 	}
+	// A seed copy's links never become enabled.
 	if a.EnableLinks && a.State == store.StateDelivered && seed == "" {
-		return errNotYet // enabling links on delivery
+		e, err := setLinkState(ctx, tx, msgID, a.RecipientID, []store.LinkState{store.LinkPending}, store.LinkEnabled,
+			at, "queue", "enabled on delivery")
+		if err != nil {
+			return fmt.Errorf("enable links on delivery: %w", err)
+		}
+		evs = append(evs, e...)
 	}
-	if a.State == store.StateQueued {
-		return nil // still live: nothing to drop
+	if a.State != store.StateQueued {
+		if err := dropIfFinal(ctx, tx, msgID); err != nil {
+			return err
+		}
 	}
+	return addEvents(ctx, tx, evs...)
+}
+
+// dropIfFinal drops the message's bytes when no recipient of it is
+// queued or held. The caller holds the message's row lock, taken before
+// any other: final attempts on its recipients take turns here, so of two
+// last attempts that commit together the second sees the first's state
+// and drops the bytes.
+func dropIfFinal(ctx context.Context, tx pgx.Tx, msgID string) error {
 	var live bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = $1
 		AND state IN ('queued', 'held'))`, msgID).Scan(&live); err != nil {
@@ -231,33 +247,6 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 	return nil
 }
 
-// attemptDetail is the audit line for one attempt, e.g.
-// "250 2.0.0 ok from mx.example.com via gmail".
-func attemptDetail(a store.Attempt, next time.Time) string {
-	var b strings.Builder
-	if a.Code != 0 {
-		fmt.Fprintf(&b, "%d ", a.Code)
-	}
-	reply := a.Reply
-	if reply == "" {
-		reply = "no reply"
-	}
-	b.WriteString(reply)
-	if a.Host != "" {
-		b.WriteString(" from ")
-		b.WriteString(a.Host)
-	}
-	if a.Provider != "" {
-		b.WriteString(" via ")
-		b.WriteString(a.Provider)
-	}
-	if !next.IsZero() {
-		b.WriteString(", next attempt ")
-		b.WriteString(next.UTC().Format(time.RFC3339))
-	}
-	return b.String()
-}
-
 // AddEvent appends e to its message's audit trail. The message (and the
 // recipient, when e names one) must exist.
 func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
@@ -265,24 +254,13 @@ func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
 		return fmt.Errorf("store/postgres: add event to %s: empty kind", e.MessageID)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
-		var ok bool
-		var err error
-		if e.RecipientID != 0 {
-			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM recipients WHERE id = $1 AND message_id = $2)",
-				e.RecipientID, e.MessageID).Scan(&ok)
-		} else {
-			err = tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1)", e.MessageID).Scan(&ok)
-		}
-		if err != nil {
+		if err := exists(ctx, tx, e.MessageID, e.RecipientID); err != nil {
 			return err
-		}
-		if !ok {
-			return store.ErrNotFound
 		}
 		if e.Time.IsZero() {
 			e.Time = time.Now()
 		}
-		return addEvent(ctx, tx, e)
+		return addEvents(ctx, tx, laneEvent{Event: e})
 	})
 	if err != nil {
 		return fmt.Errorf("store/postgres: add %s event to %s: %w", e.Kind, e.MessageID, err)
