@@ -45,7 +45,7 @@ var mayImport = map[string][]string{
 	"dnscheck/dnstest":     {},
 	"demo":                 {"config", "sim", "gateway/signer", "mimeedit"},
 	"kit":                  {"config", "internal/lang"},
-	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
+	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "store/postgres", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
 	"internal/testdovecot": {},
 	"internal/testpg":      {},
 	"internal/testredis":   {},

@@ -229,7 +229,7 @@ func (v *validator) general(c *Config) {
 }
 
 // storageDrivers are the storage.driver values this build can open.
-var storageDrivers = []string{"sqlite"}
+var storageDrivers = []string{"sqlite", "postgres"}
 
 // StorageDrivers lists the storage.driver values this build can open;
 // the binary opens each of them.
@@ -239,8 +239,6 @@ func StorageDrivers() []string { return slices.Clone(storageDrivers) }
 // whatever serve would refuse.
 func (v *validator) storage(s Storage) {
 	switch {
-	case !slices.Contains(storageDrivers, s.Driver) && s.Driver == "postgres":
-		v.add("storage.driver", "postgres is not in this build, which stores in %s only; write driver: sqlite, or leave storage out", strings.Join(storageDrivers, ", "))
 	case !slices.Contains(storageDrivers, s.Driver):
 		v.add("storage.driver", "%q is not a storage driver; this build has %s", s.Driver, strings.Join(storageDrivers, ", "))
 	case s.Driver == "postgres":

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -26,7 +24,6 @@ import (
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
-	"github.com/certgate/certgate/store/sqlite"
 	"github.com/certgate/certgate/webhook"
 )
 
@@ -106,24 +103,6 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 		return nil, err
 	}
 	return d, nil
-}
-
-// openStore opens the spool in data_dir.
-func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
-	if cfg.Storage.Driver != "" && cfg.Storage.Driver != "sqlite" {
-		return nil, fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
-	}
-	st, err := sqlite.Open(ctx, storePath(cfg), sqlite.Options{})
-	if ce := (*sqlite.CorruptError)(nil); errors.As(err, &ce) {
-		return nil, errors.New(corruptAdvice(ce, cfg.Path))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening the store: %w", err)
-	}
-	return st, nil
 }
 
 // buildMailPath wires submission to delivery: the preparer that signs, the
