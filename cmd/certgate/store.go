@@ -167,7 +167,11 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("storage: %w", err)
 		}
-		st, err := postgres.Open(ctx, dsn, postgres.Options{})
+		var opts postgres.Options
+		if cfg.Cluster != nil {
+			opts.Node = cfg.Cluster.Node // what this node accepts is leased to it
+		}
+		st, err := postgres.Open(ctx, dsn, opts)
 		if err != nil {
 			return nil, fmt.Errorf("opening the PostgreSQL store: %w", postgres.RedactDSN(err, dsn))
 		}
