@@ -443,10 +443,10 @@ func TestStoreMigrateCommand(t *testing.T) {
 	dsnFile := writeDSN(t, withPassword(t, srv.NewDB(t), password))
 	cfgPath := writeSmallConfig(t, dir, "storage: {driver: postgres, dsn_file: "+dsnFile+"}\n")
 	code, out := runOut(t, password, "store", "migrate", "--config", cfgPath)
-	if code != 0 || !strings.Contains(out, "version: 0 before, 1 now") {
+	if code != 0 || !strings.Contains(out, "version: 0 before, 2 now") {
 		t.Fatalf("store migrate of a new database: exit %d\n%s", code, out)
 	}
-	if code, out := runOut(t, password, "store", "migrate", "--config", cfgPath); code != 0 || !strings.Contains(out, "version: 1 before, 1 now") {
+	if code, out := runOut(t, password, "store", "migrate", "--config", cfgPath); code != 0 || !strings.Contains(out, "version: 2 before, 2 now") {
 		t.Fatalf("store migrate again: exit %d\n%s", code, out)
 	}
 	// serve opens it too.
