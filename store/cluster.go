@@ -53,6 +53,15 @@ type Cluster interface {
 	DropLease(ctx context.Context, name string) error
 	// Nodes lists every node that ever heartbeat, by name.
 	Nodes(ctx context.Context) ([]Node, error)
+	// Leases lists the named leases, by name.
+	Leases(ctx context.Context) ([]Lease, error)
+}
+
+// Lease is a named lease and the node holding it.
+type Lease struct {
+	Name  string
+	Node  string
+	Until time.Time
 }
 
 // Node is one member of a cluster as its heartbeats describe it.

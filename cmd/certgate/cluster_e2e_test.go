@@ -226,20 +226,17 @@ func (r *clusterRig) waitDelivered(rcpts []string, within time.Duration) map[str
 		for _, m := range r.sink.Messages() {
 			got[m.To]++
 		}
-		missing := 0
+		var missing []string
 		for _, rc := range rcpts {
 			if got[rc] == 0 {
-				missing++
+				missing = append(missing, rc)
 			}
 		}
-		if missing == 0 {
+		if len(missing) == 0 {
 			return got
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("%d acknowledged messages never delivered", missing)
-		}
 		if err := r.sink.WaitFor(ctx, len(r.sink.Messages())+1); err != nil {
-			t.Fatalf("%d acknowledged messages never delivered: %v", missing, err)
+			t.Fatalf("%d acknowledged messages never delivered (%v); in the store:\n%s", len(missing), err, r.describe(missing))
 		}
 	}
 }
@@ -274,6 +271,24 @@ func (r *clusterRig) count(sql string) int {
 		}
 	})
 	return n
+}
+
+// describe is what the store says of some recipients, for a failure.
+func (r *clusterRig) describe(rcpts []string) string {
+	var b strings.Builder
+	r.query(fmt.Sprintf(`SELECT address, state, lease_node, attempts, next_attempt, last_reply FROM recipients
+		WHERE address IN ('%s') LIMIT 20`, strings.Join(rcpts, "','")), func(rows pgx.Rows) {
+		for rows.Next() {
+			var addr, state, lease, reply string
+			var attempts int
+			var next int64
+			if err := rows.Scan(&addr, &state, &lease, &attempts, &next, &reply); err != nil {
+				r.t.Fatal(err)
+			}
+			fmt.Fprintf(&b, "  %s: %s, lease %q, %d attempts, next %v, last %q\n", addr, state, lease, attempts, time.Unix(0, next).UTC(), reply)
+		}
+	})
+	return b.String()
 }
 
 // books counts the recipients in each state in the shared store.
@@ -354,6 +369,12 @@ func TestClusterDeliversOnceAtTheLanesRate(t *testing.T) {
 	}
 	r.waitBooks(clusterMessages)
 	r.checkRate(start, "three nodes")
+	// The operator's view: three live nodes holding nothing, one of them
+	// running the webhooks.
+	out, code := e2eRun(t, time.Minute, r.bin, "cluster", "status", "--config", r.nodes[0].cfg)
+	if code != 0 || strings.Count(out, " alive ") != 3 || !regexp.MustCompile(`(?m)^webhooks\s+n[123]\s`).MatchString(out) {
+		t.Errorf("certgate cluster status: exit %d\n%s", code, out)
+	}
 	elapsed := time.Since(start)
 	t.Logf("%d messages through 3 nodes in %v (%.0f/s)", clusterMessages, elapsed.Round(time.Millisecond), clusterMessages/elapsed.Seconds())
 }
@@ -395,6 +416,10 @@ func TestClusterNodeKilledLosesNothing(t *testing.T) {
 		t.Errorf("%d copies delivered twice after the kill, want at most the 12 in flight", twice)
 	}
 	r.waitBooks(clusterMessages)
+	out, code := e2eRun(t, time.Minute, r.bin, "cluster", "status", "--config", r.nodes[0].cfg)
+	if code != 0 || !regexp.MustCompile(`(?m)^n2\s+lapsed\s.*\s0$`).MatchString(out) || strings.Count(out, " alive ") != 2 {
+		t.Errorf("certgate cluster status after the kill: exit %d\n%s", code, out)
+	}
 	t.Logf("node killed holding %d undelivered copies; %d copies sent twice; all %d delivered %v after the kill",
 		orphans, twice, clusterMessages, time.Since(killedAt).Round(time.Millisecond))
 	log, _ := os.ReadFile(r.nodes[0].log)

@@ -37,6 +37,7 @@ Usage:
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
   certgate store migrate [--config FILE]   apply the PostgreSQL schema's migrations, before and after versions
   certgate store copy --from-sqlite PATH (--to-dsn-file FILE | --to-dsn-env VAR)   move a stopped node's spool into an empty PostgreSQL
+  certgate cluster status [--config FILE]   the nodes of a cluster, the work each holds, who runs webhooks and seed watchers
   certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
@@ -74,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPasswd(args[1:], stdout, stderr)
 	case "store":
 		err = cmdStore(args[1:], stdout)
+	case "cluster":
+		err = cmdCluster(args[1:], stdout)
 	case "seeds":
 		err = cmdSeeds(args[1:], stdout)
 	case "lanes":

@@ -206,6 +206,29 @@ func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
 	return out, nil
 }
 
+// Leases implements store.Cluster.
+func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
+	var out []store.Lease
+	err := s.use(func() error {
+		rows, err := s.pool.Query(ctx, "SELECT name, node, until FROM leases ORDER BY name")
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Lease, error) {
+			var l store.Lease
+			var until int64
+			err := row.Scan(&l.Name, &l.Node, &until)
+			l.Until = store.FromNanos(until)
+			return l, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: leases: %w", err)
+	}
+	return out, nil
+}
+
 // leaseHolder says who holds a recipient, for RecordAttempt's answer when
 // its lease check matched nothing: ErrNotFound or ErrLeaseLost.
 func leaseHolder(ctx context.Context, tx pgx.Tx, id int64) error {

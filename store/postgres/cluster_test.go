@@ -267,6 +267,9 @@ func TestClusterNamedLeases(t *testing.T) {
 	if !try(b, clusterT0.Add(51*time.Second)) || try(a, clusterT0.Add(52*time.Second)) {
 		t.Fatal("want b to take the lapsed lease and a to be refused")
 	}
+	if ls, err := a.Leases(ctx); err != nil || len(ls) != 1 || ls[0].Name != "seed:gmail" || ls[0].Node != "b" || !ls[0].Until.Equal(clusterT0.Add(81*time.Second)) {
+		t.Fatalf("Leases = %+v, %v; want seed:gmail held by b until T0+81s", ls, err)
+	}
 	if err := b.DropLease(ctx, "seed:gmail"); err != nil {
 		t.Fatal(err)
 	}
