@@ -34,7 +34,9 @@ type Store interface {
 // Queue is the node's delivery queue: a cache of the work it claimed.
 type Queue interface {
 	Add(ps ...store.Pending)
-	Reconcile(held []store.Pending)
+	// Reconcile keeps, of what the queue held before it called load,
+	// only what load lists, and adds what load lists that it lacks.
+	Reconcile(load func() ([]store.Pending, error)) error
 }
 
 // Options is what a Member is built from.
@@ -157,12 +159,14 @@ func (m *Member) heartbeat() {
 		return
 	}
 	m.o.Log.Error("cluster: this node's heartbeat had lapsed; reloading the work it still holds", "lease", m.o.Lease)
-	var held []store.Pending
-	if err := m.o.Store.Pending(m.ctx, func(p store.Pending) error { held = append(held, p); return nil }); err != nil {
+	err = m.o.Queue.Reconcile(func() ([]store.Pending, error) {
+		var held []store.Pending
+		err := m.o.Store.Pending(m.ctx, func(p store.Pending) error { held = append(held, p); return nil })
+		return held, err
+	})
+	if err != nil {
 		m.o.Log.Error("cluster: reloading claims", "err", err)
-		return
 	}
-	m.o.Queue.Reconcile(held)
 }
 
 // maxBatches bounds the claims of one poll, so that a large backlog is

@@ -44,7 +44,14 @@ func (q *queue) Add(ps ...store.Pending) {
 	}
 }
 
-func (q *queue) Reconcile(held []store.Pending) { q.reconciled <- held }
+func (q *queue) Reconcile(load func() ([]store.Pending, error)) error {
+	held, err := load()
+	if err != nil {
+		return err
+	}
+	q.reconciled <- held
+	return nil
+}
 
 func (q *queue) len() int {
 	q.mu.Lock()

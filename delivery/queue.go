@@ -210,21 +210,34 @@ func (q *Queue) Add(ps ...store.Pending) {
 	}
 }
 
-// Reconcile makes the queue hold what held lists: what the store says a
-// node of a cluster holds after its heartbeat lapsed, when other nodes may
-// have claimed some of its copies. Those waiting for a later attempt leave
-// at once; those due, routed or in a lane leave when a worker takes them;
-// one in an attempt finds out when the store refuses its record.
-func (q *Queue) Reconcile(held []store.Pending) {
-	keep := make(map[int64]bool, len(held))
+// Reconcile makes the queue hold what the store says this node of a
+// cluster holds, after its heartbeat lapsed and other nodes may have
+// claimed some of its copies: load reads that from the store. Of the
+// items held before load was called, those it does not list leave:
+// those waiting for a later attempt at once; those due, routed or in a
+// lane when a worker takes them; one in an attempt when the store
+// refuses its record. Items that came in meanwhile (accepted, released)
+// are this node's and stay.
+func (q *Queue) Reconcile(load func() ([]store.Pending, error)) error {
+	q.mu.Lock()
+	before := make(map[int64]bool, len(q.byID))
+	for id := range q.byID {
+		before[id] = true
+	}
+	q.mu.Unlock()
+	held, err := load()
+	if err != nil {
+		return err
+	}
 	for _, p := range held {
-		keep[p.RecipientID] = true
+		delete(before, p.RecipientID)
 	}
 	var gone []*item
 	q.mu.Lock()
-	for id, it := range q.byID {
+	for id := range before {
+		it := q.byID[id]
 		switch {
-		case keep[id]:
+		case it == nil: // done with meanwhile
 		case it.heapIdx >= 0:
 			heap.Remove(&q.sched, it.heapIdx)
 			gone = append(gone, it)
@@ -237,6 +250,7 @@ func (q *Queue) Reconcile(held []store.Pending) {
 		q.leave(it)
 	}
 	q.Add(held...)
+	return nil
 }
 
 // dropLost reports whether it is one Reconcile found lost, and if so lets

@@ -42,7 +42,8 @@ func (d *daemon) buildClusterLimits() (policy.Limiter, error) {
 		return nil, err
 	}
 	n := &clusterNode{rdb: redis.NewClient(opts)}
-	n.limits = redislimit.New(n.rdb, redislimit.Options{Holder: c.Node + ":" + fmt.Sprint(os.Getpid()),
+	// A dead node's connection slots come back when its lease would.
+	n.limits = redislimit.New(n.rdb, redislimit.Options{Holder: c.Node + ":" + fmt.Sprint(os.Getpid()), Lease: c.Lease.D(),
 		OnRefreshError: func(err error) { d.log.Warn("cluster: renewing connection slots in Redis", "err", err) }})
 	n.failover = redislimit.NewFailover(n.limits, redislimit.FailoverOptions{
 		LiveNodes: n.liveNodes,
