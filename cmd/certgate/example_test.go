@@ -95,6 +95,9 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	if raw.Gate.FormKeyFile != "" {
 		writeSecret(t, raw.Gate.FormKeyFile, randomSecret())
 	}
+	if raw.Console.SessionKeyFile != "" {
+		writeSecret(t, raw.Console.SessionKeyFile, randomSecret())
+	}
 	if raw.Storage.DSNFile != "" {
 		t.Errorf("the example names a PostgreSQL DSN file; this build stores in %s", strings.Join(config.StorageDrivers(), ", "))
 	}
