@@ -59,8 +59,9 @@ func (c *Cluster) applyDefaults(f filler) {
 }
 
 // cluster checks the cluster's keys, and what several nodes need alike:
-// PostgreSQL, and the gate's form key from a file (a key each node made
-// up would refuse the forms another node served).
+// PostgreSQL, and the gate's form key and the console's session key from
+// files (a key each node made up would refuse the forms another node
+// served, and sign out whoever the load balancer sends elsewhere).
 func (v *validator) cluster(c *Config) {
 	cl := c.Cluster
 	if cl == nil {
@@ -77,6 +78,9 @@ func (v *validator) cluster(c *Config) {
 	}
 	if c.Gate.FormKeyFile == "" {
 		v.add("gate.form_key_file", "required with cluster: every node must accept the gate's forms that another served")
+	}
+	if c.Console.SessionKeyFile == "" {
+		v.add("console.session_key_file", "required with cluster: every node must open the console sessions that another started")
 	}
 	if cl.Redis == nil {
 		v.add("cluster.redis", "required: the nodes share their limits (a provider's rate, its connections) in Redis")

@@ -9,9 +9,10 @@ import (
 )
 
 // clusterYAML is a valid node of a cluster: PostgreSQL, the shared gate
-// key, and a Redis.
+// and console keys, and a Redis.
 const clusterYAML = `storage: {driver: postgres, dsn_env: CERTGATE_PG_DSN}
 gate: {form_key_file: form.key}
+console: {session_key_file: form.key}
 `
 
 // TestCluster: cluster's defaults, what a cluster needs besides, and what
@@ -42,6 +43,8 @@ func TestCluster(t *testing.T) {
 	for _, tc := range []struct{ yaml, want string }{
 		{"gate: {form_key_file: form.key}\ncluster: {}\n", "cluster: several nodes share one queue in PostgreSQL: set storage.driver: postgres"},
 		{"storage: {driver: postgres, dsn_env: X}\ncluster: {}\n", "gate.form_key_file: required with cluster"},
+		// Whatever else is wrong, a cluster without the console's key says so.
+		{"gate: {form_key_file: form.key}\ncluster: {}\n", "console.session_key_file: required with cluster: every node must open the console sessions that another started"},
 		{clusterYAML + "cluster: {}\n", "cluster.redis: required"},
 		{clusterYAML + "cluster: {node: \"a b\"}\n", `cluster.node: "a b" is not a node name`},
 		{clusterYAML + "cluster: {lease: 1s}\n", "cluster.lease: must be between 3s and 10m, not 1s"},
@@ -53,5 +56,24 @@ func TestCluster(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+// TestClusterNeedsConsoleSessionKey: a cluster without the console's
+// shared key is refused for it, whatever else is wrong, and not with it.
+// Apart from TestCluster, whose valid nodes need a build with PostgreSQL.
+func TestClusterNeedsConsoleSessionKey(t *testing.T) {
+	f := newFixture(t)
+	if err := os.WriteFile(filepath.Join(f.dir, "form.key"), []byte(strings.Repeat("k", 64)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const want = "console.session_key_file: required with cluster"
+	_, err := Parse(f.path(), []byte(f.expand(minimalYAML+"gate: {form_key_file: form.key}\ncluster: {}\n")))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("cluster without console.session_key_file: %v, want %q", err, want)
+	}
+	_, err = Parse(f.path(), []byte(f.expand(minimalYAML+clusterYAML+"cluster: {}\n")))
+	if err == nil || strings.Contains(err.Error(), "console.session_key_file") {
+		t.Errorf("cluster with console.session_key_file: %v, want refused (no redis) but not for the key", err)
 	}
 }

@@ -183,6 +183,7 @@ func (c *Config) resolvePaths(dir string, fromFile bool) {
 		abs(&c.API.Tokens[i].TokenFile)
 	}
 	abs(&c.Gate.FormKeyFile)
+	abs(&c.Console.SessionKeyFile)
 	for i := range c.Webhooks {
 		abs(&c.Webhooks[i].SecretFile)
 	}

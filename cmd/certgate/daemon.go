@@ -48,6 +48,9 @@ type daemon struct {
 	relay   *gateway.Relay
 	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
 	compose *compose.Templates
+	// consoleKey seals console sessions in their cookies
+	// (console.session_key_file); nil keeps them in memory.
+	consoleKey []byte
 
 	dns     *dnscheck.Monitor // nil without a resolver
 	stopDNS func()
@@ -207,6 +210,13 @@ func (d *daemon) buildHTTP() error {
 		gopts.Key = []byte(key)
 	}
 	d.gate = quarantine.NewGate(d.store, gopts, d.metrics, d.log)
+	if f := cfg.Console.SessionKeyFile; f != "" {
+		key, err := config.ReadSecret(f, "")
+		if err != nil {
+			return fmt.Errorf("console.session_key_file: %w", err)
+		}
+		d.consoleKey = []byte(key)
+	}
 	d.desk = quarantine.NewDesk(d.store, d.queue, d.metrics)
 	hooks, err := webhook.Endpoints(cfg.Webhooks)
 	if err != nil {

@@ -96,6 +96,9 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	if raw.Gate.FormKeyFile != "" {
 		writeSecret(t, raw.Gate.FormKeyFile, randomSecret())
 	}
+	if raw.Console.SessionKeyFile != "" {
+		writeSecret(t, raw.Console.SessionKeyFile, randomSecret())
+	}
 	if raw.Storage.DSNFile != "" {
 		t.Errorf("the example names a PostgreSQL DSN file; it must run as shipped, on the embedded store")
 	}
