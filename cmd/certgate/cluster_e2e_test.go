@@ -109,6 +109,7 @@ func (r *clusterRig) start(name string) *clusterProc {
 			"storage: {driver: postgres, dsn_file: " + filepath.Join(r.dir, "pg.dsn") + "}",
 			"cluster: {node: " + name + ", lease: " + clusterLease + ", redis: {addr: \"" + r.redis.Addr + "\"}}",
 			"gate: {form_key_file: " + filepath.Join(r.dir, "form.key") + "}",
+			"console: {session_key_file: " + filepath.Join(r.dir, "session.key") + "}",
 			"smtp: {listen: [\"" + n.smtpAddr + "\"]}",
 			"http: {listen: \"" + n.httpAddr + "\"}",
 			"tenants:",
