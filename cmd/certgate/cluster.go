@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ type clusterNode struct {
 	rdb      *redis.Client
 	limits   *redislimit.Limiter
 	failover *redislimit.Failover
-	claimed  prometheus.Counter
+	claimed  atomic.Uint64 // copies claimed from lapsed nodes
 }
 
 // buildClusterLimits connects the limiter the nodes share, before the
@@ -49,18 +50,7 @@ func (d *daemon) buildClusterLimits() (policy.Limiter, error) {
 		LiveNodes: n.liveNodes,
 		Logger:    d.log,
 	})
-	n.claimed = prometheus.NewCounter(prometheus.CounterOpts{Name: "certgate_cluster_claimed_total",
-		Help: "Queued copies this node claimed from nodes whose heartbeat lapsed (or from none)."})
-	d.metrics.Registry.MustRegister(n.claimed,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "certgate_cluster_live_nodes",
-			Help: "Nodes of the cluster alive at this node's last heartbeat, this one included."},
-			func() float64 { return float64(n.liveNodes()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "certgate_cluster_limiter_degraded",
-			Help: "1 while Redis is unreachable and this node keeps to its share of each limit (limit / live nodes)."},
-			func() float64 { return b2f(n.failover.Degraded()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "certgate_cluster_limiter_fallbacks_total",
-			Help: "Times this node lost Redis and fell back to its share of each limit."},
-			func() float64 { return float64(n.failover.Fallbacks()) }))
+	d.metrics.Registry.MustRegister(clusterCollector{n})
 	d.cluster = n
 	return n.failover, nil
 }
@@ -72,6 +62,34 @@ func (n *clusterNode) liveNodes() int {
 		return 1
 	}
 	return n.member.LiveNodes()
+}
+
+// clusterCollector exports the node's part in the cluster at each scrape.
+type clusterCollector struct{ n *clusterNode }
+
+var (
+	clusterLiveDesc = prometheus.NewDesc("certgate_cluster_live_nodes",
+		"Nodes of the cluster alive at this node's last heartbeat, this one included.", nil, nil)
+	clusterClaimedDesc = prometheus.NewDesc("certgate_cluster_claimed_total",
+		"Queued copies this node claimed from nodes whose heartbeat lapsed (or from none).", nil, nil)
+	clusterDegradedDesc = prometheus.NewDesc("certgate_cluster_limiter_degraded",
+		"1 while Redis is unreachable and this node keeps to its share of each limit (limit / live nodes).", nil, nil)
+	clusterFallbacksDesc = prometheus.NewDesc("certgate_cluster_limiter_fallbacks_total",
+		"Times this node lost Redis and fell back to its share of each limit.", nil, nil)
+)
+
+func (clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- clusterLiveDesc
+	ch <- clusterClaimedDesc
+	ch <- clusterDegradedDesc
+	ch <- clusterFallbacksDesc
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(clusterLiveDesc, prometheus.GaugeValue, float64(c.n.liveNodes()))
+	ch <- prometheus.MustNewConstMetric(clusterClaimedDesc, prometheus.CounterValue, float64(c.n.claimed.Load()))
+	ch <- prometheus.MustNewConstMetric(clusterDegradedDesc, prometheus.GaugeValue, b2f(c.n.failover.Degraded()))
+	ch <- prometheus.MustNewConstMetric(clusterFallbacksDesc, prometheus.CounterValue, float64(c.n.failover.Fallbacks()))
 }
 
 func b2f(b bool) float64 {
@@ -122,7 +140,7 @@ func (d *daemon) buildMember() error {
 		return errors.New("cluster: the store is not one that nodes share (storage.driver: postgres)")
 	}
 	d.cluster.member = cluster.New(cluster.Options{Store: st, Queue: d.queue, Lease: d.cfg.Cluster.Lease.D(), Log: d.log,
-		OnClaim: func(n int) { d.cluster.claimed.Add(float64(n)) }})
+		OnClaim: func(n int) { d.cluster.claimed.Add(uint64(n)) }})
 	if d.lanes != nil {
 		d.lanes.followCluster(d.queue.Wake)
 	}
