@@ -56,7 +56,7 @@ type clusterProc struct {
 	smtpAddr string
 	httpAddr string
 	proc     *e2eProcess
-	killed   bool
+	killed   atomic.Bool // read by the submitting clients
 }
 
 func newClusterRig(t *testing.T, nodes int) *clusterRig {
@@ -136,7 +136,7 @@ func (r *clusterRig) start(name string) *clusterProc {
 		if err == nil {
 			n.proc = p
 			t.Cleanup(func() {
-				if !n.killed {
+				if !n.killed.Load() {
 					stopServe(t, n.proc, n.log)
 				}
 			})
@@ -170,7 +170,7 @@ func (r *clusterRig) submit(n int, sent *atomic.Int64) []string {
 				msg := messageIDHeader.ReplaceAll(r.body, fmt.Appendf(nil, "Message-ID: <cl-%05d@ca.example>", i))
 				for try := range 2 * len(r.nodes) {
 					node := r.nodes[(i+w+try)%len(r.nodes)]
-					if node.killed {
+					if node.killed.Load() {
 						continue
 					}
 					err := clusterSend(node.smtpAddr, rcpt, msg)
@@ -223,8 +223,9 @@ func (r *clusterRig) waitDelivered(rcpts []string, within time.Duration) map[str
 	}
 	// Copies sent twice arrive meanwhile; wait until every recipient has one.
 	for {
+		msgs := r.sink.Messages()
 		got := map[string]int{}
-		for _, m := range r.sink.Messages() {
+		for _, m := range msgs {
 			got[m.To]++
 		}
 		var missing []string
@@ -236,7 +237,7 @@ func (r *clusterRig) waitDelivered(rcpts []string, within time.Duration) map[str
 		if len(missing) == 0 {
 			return got
 		}
-		if err := r.sink.WaitFor(ctx, len(r.sink.Messages())+1); err != nil {
+		if err := r.sink.WaitFor(ctx, len(msgs)+1); err != nil {
 			t.Fatalf("%d acknowledged messages never delivered (%v); in the store:\n%s", len(missing), err, r.describe(missing))
 		}
 	}
@@ -393,7 +394,7 @@ func TestClusterNodeKilledLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim := r.nodes[1]
-	victim.killed = true
+	victim.killed.Store(true)
 	victim.proc.cmd.Process.Signal(syscall.SIGKILL)
 	<-victim.proc.done
 	killedAt := time.Now()
