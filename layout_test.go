@@ -58,6 +58,7 @@ var mayImport = map[string][]string{
 	"bench/probe":          {},
 	"bench/sink":           {},
 	"bench/sendbench":      {},
+	"bench/clusterbench":   {},
 }
 
 func TestImportsRunOneWay(t *testing.T) {
