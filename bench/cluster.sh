@@ -126,7 +126,8 @@ KEY=$WORK/dkim/bench._domainkey.$DOMAIN.pem
 TXT=$WORK/dkim/bench._domainkey.$DOMAIN.txt
 if [ ! -s "$KEY" ] || [ ! -s "$TXT" ]; then die "certgate dkim keygen wrote no key"; fi
 (umask 077 && od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$WORK/admin-token" &&
-	od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/form.key")
+	od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/form.key" &&
+	od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$WORK/session.key")
 
 # --- PostgreSQL -----------------------------------------------------------------
 # pg_run PROGRAM ARGS...: one of PostgreSQL's programs, as the cluster's owner
@@ -212,6 +213,7 @@ hostname: $NODE.relay.bench.example
 data_dir: $RUN_DIR/$NODE
 storage: $STORE
 gate: {form_key_file: $WORK/form.key}
+console: {session_key_file: $WORK/session.key}
 smtp:
   listen: ["127.0.0.1:$SMTP_PORT"]
   max_connections: $((CONCURRENCY * 2 + 10))
