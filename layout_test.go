@@ -28,9 +28,11 @@ var mayImport = map[string][]string{
 	"store":                {},
 	"store/sqlite":         {"store"},
 	"store/storetest":      {"store"},
+	"store/postgres":       {"store"},
 	"policy":               {"config", "clock"},
 	"policy/limitertest":   {"policy"},
 	"policy/redislimit":    {"policy"},
+	"cluster":              {"clock", "store"},
 	"placement":            {"clock", "config", "mimeedit", "store"},
 	"quarantine":           {"config", "metrics", "mimeedit", "store", "clock", "internal/lang"},
 	"webhook":              {"config", "store", "clock"},
@@ -44,8 +46,9 @@ var mayImport = map[string][]string{
 	"dnscheck/dnstest":     {},
 	"demo":                 {"config", "sim", "gateway/signer", "mimeedit"},
 	"kit":                  {"config", "internal/lang"},
-	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "policy", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
+	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "store/postgres", "policy", "policy/redislimit", "cluster", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
 	"internal/testdovecot": {},
+	"internal/testpg":      {},
 	"internal/testredis":   {},
 	"internal/lang":        {},
 	"internal/mailaddr":    {},
@@ -55,6 +58,7 @@ var mayImport = map[string][]string{
 	"bench/probe":          {},
 	"bench/sink":           {},
 	"bench/sendbench":      {},
+	"bench/clusterbench":   {},
 }
 
 func TestImportsRunOneWay(t *testing.T) {

@@ -81,6 +81,11 @@ type Identity struct {
 	Name    string
 	Scopes  []config.Scope
 	Tenants quarantine.Tenants
+	hash    [32]byte
+}
+
+func (t *token) identity() Identity {
+	return Identity{Name: t.cfg.Name, Scopes: t.cfg.Scopes, Tenants: t.tenants, hash: t.hash}
 }
 
 // Lookup finds the token whose secret this is, as the API does for a
@@ -90,8 +95,26 @@ func (ts *Tokens) Lookup(secret string) (Identity, bool) {
 	if t == nil {
 		return Identity{}, false
 	}
-	return Identity{Name: t.cfg.Name, Scopes: t.cfg.Scopes, Tenants: t.tenants}, true
+	return t.identity(), true
 }
+
+// Named is the configured token called name (config keeps names
+// unique); false when there is none. A session kept in the browser
+// finds its token again this way, so a token taken out of the
+// configuration ends its sessions.
+func (ts *Tokens) Named(name string) (Identity, bool) {
+	for i := range ts.list {
+		if ts.list[i].cfg.Name == name {
+			return ts.list[i].identity(), true
+		}
+	}
+	return Identity{}, false
+}
+
+// SecretDigest is the SHA-256 of the token's secret: state kept outside
+// certgate can be bound to the secret through it, so that a new secret
+// under the same name does not inherit it. Never log it.
+func (id Identity) SecretDigest() [32]byte { return id.hash }
 
 // Has reports whether the identity holds scope (admin holds every one).
 func (id Identity) Has(scope config.Scope) bool {

@@ -211,19 +211,21 @@ EOC
 }
 
 # start_certgate WRITE_CONFIG: picks SMTP_PORT and HTTP_PORT, has the
-# function WRITE_CONFIG write $WORK/certgate.yaml with them, and starts
+# function WRITE_CONFIG write the configuration CG_CONF with them, and starts
 # certgate, retrying on another pair of ports when one was taken meanwhile.
-# Sets CG_PID and CG_URL (its HTTP listener).
+# Sets CG_PID and CG_URL (its HTTP listener). CG_CONF and CG_LOG (its log)
+# are $WORK/certgate.yaml and $WORK/certgate.log unless set: a script that
+# runs several nodes sets them for each.
 start_certgate() {
-	local write=$1 attempt i
+	local write=$1 attempt i conf=${CG_CONF:-$WORK/certgate.yaml} cglog=${CG_LOG:-$WORK/certgate.log}
 	CG_PID=
 	for attempt in 1 2 3 4; do
 		pick_port SMTP_PORT
 		pick_port HTTP_PORT
 		"$write"
-		"$CG" check-config --config "$WORK/certgate.yaml" >/dev/null 2>"$WORK/check.log" ||
+		"$CG" check-config --config "$conf" >/dev/null 2>"$WORK/check.log" ||
 			die "bench configuration refused: $(cat "$WORK/check.log")"
-		"$CG" serve --config "$WORK/certgate.yaml" 2>>"$WORK/certgate.log" &
+		"$CG" serve --config "$conf" 2>>"$cglog" &
 		CG_PID=$!
 		track "$CG_PID"
 		CG_URL=http://127.0.0.1:$HTTP_PORT
@@ -232,8 +234,8 @@ start_certgate() {
 			kill -0 "$CG_PID" 2>/dev/null || break
 			sleep 0.1
 		done
-		kill -0 "$CG_PID" 2>/dev/null && die "certgate not ready after 30 s: $(tail -3 "$WORK/certgate.log")"
-		grep -q "address already in use" "$WORK/certgate.log" || die "certgate exited: $(tail -3 "$WORK/certgate.log")"
+		kill -0 "$CG_PID" 2>/dev/null && die "certgate not ready after 30 s: $(tail -3 "$cglog")"
+		grep -q "address already in use" "$cglog" || die "certgate exited: $(tail -3 "$cglog")"
 		log "a port was taken meanwhile; again ($attempt)"
 	done
 	die "could not start certgate on free ports"

@@ -34,6 +34,8 @@ type Config struct {
 	Seeds     Seeds       `yaml:"seeds"`
 	DNSCheck  DNSCheck    `yaml:"dns_check"`
 	Log       Log         `yaml:"log"`
+	// Cluster, when set, makes this node one of several (nil: alone).
+	Cluster *Cluster `yaml:"cluster"`
 
 	// Path is the file the configuration was read from ("" when built in code).
 	Path string `yaml:"-"`
@@ -173,11 +175,14 @@ type Gate struct {
 // http.listen): a person signs in with an API token, and the session
 // ends after IdleTimeout without a request or MaxAge after sign-in,
 // whichever comes first. MaxSessions bounds the sessions kept at once;
-// past it, the one idle longest ends.
+// past it, the one idle longest ends. With SessionKeyFile, sessions are
+// sealed in their cookies instead, so that every node of a cluster
+// holding the same key opens them (and MaxSessions does not apply).
 type Console struct {
-	IdleTimeout Duration `yaml:"idle_timeout"`
-	MaxAge      Duration `yaml:"max_age"`
-	MaxSessions int      `yaml:"max_sessions"`
+	IdleTimeout    Duration `yaml:"idle_timeout"`
+	MaxAge         Duration `yaml:"max_age"`
+	MaxSessions    int      `yaml:"max_sessions"`
+	SessionKeyFile string   `yaml:"session_key_file"`
 }
 
 // User is an SMTP AUTH identity. The password is kept as a bcrypt hash only,

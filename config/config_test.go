@@ -493,8 +493,7 @@ func TestProblems(t *testing.T) {
 	f := newFixture(t)
 	cases := []struct {
 		name string
-		// base is fullYAML when empty; "postgres" is fullYAML with a
-		// build that has the postgres driver.
+		// base is fullYAML when empty.
 		base string
 		edit edit
 		want []wantProblem
@@ -507,17 +506,14 @@ func TestProblems(t *testing.T) {
 		{"hostname empty", "", edit{"hostname: relay.issuer.example", `hostname: ""`},
 			[]wantProblem{{"hostname", "hostname:", "must not be empty"}}},
 		{"storage driver", "", edit{"driver: sqlite", "driver: mysql"},
-			[]wantProblem{{"storage.driver", "driver: mysql", `"mysql" is not a storage driver; this build has sqlite`}}},
-		// serve would refuse it: check-config must too.
-		{"storage driver not in this build", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token}"},
-			[]wantProblem{{"storage.driver", "driver: postgres", "postgres is not in this build, which stores in sqlite only"}}},
-		{"postgres without dsn", "postgres", edit{"driver: sqlite", "driver: postgres"},
+			[]wantProblem{{"storage.driver", "driver: mysql", `"mysql" is not a storage driver; this build has sqlite, postgres`}}},
+		{"postgres without dsn", "", edit{"driver: sqlite", "driver: postgres"},
 			[]wantProblem{{"storage", "storage:", "set dsn_file or dsn_env"}}},
-		{"postgres both dsn", "postgres", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token, dsn_env: PG}"},
+		{"postgres both dsn", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: {{dir}}/helpdesk.token, dsn_env: PG}"},
 			[]wantProblem{{"storage", "storage:", "only one of dsn_file and dsn_env"}}},
-		{"postgres dsn file missing", "postgres", edit{"driver: sqlite", "{driver: postgres, dsn_file: /nonexistent/dsn}"},
+		{"postgres dsn file missing", "", edit{"driver: sqlite", "{driver: postgres, dsn_file: /nonexistent/dsn}"},
 			[]wantProblem{{"storage.dsn_file", "dsn_file:", "does not exist"}}},
-		{"postgres dsn_env holds a value", "postgres", edit{"driver: sqlite", "driver: postgres\n  dsn_env: postgres://u:hunter2@db/x"},
+		{"postgres dsn_env holds a value", "", edit{"driver: sqlite", "driver: postgres\n  dsn_env: postgres://u:hunter2@db/x"},
 			[]wantProblem{{"storage.dsn_env", "dsn_env:", "name of an environment variable"}}},
 		{"sqlite with dsn", "", edit{"driver: sqlite", "driver: sqlite\n  dsn_env: PG"},
 			[]wantProblem{{"storage.dsn_env", "dsn_env:", "only for driver postgres"}}},
@@ -801,11 +797,6 @@ func TestProblems(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			base := tc.base
-			if base == "postgres" {
-				defer func(d []string) { storageDrivers = d }(storageDrivers)
-				storageDrivers = []string{"sqlite", "postgres"}
-				base = ""
-			}
 			if base == "" {
 				base = fullYAML
 			}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,41 @@ func TestConsole(t *testing.T) {
 		_, err := Parse(f.path(), []byte(f.expand(minimalYAML+"console: "+c.yaml+"\n")))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("console: %s: %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}
+
+// TestConsoleSessionKeyFile: the shared session key is found beside the
+// configuration, and refused when missing, short or open to every user.
+func TestConsoleSessionKeyFile(t *testing.T) {
+	f := newFixture(t)
+	write := func(name, text string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(f.dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+	}
+	write("session.key", strings.Repeat("ab", 32)+"\n", 0o600)
+	write("short.key", strings.Repeat("k", 31)+"\n", 0o600)
+	write("open.key", strings.Repeat("k", 64), 0o644)
+	if got := mustParse(t, f, minimalYAML).Console.SessionKeyFile; got != "" {
+		t.Errorf("session_key_file left out = %q, want none (sessions in memory)", got)
+	}
+	if got := mustParse(t, f, minimalYAML+"console: {session_key_file: session.key}\n").Console.SessionKeyFile; got != filepath.Join(f.dir, "session.key") {
+		t.Errorf("session_key_file = %q, want it beside the configuration", got)
+	}
+	for _, c := range []struct{ file, want string }{
+		{"nope.key", "console.session_key_file: file"},
+		{"short.key", "console.session_key_file: must hold at least 32 characters of random key"},
+		{"open.key", "every user of this machine can read it, and the console's session key signs anyone in"},
+	} {
+		_, err := Parse(f.path(), []byte(f.expand(minimalYAML+"console: {session_key_file: "+c.file+"}\n")))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("session_key_file %s: %v, want %q", c.file, err, c.want)
 		}
 	}
 }

@@ -119,6 +119,9 @@ func (c *Config) applyDefaults(has func(path string) bool) {
 	c.Seeds.applyDefaults(f)
 	fill(f, "dns_check.interval", &c.DNSCheck.Interval, DefaultDNSCheckInterval)
 	fill(f, "dns_check.timeout", &c.DNSCheck.Timeout, DefaultDNSCheckTimeout)
+	if c.Cluster != nil {
+		c.Cluster.applyDefaults(f)
+	}
 	applyRuleDefaults(f, "rules", c.Rules)
 	for i := range c.Providers {
 		p := &c.Providers[i]

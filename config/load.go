@@ -157,6 +157,10 @@ func (c *Config) resolvePaths(dir string, fromFile bool) {
 	}
 	abs(&c.DataDir)
 	abs(&c.Storage.DSNFile)
+	if c.Cluster != nil && c.Cluster.Redis != nil {
+		abs(&c.Cluster.Redis.PasswordFile)
+		abs(&c.Cluster.Redis.CAFile)
+	}
 	abs(&c.SMTP.TLS.CertFile)
 	abs(&c.SMTP.TLS.KeyFile)
 	for i := range c.Tenants {
@@ -177,6 +181,11 @@ func (c *Config) resolvePaths(dir string, fromFile bool) {
 	}
 	for i := range c.API.Tokens {
 		abs(&c.API.Tokens[i].TokenFile)
+	}
+	abs(&c.Gate.FormKeyFile)
+	abs(&c.Console.SessionKeyFile)
+	for i := range c.Webhooks {
+		abs(&c.Webhooks[i].SecretFile)
 	}
 }
 

@@ -126,17 +126,13 @@ func (v *validator) validate(c *Config) {
 	if c.Gate.MinHumanDelay < 0 {
 		v.add("gate.min_human_delay", "must not be negative")
 	}
-	if f := c.Gate.FormKeyFile; f != "" && v.file("gate.form_key_file", f) {
-		v.secretFile("gate.form_key_file", f, "")
-		if b, err := readSmall(f, 4096); err != nil || len(strings.TrimSpace(string(b))) < 32 {
-			v.add("gate.form_key_file", "must hold at least 32 characters of random key (openssl rand -hex 32)")
-		}
-	}
+	v.keyFile("gate.form_key_file", c.Gate.FormKeyFile, "")
 	v.console(&c.Console)
 	v.webhooks(c)
 	v.retention(&c.Retention)
 	v.seeds(c)
 	v.dnsCheck(&c.DNSCheck)
+	v.cluster(c)
 }
 
 // dnsCheck checks the periodic DNS self-check's keys: more often than
@@ -172,6 +168,20 @@ func (v *validator) console(c *Console) {
 	}
 	if c.MaxSessions < 1 || c.MaxSessions > 100000 {
 		v.add("console.max_sessions", "must be from 1 to 100000, not %d", c.MaxSessions)
+	}
+	v.keyFile("console.session_key_file", c.SessionKeyFile, "the console's session key signs anyone in as any API token")
+}
+
+// keyFile checks a file of shared key, when one is named: it exists,
+// only its owner reads it (refuseShared as for secretFile), and it holds
+// enough key that nobody guesses it.
+func (v *validator) keyFile(path, f, refuseShared string) {
+	if f == "" || !v.file(path, f) {
+		return
+	}
+	v.secretFile(path, f, refuseShared)
+	if b, err := readSmall(f, 4096); err != nil || len(strings.TrimSpace(string(b))) < 32 {
+		v.add(path, "must hold at least 32 characters of random key (openssl rand -hex 32)")
 	}
 }
 
@@ -228,7 +238,7 @@ func (v *validator) general(c *Config) {
 }
 
 // storageDrivers are the storage.driver values this build can open.
-var storageDrivers = []string{"sqlite"}
+var storageDrivers = []string{"sqlite", "postgres"}
 
 // StorageDrivers lists the storage.driver values this build can open;
 // the binary opens each of them.
@@ -238,8 +248,6 @@ func StorageDrivers() []string { return slices.Clone(storageDrivers) }
 // whatever serve would refuse.
 func (v *validator) storage(s Storage) {
 	switch {
-	case !slices.Contains(storageDrivers, s.Driver) && s.Driver == "postgres":
-		v.add("storage.driver", "postgres is not in this build, which stores in %s only; write driver: sqlite, or leave storage out", strings.Join(storageDrivers, ", "))
 	case !slices.Contains(storageDrivers, s.Driver):
 		v.add("storage.driver", "%q is not a storage driver; this build has %s", s.Driver, strings.Join(storageDrivers, ", "))
 	case s.Driver == "postgres":

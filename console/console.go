@@ -52,6 +52,11 @@ type Options struct {
 	// console section; zero values take its defaults).
 	IdleTimeout, MaxAge time.Duration
 	MaxSessions         int
+	// SessionKey (console.session_key_file, at least MinSessionKey
+	// bytes) seals each session in its cookie, so that every node
+	// holding the same key opens it; MaxSessions then does not apply.
+	// Without it, sessions are kept in this node's memory.
+	SessionKey []byte
 	// SignInFailures limits failed sign-ins per client address (an IPv6
 	// client by its /64); zero takes DefaultSignInFailures.
 	SignInFailures quarantine.RateLimit
@@ -70,7 +75,7 @@ const maxForm = 8 << 10
 // Console serves the helpdesk console.
 type Console struct {
 	o        Options
-	sessions *sessions
+	sessions sessionStore
 	failures *quarantine.ClientLimiter
 }
 
@@ -95,7 +100,16 @@ func New(o Options) *Console {
 	if o.SignInFailures.Burst <= 0 || o.SignInFailures.Every <= 0 {
 		o.SignInFailures = DefaultSignInFailures
 	}
-	return &Console{o: o, sessions: newSessions(o.Clock, o.IdleTimeout, o.MaxAge, o.MaxSessions),
+	var keep sessionStore = newSessions(o.Clock, o.IdleTimeout, o.MaxAge, o.MaxSessions)
+	if o.SessionKey != nil {
+		// config refuses a shorter key; a caller that skipped it must
+		// not get sessions a guess could forge.
+		if len(o.SessionKey) < MinSessionKey {
+			panic(fmt.Sprintf("console: session key of %d bytes, want at least %d", len(o.SessionKey), MinSessionKey))
+		}
+		keep = newSealed(o.SessionKey, o.Tokens, o.Clock, o.IdleTimeout, o.MaxAge)
+	}
+	return &Console{o: o, sessions: keep,
 		failures: quarantine.NewClientLimiter(o.SignInFailures, quarantine.DefaultLimiterKeys)}
 }
 
@@ -113,7 +127,7 @@ func (c *Console) Register(mux *http.ServeMux) {
 	m.HandleFunc("POST /console/lanes/{name}/pause", c.action(config.ScopeAdmin, c.lanePause(false)))
 	m.HandleFunc("POST /console/lanes/{name}/resume", c.action(config.ScopeAdmin, c.lanePause(true)))
 	m.HandleFunc("/console/", func(w http.ResponseWriter, r *http.Request) {
-		s, _ := c.current(r)
+		s, _ := c.current(w, r)
 		c.render(w, r, http.StatusNotFound, "empty", view{Error: "nothing_here"}, s)
 	})
 	// Beside the form keys, the browser's own word: a POST from another
@@ -181,15 +195,21 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 	}
 }
 
-// current is the request's live session.
-func (c *Console) current(r *http.Request) (*session, bool) {
+// current is the request's live session; when its store renews the
+// cookie (a sealed session's new seen time), the reply carries it, to
+// live as long as the session may.
+func (c *Console) current(w http.ResponseWriter, r *http.Request) (*session, bool) {
 	ck, err := r.Cookie(cookieName)
 	if err != nil {
 		return nil, false
 	}
-	s, ok := c.sessions.get(ck.Value)
+	s, renewed, ok := c.sessions.get(ck.Value)
 	if !ok {
 		return nil, false
+	}
+	if renewed != "" {
+		left := c.o.MaxAge - c.o.Clock.Now().Sub(s.created)
+		http.SetCookie(w, c.cookie(r, renewed, max(int(left/time.Second), 1)))
 	}
 	return &s, true
 }
@@ -202,7 +222,7 @@ func (c *Console) cookie(r *http.Request, value string, maxAge int) *http.Cookie
 
 // home is the search page, or the sign-in page without a session.
 func (c *Console) home(w http.ResponseWriter, r *http.Request) {
-	s, ok := c.current(r)
+	s, ok := c.current(w, r)
 	if !ok {
 		notice := ""
 		if r.URL.Query().Get("signed_out") == "1" {
@@ -217,7 +237,7 @@ func (c *Console) home(w http.ResponseWriter, r *http.Request) {
 // page guards a GET: the sign-in page (401) without a live session.
 func (c *Console) page(h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		s, ok := c.current(r)
+		s, ok := c.current(w, r)
 		if !ok {
 			c.render(w, r, http.StatusUnauthorized, "signin", view{Error: "session_ended"}, nil)
 			return
@@ -231,7 +251,7 @@ func (c *Console) page(h func(http.ResponseWriter, *http.Request, *session)) htt
 func (c *Console) action(scope config.Scope, h func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
-		s, ok := c.current(r)
+		s, ok := c.current(w, r)
 		if !ok {
 			c.render(w, r, http.StatusUnauthorized, "signin", view{Error: "session_ended"}, nil)
 			return

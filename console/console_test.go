@@ -81,17 +81,13 @@ type env struct {
 	st    *sqlite.Store
 	clk   *clock.Fake
 	lanes *fakeLanes
+	o     Options // the console's, for another node over the same store
 	con   *Console
 	srv   *httptest.Server
 }
 
-func newEnv(t *testing.T, tweak func(*Options)) *env {
-	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+// testTokens are the tests' API tokens, their secrets in the environment.
+func testTokens(t *testing.T) []config.APIToken {
 	var cfg []config.APIToken
 	for i, tk := range []struct {
 		secret, name string
@@ -107,10 +103,36 @@ func newEnv(t *testing.T, tweak func(*Options)) *env {
 		t.Setenv(env, tk.secret)
 		cfg = append(cfg, config.APIToken{Name: tk.name, TokenEnv: env, Scopes: tk.scopes, Tenants: tk.tenants})
 	}
+	return cfg
+}
+
+func loadTokens(t *testing.T, cfg []config.APIToken) *api.Tokens {
+	t.Helper()
 	tokens, err := api.LoadTokens(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tokens
+}
+
+// serve builds the console of o and serves it over real HTTP.
+func (e *env) serve(o Options) {
+	e.o = o
+	e.con = New(o)
+	mux := http.NewServeMux()
+	e.con.Register(mux)
+	e.srv = httptest.NewServer(mux)
+	e.t.Cleanup(e.srv.Close)
+}
+
+func newEnv(t *testing.T, tweak func(*Options)) *env {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tokens := loadTokens(t, testTokens(t))
 	e := &env{t: t, st: st, clk: clock.NewFake(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)),
 		lanes: &fakeLanes{lanes: []api.Lane{
 			{Name: "gmail", Provider: "gmail", State: "slowed", Rate: 2, Configured: 5, Reason: "421 from gmail for tenant other",
@@ -124,11 +146,7 @@ func newEnv(t *testing.T, tweak func(*Options)) *env {
 	if tweak != nil {
 		tweak(&o)
 	}
-	e.con = New(o)
-	mux := http.NewServeMux()
-	e.con.Register(mux)
-	e.srv = httptest.NewServer(mux)
-	t.Cleanup(e.srv.Close)
+	e.serve(o)
 	return e
 }
 
@@ -446,7 +464,7 @@ func TestSessionExpiry(t *testing.T) {
 	if r := e.get("/console/lanes", ck); r.code != http.StatusUnauthorized {
 		t.Fatalf("two hours after sign-in: %d", r.code)
 	}
-	if n := e.con.sessions.count(); n != 0 { // each was dropped when seen ended
+	if n := e.con.sessions.(*sessions).count(); n != 0 { // each was dropped when seen ended
 		t.Errorf("%d sessions kept, want none", n)
 	}
 }
@@ -460,7 +478,7 @@ func TestSessionsAreBounded(t *testing.T) {
 	}
 	e.get("/console/", cks[0]) // the first is the most recently seen now
 	e.signIn(readerToken)
-	if n := e.con.sessions.count(); n != 3 {
+	if n := e.con.sessions.(*sessions).count(); n != 3 {
 		t.Errorf("%d sessions kept, want 3", n)
 	}
 	for i, want := range []int{200, 401, 200} {
@@ -484,7 +502,7 @@ func TestSignOut(t *testing.T) {
 	if r := e.get("/console/", ck); strings.Contains(r.body, "helpdesk") || !strings.Contains(r.body, `action="/console/signin"`) {
 		t.Errorf("after sign-out the old cookie shows %.300s", r.body)
 	}
-	if n := e.con.sessions.count(); n != 0 {
+	if n := e.con.sessions.(*sessions).count(); n != 0 {
 		t.Errorf("%d sessions after sign-out", n)
 	}
 }

@@ -26,6 +26,19 @@ func (s session) checkCSRF(token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s.csrf)) == 1
 }
 
+// sessionStore keeps the console's sessions by the cookie's value: in
+// memory on this node (sessions), or sealed in the cookie itself so that
+// every node holding the key opens it (sealedSessions).
+type sessionStore interface {
+	// start makes a session for who and returns the cookie's value.
+	start(who api.Identity) (string, session)
+	// get is the live session of a cookie's value, seen now; renewed,
+	// when not empty, is the value the browser should keep from now on.
+	get(value string) (s session, renewed string, ok bool)
+	// end ends the session of a cookie's value, where that can be done.
+	end(value string)
+}
+
 // sessions are kept in memory, by the SHA-256 of their id: the id itself
 // lives only in the person's cookie, so a dump of this map signs nobody
 // in. A session ends idle after idle, and maxAge after sign-in whatever
@@ -90,10 +103,10 @@ func (s *sessions) sweep(now time.Time) {
 }
 
 // get is the live session of id, seen now; false when there is none or
-// it has ended (then it is gone).
-func (s *sessions) get(id string) (session, bool) {
+// it has ended (then it is gone). The id never changes.
+func (s *sessions) get(id string) (session, string, bool) {
 	if id == "" {
-		return session{}, false
+		return session{}, "", false
 	}
 	h := sha256.Sum256([]byte(id))
 	now := s.clock.Now()
@@ -101,14 +114,14 @@ func (s *sessions) get(id string) (session, bool) {
 	defer s.mu.Unlock()
 	o, ok := s.byHash[h]
 	if !ok {
-		return session{}, false
+		return session{}, "", false
 	}
 	if s.expired(o, now) {
 		delete(s.byHash, h)
-		return session{}, false
+		return session{}, "", false
 	}
 	o.seen = now
-	return *o, true
+	return *o, "", true
 }
 
 // end deletes the session of id.

@@ -44,7 +44,10 @@ func (q *Queue) finish(it *item, provider string, res Result, data []byte) {
 			a.Reply = "DSN could not be generated; last: " + res.String()
 		}
 	}
-	q.record(a, it)
+	if !q.record(a, it) {
+		q.leave(it) // another node holds it now and delivers it
+		return
+	}
 	age := now.Sub(it.p.ReceivedAt)
 	q.log.Info("delivery", "id", it.p.MessageID, "rcpt", it.p.Address, "provider", provider, "host", res.Host,
 		"result", result, "reply", res.String(), "attempt", it.p.Attempts+1, "class", string(it.class), "age", age.Round(time.Millisecond))
@@ -98,11 +101,19 @@ func (q *Queue) judge(it *item, provider string, res *Result, now time.Time) (a 
 // worker waits meanwhile, which slows its lane as it should. It is
 // written even while shutting down, since the attempt happened; only a
 // store that keeps failing through shutdown leaves the copy queued, to be
-// sent again (a duplicate, never a loss).
-func (q *Queue) record(a store.Attempt, it *item) {
+// sent again (a duplicate, never a loss). It reports false when the store
+// says another node of the cluster holds the copy now: this node's heartbeat
+// lapsed and the copy was claimed, so the holder's record is the one that
+// counts (and this attempt may have made a duplicate).
+func (q *Queue) record(a store.Attempt, it *item) bool {
 	wait := 100 * time.Millisecond
 	for {
 		err := q.store.RecordAttempt(context.Background(), a)
+		if errors.Is(err, store.ErrLeaseLost) {
+			q.metrics.StoreErrors.WithLabelValues("lease_lost").Inc()
+			q.log.Warn("queue: attempt made after another node claimed the copy; not recorded here", "id", it.p.MessageID, "rcpt", it.p.Address, "state", a.State)
+			return false
+		}
 		if err == nil || errors.Is(err, store.ErrNotFound) {
 			break
 		}
@@ -111,7 +122,7 @@ func (q *Queue) record(a store.Attempt, it *item) {
 		if !clock.Sleep(q.clock, wait, q.ctx.Done()) {
 			if err := q.store.RecordAttempt(context.Background(), a); err != nil {
 				q.log.Error("queue: attempt not recorded; the copy stays queued", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
-				return
+				return true
 			}
 			break
 		}
@@ -120,6 +131,7 @@ func (q *Queue) record(a store.Attempt, it *item) {
 	if q.recorded != nil {
 		q.recorded(a)
 	}
+	return true
 }
 
 // react feeds a reply to the lane's rules: a rule may slow or suspend the

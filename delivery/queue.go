@@ -85,7 +85,11 @@ type Queue struct {
 	count    int             // recipients held by the queue in any stage
 	byTenant map[string]int  // count, by tenant
 	byID     map[int64]*item // the items, by recipient
-	changed  chan struct{}   // closed and replaced when count changes
+	// lost are items another node of a cluster claimed while this one's
+	// heartbeat had lapsed (see Reconcile): dropped when a worker takes
+	// them, unattempted.
+	lost    map[int64]bool
+	changed chan struct{} // closed and replaced when count changes
 
 	// heldBytes is what items carry of their contents (see AddAccepted),
 	// kept under freshBudget.
@@ -104,7 +108,7 @@ func NewQueue(o Options) *Queue {
 	q := &Queue{store: o.Store, policy: o.Policy, router: o.Router, dialer: o.Dialer, hostname: o.Hostname, sealer: o.Sealer,
 		metrics: o.Metrics, log: o.Log, clock: o.Clock, recorded: o.Recorded, freshBudget: o.FreshBudget, memory: o.Memory,
 		lanes: map[string]*lane{}, wake: make(chan struct{}, 1), largeRead: make(chan struct{}, 1), changed: make(chan struct{}), labelled: make(chan struct{}),
-		byTenant: map[string]int{}, byID: map[int64]*item{}}
+		byTenant: map[string]int{}, byID: map[int64]*item{}, lost: map[int64]bool{}}
 	if q.clock == nil {
 		q.clock = clock.Real
 	}
@@ -192,11 +196,73 @@ func (q *Queue) labelWaiting(waiting map[string][]*item) {
 	}
 }
 
-// Add queues recipients that the store has made durable (released ones).
+// Add queues recipients that the store has made durable (released ones,
+// or claimed by this node of a cluster). One the queue holds already is
+// not added twice.
 func (q *Queue) Add(ps ...store.Pending) {
 	for _, p := range ps {
-		q.enter(q.newItem(p))
+		q.mu.Lock()
+		_, have := q.byID[p.RecipientID]
+		q.mu.Unlock()
+		if !have {
+			q.enter(q.newItem(p))
+		}
 	}
+}
+
+// Reconcile makes the queue hold what the store says this node of a
+// cluster holds, after its heartbeat lapsed and other nodes may have
+// claimed some of its copies: load reads that from the store. Of the
+// items held before load was called, those it does not list leave:
+// those waiting for a later attempt at once; those due, routed or in a
+// lane when a worker takes them; one in an attempt when the store
+// refuses its record. Items that came in meanwhile (accepted, released)
+// are this node's and stay.
+func (q *Queue) Reconcile(load func() ([]store.Pending, error)) error {
+	q.mu.Lock()
+	before := make(map[int64]bool, len(q.byID))
+	for id := range q.byID {
+		before[id] = true
+	}
+	q.mu.Unlock()
+	held, err := load()
+	if err != nil {
+		return err
+	}
+	for _, p := range held {
+		delete(before, p.RecipientID)
+	}
+	var gone []*item
+	q.mu.Lock()
+	for id := range before {
+		it := q.byID[id]
+		switch {
+		case it == nil: // done with meanwhile
+		case it.heapIdx >= 0:
+			heap.Remove(&q.sched, it.heapIdx)
+			gone = append(gone, it)
+		default:
+			q.lost[id] = true
+		}
+	}
+	q.mu.Unlock()
+	for _, it := range gone {
+		q.leave(it)
+	}
+	q.Add(held...)
+	return nil
+}
+
+// dropLost reports whether it is one Reconcile found lost, and if so lets
+// it go.
+func (q *Queue) dropLost(it *item) bool {
+	q.mu.Lock()
+	lost := q.lost[it.p.RecipientID]
+	q.mu.Unlock()
+	if lost {
+		q.leave(it)
+	}
+	return lost
 }
 
 // AddAccepted queues copies just made durable together with their bytes:
@@ -283,6 +349,7 @@ func (q *Queue) setCount(it *item, delta int) {
 		q.byID[it.p.RecipientID] = it
 	} else if q.byID[it.p.RecipientID] == it {
 		delete(q.byID, it.p.RecipientID)
+		delete(q.lost, it.p.RecipientID)
 	}
 	close(q.changed)
 	q.changed = make(chan struct{})

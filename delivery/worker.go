@@ -49,9 +49,9 @@ func (w *worker) deliverNext() step {
 		return leaveLane
 	}
 	it := w.take()
-	if it == nil {
+	if it == nil || q.dropLost(it) {
 		slot.Unused()
-		return nextItem // another worker took it; wait for more or leave
+		return nextItem // another worker (or node) took it; wait for more or leave
 	}
 	q.metrics.ShapingWait.WithLabelValues(l.pl.Name(), string(it.class)).Observe(q.clock.Now().Sub(it.readyAt).Seconds())
 	if s := w.connect(it); s != carryOn {

@@ -169,7 +169,7 @@ func New() *Metrics {
 		}, []string{"provider", "method"}),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_store_errors_total",
-			Help: "Failed reads and writes of the store on the mail path, by operation (enqueue, record_attempt, read_copy): each is retried or answered 451, never lost, but a disk that fails them needs a person.",
+			Help: "Failed reads and writes of the store on the mail path, by operation (enqueue, record_attempt, read_copy; lease_lost: an attempt this node of a cluster made after another claimed the copy, which that node records): each is retried or answered 451, never lost, but a disk that fails them needs a person.",
 		}, []string{"op"}),
 		RuleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "certgate_rule_hits_total",

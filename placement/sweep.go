@@ -28,14 +28,15 @@ func (w *Watcher) sweepEvery() time.Duration {
 // sweep closes seed copies whose deadline has passed: one never found is
 // missing; one found is deleted from its mailbox (after: delete), so seed
 // mailboxes never fill up. Watching stops at the deadline, so a move is
-// seen until then.
-func (w *Watcher) sweep(ctx context.Context) {
+// seen until then. Each seed mailbox has its own sweep, run with its
+// watchers (RunSeed).
+func (w *Watcher) sweep(ctx context.Context, m config.SeedMailbox) {
 	for {
 		if !clock.Sleep(w.o.Clock, w.sweepEvery(), ctx.Done()) {
 			return
 		}
-		if err := w.SweepOnce(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("seed deadline sweep", "err", err)
+		if err := w.sweepSeed(ctx, m); err != nil && ctx.Err() == nil {
+			w.log.Warn("seed deadline sweep", "seed", m.Name, "err", err)
 		}
 	}
 }

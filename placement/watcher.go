@@ -168,11 +168,26 @@ func NewWatcher(o Options) *Watcher {
 func (w *Watcher) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, m := range w.o.Seeds.Mailboxes {
-		for _, r := range []role{roleInbox, roleJunk} {
-			wg.Go(func() { w.watch(ctx, m, r) })
-		}
+		wg.Go(func() { w.RunSeed(ctx, m.Name) })
 	}
-	wg.Go(func() { w.sweep(ctx) })
+	wg.Wait()
+}
+
+// RunSeed watches one seed mailbox, both its folders, and closes its
+// copies at their deadline, until ctx ends: what a node of a cluster runs
+// while it holds the mailbox's lease, so that the cluster keeps one set of
+// connections to each mailbox. An unknown name returns at once.
+func (w *Watcher) RunSeed(ctx context.Context, name string) {
+	i := slices.IndexFunc(w.o.Seeds.Mailboxes, func(m config.SeedMailbox) bool { return m.Name == name })
+	if i < 0 {
+		return
+	}
+	m := w.o.Seeds.Mailboxes[i]
+	var wg sync.WaitGroup
+	for _, r := range []role{roleInbox, roleJunk} {
+		wg.Go(func() { w.watch(ctx, m, r) })
+	}
+	wg.Go(func() { w.sweep(ctx, m) })
 	wg.Wait()
 }
 

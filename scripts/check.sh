@@ -28,6 +28,10 @@ ROOT=$(pwd)
 #   libssl3                    libcrypto.so.3, the OpenSSL engine of DKIM signing
 #   dovecot-imapd              the seed mailboxes the placement watcher reads
 #                              (internal/testdovecot starts private instances)
+#   postgresql                 the PostgreSQL store's conformance tests
+#                              (internal/testpg runs private clusters as the
+#                              postgres user; the Debian cluster it makes is
+#                              never started: install_without_services)
 #   prometheus                 promtool, which checks and unit-tests
 #                              deploy/prometheus/alerts.yml; the Prometheus
 #                              server it also ships is never started
@@ -36,9 +40,9 @@ ROOT=$(pwd)
 #                              starts private instances on loopback); the
 #                              system daemon it ships is never started
 #                              (install_without_services)
-PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3 prometheus redis-server)
+PACKAGES=(dovecot-imapd postfix libsasl2-modules swaks libnet-ssleay-perl python3 python3-dkim python3-nacl gcc libc6-dev ca-certificates chromium fonts-dejavu-core e2fsprogs mount libssl3 prometheus redis-server postgresql)
 # Packages whose postinst starts and enables a daemon the tests never use.
-QUIET_PACKAGES=(prometheus redis-server)
+QUIET_PACKAGES=(prometheus redis-server postgresql)
 
 # The tests run with TMPDIR inside TMP, so whatever they leave behind (when
 # killed, say) goes with it. The private Postfix instances live there too and

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
 
@@ -26,7 +24,6 @@ import (
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/quarantine"
 	"github.com/certgate/certgate/store"
-	"github.com/certgate/certgate/store/sqlite"
 	"github.com/certgate/certgate/webhook"
 )
 
@@ -51,9 +48,14 @@ type daemon struct {
 	relay   *gateway.Relay
 	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
 	compose *compose.Templates
+	// consoleKey seals console sessions in their cookies
+	// (console.session_key_file); nil keeps them in memory.
+	consoleKey []byte
 
 	dns     *dnscheck.Monitor // nil without a resolver
 	stopDNS func()
+
+	cluster *clusterNode // nil when the node is alone
 
 	placements  store.Placements   // nil without seed mailboxes
 	watcher     *placement.Watcher // likewise
@@ -83,7 +85,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 			d.store.Close()
 		}
 	}()
-	if err := d.buildMailPath(opts.Resolver); err != nil {
+	limiter, err := d.buildClusterLimits()
+	if err != nil {
+		return nil, err
+	}
+	if err := d.buildMailPath(opts.Resolver, limiter); err != nil {
 		return nil, err
 	}
 	if err := d.buildSeeds(); err != nil {
@@ -92,6 +98,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	if ls, ok := d.store.(store.LaneStates); ok {
 		d.lanes = newLaneKeeper(d.policy, ls, log)
 	}
+	if err := d.buildMember(); err != nil {
+		return nil, err
+	}
 	d.buildDNSCheck()
 	if err := d.buildHTTP(); err != nil {
 		return nil, err
@@ -99,28 +108,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger, opts d
 	return d, nil
 }
 
-// openStore opens the spool in data_dir.
-func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
-	if cfg.Storage.Driver != "" && cfg.Storage.Driver != "sqlite" {
-		return nil, fmt.Errorf("storage driver %q is not available in this build", cfg.Storage.Driver)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
-	}
-	st, err := sqlite.Open(ctx, storePath(cfg), sqlite.Options{})
-	if ce := (*sqlite.CorruptError)(nil); errors.As(err, &ce) {
-		return nil, errors.New(corruptAdvice(ce, cfg.Path))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening the store: %w", err)
-	}
-	return st, nil
-}
-
 // buildMailPath wires submission to delivery: the preparer that signs, the
 // queue that delivers, the relay between them, and the SMTP server in
-// front. resolver, when set, replaces DNS.
-func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
+// front. resolver, when set, replaces DNS; limiter, when set, holds the
+// limits lanes share with other nodes.
+func (d *daemon) buildMailPath(resolver delivery.Resolver, limiter policy.Limiter) error {
 	cfg := d.cfg
 	keys, err := loadKeys(cfg, d.log)
 	if err != nil {
@@ -134,7 +126,7 @@ func (d *daemon) buildMailPath(resolver delivery.Resolver) error {
 		return err
 	}
 	d.prep = gateway.NewPreparer(cfg.Hostname, signer.New(keys), d.metrics)
-	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules, TenantWarmups: tenantWarmups(cfg)})
+	d.policy = policy.New(config.ResolveProviders(cfg.Providers), cfg.Delivery.Retry, policy.Options{Rules: cfg.Rules, TenantWarmups: tenantWarmups(cfg), Limiter: limiter})
 	d.metrics.Registry.MustRegister(laneCollector{d.policy})
 	// One budget for the mail held in memory: what submissions read and
 	// prepare, and what deliveries read back from the store.
@@ -218,6 +210,13 @@ func (d *daemon) buildHTTP() error {
 		gopts.Key = []byte(key)
 	}
 	d.gate = quarantine.NewGate(d.store, gopts, d.metrics, d.log)
+	if f := cfg.Console.SessionKeyFile; f != "" {
+		key, err := config.ReadSecret(f, "")
+		if err != nil {
+			return fmt.Errorf("console.session_key_file: %w", err)
+		}
+		d.consoleKey = []byte(key)
+	}
 	d.desk = quarantine.NewDesk(d.store, d.queue, d.metrics)
 	hooks, err := webhook.Endpoints(cfg.Webhooks)
 	if err != nil {
@@ -274,12 +273,17 @@ func (d *daemon) start(ctx context.Context) error {
 			return fmt.Errorf("loading lane states: %w", err)
 		}
 	}
-	if err := d.hooks.Start(ctx); err != nil {
+	// A node of a cluster beats once before it loads the work it holds.
+	if err := d.join(ctx); err != nil {
 		closeAll(append(ls, web...))
 		return err
 	}
 	if err := d.queue.Start(ctx); err != nil {
-		d.hooks.Stop(ctx)
+		closeAll(append(ls, web...))
+		return err
+	}
+	if err := d.startClusterJobs(ctx); err != nil {
+		d.queue.Stop(ctx)
 		closeAll(append(ls, web...))
 		return err
 	}
@@ -299,7 +303,6 @@ func (d *daemon) start(ctx context.Context) error {
 		attrs = append(attrs, "gate", d.gateAddr)
 	}
 	d.sweeper.Start()
-	d.startWatcher()
 	d.startDNSCheck()
 	if d.lanes != nil {
 		d.lanes.start()
@@ -363,6 +366,7 @@ func (d *daemon) shutdown(ctx context.Context) {
 		// Give the stragglers' attempt records a last moment to land.
 		time.Sleep(time.Second)
 	}
+	d.leaveCluster(ctx, queueStopped)
 	if err := d.store.Close(); err != nil {
 		d.log.Error("store close", "err", err)
 	}

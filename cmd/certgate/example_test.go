@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/certgate/certgate/config"
+	"github.com/certgate/certgate/internal/testpg"
 	"github.com/certgate/certgate/sim"
 )
 
@@ -95,8 +96,11 @@ func TestExampleRunsAsShipped(t *testing.T) {
 	if raw.Gate.FormKeyFile != "" {
 		writeSecret(t, raw.Gate.FormKeyFile, randomSecret())
 	}
+	if raw.Console.SessionKeyFile != "" {
+		writeSecret(t, raw.Console.SessionKeyFile, randomSecret())
+	}
 	if raw.Storage.DSNFile != "" {
-		t.Errorf("the example names a PostgreSQL DSN file; this build stores in %s", strings.Join(config.StorageDrivers(), ", "))
+		t.Errorf("the example names a PostgreSQL DSN file; it must run as shipped, on the embedded store")
 	}
 
 	var out bytes.Buffer
@@ -171,6 +175,9 @@ func randomSecret() string {
 func TestEveryConfiguredDriverOpens(t *testing.T) {
 	for _, driver := range config.StorageDrivers() {
 		cfg := &config.Config{DataDir: t.TempDir(), Storage: config.Storage{Driver: driver}}
+		if driver == "postgres" {
+			cfg.Storage.DSNFile = writeDSN(t, testpg.Start(t).NewDB(t))
+		}
 		st, err := openStore(context.Background(), cfg)
 		if err != nil {
 			t.Errorf("driver %s: %v", driver, err)

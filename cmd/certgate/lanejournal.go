@@ -36,6 +36,33 @@ func (j *laneJournal) note(ctx context.Context, l *policy.Lane, actor string) {
 	if j == nil {
 		return
 	}
+	detail := describeLane(l)
+	j.mu.Lock()
+	same := j.last[l.Key()] == detail
+	j.last[l.Key()] = detail
+	j.mu.Unlock()
+	if same {
+		return
+	}
+	if err := j.st.AddLaneEvent(ctx, laneName(l.Key()), store.Event{Kind: "lane_changed", Actor: actor, Detail: detail}); err != nil {
+		j.log.Error("lane event not written", "lane", l.Key(), "err", err)
+	}
+}
+
+// heard takes l's state as written: another node of a cluster changed it
+// and wrote its event.
+func (j *laneJournal) heard(l *policy.Lane) {
+	if j == nil {
+		return
+	}
+	detail := describeLane(l)
+	j.mu.Lock()
+	j.last[l.Key()] = detail
+	j.mu.Unlock()
+}
+
+// describeLane is a lane_changed event's detail: the lane's state now.
+func describeLane(l *policy.Lane) string {
 	st := l.State()
 	detail := laneName(l.Key()) + ": " + st.Name + ", " + rateText(st.Rate)
 	if st.Rate != st.Configured {
@@ -47,16 +74,7 @@ func (j *laneJournal) note(ctx context.Context, l *policy.Lane, actor string) {
 	if st.Reason != "" {
 		detail += "; " + st.Reason
 	}
-	j.mu.Lock()
-	same := j.last[l.Key()] == detail
-	j.last[l.Key()] = detail
-	j.mu.Unlock()
-	if same {
-		return
-	}
-	if err := j.st.AddLaneEvent(ctx, laneName(l.Key()), store.Event{Kind: "lane_changed", Actor: actor, Detail: detail}); err != nil {
-		j.log.Error("lane event not written", "lane", l.Key(), "err", err)
-	}
+	return detail
 }
 
 func rateText(perSecond float64) string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -27,10 +28,32 @@ type laneKeeper struct {
 	news  *laneJournal      // lane_changed events of what the rules changed
 	stop  context.CancelFunc
 	done  chan struct{}
+
+	// In a cluster, the keeper also follows what the other nodes save
+	// (follow): seen is each lane's stored state as this node last
+	// wrote or read it, and wake tells the queue when a lane changed
+	// by another node may let held mail go.
+	follow bool
+	seen   map[string][]byte
+	wake   func(key string)
+	every  time.Duration
 }
 
 func newLaneKeeper(p *policy.Policy, st store.LaneStates, log *slog.Logger) *laneKeeper {
-	return &laneKeeper{p: p, st: st, log: log, saved: map[string]uint64{}, news: newLaneJournal(st, log)}
+	return &laneKeeper{p: p, st: st, log: log, saved: map[string]uint64{}, news: newLaneJournal(st, log),
+		seen: map[string][]byte{}, every: laneSaveEvery}
+}
+
+// clusterLaneEvery is how often a node of a cluster saves its lanes'
+// changes and reads the others': a change made on one node (a receiver's
+// 4.7.x, an operator's pause) is acted on by every node within a second.
+const clusterLaneEvery = 500 * time.Millisecond
+
+// followCluster makes the keeper share lane states with the other nodes
+// of a cluster through the store, the states' source of truth: a small
+// table read every half second, which needs no other service to be up.
+func (s *laneKeeper) followCluster(wake func(key string)) {
+	s.follow, s.wake, s.every = true, wake, clusterLaneEvery
 }
 
 // load restores every stored lane state.
@@ -51,6 +74,7 @@ func (s *laneKeeper) load(ctx context.Context) error {
 		}
 		l.Restore(snap)
 		_, s.saved[key] = l.Snapshot()
+		s.seen[key] = raw
 		s.news.note(ctx, l, "restart") // what it resumes as, once
 		if st := l.State(); st.Name != "normal" {
 			s.log.Info("lane state restored", "lane", key, "state", st.Name, "rate", st.Rate, "until", st.Until, "reason", st.Reason)
@@ -65,7 +89,7 @@ func (s *laneKeeper) start() {
 	s.stop, s.done = cancel, make(chan struct{})
 	go func() {
 		defer close(s.done)
-		t := time.NewTicker(laneSaveEvery)
+		t := time.NewTicker(s.every)
 		defer t.Stop()
 		for {
 			select {
@@ -74,6 +98,12 @@ func (s *laneKeeper) start() {
 			case <-t.C:
 				if err := s.save(ctx); err != nil && ctx.Err() == nil {
 					s.log.Error("saving lane states", "err", err)
+				}
+				if !s.follow {
+					continue
+				}
+				if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error("reading the cluster's lane states", "err", err)
 				}
 			}
 		}
@@ -123,9 +153,48 @@ func (s *laneKeeper) save(ctx context.Context) error {
 	}
 	for k, v := range versions {
 		s.saved[k] = v
+		s.seen[k] = changed[k]
 	}
 	for _, l := range moved {
 		s.news.note(ctx, l, "policy")
+	}
+	return nil
+}
+
+// refresh takes on what other nodes saved: a lane whose stored state is
+// not the one this node last wrote or read, and that did not change here
+// since it last saved (this node's change is then the newer, and its save
+// comes next), restores the stored state. The node that made a change
+// announced it (lane_changed); the others only act on it.
+func (s *laneKeeper) refresh(ctx context.Context) error {
+	states, err := s.st.LaneStates(ctx)
+	if err != nil {
+		return err
+	}
+	for key, raw := range states {
+		if bytes.Equal(s.seen[key], raw) {
+			continue
+		}
+		l, ok := s.p.LaneByKey(key)
+		if !ok {
+			continue
+		}
+		if _, v := l.Snapshot(); v != s.saved[key] {
+			continue
+		}
+		var snap policy.Snapshot
+		if err := json.Unmarshal(raw, &snap); err != nil {
+			s.log.Warn("lane state unreadable; kept this node's", "lane", key, "err", err)
+			s.seen[key] = raw
+			continue
+		}
+		l.Restore(snap)
+		_, s.saved[key] = l.Snapshot()
+		s.seen[key] = raw
+		s.news.heard(l) // announced by the node that made it
+		if s.wake != nil {
+			s.wake(key)
+		}
 	}
 	return nil
 }

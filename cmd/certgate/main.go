@@ -1,5 +1,5 @@
 // Command certgate is the certgate daemon and its tools: serve, demo,
-// check-config, dkim keygen, release, passwd, store check, kit, version.
+// check-config, dkim keygen, release, passwd, store check|migrate|copy, kit, version.
 package main
 
 import (
@@ -35,6 +35,9 @@ Usage:
   certgate passwd [--cost N]            print a password's bcrypt hash (asks on a terminal, else reads a line)
   certgate passwd --check HASH          say whether a hash, or htpasswd's user:hash, will do as password_hash
   certgate store check [--config FILE | --db FILE]   full integrity check of the SQLite spool
+  certgate store migrate [--config FILE]   apply the PostgreSQL schema's migrations, before and after versions
+  certgate store copy --from-sqlite PATH (--to-dsn-file FILE | --to-dsn-env VAR)   move a stopped node's spool into an empty PostgreSQL
+  certgate cluster status [--config FILE]   the nodes of a cluster, the work each holds, who runs webhooks and seed watchers
   certgate seeds test --eml FILE [--tenant T] [--wait 15m] [--url URL] [--token-file F]   where a message lands at every seed mailbox
   certgate seeds check [--config FILE]  log in to every seed mailbox and report its folders and capabilities
   certgate lanes [--url URL] [--token-file F]   the delivery lanes: state, rate, queue, why
@@ -72,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdPasswd(args[1:], stdout, stderr)
 	case "store":
 		err = cmdStore(args[1:], stdout)
+	case "cluster":
+		err = cmdCluster(args[1:], stdout)
 	case "seeds":
 		err = cmdSeeds(args[1:], stdout)
 	case "lanes":

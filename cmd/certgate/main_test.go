@@ -12,6 +12,7 @@ func TestHelpExitsZero(t *testing.T) {
 	for _, args := range [][]string{
 		{"--help"}, {"serve", "--help"}, {"demo", "-h"}, {"check-config", "--help"}, {"dkim", "--help"},
 		{"dkim", "keygen", "--help"}, {"release", "--help"}, {"store", "--help"}, {"store", "check", "-h"},
+		{"store", "migrate", "--help"}, {"store", "copy", "-h"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(args, &out, &errOut)

@@ -79,6 +79,7 @@ func newConsole(d *daemon, deps api.Deps) *console.Console {
 		o.SecureCookie = strings.HasPrefix(cfg.HTTP.PublicURL, "https://")
 		o.IdleTimeout, o.MaxAge, o.MaxSessions = cfg.Console.IdleTimeout.D(), cfg.Console.MaxAge.D(), cfg.Console.MaxSessions
 	}
+	o.SessionKey = d.consoleKey
 	return console.New(o)
 }
 

@@ -68,6 +68,34 @@ func Start(dir string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Dir: dir, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	if err := s.run(port); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restart starts a stopped server again on the same address, empty (there
+// is no persistence), so that clients that lost it find a Redis again
+// where they left it: a Redis outage and its end.
+func (s *Server) Restart() error {
+	if s.cmd != nil {
+		return fmt.Errorf("redis-server on %s is running: Stop it first", s.Addr)
+	}
+	_, p, err := net.SplitHostPort(s.Addr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return err
+	}
+	s.out.Reset()
+	return s.run(port)
+}
+
+// run starts redis-server on port and waits until it answers PING.
+func (s *Server) run(port int) error {
+	dir := s.Dir
 	s.cmd = exec.Command("redis-server",
 		"--bind", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--dir", dir, "--save", "", "--appendonly", "no",
@@ -77,24 +105,25 @@ func Start(dir string) (*Server, error) {
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	if err := s.cmd.Start(); err != nil {
-		return nil, err
+		s.cmd = nil
+		return err
 	}
 	s.done = make(chan error, 1)
 	go func() { s.done <- s.cmd.Wait() }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if ping(s.Addr) == nil {
-			return s, nil
+			return nil
 		}
 		select {
 		case err := <-s.done:
 			s.cmd = nil
-			return nil, fmt.Errorf("redis-server exited: %v: %s%s", err, s.out.String(), s.Log())
+			return fmt.Errorf("redis-server exited: %v: %s%s", err, s.out.String(), s.Log())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			return nil, fmt.Errorf("redis-server did not answer on %s: %s", s.Addr, s.Log())
+			return fmt.Errorf("redis-server did not answer on %s: %s", s.Addr, s.Log())
 		}
 	}
 }

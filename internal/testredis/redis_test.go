@@ -28,3 +28,28 @@ func TestServer(t *testing.T) {
 		t.Fatalf("second Stop: %v", err)
 	}
 }
+
+// Restart brings a stopped server back on the same address; a running
+// one is not started twice.
+func TestRestart(t *testing.T) {
+	s := New(t)
+	addr := s.Addr
+	if err := s.Restart(); err == nil {
+		t.Fatal("Restart of a running server did not fail")
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(addr); err == nil {
+		t.Fatal("redis-server still answers after Stop")
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Addr != addr {
+		t.Fatalf("restarted on %s, was %s", s.Addr, addr)
+	}
+	if err := ping(addr); err != nil {
+		t.Fatalf("no answer after Restart: %v", err)
+	}
+}

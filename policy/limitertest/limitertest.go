@@ -28,7 +28,8 @@ func Run(t *testing.T, newLimiter func(t *testing.T) policy.Limiter) {
 	t.Run("ConcurrentSlots", func(t *testing.T) { testConcurrentSlots(t, newLimiter(t)) })
 }
 
-func reserve(t *testing.T, l policy.Limiter, key string, iv time.Duration, now time.Time) policy.Reservation {
+// Reserve is l.Reserve for a test, which it fails on an error.
+func Reserve(t *testing.T, l policy.Limiter, key string, iv time.Duration, now time.Time) policy.Reservation {
 	t.Helper()
 	r, err := l.Reserve(context.Background(), key, iv, now)
 	if err != nil {
@@ -59,9 +60,9 @@ func held(t *testing.T, l policy.Limiter, key string) int {
 // keys are independent and idle time builds no burst.
 func testReserve(t *testing.T, l policy.Limiter) {
 	iv := 100 * time.Millisecond
-	r1 := reserve(t, l, "a", iv, Epoch)
-	r2 := reserve(t, l, "a", iv, Epoch)
-	r3 := reserve(t, l, "a", iv, Epoch.Add(150*time.Millisecond))
+	r1 := Reserve(t, l, "a", iv, Epoch)
+	r2 := Reserve(t, l, "a", iv, Epoch)
+	r3 := Reserve(t, l, "a", iv, Epoch.Add(150*time.Millisecond))
 	for i, tc := range []struct {
 		r           policy.Reservation
 		start, next time.Duration
@@ -70,14 +71,14 @@ func testReserve(t *testing.T, l policy.Limiter) {
 			t.Errorf("reservation %d: %v..%v, want %dms..%dms", i+1, tc.r.Start.Sub(Epoch), tc.r.Next.Sub(Epoch), tc.start, tc.next)
 		}
 	}
-	if r := reserve(t, l, "b", iv, Epoch); !r.Start.Equal(Epoch) {
+	if r := Reserve(t, l, "b", iv, Epoch); !r.Start.Equal(Epoch) {
 		t.Errorf("key b waits for key a: %v", r.Start.Sub(Epoch))
 	}
-	if r := reserve(t, l, "a", iv, Epoch.Add(time.Hour)); !r.Start.Equal(Epoch.Add(time.Hour)) {
+	if r := Reserve(t, l, "a", iv, Epoch.Add(time.Hour)); !r.Start.Equal(Epoch.Add(time.Hour)) {
 		t.Errorf("after an hour idle: %v", r.Start.Sub(Epoch))
 	}
 	// A slower rate on the same key spaces from the last slot taken.
-	if r := reserve(t, l, "a", 10*time.Second, Epoch.Add(time.Hour)); !r.Start.Equal(Epoch.Add(time.Hour+iv)) || !r.Next.Equal(r.Start.Add(10*time.Second)) {
+	if r := Reserve(t, l, "a", 10*time.Second, Epoch.Add(time.Hour)); !r.Start.Equal(Epoch.Add(time.Hour+iv)) || !r.Next.Equal(r.Start.Add(10*time.Second)) {
 		t.Errorf("after a change of rate: %v..%v", r.Start.Sub(Epoch), r.Next.Sub(Epoch))
 	}
 }
@@ -88,20 +89,20 @@ func testReserve(t *testing.T, l policy.Limiter) {
 func testReserveExact(t *testing.T, l policy.Limiter) {
 	now := Epoch.Add(123456789 * time.Nanosecond)
 	iv := 1666667 * time.Nanosecond // 600/s
-	r1 := reserve(t, l, "x", iv, now)
-	r2 := reserve(t, l, "x", iv, now)
+	r1 := Reserve(t, l, "x", iv, now)
+	r2 := Reserve(t, l, "x", iv, now)
 	if !r1.Start.Equal(now) || !r1.Next.Equal(now.Add(iv)) || !r2.Start.Equal(now.Add(iv)) || !r2.Next.Equal(now.Add(2*iv)) {
 		t.Errorf("odd times: %v..%v, %v..%v", r1.Start.Sub(Epoch), r1.Next.Sub(Epoch), r2.Start.Sub(Epoch), r2.Next.Sub(Epoch))
 	}
 	long := 10 * 365 * 24 * time.Hour
-	r3 := reserve(t, l, "y", long, now)
-	r4 := reserve(t, l, "y", long, now)
+	r3 := Reserve(t, l, "y", long, now)
+	r4 := Reserve(t, l, "y", long, now)
 	if !r3.Next.Equal(now.Add(long)) || !r4.Start.Equal(now.Add(long)) || !r4.Next.Equal(now.Add(2*long)) {
 		t.Errorf("ten-year interval: %v, %v..%v", r3.Next.Sub(now), r4.Start.Sub(now), r4.Next.Sub(now))
 	}
 	// Times before the previous slot (a node whose clock is behind) start
 	// at the slot, not at now.
-	if r := reserve(t, l, "x", iv, Epoch); !r.Start.Equal(now.Add(2 * iv)) {
+	if r := Reserve(t, l, "x", iv, Epoch); !r.Start.Equal(now.Add(2 * iv)) {
 		t.Errorf("a clock behind the key: start %v", r.Start.Sub(Epoch))
 	}
 }
@@ -111,36 +112,36 @@ func testCancel(t *testing.T, newLimiter func(t *testing.T) policy.Limiter) {
 	ctx := context.Background()
 	l := newLimiter(t)
 	iv := time.Second
-	reserve(t, l, "a", iv, Epoch)
-	r2 := reserve(t, l, "a", iv, Epoch)
-	reserve(t, l, "a", iv, Epoch)
+	Reserve(t, l, "a", iv, Epoch)
+	r2 := Reserve(t, l, "a", iv, Epoch)
+	Reserve(t, l, "a", iv, Epoch)
 	if err := l.Cancel(ctx, "a", r2); err != nil { // a later reservation relies on it: stays used
 		t.Fatal(err)
 	}
-	if r := reserve(t, l, "a", iv, Epoch); !r.Start.Equal(Epoch.Add(3 * time.Second)) {
+	if r := Reserve(t, l, "a", iv, Epoch); !r.Start.Equal(Epoch.Add(3 * time.Second)) {
 		t.Fatalf("cancelling a reservation that is not the last freed it: next at %v", r.Start.Sub(Epoch))
 	}
 	l = newLimiter(t)
-	reserve(t, l, "a", iv, Epoch)
-	r2 = reserve(t, l, "a", iv, Epoch)
+	Reserve(t, l, "a", iv, Epoch)
+	r2 = Reserve(t, l, "a", iv, Epoch)
 	if err := l.Cancel(ctx, "a", r2); err != nil { // the last: given back
 		t.Fatal(err)
 	}
-	if r := reserve(t, l, "a", iv, Epoch); !r.Start.Equal(r2.Start) {
+	if r := Reserve(t, l, "a", iv, Epoch); !r.Start.Equal(r2.Start) {
 		t.Fatalf("the last reservation was not given back: next at %v", r.Start.Sub(Epoch))
 	}
 	// Cancelling twice gives back one slot, and a zero reservation none.
-	r := reserve(t, l, "a", iv, Epoch)
+	r := Reserve(t, l, "a", iv, Epoch)
 	l.Cancel(ctx, "a", r)
 	l.Cancel(ctx, "a", r)
 	l.Cancel(ctx, "a", policy.Reservation{})
-	if got := reserve(t, l, "a", iv, Epoch); !got.Start.Equal(r.Start) {
+	if got := Reserve(t, l, "a", iv, Epoch); !got.Start.Equal(r.Start) {
 		t.Fatalf("after cancelling twice: next at %v, want %v", got.Start.Sub(Epoch), r.Start.Sub(Epoch))
 	}
 	// A cancel on another key changes nothing here.
-	r = reserve(t, l, "b", iv, Epoch)
+	r = Reserve(t, l, "b", iv, Epoch)
 	l.Cancel(ctx, "c", r)
-	if got := reserve(t, l, "b", iv, Epoch); !got.Start.Equal(r.Next) {
+	if got := Reserve(t, l, "b", iv, Epoch); !got.Start.Equal(r.Next) {
 		t.Fatalf("cancel on key c freed key b's slot: next at %v", got.Start.Sub(Epoch))
 	}
 }

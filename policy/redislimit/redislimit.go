@@ -43,6 +43,12 @@
 //
 // Keys are bounded: a lane key longer than MaxKey bytes is replaced by its
 // SHA-256. No operation scans the keyspace.
+//
+// # Outages
+//
+// A Limiter returns Redis's errors. Failover wraps it so that a node that
+// loses Redis keeps delivering on its share of each limit (the limit
+// divided by the live nodes) until Redis answers again.
 package redislimit
 
 import (

@@ -86,24 +86,36 @@ func asCorrupt(path string, err error) error {
 // commit before it started). On a large spool it takes a while: it reads
 // every page and every index.
 func Check(ctx context.Context, path string) error {
+	db, done, err := openReadOnly(path)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return runCheck(ctx, db, path, "integrity_check")
+}
+
+// openReadOnly opens the database at path read-only on one connection,
+// never creating it. done closes it and gives the -wal and -shm files it
+// made the database's owner: a read-only connection still makes them
+// when they are missing, and run as root it must not leave them root's.
+func openReadOnly(path string) (db *sql.DB, done func(), err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
+		return nil, nil, fmt.Errorf("%s is not a regular file", path)
 	}
-	// A read-only connection still makes the -wal and -shm files when
-	// they are missing; run as root, it must not leave them root's.
 	made := missingFiles(path+"-wal", path+"-shm")
-	defer giveOwner(made, fi)
-	db, err := sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro")
+	db, err = sql.Open("sqlite", "file:"+(&url.URL{Path: path}).EscapedPath()+"?mode=ro")
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer db.Close()
 	db.SetMaxOpenConns(1)
-	return runCheck(ctx, db, path, "integrity_check")
+	return db, func() {
+		db.Close()
+		giveOwner(made, fi)
+	}, nil
 }
 
 func missingFiles(names ...string) []string {

@@ -42,7 +42,7 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 			&e.Tenant, &e.Recipient, &e.Seed, &e.Lane); err != nil {
 			return nil, fmt.Errorf("store/sqlite: events after %d: %w", afterID, err)
 		}
-		e.Time = fromNanos(at)
+		e.Time = store.FromNanos(at)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
@@ -74,7 +74,7 @@ func (s *Store) SetCursor(ctx context.Context, name string, id int64) error {
 		return fmt.Errorf("store/sqlite: set cursor %q: negative event id %d", name, id)
 	}
 	req := &request{run: func(w *writer, now time.Time) error {
-		_, err := w.setCursor.Exec(name, id, nanos(now))
+		_, err := w.setCursor.Exec(name, id, store.Nanos(now))
 		return err
 	}}
 	if err := s.submit(ctx, req); err != nil {

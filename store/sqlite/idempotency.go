@@ -25,9 +25,9 @@ func (s *Store) ReserveKey(ctx context.Context, key string, bodyHash [32]byte, n
 		err := w.conn.QueryRowContext(context.Background(),
 			"SELECT body_hash, status, response, expires_at FROM idempotency_keys WHERE key = ?", key).Scan(&hash, &status, &resp, &exp)
 		switch {
-		case err == nil && exp > nanos(now):
+		case err == nil && exp > store.Nanos(now):
 			copy(out.BodyHash[:], hash)
-			out.Status, out.Response, out.Expires = status, resp, fromNanos(exp)
+			out.Status, out.Response, out.Expires = status, resp, store.FromNanos(exp)
 			if status != 0 && out.Response == nil {
 				out.Response = []byte{}
 			}
@@ -38,7 +38,7 @@ func (s *Store) ReserveKey(ctx context.Context, key string, bodyHash [32]byte, n
 		// New, or expired: claimed by this call.
 		if _, err := w.conn.ExecContext(context.Background(), `INSERT INTO idempotency_keys (key, body_hash, status, response, expires_at)
 			VALUES (?, ?, 0, NULL, ?) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, status = 0,
-			response = NULL, expires_at = excluded.expires_at`, key, bodyHash[:], nanos(expires)); err != nil {
+			response = NULL, expires_at = excluded.expires_at`, key, bodyHash[:], store.Nanos(expires)); err != nil {
 			return err
 		}
 		out = store.IdempotentCall{Claimed: true, BodyHash: bodyHash, Expires: expires}
@@ -57,7 +57,7 @@ func (w *writer) answerKey(a *store.IdempotentAnswer) error {
 	if response == nil {
 		response = []byte{}
 	}
-	res, err := w.answerIdem.Exec(a.Status, response, nanos(a.Expires), a.Key, a.BodyHash[:])
+	res, err := w.answerIdem.Exec(a.Status, response, store.Nanos(a.Expires), a.Key, a.BodyHash[:])
 	if err != nil {
 		return fmt.Errorf("answer idempotency key: %w", err)
 	}
@@ -88,7 +88,7 @@ func (s *Store) DeleteExpiredKeys(ctx context.Context, before time.Time, limit i
 	var n int64
 	req := &request{run: func(w *writer, _ time.Time) error {
 		res, err := w.conn.ExecContext(context.Background(), `DELETE FROM idempotency_keys WHERE key IN
-			(SELECT key FROM idempotency_keys WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`, nanos(before), limit)
+			(SELECT key FROM idempotency_keys WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`, store.Nanos(before), limit)
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ func (s *Store) SaveLaneStates(ctx context.Context, states map[string][]byte) er
 			if st == nil {
 				_, err = w.delLaneState.Exec(lane)
 			} else {
-				_, err = w.setLaneState.Exec(lane, string(st), nanos(now))
+				_, err = w.setLaneState.Exec(lane, string(st), store.Nanos(now))
 			}
 			if err != nil {
 				return err
@@ -61,7 +61,7 @@ func (s *Store) AddLaneEvent(ctx context.Context, lane string, e store.Event) er
 		if at.IsZero() {
 			at = now
 		}
-		_, err := w.insLaneEvent.Exec(nanos(at), e.Kind, e.Actor, e.Detail, lane)
+		_, err := w.insLaneEvent.Exec(store.Nanos(at), e.Kind, e.Actor, e.Detail, lane)
 		return err
 	}}
 	if err := s.submit(ctx, req); err != nil {

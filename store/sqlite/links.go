@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -27,9 +26,9 @@ func scanLink(sc scanner) (store.Link, error) {
 		&l.Refusals.Count, &l.Refusals.Noticed, &noticed, &recent); err != nil {
 		return l, err
 	}
-	l.Refusals.NoticedAt = fromNanos(noticed)
+	l.Refusals.NoticedAt = store.FromNanos(noticed)
 	var err error
-	if l.Refusals.Recent, err = decodeRefusals(recent); err != nil {
+	if l.Refusals.Recent, err = store.DecodeRefusals(recent); err != nil {
 		return l, fmt.Errorf("link %d: recent refusals: %w", l.ID, err)
 	}
 	if len(hash) != len(l.TokenHash) {
@@ -37,9 +36,9 @@ func scanLink(sc scanner) (store.Link, error) {
 	}
 	copy(l.TokenHash[:], hash)
 	l.State = store.LinkState(state)
-	l.ExpiresAt = fromNanos(expires)
-	l.CreatedAt = fromNanos(created)
-	l.UpdatedAt = fromNanos(updated)
+	l.ExpiresAt = store.FromNanos(expires)
+	l.CreatedAt = store.FromNanos(created)
+	l.UpdatedAt = store.FromNanos(updated)
 	return l, nil
 }
 
@@ -86,12 +85,12 @@ func (w *writer) useLink(id int64, now time.Time, actor, detail string) (store.L
 	use := store.DecideUse(&l, now)
 	if use.Changed {
 		l.UpdatedAt = now
-		if _, err := w.updLink.Exec(string(l.State), l.Uses, nanos(now), l.ID); err != nil {
+		if _, err := w.updLink.Exec(string(l.State), l.Uses, store.Nanos(now), l.ID); err != nil {
 			return store.LinkUse{}, fmt.Errorf("update link: %w", err)
 		}
 	}
 	if use.OK {
-		if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, nanos(now), "link_used", actor, detail); err != nil {
+		if _, err := w.insEvent.Exec(l.MessageID, l.RecipientID, store.Nanos(now), "link_used", actor, detail); err != nil {
 			return store.LinkUse{}, fmt.Errorf("insert link_used event: %w", err)
 		}
 	}
@@ -126,15 +125,15 @@ func (w *writer) refuseLink(id int64, r store.LinkRefusal, actor string) (bool, 
 	}
 	notice, count := store.CountRefusal(&l, r)
 	rf := l.Refusals
-	recent, err := encodeRefusals(rf.Recent)
+	recent, err := store.EncodeRefusals(rf.Recent)
 	if err != nil {
 		return false, err
 	}
-	if _, err := w.updRefusals.Exec(rf.Count, rf.Noticed, nanos(rf.NoticedAt), recent, l.ID); err != nil {
+	if _, err := w.updRefusals.Exec(rf.Count, rf.Noticed, store.Nanos(rf.NoticedAt), recent, l.ID); err != nil {
 		return false, fmt.Errorf("update link refusals: %w", err)
 	}
 	if notice {
-		if _, err := w.insCounted.Exec(l.MessageID, l.RecipientID, nanos(r.Time), "link_refused", actor,
+		if _, err := w.insCounted.Exec(l.MessageID, l.RecipientID, store.Nanos(r.Time), "link_refused", actor,
 			store.RefusalDetail(r.Reason, count), count); err != nil {
 			return false, fmt.Errorf("insert link_refused event: %w", err)
 		}
@@ -142,48 +141,11 @@ func (w *writer) refuseLink(id int64, r store.LinkRefusal, actor string) (bool, 
 	return notice, nil
 }
 
-// storedRefusal is a kept refusal as refusals_recent holds it.
-type storedRefusal struct {
-	Time      int64  `json:"t"`
-	Reason    string `json:"r"`
-	Client    string `json:"c"`
-	UserAgent string `json:"a"`
-}
-
-func encodeRefusals(rs []store.LinkRefusal) (string, error) {
-	out := make([]storedRefusal, len(rs))
-	for i, r := range rs {
-		out[i] = storedRefusal{nanos(r.Time), r.Reason, r.Client, r.UserAgent}
-	}
-	b, err := json.Marshal(out)
-	return string(b), err
-}
-
-func decodeRefusals(s string) ([]store.LinkRefusal, error) {
-	var in []storedRefusal
-	if err := json.Unmarshal([]byte(s), &in); err != nil {
-		return nil, err
-	}
-	if len(in) == 0 {
-		return nil, nil
-	}
-	out := make([]store.LinkRefusal, len(in))
-	for i, r := range in {
-		out[i] = store.LinkRefusal{Time: fromNanos(r.Time), Reason: r.Reason, Client: r.Client, UserAgent: r.UserAgent}
-	}
-	return out, nil
-}
-
 // SetLinkState moves the message's (or one recipient's) links whose state
 // is in from to the state to, in the writer, one event per link moved.
 func (s *Store) SetLinkState(ctx context.Context, messageID string, recipientID int64, from []store.LinkState, to store.LinkState, actor, detail string) (int, error) {
-	if !to.Valid() {
-		return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, to)
-	}
-	for _, f := range from {
-		if !f.Valid() {
-			return 0, fmt.Errorf("store/sqlite: set links of %s: unknown link state %q", messageID, f)
-		}
+	if err := store.CheckLinkStates(from, to); err != nil {
+		return 0, fmt.Errorf("store/sqlite: set links of %s: %w", messageID, err)
 	}
 	var n int
 	req := &request{run: func(w *writer, now time.Time) error {
@@ -238,10 +200,10 @@ func (w *writer) setLinkState(messageID string, recipientID int64, from []store.
 		if l.State == to || (len(from) > 0 && !slices.Contains(from, l.State)) {
 			continue
 		}
-		if _, err := w.updLink.Exec(string(to), l.Uses, nanos(now), l.ID); err != nil {
+		if _, err := w.updLink.Exec(string(to), l.Uses, store.Nanos(now), l.ID); err != nil {
 			return n, fmt.Errorf("update link %d: %w", l.ID, err)
 		}
-		if _, err := w.insEvent.Exec(messageID, l.RecipientID, nanos(now), "link_"+string(to), actor, detail); err != nil {
+		if _, err := w.insEvent.Exec(messageID, l.RecipientID, store.Nanos(now), "link_"+string(to), actor, detail); err != nil {
 			return n, fmt.Errorf("insert link_%s event: %w", to, err)
 		}
 		n++
@@ -331,11 +293,11 @@ func (w *writer) releaseMessage(messageID string, now time.Time, actor, detail s
 		return nil, err
 	}
 	if len(out) > 0 {
-		if _, err := w.releaseHeld.Exec(nanos(now), nanos(now), messageID); err != nil {
+		if _, err := w.releaseHeld.Exec(store.Nanos(now), store.Nanos(now), messageID); err != nil {
 			return nil, fmt.Errorf("queue held recipients: %w", err)
 		}
 	}
-	if _, err := w.insEvent.Exec(messageID, 0, nanos(now), "released", actor, detail); err != nil {
+	if _, err := w.insEvent.Exec(messageID, 0, store.Nanos(now), "released", actor, detail); err != nil {
 		return nil, fmt.Errorf("insert released event: %w", err)
 	}
 	if _, err := w.setLinkState(messageID, 0, []store.LinkState{store.LinkPending}, store.LinkEnabled, now, actor, detail); err != nil {

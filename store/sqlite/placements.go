@@ -31,47 +31,16 @@ func scanPlacement(sc scanner) (store.Placement, error) {
 		&p.Mailbox, &p.UIDValidity, &p.UID, &moves, &closed); err != nil {
 		return p, err
 	}
-	p.DeliveredAt, p.ArrivedAt = fromNanos(delivered), fromNanos(arrived)
-	p.DetectedAt, p.ClosedAt = fromNanos(detected), fromNanos(closed)
+	p.DeliveredAt, p.ArrivedAt = store.FromNanos(delivered), store.FromNanos(arrived)
+	p.DetectedAt, p.ClosedAt = store.FromNanos(detected), store.FromNanos(closed)
 	if verdicts.Valid {
 		p.Verdicts = json.RawMessage(verdicts.String)
 	}
 	var err error
-	if p.Moves, err = decodeMoves(moves); err != nil {
+	if p.Moves, err = store.DecodeMoves(moves); err != nil {
 		return p, fmt.Errorf("placement %d: moves: %w", p.RecipientID, err)
 	}
 	return p, nil
-}
-
-// storedMove is a move as placements.moves holds it.
-type storedMove struct {
-	From string `json:"f"`
-	To   string `json:"t"`
-	At   int64  `json:"at"`
-}
-
-func encodeMoves(ms []store.Move) (string, error) {
-	out := make([]storedMove, len(ms))
-	for i, m := range ms {
-		out[i] = storedMove{m.From, m.To, nanos(m.At)}
-	}
-	b, err := json.Marshal(out)
-	return string(b), err
-}
-
-func decodeMoves(s string) ([]store.Move, error) {
-	var in []storedMove
-	if err := json.Unmarshal([]byte(s), &in); err != nil {
-		return nil, err
-	}
-	if len(in) == 0 {
-		return nil, nil
-	}
-	out := make([]store.Move, len(in))
-	for i, m := range in {
-		out[i] = store.Move{From: m.From, To: m.To, At: fromNanos(m.At)}
-	}
-	return out, nil
 }
 
 // nullJSON stores nil verdicts as NULL.
@@ -202,19 +171,19 @@ func (w *writer) placement(recipientID int64) (store.Placement, error) {
 
 // writePlacement writes back what RecordFound and ClosePlacement change.
 func (w *writer) writePlacement(p store.Placement) error {
-	moves, err := encodeMoves(p.Moves)
+	moves, err := store.EncodeMoves(p.Moves)
 	if err != nil {
 		return err
 	}
-	if _, err := w.updPlacement.Exec(p.Folder, nanos(p.ArrivedAt), nanos(p.DetectedAt), nullJSON(p.Verdicts),
-		p.Mailbox, p.UIDValidity, p.UID, moves, nanos(p.ClosedAt), p.Provider, p.RecipientID); err != nil {
+	if _, err := w.updPlacement.Exec(p.Folder, store.Nanos(p.ArrivedAt), store.Nanos(p.DetectedAt), nullJSON(p.Verdicts),
+		p.Mailbox, p.UIDValidity, p.UID, moves, store.Nanos(p.ClosedAt), p.Provider, p.RecipientID); err != nil {
 		return fmt.Errorf("update placement: %w", err)
 	}
 	return nil
 }
 
 func (w *writer) placementEvent(p store.Placement, at time.Time, detail string) error {
-	if _, err := w.insEvent.Exec(p.MessageID, p.RecipientID, nanos(at), "placement", "placement", detail); err != nil {
+	if _, err := w.insEvent.Exec(p.MessageID, p.RecipientID, store.Nanos(at), "placement", "placement", detail); err != nil {
 		return fmt.Errorf("insert placement event: %w", err)
 	}
 	return nil
@@ -227,29 +196,17 @@ func (s *Store) DuePlacements(ctx context.Context, seed string, deliveredBefore 
 	}
 	out, err := s.placements(ctx, placementFrom+` WHERE p.closed_at = 0
 		AND p.delivered_at > 0 AND p.delivered_at <= ? AND (? = '' OR p.seed = ?)
-		ORDER BY p.delivered_at, p.recipient_id LIMIT ?`, nanos(deliveredBefore), seed, seed, limit)
+		ORDER BY p.delivered_at, p.recipient_id LIMIT ?`, store.Nanos(deliveredBefore), seed, seed, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: due placements: %w", err)
 	}
 	return out, nil
 }
 
-// Page sizes of Placements, as store.PlacementQuery documents them.
-const (
-	placementsDefaultLimit = 50
-	placementsMaxLimit     = 500
-)
-
 // Placements reads the placements matching q, newest first.
 func (s *Store) Placements(ctx context.Context, q store.PlacementQuery) ([]store.Placement, error) {
 	where, args := placementWhere(q)
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = placementsDefaultLimit
-	case limit > placementsMaxLimit:
-		limit = placementsMaxLimit
-	}
+	limit := store.PageLimit(q.Limit)
 	out, err := s.placements(ctx, placementFrom+where+" ORDER BY p.at DESC, p.recipient_id DESC LIMIT ?",
 		append(args, limit)...)
 	if err != nil {
@@ -324,7 +281,7 @@ func placementWhere(q store.PlacementQuery) (string, []any) {
 		add("p.message_id = ?", q.MessageID)
 	}
 	if !q.Since.IsZero() {
-		add("p.at >= ?", nanos(q.Since))
+		add("p.at >= ?", store.Nanos(q.Since))
 	}
 	if len(where) == 0 {
 		return "", nil
@@ -346,7 +303,7 @@ func (s *Store) SeedFolder(ctx context.Context, seed, mailbox string) (uint32, u
 // SetSeedFolder stores the position through the writer.
 func (s *Store) SetSeedFolder(ctx context.Context, seed, mailbox string, uidValidity, lastUID uint32) error {
 	req := &request{run: func(w *writer, now time.Time) error {
-		_, err := w.setSeedFolder.Exec(seed, mailbox, uidValidity, lastUID, nanos(now))
+		_, err := w.setSeedFolder.Exec(seed, mailbox, uidValidity, lastUID, store.Nanos(now))
 		return err
 	}}
 	if err := s.submit(ctx, req); err != nil {

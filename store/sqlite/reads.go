@@ -71,8 +71,8 @@ func scanPending(sc scanner) (store.Pending, error) {
 		&p.Domain, &p.Class, &p.Size, &p.Attempts, &next, &received, &p.Seed); err != nil {
 		return p, err
 	}
-	p.NextAttempt = fromNanos(next)
-	p.ReceivedAt = fromNanos(received)
+	p.NextAttempt = store.FromNanos(next)
+	p.ReceivedAt = store.FromNanos(received)
 	return p, nil
 }
 
@@ -160,7 +160,7 @@ func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (
 	if err != nil {
 		return nil, err
 	}
-	m.ReceivedAt = fromNanos(received)
+	m.ReceivedAt = store.FromNanos(received)
 
 	rows, err := tx.QueryContext(ctx, `
 		SELECT id, message_id, address, domain, COALESCE(tracking_id, ''), state, attempts,
@@ -179,8 +179,8 @@ func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (
 			return nil, err
 		}
 		r.State = store.State(state)
-		r.NextAttempt = fromNanos(next)
-		r.UpdatedAt = fromNanos(updated)
+		r.NextAttempt = store.FromNanos(next)
+		r.UpdatedAt = store.FromNanos(updated)
 		v.Recipients = append(v.Recipients, r)
 	}
 	if err := rows.Close(); err != nil {
@@ -232,7 +232,7 @@ func (s *Store) message(ctx context.Context, id string, page *store.EventPage) (
 		if err := rows.Scan(&e.ID, &e.MessageID, &e.RecipientID, &at, &e.Kind, &e.Actor, &e.Detail, &e.Count); err != nil {
 			return nil, err
 		}
-		e.Time = fromNanos(at)
+		e.Time = store.FromNanos(at)
 		v.Events = append(v.Events, e)
 	}
 	if err := rows.Err(); err != nil {

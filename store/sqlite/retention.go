@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/certgate/certgate/store"
 )
 
 // DeleteEvents deletes the oldest events before before, at most limit, in
@@ -29,7 +31,7 @@ func (s *Store) delete(ctx context.Context, what string, before time.Time, limit
 	}
 	var n int64
 	req := &request{run: func(w *writer, _ time.Time) error {
-		res, err := stmt(w).Exec(nanos(before), limit)
+		res, err := stmt(w).Exec(store.Nanos(before), limit)
 		if err != nil {
 			return err
 		}

@@ -8,12 +8,6 @@ import (
 	"github.com/certgate/certgate/store"
 )
 
-// Page sizes of Search, as store.Query documents them.
-const (
-	searchDefaultLimit = 50
-	searchMaxLimit     = 500
-)
-
 // Search returns the messages matching q, newest (highest id) first.
 //
 // How each filter finds its rows: an id is one primary key lookup; a
@@ -38,7 +32,7 @@ func (s *Store) Search(ctx context.Context, q store.Query) ([]store.Message, err
 			&m.Class, &m.Size, &m.ClientAddr, &m.AuthUser, &received); err != nil {
 			return nil, fmt.Errorf("store/sqlite: search: %w", err)
 		}
-		m.ReceivedAt = fromNanos(received)
+		m.ReceivedAt = store.FromNanos(received)
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
@@ -95,21 +89,15 @@ func searchSQL(q store.Query) (string, []any) {
 		add(`m.subject LIKE ? ESCAPE '\'`, "%"+likeEscaper.Replace(q.Subject)+"%")
 	}
 	if !q.Since.IsZero() {
-		add("m.received_at >= ?", nanos(q.Since))
+		add("m.received_at >= ?", store.Nanos(q.Since))
 	}
 	if !q.Until.IsZero() {
-		add("m.received_at < ?", nanos(q.Until))
+		add("m.received_at < ?", store.Nanos(q.Until))
 	}
 	if q.After != "" {
 		add("m.id < ?", q.After)
 	}
-	limit := q.Limit
-	switch {
-	case limit <= 0:
-		limit = searchDefaultLimit
-	case limit > searchMaxLimit:
-		limit = searchMaxLimit
-	}
+	limit := store.PageLimit(q.Limit)
 	var b strings.Builder
 	b.WriteString(`SELECT m.id, m.tenant, m.mail_from, m.header_from, m.message_id, m.subject,
 		m.class, m.size, m.client_addr, m.auth_user, m.received_at

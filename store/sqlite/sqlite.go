@@ -243,19 +243,3 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
-
-// nanos stores a time as Unix nanoseconds, with 0 for the zero time, whose
-// UnixNano is undefined.
-func nanos(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromNanos(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
-}

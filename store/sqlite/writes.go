@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/certgate/certgate/store"
@@ -52,7 +51,7 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 		}
 	}
 	if _, err := w.insMessage.Exec(m.ID, m.Tenant, m.MailFrom, m.HeaderFrom, m.MessageID,
-		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, nanos(received)); err != nil {
+		m.Subject, m.Class, m.Size, m.ClientAddr, m.AuthUser, store.Nanos(received)); err != nil {
 		return fmt.Errorf("insert message: %w", err)
 	}
 	contentIDs := make([]int64, len(contents))
@@ -78,7 +77,7 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 			next = time.Time{} // none until released
 		}
 		res, err := w.insRecipient.Exec(m.ID, r.Address, store.DomainOf(r.Address), store.AddressKey(r.Address),
-			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), nanos(next), nanos(now), r.Seed)
+			r.TrackingID, prefix, contentIDs[r.Content], string(r.State), store.Nanos(next), store.Nanos(now), r.Seed)
 		if err != nil {
 			return fmt.Errorf("insert recipient %d (%s): %w", i, r.Address, err)
 		}
@@ -87,52 +86,22 @@ func (w *writer) enqueue(m store.Message, contents [][]byte, rcpts []store.NewRe
 		}
 		if r.Seed != "" {
 			if _, err := w.insPlacement.Exec(ids[i], m.ID, m.Tenant, r.Seed, r.Address, m.MessageID, m.Class,
-				store.FolderPending, nanos(received), r.SeedProvider); err != nil {
+				store.FolderPending, store.Nanos(received), r.SeedProvider); err != nil {
 				return fmt.Errorf("insert placement of recipient %d (%s): %w", i, r.Address, err)
 			}
 		}
 		for j, l := range r.Links {
 			if _, err := w.insLink.Exec(l.TokenHash[:], m.ID, ids[i], m.Tenant, l.URL, string(l.State),
-				l.MaxUses, nanos(l.ExpiresAt), nanos(now), nanos(now)); err != nil {
+				l.MaxUses, store.Nanos(l.ExpiresAt), store.Nanos(now), store.Nanos(now)); err != nil {
 				return fmt.Errorf("insert link %d of recipient %d (%s): %w", j, i, r.Address, err)
 			}
 		}
 	}
-	actor := "smtp:" + m.ClientAddr
-	if m.AuthUser != "" {
-		actor = "smtp:" + m.AuthUser + "@" + m.ClientAddr
-	}
-	if m.Submitter != "" {
-		actor = m.Submitter
-	}
-	detail := fmt.Sprintf("%d recipient%s, class %s, %d octets", len(rcpts), plural(len(rcpts)), m.Class, m.Size)
-	if held := countHeld(rcpts); held > 0 {
-		detail += fmt.Sprintf(", %d held", held)
-	}
-	if m.Note != "" {
-		detail += ", " + m.Note
-	}
-	if _, err := w.insEvent.Exec(m.ID, 0, nanos(received), "accepted", actor, detail); err != nil {
+	actor, detail := store.AcceptedEvent(m, rcpts)
+	if _, err := w.insEvent.Exec(m.ID, 0, store.Nanos(received), "accepted", actor, detail); err != nil {
 		return fmt.Errorf("insert accepted event: %w", err)
 	}
 	return nil
-}
-
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func countHeld(rcpts []store.NewRecipient) int {
-	n := 0
-	for _, r := range rcpts {
-		if r.State == store.StateHeld {
-			n++
-		}
-	}
-	return n
 }
 
 // RecordAttempt updates the recipient, counts the attempt and writes a
@@ -140,15 +109,8 @@ func countHeld(rcpts []store.NewRecipient) int {
 // the message queued or held, the message's bytes are dropped in the same
 // transaction: nothing will ever send them again.
 func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
-	var kind string
-	switch a.State {
-	case store.StateQueued:
-		kind = "deferred"
-	case store.StateDelivered:
-		kind = "delivered"
-	case store.StateBounced:
-		kind = "bounced"
-	default:
+	kind, ok := store.AttemptKind(a.State)
+	if !ok {
 		return fmt.Errorf("store/sqlite: record attempt for recipient %d: state %q is not an attempt outcome", a.RecipientID, a.State)
 	}
 	req := &request{run: func(w *writer, now time.Time) error {
@@ -170,19 +132,19 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 		next = time.Time{} // no further attempt
 	}
 	var msgID, seed string
-	err := w.updAttempt.QueryRow(string(a.State), nanos(next), a.Provider, a.Code, a.Reply,
-		nanos(at), a.RecipientID, a.MessageID, a.MessageID).Scan(&msgID, &seed)
+	err := w.updAttempt.QueryRow(string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply,
+		store.Nanos(at), a.RecipientID, a.MessageID, a.MessageID).Scan(&msgID, &seed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.ErrNotFound
 	}
 	if err != nil {
 		return err
 	}
-	if _, err := w.insEvent.Exec(msgID, a.RecipientID, nanos(at), kind, "queue", attemptDetail(a, next)); err != nil {
+	if _, err := w.insEvent.Exec(msgID, a.RecipientID, store.Nanos(at), kind, "queue", store.AttemptDetail(a, next)); err != nil {
 		return fmt.Errorf("insert %s event: %w", kind, err)
 	}
 	if seed != "" && a.State == store.StateDelivered {
-		if _, err := w.deliverPlacement.Exec(nanos(at), nanos(at), a.Provider, a.RecipientID); err != nil {
+		if _, err := w.deliverPlacement.Exec(store.Nanos(at), store.Nanos(at), a.Provider, a.RecipientID); err != nil {
 			return fmt.Errorf("placement delivered: %w", err)
 		}
 	}
@@ -218,33 +180,6 @@ func (w *writer) recordAttempt(a store.Attempt, kind string, now time.Time) erro
 	return nil
 }
 
-// attemptDetail is the audit line for one attempt, e.g.
-// "250 2.0.0 ok from mx.example.com via gmail".
-func attemptDetail(a store.Attempt, next time.Time) string {
-	var b strings.Builder
-	if a.Code != 0 {
-		fmt.Fprintf(&b, "%d ", a.Code)
-	}
-	reply := a.Reply
-	if reply == "" {
-		reply = "no reply"
-	}
-	b.WriteString(reply)
-	if a.Host != "" {
-		b.WriteString(" from ")
-		b.WriteString(a.Host)
-	}
-	if a.Provider != "" {
-		b.WriteString(" via ")
-		b.WriteString(a.Provider)
-	}
-	if !next.IsZero() {
-		b.WriteString(", next attempt ")
-		b.WriteString(next.UTC().Format(time.RFC3339))
-	}
-	return b.String()
-}
-
 // AddEvent appends e to its message's audit trail. The message (and the
 // recipient, when e names one) must exist.
 func (s *Store) AddEvent(ctx context.Context, e store.Event) error {
@@ -278,6 +213,6 @@ func (w *writer) addEvent(e store.Event, now time.Time) error {
 	if at.IsZero() {
 		at = now
 	}
-	_, err = w.insCounted.Exec(e.MessageID, e.RecipientID, nanos(at), e.Kind, e.Actor, e.Detail, max(e.Count, 1))
+	_, err = w.insCounted.Exec(e.MessageID, e.RecipientID, store.Nanos(at), e.Kind, e.Actor, e.Detail, max(e.Count, 1))
 	return err
 }

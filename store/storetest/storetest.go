@@ -23,6 +23,14 @@ import (
 // Run runs the suite. open must return a new, empty store for each call,
 // which also implements store.Placements; Run closes every store it opens.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	RunExcept(t, open, nil)
+}
+
+// RunExcept is Run for a backend still being written: each test named in
+// notYet is skipped with its reason, so the gap shows in every run (go
+// test -v lists them as SKIP). A name that is not a test of the suite
+// fails, so that the list cannot outlive what it names.
+func RunExcept(t *testing.T, open func(t *testing.T) store.Store, notYet map[string]string) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s store.Store)
@@ -101,8 +109,20 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SeedFolder", testSeedFolder},
 		{"DeleteMessagesTakesPlacements", testDeletePlacements},
 	}
+	known := make(map[string]bool, len(tests))
+	for _, tc := range tests {
+		known[tc.name] = true
+	}
+	for name := range notYet {
+		if !known[name] {
+			t.Errorf("RunExcept: %q is not a test of the suite", name)
+		}
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if why, ok := notYet[tc.name]; ok {
+				t.Skipf("not yet: %s", why)
+			}
 			s := &closeOnce{Store: open(t)}
 			t.Cleanup(func() {
 				if err := s.Close(); err != nil {

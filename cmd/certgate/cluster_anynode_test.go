@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/certgate/certgate/internal/testpg"
+	"github.com/certgate/certgate/internal/testredis"
+	"github.com/certgate/certgate/store"
+)
+
+// Two nodes of a cluster answer for each other: mail held on one is seen
+// and released through the other, which delivers it; its gated link opens
+// on one node and is used on the other (the form key is shared by file);
+// and the webhook endpoint hears each event once, from whichever node
+// holds the dispatcher's lease.
+func TestClusterAnyNodeAnswers(t *testing.T) {
+	dsn := testpg.Start(t).NewDB(t)
+	rds := testredis.New(t)
+	mx := startCorpMX(t)
+	dir := t.TempDir()
+	const token = "cluster-helpdesk-token-0123456789"
+	var mu sync.Mutex
+	heard := map[string]int{} // webhook deliveries by event id
+	kinds := map[string]bool{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		heard[r.Header.Get("X-Certgate-Delivery")]++
+		kinds[r.Header.Get("X-Certgate-Event")] = true
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer hook.Close()
+	shared := strings.Join([]string{
+		"storage: {driver: postgres, dsn_file: " + writeTestFile(t, dir, "pg.dsn", dsn) + "}",
+		"gate: {form_key_file: " + writeTestFile(t, dir, "form.key", strings.Repeat("f", 64)) + ", min_human_delay: 0s}",
+		"console: {session_key_file: " + writeTestFile(t, dir, "session.key", strings.Repeat("s", 64)) + "}",
+		"http: {listen: \"127.0.0.1:0\", public_url: \"https://descargas.relay.ca.example\"}",
+		"delivery: {routes: [{domains: [\"*\"], host: \"" + mx.Addr() + "\", tls: none}]}",
+		"api: {tokens: [{name: helpdesk, token_file: " + writeTestFile(t, dir, "token", token) + ", scopes: [read, release]}]}",
+		"webhooks: [{name: crm, url: \"" + hook.URL + "\", secret_file: " + writeTestFile(t, dir, "hook.secret", strings.Repeat("h", 40)) + ", events: [released, delivered]}]",
+		"dns_check: {interval: 0}",
+	}, "\n") + "\n"
+	var nodes []*daemon
+	for _, name := range []string{"a", "b"} {
+		ndir := t.TempDir()
+		cfg := writeSmallConfig(t, ndir, shared+"cluster: {node: "+name+", lease: 3s, redis: {addr: \""+rds.Addr+"\"}}\n")
+		text, _ := os.ReadFile(cfg)
+		text = []byte(strings.Replace(string(text), "from_domains: [ca.example]}",
+			`from_domains: [ca.example], hold: true, links: {gate: ["https://descargas.ca.example/certificado/"]}}`, 1))
+		os.WriteFile(cfg, text, 0o600)
+		nodes = append(nodes, startTestDaemon(t, cfg))
+	}
+	a, b := nodes[0], nodes[1]
+	apiOf := func(d *daemon) string { return "http://" + d.httpAddr.String() }
+
+	eml, err := os.ReadFile("../../sim/mail/01-es-download-link-qp.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := smtp.Dial(a.smtpAddrs[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SendMail("certificados@ca.example", []string{"juan@empresa.example"}, strings.NewReader(string(eml))); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	msgs, err := b.store.Search(context.Background(), store.Query{Recipient: "juan@empresa.example"})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("node b finds %v (%v) for the message node a took", msgs, err)
+	}
+	id := msgs[0].ID
+
+	// b answers for the message a holds, and releases it.
+	code, _, body := apiRequest(t, "GET", apiOf(b)+"/api/v1/messages/"+id, token, nil, nil)
+	if code != http.StatusOK || !strings.Contains(string(body), `"held"`) {
+		t.Fatalf("GET the message on node b: %d %s", code, body)
+	}
+	code, _, body = apiRequest(t, "POST", apiOf(b)+"/api/v1/messages/"+id+"/release", token, strings.NewReader(`{"reason":"verified by phone"}`), jsonHeader)
+	if code != http.StatusOK {
+		t.Fatalf("release on node b: %d %s", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := mx.WaitFor(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	copy := mx.Messages()[0]
+	link := regexp.MustCompile(`https://descargas\.relay\.ca\.example/d/([A-Za-z0-9_-]{22})`).FindSubmatch(copy.Data)
+	if link == nil {
+		t.Fatalf("no gated link in the delivered copy:\n%s", copy.Data)
+	}
+
+	// The gate's page comes from a, its form goes to b.
+	req, _ := http.NewRequest("GET", apiOf(a)+"/d/"+string(link[1]), nil)
+	req.Header.Set("User-Agent", sendChromeUA)
+	get, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(get.Body)
+	get.Body.Close()
+	nonce := regexp.MustCompile(`name="n" value="([^"]+)"`).FindSubmatch(page)
+	if get.StatusCode != http.StatusOK || nonce == nil {
+		t.Fatalf("the gate page on node a: %d\n%s", get.StatusCode, page)
+	}
+	req, _ = http.NewRequest("POST", apiOf(b)+"/d/"+string(link[1]), strings.NewReader(url.Values{"n": {string(nonce[1])}}.Encode()))
+	req.Header.Set("User-Agent", sendChromeUA)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	post, err := noRedirects.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	if post.StatusCode != http.StatusSeeOther || !strings.HasPrefix(post.Header.Get("Location"), "https://descargas.ca.example/certificado/") {
+		t.Fatalf("node b answered node a's gate form with %d, Location %q", post.StatusCode, post.Header.Get("Location"))
+	}
+
+	// Each event once: one dispatcher runs in the cluster, under the
+	// webhooks lease.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		done := kinds["released"] && kinds["delivered"]
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhook heard %v, want released and delivered", kinds)
+		}
+		time.Sleep(50 * time.Millisecond) // another goroutine's HTTP server
+	}
+	leases, err := b.store.(interface {
+		Leases(context.Context) ([]store.Lease, error)
+	}).Leases(context.Background())
+	if err != nil || len(leases) != 1 || leases[0].Name != "webhooks" {
+		t.Fatalf("leases %+v (%v), want the webhooks' one", leases, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range heard {
+		if n != 1 {
+			t.Errorf("event %s was posted %d times", id, n)
+		}
+	}
+	got, _ := json.Marshal(heard)
+	t.Logf("webhook events heard once each: %s; the dispatcher ran on %s", got, fmt.Sprint(leases[0].Node))
+}

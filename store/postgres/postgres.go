@@ -1,0 +1,108 @@
+// Package postgres is a store.Store on PostgreSQL, for several certgate
+// nodes sharing one queue (issue 14). It holds to the same contract as
+// store/sqlite, checked by the same store/storetest suite.
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("store/postgres: closed")
+
+// Options tune the store.
+type Options struct {
+	// MaxConns bounds the connection pool (pgxpool's default when 0).
+	MaxConns int32
+	// Node, when set, makes the store a cluster member's (store.Cluster):
+	// what it accepts and releases is leased to this node, Pending yields
+	// this node's claims only, and attempts are recorded only for them.
+	Node string
+}
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	pool *pgxpool.Pool
+	// node is Options.Node; instance tells this process from an earlier
+	// one of the same node, started when it opened the store.
+	node     string
+	instance string
+	started  time.Time
+
+	mu     sync.RWMutex
+	closed bool
+}
+
+// Open connects to the database dsn names and brings its schema to the
+// newest version, once even when several nodes open it together.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's message may quote the DSN, password and all.
+		return nil, errors.New("store/postgres: the DSN does not parse")
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store/postgres: %w", err)
+	}
+	return &Store{pool: pool, node: opts.Node, instance: rand.Text(), started: time.Now()}, nil
+}
+
+// Close waits for the calls under way and closes the pool; later calls
+// fail with ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.pool.Close()
+	return nil
+}
+
+// use runs fn unless the store is closed, holding Close off meanwhile.
+func (s *Store) use(fn func() error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return fn()
+}
+
+// tx runs fn in a read-committed transaction and commits it. PostgreSQL
+// makes a commit durable before it answers (synchronous_commit on, as
+// the store's contract needs; the operator must not turn it off).
+func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.use(func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
+}
+
+// lockEvents is taken, to the end of the transaction, before a
+// transaction adds events: event ids then come from the sequence in
+// commit order, so a reader of EventsAfter that resumes after the last
+// id it saw never skips one that an older transaction commits later.
+// It serializes the writes that add events; holding back the ids of
+// open transactions instead is the refinement for later.
+func lockEvents(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", eventsLock)
+	return err
+}
