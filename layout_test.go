@@ -44,7 +44,7 @@ var mayImport = map[string][]string{
 	"console":              {"api", "clock", "config", "internal/lang", "quarantine", "store"},
 	"dnscheck":             {"config", "clock", "gateway/signer"},
 	"dnscheck/dnstest":     {},
-	"demo":                 {"config", "sim", "gateway/signer", "mimeedit"},
+	"demo":                 {"config", "sim", "gateway/signer", "mimeedit", "internal/testpg", "internal/testredis"},
 	"kit":                  {"config", "internal/lang"},
 	"cmd/certgate":         {"compose", "config", "metrics", "membudget", "mimeedit", "clock", "store", "store/sqlite", "store/postgres", "policy", "policy/redislimit", "cluster", "placement", "quarantine", "webhook", "gateway/signer", "gateway", "delivery", "api", "console", "demo", "dnscheck", "kit", "internal/lang"},
 	"internal/testdovecot": {},

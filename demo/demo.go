@@ -5,7 +5,9 @@
 // where the seed copies landed as certgate's IMAP watcher saw it, the
 // closed loop at a distrustful Microsoft (it throttles, certgate slows
 // down, placement recovers, the rate climbs back) told from what the demo
-// saw of it, and a gated download link released through the API.
+// saw of it, a gated download link released through the API, and, where
+// PostgreSQL and Redis are installed, two nodes of a cluster sharing a
+// wave while one of them stops.
 //
 // Only the binary's demo subcommand imports it, and it is the only
 // non-test importer of sim, so the serve path never links the simulator.
@@ -143,6 +145,9 @@ func Run(ctx context.Context, opts Options, start Starter, stdout io.Writer) err
 		return err
 	}
 	if err := httpSend(ctx, out, gw.HTTPURL(), creds.token, named(sims, "google"), named(sims, "microsoft")); err != nil {
+		return err
+	}
+	if err := clusterStep(ctx, out, start, cfg, dir, creds.password, named(sims, "google")); err != nil {
 		return err
 	}
 	if opts.Keep {

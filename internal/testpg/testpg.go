@@ -108,6 +108,16 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartIn starts a private PostgreSQL in dir, for the demo and bench
+// tools (tests use Start); the caller stops it. Like the tests', it runs
+// with fsync off: a crash of the machine may lose it.
+func StartIn(dir string) (*Server, error) {
+	if msg := Missing(); msg != "" {
+		return nil, errors.New(msg)
+	}
+	return start(dir)
+}
+
 // owner is the user the cluster runs as when the tests run as root.
 func owner() (*syscall.Credential, error) {
 	var errs []error
