@@ -157,13 +157,15 @@ func (d *daemon) join(ctx context.Context) error {
 }
 
 // startClusterJobs starts the heartbeat and the claiming, and the jobs one
-// node of the cluster runs at a time: the webhook dispatcher, and each
-// seed mailbox's watcher. Alone, the node runs them itself.
+// node of the cluster runs at a time: the webhook dispatcher, retention's
+// sweeper, and each seed mailbox's watcher. Alone, the node runs them
+// itself.
 func (d *daemon) startClusterJobs(ctx context.Context) error {
 	if d.cluster == nil {
 		if err := d.hooks.Start(ctx); err != nil {
 			return err
 		}
+		d.sweeper.Start()
 		d.startWatcher()
 		return nil
 	}
@@ -180,6 +182,14 @@ func (d *daemon) startClusterJobs(ctx context.Context) error {
 		if err := d.hooks.Stop(stop); err != nil {
 			d.log.Warn("webhook notices still in flight when this node let the dispatcher go; they will be sent again", "err", err)
 		}
+	})
+	// Retention's batches of deletes on one node: several would only
+	// contend for the same rows.
+	m.Exclusive("retention", func(ctx context.Context) {
+		sw := d.newSweeper()
+		sw.Start()
+		<-ctx.Done()
+		sw.Stop()
 	})
 	if d.watcher != nil {
 		for _, s := range d.cfg.Seeds.Mailboxes {

@@ -223,14 +223,19 @@ func (d *daemon) buildHTTP() error {
 		return err
 	}
 	d.hooks = webhook.New(d.store, hooks, webhook.Options{}, d.log)
-	r := cfg.Retention
-	d.sweeper = store.NewSweeper(d.store, store.Retention{Events: r.Events.D(), Messages: r.DeliveredMessages.D()},
-		store.SweepOptions{Every: r.SweepInterval.D(), Log: d.log})
+	d.sweeper = d.newSweeper()
 	d.http = newHTTPServer(cfg, newRouter(d, tokens, cfg.HTTP.GateListen == ""))
 	if cfg.HTTP.GateListen != "" {
 		d.gateWeb = newHTTPServer(cfg, newPublicRouter(d))
 	}
 	return nil
+}
+
+// newSweeper deletes what retention lets go, every sweep_interval.
+func (d *daemon) newSweeper() *store.Sweeper {
+	r := d.cfg.Retention
+	return store.NewSweeper(d.store, store.Retention{Events: r.Events.D(), Messages: r.DeliveredMessages.D()},
+		store.SweepOptions{Every: r.SweepInterval.D(), Log: d.log})
 }
 
 // start opens the listeners (so that a port in use fails at once), loads
@@ -302,7 +307,6 @@ func (d *daemon) start(ctx context.Context) error {
 		d.serveHTTP(d.gateWeb, gl)
 		attrs = append(attrs, "gate", d.gateAddr)
 	}
-	d.sweeper.Start()
 	d.startDNSCheck()
 	if d.lanes != nil {
 		d.lanes.start()
