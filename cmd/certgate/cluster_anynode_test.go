@@ -32,6 +32,7 @@ func TestClusterAnyNodeAnswers(t *testing.T) {
 	mx := startCorpMX(t)
 	dir := t.TempDir()
 	const token = "cluster-helpdesk-token-0123456789"
+	const opsToken = "cluster-operator-token-0123456789"
 	var mu sync.Mutex
 	heard := map[string]int{} // webhook deliveries by event id
 	kinds := map[string]bool{}
@@ -49,7 +50,8 @@ func TestClusterAnyNodeAnswers(t *testing.T) {
 		"console: {session_key_file: " + writeTestFile(t, dir, "session.key", strings.Repeat("s", 64)) + "}",
 		"http: {listen: \"127.0.0.1:0\", public_url: \"https://descargas.relay.ca.example\"}",
 		"delivery: {routes: [{domains: [\"*\"], host: \"" + mx.Addr() + "\", tls: none}]}",
-		"api: {tokens: [{name: helpdesk, token_file: " + writeTestFile(t, dir, "token", token) + ", scopes: [read, release]}]}",
+		"api: {tokens: [{name: helpdesk, token_file: " + writeTestFile(t, dir, "token", token) + ", scopes: [read, release]}," +
+			" {name: ops, token_file: " + writeTestFile(t, dir, "ops.token", opsToken) + ", scopes: [read, admin], tenants: [\"*\"]}]}",
 		"webhooks: [{name: crm, url: \"" + hook.URL + "\", secret_file: " + writeTestFile(t, dir, "hook.secret", strings.Repeat("h", 40)) + ", events: [released, delivered]}]",
 		"dns_check: {interval: 0}",
 	}, "\n") + "\n"
@@ -154,6 +156,45 @@ func TestClusterAnyNodeAnswers(t *testing.T) {
 	if err != nil || len(leases) != 2 || held["webhooks"] == "" || held["retention"] == "" {
 		t.Fatalf("leases %+v (%v), want one node running the webhooks and one the retention sweeper", leases, err)
 	}
+	// An operator's pause on one node holds on the other within a second,
+	// and so does the resume from the other side.
+	const lane = "default:empresa.example"
+	laneState := func(d *daemon) string {
+		var ls struct{ Lanes []struct{ Name, State string } }
+		code, _, body := apiRequest(t, "GET", apiOf(d)+"/api/v1/lanes", opsToken, nil, nil)
+		if code != http.StatusOK || json.Unmarshal(body, &ls) != nil {
+			t.Fatalf("GET lanes: %d %s", code, body)
+		}
+		for _, l := range ls.Lanes {
+			if l.Name == lane {
+				return l.State
+			}
+		}
+		return ""
+	}
+	follows := func(on *daemon, want string) time.Duration {
+		start := time.Now()
+		for laneState(on) != want {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("the lane on the other node is %q after 5s, want %q", laneState(on), want)
+			}
+			time.Sleep(20 * time.Millisecond) // another node's half-second round: poll its API
+		}
+		return time.Since(start)
+	}
+	if code, _, body := apiRequest(t, "POST", apiOf(b)+"/api/v1/lanes/"+lane+"/pause", opsToken, strings.NewReader(`{"reason":"MX moving"}`), jsonHeader); code != http.StatusOK {
+		t.Fatalf("pause on node b: %d %s", code, body)
+	}
+	paused := follows(a, "paused")
+	if code, _, body := apiRequest(t, "POST", apiOf(a)+"/api/v1/lanes/"+lane+"/resume", opsToken, strings.NewReader(`{}`), jsonHeader); code != http.StatusOK {
+		t.Fatalf("resume on node a: %d %s", code, body)
+	}
+	resumed := follows(b, "normal")
+	if paused > 1500*time.Millisecond || resumed > 1500*time.Millisecond {
+		t.Errorf("the other node took %v to pause and %v to resume, want about a second at most", paused, resumed)
+	}
+	t.Logf("a pause on one node held on the other after %v, the resume after %v", paused.Round(time.Millisecond), resumed.Round(time.Millisecond))
+
 	mu.Lock()
 	defer mu.Unlock()
 	for id, n := range heard {

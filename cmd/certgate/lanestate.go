@@ -171,6 +171,13 @@ func (s *laneKeeper) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A catch-all lane's row goes once the lane is at rest (see save):
+	// gone from the store, it is at rest on every node.
+	for key, raw := range s.seen {
+		if _, ok := states[key]; !ok && raw != nil {
+			states[key] = nil
+		}
+	}
 	for key, raw := range states {
 		if bytes.Equal(s.seen[key], raw) {
 			continue
@@ -182,11 +189,13 @@ func (s *laneKeeper) refresh(ctx context.Context) error {
 		if _, v := l.Snapshot(); v != s.saved[key] {
 			continue
 		}
-		var snap policy.Snapshot
-		if err := json.Unmarshal(raw, &snap); err != nil {
-			s.log.Warn("lane state unreadable; kept this node's", "lane", key, "err", err)
-			s.seen[key] = raw
-			continue
+		var snap policy.Snapshot // at rest, for a row that went
+		if raw != nil {
+			if err := json.Unmarshal(raw, &snap); err != nil {
+				s.log.Warn("lane state unreadable; kept this node's", "lane", key, "err", err)
+				s.seen[key] = raw
+				continue
+			}
 		}
 		l.Restore(snap)
 		_, s.saved[key] = l.Snapshot()
