@@ -97,15 +97,19 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return s.use(func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
 }
 
-// The events lock is taken, to the end of the transaction, before a
-// transaction adds events: event ids then come from the sequence in
-// commit order, so a reader of EventsAfter that resumes after the last
-// id it saw never skips one that an older transaction commits later.
-// It serializes the writes that add events, so the statement that takes
-// it also inserts the events (insertEvents) and comes last, right before
-// the commit: the lock is held for that statement and the commit only.
-// Holding back the ids of open transactions instead is the refinement
-// for later.
+// The events lock orders event ids by commit: a transaction adding
+// events takes it shared, to the end of the transaction, before it takes
+// their ids, and EventsAfter takes it exclusive, for its transaction,
+// before it reads. So the reader waits until every transaction that took
+// an id has committed (or rolled back) and is visible, and any id taken
+// after is larger than all it can see: a reader that resumes after the
+// last id it saw never skips one that an older transaction commits
+// later. Writers do not wait for each other (their commits' flushes can
+// be grouped), only, briefly, for a reader; the statement that takes the
+// lock also inserts the events (insertEvents) and comes last, right
+// before the commit. A transaction holding the lock must never wait for
+// a row another writer may hold while waiting for the lock behind a
+// reader: events come after every row lock of their transaction.
 //
 // insertEvents takes the lock and then inserts the events given as
 // arrays ($2..$9, see eventArgs), in their order: the rows are sorted
@@ -113,7 +117,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // once the lock (a FROM item, read before any row is made) is held.
 const insertEvents = `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count, lane)
 	SELECT NULLIF(e.message_id, ''), e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count, e.lane
-	FROM pg_advisory_xact_lock($1) AS l,
+	FROM pg_advisory_xact_lock_shared($1) AS l,
 		unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[])
 		WITH ORDINALITY AS e(message_id, recipient_id, time, kind, actor, detail, count, lane, n)
 	ORDER BY e.n`

@@ -103,8 +103,7 @@ const lastRecipient = "currval('recipients_id_seq')"
 // addEvents inserts evs in order, their times and counts as given (count
 // 0 as 1), a lane's event with its lane, after taking the events lock,
 // in one statement. Callers add events last, after every row lock their
-// transaction takes: a transaction holding the events lock never waits
-// for a row, so two never wait for each other.
+// transaction takes (see insertEvents).
 func addEvents(ctx context.Context, tx pgx.Tx, evs ...laneEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -220,7 +219,7 @@ func recordAttemptBatch(a store.Attempt, kind string, now time.Time, node string
 			AND (SELECT seed FROM r) = '' RETURNING id)
 		INSERT INTO events (message_id, recipient_id, time, kind, actor, detail)
 		SELECT (SELECT message_id FROM r), $2, $3, e.kind, 'queue', e.detail
-		FROM pg_advisory_xact_lock($1) AS l,
+		FROM pg_advisory_xact_lock_shared($1) AS l,
 			(SELECT 0::bigint AS n, $4::text AS kind, $5::text AS detail
 			UNION ALL SELECT id, $6, 'enabled on delivery' FROM enabled) AS e
 		ORDER BY e.n`,
