@@ -103,3 +103,29 @@ func BenchmarkRecordAttempt(b *testing.B) {
 		}
 	}
 }
+
+// TestEventsAfterWaitsForWriters: a transaction that holds event ids
+// (the events lock, shared) holds EventsAfter back until it ends.
+func TestEventsAfterWaitsForWriters(t *testing.T) {
+	ctx := context.Background()
+	s := openNode(t, testpg.Start(t).NewDB(t), "")
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock_shared($1)", eventsLock); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := s.EventsAfter(short, 0, 10); err == nil {
+		t.Fatal("EventsAfter while a writer holds the events lock: no wait")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EventsAfter(ctx, 0, 10); err != nil {
+		t.Fatalf("EventsAfter once the writer committed: %v", err)
+	}
+}
