@@ -242,9 +242,11 @@ func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
 
 // leaseHolder says who holds a recipient, for RecordAttempt's answer when
 // its lease check matched nothing: ErrNotFound or ErrLeaseLost.
-func leaseHolder(ctx context.Context, tx pgx.Tx, id int64) error {
+func leaseHolder(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, id int64) error {
 	var holder string
-	err := tx.QueryRow(ctx, "SELECT lease_node FROM recipients WHERE id = $1", id).Scan(&holder)
+	err := q.QueryRow(ctx, "SELECT lease_node FROM recipients WHERE id = $1", id).Scan(&holder)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
 	}

@@ -13,10 +13,11 @@ import (
 // maxEventsPage bounds one EventsAfter call, whatever limit is asked for.
 const maxEventsPage = 10000
 
-// EventsAfter reads the next events of the log in id order. Every
-// transaction that adds events takes their ids under lockEvents and
-// holds it until its commit is visible, so a reader never sees an id
-// while a smaller one is still to come.
+// EventsAfter reads the next events of the log in id order. It reads
+// under the events lock, taken exclusive (see insertEvents), so it never
+// sees an id while a smaller one is still to come. The lock and the read
+// are one batch: one implicit transaction, whose read takes its snapshot
+// once the lock is held.
 func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]store.EventRecord, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("store/postgres: events after %d: limit %d is not positive", afterID, limit)
@@ -25,7 +26,9 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 	var out []store.EventRecord
 	err := s.use(func() error {
 		// recipient_id 0 (a message's event) matches no recipient.
-		rows, err := s.pool.Query(ctx, `
+		var b pgx.Batch
+		b.Queue("SELECT pg_advisory_xact_lock($1)", eventsLock)
+		b.Queue(`
 			SELECT e.id, COALESCE(e.message_id, ''), e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count,
 				COALESCE(m.tenant, ''), COALESCE(r.address, ''), COALESCE(r.seed, ''), e.lane
 			FROM events e
@@ -33,6 +36,12 @@ func (s *Store) EventsAfter(ctx context.Context, afterID int64, limit int) ([]st
 			LEFT JOIN recipients r ON r.id = e.recipient_id
 			WHERE e.id > $1
 			ORDER BY e.id LIMIT $2`, afterID, limit)
+		br := s.pool.SendBatch(ctx, &b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("lock events: %w", err)
+		}
+		rows, err := br.Query()
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/certgate/certgate/store"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -96,13 +97,39 @@ func (s *Store) tx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return s.use(func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
 }
 
-// lockEvents is taken, to the end of the transaction, before a
-// transaction adds events: event ids then come from the sequence in
-// commit order, so a reader of EventsAfter that resumes after the last
-// id it saw never skips one that an older transaction commits later.
-// It serializes the writes that add events; holding back the ids of
-// open transactions instead is the refinement for later.
-func lockEvents(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", eventsLock)
-	return err
+// The events lock orders event ids by commit: a transaction adding
+// events takes it shared, to the end of the transaction, before it takes
+// their ids, and EventsAfter takes it exclusive, for its transaction,
+// before it reads. So the reader waits until every transaction that took
+// an id has committed (or rolled back) and is visible, and any id taken
+// after is larger than all it can see: a reader that resumes after the
+// last id it saw never skips one that an older transaction commits
+// later. Writers do not wait for each other (their commits' flushes can
+// be grouped), only, briefly, for a reader; the statement that takes the
+// lock also inserts the events (insertEvents) and comes last, right
+// before the commit. A transaction holding the lock must never wait for
+// a row another writer may hold while waiting for the lock behind a
+// reader: events come after every row lock of their transaction.
+//
+// insertEvents takes the lock and then inserts the events given as
+// arrays ($2..$9, see eventArgs), in their order: the rows are sorted
+// before they are inserted, and each takes its id as it is inserted,
+// once the lock (a FROM item, read before any row is made) is held.
+const insertEvents = `INSERT INTO events (message_id, recipient_id, time, kind, actor, detail, count, lane)
+	SELECT NULLIF(e.message_id, ''), e.recipient_id, e.time, e.kind, e.actor, e.detail, e.count, e.lane
+	FROM pg_advisory_xact_lock_shared($1) AS l,
+		unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[])
+		WITH ORDINALITY AS e(message_id, recipient_id, time, kind, actor, detail, count, lane, n)
+	ORDER BY e.n`
+
+// eventArgs are insertEvents' arguments for evs.
+func eventArgs(evs []laneEvent) []any {
+	n := len(evs)
+	msgs, kinds, actors, details, lanes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	rcpts, times, counts := make([]int64, n), make([]int64, n), make([]int64, n)
+	for i, e := range evs {
+		msgs[i], rcpts[i], times[i], kinds[i] = e.MessageID, e.RecipientID, store.Nanos(e.Time), e.Kind
+		actors[i], details[i], counts[i], lanes[i] = e.Actor, e.Detail, max(e.Count, 1), e.lane
+	}
+	return []any{eventsLock, msgs, rcpts, times, kinds, actors, details, counts, lanes}
 }

@@ -19,8 +19,9 @@ import (
 //   - Times are bigint Unix nanoseconds, UTC, 0 for none, as in SQLite:
 //     the store returns them unchanged, and a copy from SQLite
 //     (certgate store copy) moves them as they are.
-//   - Row ids are bigint identity columns; events' ids are taken in
-//     commit order (see lockEvents), so EventsAfter's promise holds.
+//   - Row ids are bigint identity columns; EventsAfter reads events only
+//     once every smaller id is committed or never will be (see
+//     insertEvents), so its promise holds.
 //   - Message ids are text in the "C" collation: they sort by time byte
 //     by byte, which Search's paging and order rely on, whatever the
 //     database's default collation.
