@@ -65,6 +65,11 @@ type Member struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// The one-node jobs stop before the heartbeat does (StopJobs): a
+	// node shutting down lets its jobs go while it still delivers.
+	jobs     context.Context
+	stopJobs context.CancelFunc
+	jobsWG   sync.WaitGroup
 }
 
 // New builds a member; Join makes it one.
@@ -125,6 +130,7 @@ func (m *Member) Join(ctx context.Context) error {
 // Start runs the heartbeat and the claiming of orphaned work until Stop.
 func (m *Member) Start(ctx context.Context) {
 	m.ctx, m.cancel = context.WithCancel(ctx)
+	m.jobs, m.stopJobs = context.WithCancel(m.ctx)
 	m.wg.Add(2)
 	go m.every(m.beat(), m.heartbeat)
 	go m.every(m.poll(), m.claim)
@@ -206,9 +212,9 @@ func (m *Member) LiveNodes() int { return int(max(m.live.Load(), 1)) }
 // cancels job's context when it cannot renew it in time (another node
 // will take over once it lapses). job must return when its context ends.
 func (m *Member) Exclusive(name string, job func(ctx context.Context)) {
-	m.wg.Add(1)
+	m.jobsWG.Add(1)
 	go func() {
-		defer m.wg.Done()
+		defer m.jobsWG.Done()
 		var stop func()    // ends the running job and waits for it; nil when none runs
 		var held time.Time // until when the lease is ours
 		end := func() {
@@ -220,9 +226,9 @@ func (m *Member) Exclusive(name string, job func(ctx context.Context)) {
 		defer end()
 		for {
 			now := m.o.Clock.Now()
-			ok, err := m.o.Store.TryLease(m.ctx, name, now, now.Add(m.o.Lease))
+			ok, err := m.o.Store.TryLease(m.jobs, name, now, now.Add(m.o.Lease))
 			switch {
-			case err != nil && m.ctx.Err() != nil:
+			case err != nil && m.jobs.Err() != nil:
 				return
 			case err != nil:
 				m.o.Log.Error("cluster: renewing a lease", "lease", name, "err", err)
@@ -241,7 +247,7 @@ func (m *Member) Exclusive(name string, job func(ctx context.Context)) {
 			default:
 				end() // another node holds it
 			}
-			if !clock.Sleep(m.o.Clock, m.beat(), m.ctx.Done()) {
+			if !clock.Sleep(m.o.Clock, m.beat(), m.jobs.Done()) {
 				return
 			}
 		}
@@ -250,10 +256,21 @@ func (m *Member) Exclusive(name string, job func(ctx context.Context)) {
 
 // run starts job and returns what ends it and waits for it to return.
 func (m *Member) run(job func(ctx context.Context)) (stop func()) {
-	ctx, cancel := context.WithCancel(m.ctx)
+	ctx, cancel := context.WithCancel(m.jobs)
 	done := make(chan struct{})
 	go func() { defer close(done); job(ctx) }()
 	return func() { cancel(); <-done }
+}
+
+// StopJobs ends the one-node jobs and waits for them, leaving the
+// heartbeat and the claiming to Stop: at shutdown, the jobs go first and
+// the heartbeat lives on while deliveries in flight are recorded.
+func (m *Member) StopJobs() {
+	if m.stopJobs == nil {
+		return
+	}
+	m.stopJobs()
+	m.jobsWG.Wait()
 }
 
 // Stop ends the heartbeat, the claiming and the jobs, and waits for them.
@@ -261,6 +278,7 @@ func (m *Member) Stop() {
 	if m.cancel == nil {
 		return
 	}
+	m.StopJobs()
 	m.cancel()
 	m.wg.Wait()
 }

@@ -160,7 +160,9 @@ func TestClusterAnyNodeAnswers(t *testing.T) {
 	// and so does the resume from the other side.
 	const lane = "default:empresa.example"
 	laneState := func(d *daemon) string {
-		var ls struct{ Lanes []struct{ Name, State string } }
+		var ls struct {
+			Lanes []struct{ Name, State string }
+		}
 		code, _, body := apiRequest(t, "GET", apiOf(d)+"/api/v1/lanes", opsToken, nil, nil)
 		if code != http.StatusOK || json.Unmarshal(body, &ls) != nil {
 			t.Fatalf("GET lanes: %d %s", code, body)

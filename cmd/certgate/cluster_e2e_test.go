@@ -154,9 +154,11 @@ var messageIDHeader = regexp.MustCompile(`(?im)^Message-ID:.*$`)
 
 // submit sends n messages, one recipient each (u<i>@sim.example), over
 // SMTP to the nodes in turn from 12 clients, as a load balancer spreads
-// them; a message a node fails to take goes to the next one. It returns
-// the recipients whose message a node acknowledged.
-func (r *clusterRig) submit(n int, sent *atomic.Int64) []string {
+// them; a message a node fails to take goes to the next one, and counts
+// in refused (a node that died in the middle may have stored it without
+// saying so: then it is delivered twice, as SMTP has it). It returns the
+// recipients whose message a node acknowledged.
+func (r *clusterRig) submit(n int, refused *atomic.Int64) []string {
 	t := r.t
 	var mu sync.Mutex
 	var acked []string
@@ -178,9 +180,9 @@ func (r *clusterRig) submit(n int, sent *atomic.Int64) []string {
 						mu.Lock()
 						acked = append(acked, rcpt)
 						mu.Unlock()
-						sent.Add(1)
 						break
 					}
+					refused.Add(1)
 					mu.Lock()
 					lastErr = err
 					mu.Unlock()
@@ -310,17 +312,18 @@ func (r *clusterRig) books() map[string]int {
 }
 
 // waitBooks waits for the store to say every one of n copies delivered
-// (the last records land just after the copies do).
-func (r *clusterRig) waitBooks(n int) {
+// (the last records land just after the copies do), and up to extra more:
+// messages a dying node stored without acknowledging them, sent again.
+func (r *clusterRig) waitBooks(n, extra int) {
 	t := r.t
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b := r.books()
-		if b["delivered"] == n && len(b) == 1 {
+		if d := b["delivered"]; d >= n && d <= n+extra && len(b) == 1 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the books do not balance: %v, want %d delivered and nothing else", b, n)
+			t.Fatalf("the books do not balance: %v, want %d delivered (up to %d more sent again) and nothing else", b, n, extra)
 		}
 		time.Sleep(100 * time.Millisecond) // polling another process's database
 	}
@@ -361,15 +364,15 @@ func (r *clusterRig) checkRate(from time.Time, what string) {
 func TestClusterDeliversOnceAtTheLanesRate(t *testing.T) {
 	r := newClusterRig(t, 3)
 	start := time.Now()
-	var sent atomic.Int64
-	acked := r.submit(clusterMessages, &sent)
+	var refused atomic.Int64
+	acked := r.submit(clusterMessages, &refused)
 	got := r.waitDelivered(acked, 3*time.Minute)
 	for rc, n := range got {
 		if n != 1 {
 			t.Errorf("%s got %d copies, want exactly 1", rc, n)
 		}
 	}
-	r.waitBooks(clusterMessages)
+	r.waitBooks(clusterMessages, 0)
 	r.checkRate(start, "three nodes")
 	// The operator's view: three live nodes holding nothing, one of them
 	// running the webhooks.
@@ -383,9 +386,9 @@ func TestClusterDeliversOnceAtTheLanesRate(t *testing.T) {
 
 func TestClusterNodeKilledLosesNothing(t *testing.T) {
 	r := newClusterRig(t, 3)
-	var sent atomic.Int64
+	var refused atomic.Int64
 	done := make(chan []string)
-	go func() { done <- r.submit(clusterMessages, &sent) }()
+	go func() { done <- r.submit(clusterMessages, &refused) }()
 	// Kill a node once the wave is well under way: it holds mail it
 	// accepted and has not delivered yet.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -412,12 +415,13 @@ func TestClusterNodeKilledLosesNothing(t *testing.T) {
 			twice += n - 1
 		}
 	}
-	// Only a copy in flight at the kill (sent, not recorded) may go twice:
-	// no more than the lane's connections.
-	if twice > 12 {
-		t.Errorf("%d copies delivered twice after the kill, want at most the 12 in flight", twice)
+	// Only a copy in flight at the kill (sent, not recorded) may go twice,
+	// no more than the lane's connections, and a message the node stored
+	// as it died, unacknowledged, and its client sent again elsewhere.
+	if again := int(refused.Load()); twice > 12+again {
+		t.Errorf("%d copies delivered twice after the kill, want at most the 12 in flight and the %d sent again", twice, again)
 	}
-	r.waitBooks(clusterMessages)
+	r.waitBooks(clusterMessages, int(refused.Load()))
 	out, code := e2eRun(t, time.Minute, r.bin, "cluster", "status", "--config", r.nodes[0].cfg)
 	if code != 0 || !regexp.MustCompile(`(?m)^n2\s+lapsed\s.*\s0$`).MatchString(out) || strings.Count(out, " alive ") != 2 {
 		t.Errorf("certgate cluster status after the kill: exit %d\n%s", code, out)
@@ -433,9 +437,9 @@ func TestClusterNodeKilledLosesNothing(t *testing.T) {
 
 func TestClusterRedisStoppedKeepsToShares(t *testing.T) {
 	r := newClusterRig(t, 3)
-	var sent atomic.Int64
+	var refused atomic.Int64
 	done := make(chan []string)
-	go func() { done <- r.submit(clusterMessages, &sent) }()
+	go func() { done <- r.submit(clusterMessages, &refused) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := r.sink.WaitFor(ctx, clusterMessages/4); err != nil {
@@ -452,7 +456,7 @@ func TestClusterRedisStoppedKeepsToShares(t *testing.T) {
 			t.Errorf("%s got %d copies, want exactly 1", rc, n)
 		}
 	}
-	r.waitBooks(clusterMessages)
+	r.waitBooks(clusterMessages, 0)
 	r.checkRate(stoppedAt, "after Redis stopped")
 	for _, n := range r.nodes {
 		log, _ := os.ReadFile(n.log)

@@ -351,6 +351,10 @@ func (d *daemon) shutdown(ctx context.Context) {
 	}()
 	go func() {
 		defer wg.Done()
+		if d.cluster != nil {
+			d.cluster.member.StopJobs() // the webhooks' job stops its dispatcher
+			return
+		}
 		if err := d.hooks.Stop(ctx); err != nil {
 			d.log.Warn("webhook notices still in flight at the deadline; they will be sent again", "err", err)
 		}
