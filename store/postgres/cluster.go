@@ -44,6 +44,10 @@ ALTER TABLE recipients SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_an
 ALTER TABLE events SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 ALTER TABLE links SET (autovacuum_vacuum_scale_factor = 0.02);
 ALTER TABLE nodes SET (fillfactor = 50);
+-- A message's bytes are mostly base64 (attachments) and live minutes:
+-- compressing them on the way in costs CPU on every message and saves
+-- little; they go out of line as they are.
+ALTER TABLE contents ALTER COLUMN data SET STORAGE EXTERNAL;
 ALTER TABLE leases SET (fillfactor = 50);
 `
 

@@ -185,10 +185,18 @@ func recordAttemptBatch(a store.Attempt, kind string, now time.Time, node string
 		b.queue("lock message", `SELECT 1 FROM messages WHERE id =
 			(SELECT message_id FROM recipients WHERE id = $1) FOR NO KEY UPDATE`, a.RecipientID)
 	}
-	b.queueGuard("update recipient", errNoRecipient, `UPDATE recipients SET state = $1, attempts = attempts + 1,
-		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6
+	// A final attempt whose message has no other live recipient drops
+	// its own prefix in this update (under the message's lock, so the
+	// look at the others is current): the drop below then rewrites no
+	// row of a message with one recipient, the usual case.
+	b.queueGuard("update recipient", errNoRecipient, `UPDATE recipients r SET state = $1, attempts = attempts + 1,
+		next_attempt = $2, provider = $3, last_code = $4, last_reply = $5, updated_at = $6,
+		prefix = CASE WHEN $10 AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.message_id = r.message_id
+			AND o.id <> r.id AND o.state IN ('queued', 'held')) THEN NULL ELSE r.prefix END,
+		content_id = CASE WHEN $10 AND NOT EXISTS (SELECT 1 FROM recipients o WHERE o.message_id = r.message_id
+			AND o.id <> r.id AND o.state IN ('queued', 'held')) THEN NULL ELSE r.content_id END
 		WHERE id = $7 AND ($8 = '' OR message_id = $8) AND ($9 = '' OR lease_node = $9)`,
-		string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply, store.Nanos(at), a.RecipientID, a.MessageID, node)
+		string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply, store.Nanos(at), a.RecipientID, a.MessageID, node, final)
 	if a.State == store.StateDelivered {
 		// Only a seed copy has a placement.
 		b.queue("placement delivered", `UPDATE placements SET delivered_at = $1, at = $1, provider = $2
@@ -207,7 +215,7 @@ func recordAttemptBatch(a store.Attempt, kind string, now time.Time, node string
 			live AS (SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = (SELECT message_id FROM m)
 				AND state IN ('queued', 'held')) AS live),
 			prefixes AS (UPDATE recipients SET prefix = NULL, content_id = NULL
-				WHERE message_id = (SELECT message_id FROM m) AND NOT (SELECT live FROM live))
+				WHERE message_id = (SELECT message_id FROM m) AND prefix IS NOT NULL AND NOT (SELECT live FROM live))
 			DELETE FROM contents WHERE message_id = (SELECT message_id FROM m) AND NOT (SELECT live FROM live)`,
 			a.RecipientID)
 	}
