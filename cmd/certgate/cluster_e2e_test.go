@@ -196,9 +196,24 @@ func (r *clusterRig) submit(n int, refused *atomic.Int64) []string {
 	close(next)
 	wg.Wait()
 	if len(acked) != n {
-		t.Fatalf("%d of %d messages acknowledged; the last refusal: %v", len(acked), n, lastErr)
+		// Errorf: submit runs on a goroutine of its own in some tests.
+		t.Errorf("%d of %d messages acknowledged; the last refusal: %v", len(acked), n, lastErr)
 	}
 	return acked
+}
+
+// waveUnderWay submits the wave in the background and returns once a
+// quarter of it has reached the sink; the channel yields what submit
+// returns.
+func (r *clusterRig) waveUnderWay(refused *atomic.Int64) <-chan []string {
+	done := make(chan []string, 1)
+	go func() { done <- r.submit(clusterMessages, refused) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := r.sink.WaitFor(ctx, clusterMessages/4); err != nil {
+		r.t.Fatal(err)
+	}
+	return done
 }
 
 // clusterSend submits one message in its own session (plain SMTP: the
@@ -387,15 +402,9 @@ func TestClusterDeliversOnceAtTheLanesRate(t *testing.T) {
 func TestClusterNodeKilledLosesNothing(t *testing.T) {
 	r := newClusterRig(t, 3)
 	var refused atomic.Int64
-	done := make(chan []string)
-	go func() { done <- r.submit(clusterMessages, &refused) }()
 	// Kill a node once the wave is well under way: it holds mail it
 	// accepted and has not delivered yet.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := r.sink.WaitFor(ctx, clusterMessages/4); err != nil {
-		t.Fatal(err)
-	}
+	done := r.waveUnderWay(&refused)
 	victim := r.nodes[1]
 	victim.killed.Store(true)
 	victim.proc.cmd.Process.Signal(syscall.SIGKILL)
@@ -438,13 +447,7 @@ func TestClusterNodeKilledLosesNothing(t *testing.T) {
 func TestClusterRedisStoppedKeepsToShares(t *testing.T) {
 	r := newClusterRig(t, 3)
 	var refused atomic.Int64
-	done := make(chan []string)
-	go func() { done <- r.submit(clusterMessages, &refused) }()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := r.sink.WaitFor(ctx, clusterMessages/4); err != nil {
-		t.Fatal(err)
-	}
+	done := r.waveUnderWay(&refused)
 	if err := r.redis.Stop(); err != nil {
 		t.Fatal(err)
 	}
