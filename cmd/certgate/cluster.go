@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/cluster"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/policy"
@@ -172,9 +173,12 @@ func (d *daemon) startClusterJobs(ctx context.Context) error {
 	m := d.cluster.member
 	m.Start(ctx)
 	m.Exclusive("webhooks", func(ctx context.Context) {
-		if err := d.hooks.Start(ctx); err != nil {
-			d.log.Error("webhooks not started", "err", err)
-			return
+		// This node holds the lease, so no other sends: keep trying.
+		for err := d.hooks.Start(ctx); err != nil; err = d.hooks.Start(ctx) {
+			d.log.Error("webhooks not started; trying again in 5s", "err", err)
+			if !clock.Sleep(clock.Real, 5*time.Second, ctx.Done()) {
+				return
+			}
 		}
 		<-ctx.Done()
 		stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
