@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/certgate/certgate/config"
@@ -65,8 +64,7 @@ func clusterStep(ctx context.Context, out printer, start Starter, base *config.C
 		if err != nil {
 			return fmt.Errorf("starting %s: %w", name, err)
 		}
-		gw = &onceGateway{Gateway: gw}
-		defer stopGateway(gw)
+		defer stopGateway(gw) // node-1's second stop does nothing
 		nodes = append(nodes, gw)
 	}
 	out("  PostgreSQL on %s, Redis on %s; node-1 SMTP %s, node-2 SMTP %s", pg.Addr, rds.Addr, nodes[0].SMTPAddr(), nodes[1].SMTPAddr())
@@ -159,15 +157,6 @@ func nodeConfig(base *config.Config, dir, node, redisAddr string) *config.Config
 	c.DNSCheck.Interval = 0
 	return &c
 }
-
-// onceGateway stops its gateway once, however often it is told to: the
-// step stops node-1 on purpose, and again on its way out.
-type onceGateway struct {
-	Gateway
-	once sync.Once
-}
-
-func (g *onceGateway) Stop(ctx context.Context) { g.once.Do(func() { g.Gateway.Stop(ctx) }) }
 
 func randomKey() string {
 	b := make([]byte, 32)

@@ -41,7 +41,7 @@ type Gateway interface {
 	SMTPAddr() string         // host:port of the submission listener
 	HTTPURL() string          // http://host:port
 	Queued() int              // recipients still queued
-	Stop(ctx context.Context) // stops intake and deliveries, then the store
+	Stop(ctx context.Context) // stops intake and deliveries, then the store; again, nothing
 }
 
 // Starter starts certgate from the demo's configuration; it lives with the

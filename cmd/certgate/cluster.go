@@ -197,7 +197,11 @@ func (d *daemon) startClusterJobs(ctx context.Context) error {
 	})
 	if d.watcher != nil {
 		for _, s := range d.cfg.Seeds.Mailboxes {
-			m.Exclusive("seed:"+s.Name, func(ctx context.Context) { d.watcher.RunSeed(ctx, s.Name) })
+			m.Exclusive("seed:"+s.Name, func(ctx context.Context) {
+				d.watcher.RunSeed(ctx, s.Name)
+				// Another node watches it now: this one says nothing of it.
+				d.metrics.SeedMailboxUp.DeletePartialMatch(prometheus.Labels{"seed": s.Name})
+			})
 		}
 	}
 	return nil

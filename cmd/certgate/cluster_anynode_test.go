@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/certgate/certgate/internal/testpg"
 	"github.com/certgate/certgate/internal/testredis"
+	"github.com/certgate/certgate/sim"
 	"github.com/certgate/certgate/store"
 )
 
@@ -206,4 +208,79 @@ func TestClusterAnyNodeAnswers(t *testing.T) {
 	}
 	got, _ := json.Marshal(heard)
 	t.Logf("webhook events heard once each: %s; the dispatcher ran on %s", got, held["webhooks"])
+}
+
+// A seed mailbox is watched from one node of the cluster, whichever
+// holds its lease, and from the other once that node stops.
+func TestClusterWatchesASeedMailboxOnce(t *testing.T) {
+	dsn := testpg.Start(t).NewDB(t)
+	rds := testredis.New(t)
+	google, err := sim.Start(sim.Options{Name: "google", Domains: []string{"gmail.com"}, MXHost: "gmail-smtp-in.l.google.com",
+		IMAP: &sim.IMAPOptions{Accounts: map[string]string{"seed.cg@gmail.com": "seed-password"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { google.Close() })
+	dir := t.TempDir()
+	shared := strings.Join([]string{
+		"storage: {driver: postgres, dsn_file: " + writeTestFile(t, dir, "pg.dsn", dsn) + "}",
+		"gate: {form_key_file: " + writeTestFile(t, dir, "form.key", strings.Repeat("f", 64)) + "}",
+		"console: {session_key_file: " + writeTestFile(t, dir, "session.key", strings.Repeat("s", 64)) + "}",
+		"seeds:",
+		"  mailboxes:",
+		"    - {name: gmail-seed, provider: gmail, address: seed.cg@gmail.com, junk: auto,",
+		"       imap: {addr: \"" + google.IMAPAddr() + "\", tls: none, username: seed.cg@gmail.com, password_file: " +
+			writeTestFile(t, dir, "seed.pw", "seed-password") + "}}",
+		"dns_check: {interval: 0}",
+	}, "\n") + "\n"
+	var nodes []*daemon
+	for _, name := range []string{"a", "b"} {
+		cfg := writeSmallConfig(t, t.TempDir(), shared+"cluster: {node: "+name+", lease: 3s, redis: {addr: \""+rds.Addr+"\"}}\n")
+		nodes = append(nodes, startTestDaemon(t, cfg))
+	}
+	// watching is which nodes have both folders of the mailbox up.
+	watching := func(ds ...*daemon) []int {
+		var out []int
+		for i, d := range ds {
+			if testutil.ToFloat64(d.metrics.SeedMailboxUp.WithLabelValues("gmail-seed", "inbox")) == 1 &&
+				testutil.ToFloat64(d.metrics.SeedMailboxUp.WithLabelValues("gmail-seed", "junk")) == 1 {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for start := time.Now(); !cond(); time.Sleep(20 * time.Millisecond) { // the watchers' goroutines
+			if time.Since(start) > 15*time.Second {
+				t.Fatalf("%s: not after 15s", what)
+			}
+		}
+	}
+	waitFor("one node watching", func() bool { return len(watching(nodes...)) == 1 })
+	holder := watching(nodes...)[0]
+	leases, err := nodes[0].store.(interface {
+		Leases(context.Context) ([]store.Lease, error)
+	}).Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]string{}
+	for _, l := range leases {
+		held[l.Name] = l.Node
+	}
+	if want := []string{"a", "b"}[holder]; held["seed:gmail-seed"] != want {
+		t.Fatalf("the mailbox's lease is %q's, and %s watches it", held["seed:gmail-seed"], want)
+	}
+	// The other never connected meanwhile; once the holder stops, it does.
+	other := nodes[1-holder]
+	if got := watching(other); len(got) != 0 {
+		t.Fatal("both nodes watch the mailbox")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodes[holder].shutdown(ctx)
+	stopped := time.Now()
+	waitFor("the other node taking the mailbox over", func() bool { return len(watching(other)) == 1 })
+	t.Logf("node %s watched the mailbox; the other took it over %v after it stopped", []string{"a", "b"}[holder], time.Since(stopped).Round(time.Millisecond))
 }

@@ -66,6 +66,7 @@ type daemon struct {
 	gateAddr  net.Addr // http.gate_listen's; nil without it
 	wg        sync.WaitGroup
 	ready     chan struct{}
+	stopOnce  sync.Once // shutdown runs once, however often it is called
 }
 
 type daemonOptions struct {
@@ -321,7 +322,10 @@ func (d *daemon) start(ctx context.Context) error {
 // flight the rest, and only then is the store closed, so that every
 // delivery made is also recorded. Whatever is cut short is retried at the
 // next start.
-func (d *daemon) shutdown(ctx context.Context) {
+func (d *daemon) shutdown(ctx context.Context) { d.stopOnce.Do(func() { d.stop(ctx) }) }
+
+// stop is shutdown's work, done once.
+func (d *daemon) stop(ctx context.Context) {
 	d.log.Info("certgate shutting down")
 	if d.stopWatcher != nil {
 		d.stopWatcher()
