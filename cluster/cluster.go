@@ -127,21 +127,28 @@ func (m *Member) Join(ctx context.Context) error {
 	}
 }
 
-// Start runs the heartbeat and the claiming of orphaned work until Stop.
+// Start runs the heartbeat until Stop: right after Join, so that a queue
+// loading a large backlog never lets the lease lapse.
 func (m *Member) Start(ctx context.Context) {
 	m.ctx, m.cancel = context.WithCancel(ctx)
 	m.jobs, m.stopJobs = context.WithCancel(m.ctx)
-	m.wg.Add(2)
-	go m.every(m.beat(), m.heartbeat)
-	go m.every(m.poll(), m.claim)
+	m.wg.Add(1)
+	go m.every(&m.wg, m.ctx, m.beat(), m.heartbeat)
 }
 
-// every runs fn at once and then each d until Stop.
-func (m *Member) every(d time.Duration, fn func()) {
-	defer m.wg.Done()
+// StartClaims claims the work no live node holds, once the queue runs,
+// until StopJobs: a node shutting down takes no more.
+func (m *Member) StartClaims() {
+	m.jobsWG.Add(1)
+	go m.every(&m.jobsWG, m.jobs, m.poll(), m.claim)
+}
+
+// every runs fn at once and then each d until ctx ends.
+func (m *Member) every(wg *sync.WaitGroup, ctx context.Context, d time.Duration, fn func()) {
+	defer wg.Done()
 	for {
 		fn()
-		if !clock.Sleep(m.o.Clock, d, m.ctx.Done()) {
+		if !clock.Sleep(m.o.Clock, d, ctx.Done()) {
 			return
 		}
 	}
@@ -183,9 +190,9 @@ const maxBatches = 20
 func (m *Member) claim() {
 	for range maxBatches {
 		now := m.o.Clock.Now()
-		got, err := m.o.Store.Claim(m.ctx, now, now.Add(m.poll()), m.o.Batch)
+		got, err := m.o.Store.Claim(m.jobs, now, now.Add(m.poll()), m.o.Batch)
 		if err != nil {
-			if m.ctx.Err() == nil {
+			if m.jobs.Err() == nil {
 				m.o.Log.Error("cluster: claiming work", "err", err)
 			}
 			return
@@ -226,7 +233,14 @@ func (m *Member) Exclusive(name string, job func(ctx context.Context)) {
 		defer end()
 		for {
 			now := m.o.Clock.Now()
-			ok, err := m.o.Store.TryLease(m.jobs, name, now, now.Add(m.o.Lease))
+			// A call that hangs (PostgreSQL out of reach) must not keep
+			// the job running past the lease: it gets a beat at most.
+			ctx, cancel := context.WithTimeout(m.jobs, m.beat())
+			ok, err := m.o.Store.TryLease(ctx, name, now, now.Add(m.o.Lease))
+			cancel()
+			if err != nil {
+				now = m.o.Clock.Now()
+			}
 			switch {
 			case err != nil && m.jobs.Err() != nil:
 				return

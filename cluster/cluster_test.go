@@ -132,6 +132,7 @@ func TestMemberClaimsASilentNodesWork(t *testing.T) {
 		t.Fatalf("LiveNodes = %d, want 2", m.LiveNodes())
 	}
 	m.Start(context.Background())
+	m.StartClaims()
 	defer m.Stop()
 	// Up to the lease, nothing is claimed.
 	advanceUntil(t, clk, 2, 5, m.poll(), func() bool { return clk.Now().Sub(t0) >= 20*time.Second })
@@ -167,7 +168,7 @@ func TestLapsedMemberReconciles(t *testing.T) {
 	if err != nil || len(got) != 2 {
 		t.Fatalf("b claimed %d (%v), want 2", len(got), err)
 	}
-	if err := aClk.WaitTimers(context.Background(), 2); err != nil {
+	if err := aClk.WaitTimers(context.Background(), 1); err != nil { // the heartbeat's
 		t.Fatal(err)
 	}
 	aClk.Advance(lease + 2*time.Second)
@@ -212,7 +213,7 @@ func TestExclusiveRunsOnOneNodeAtATime(t *testing.T) {
 	b.Exclusive("webhooks", job("b"))
 	// Both try for a few rounds: b never gets it while a renews.
 	for range 6 {
-		if err := clk.WaitTimers(context.Background(), 6); err != nil {
+		if err := clk.WaitTimers(context.Background(), 4); err != nil { // each node's heartbeat and job loop
 			t.Fatal(err)
 		}
 		clk.Advance(a.beat())
@@ -223,7 +224,7 @@ func TestExclusiveRunsOnOneNodeAtATime(t *testing.T) {
 	default:
 	}
 	a.Stop() // a dies without leaving: b waits out the lease
-	advanceUntil(t, clk, 3, 10, b.beat(), func() bool { return len(ran["b"]) == 1 })
+	advanceUntil(t, clk, 2, 10, b.beat(), func() bool { return len(ran["b"]) == 1 })
 	if most.Load() != 1 {
 		t.Fatalf("the job ran on %d nodes at once", most.Load())
 	}

@@ -203,6 +203,8 @@ func (q *Queue) Add(ps ...store.Pending) {
 	for _, p := range ps {
 		q.mu.Lock()
 		_, have := q.byID[p.RecipientID]
+		// This node holds it (again): a worker must not drop it as lost.
+		delete(q.lost, p.RecipientID)
 		q.mu.Unlock()
 		if !have {
 			q.enter(q.newItem(p))
@@ -229,8 +231,15 @@ func (q *Queue) Reconcile(load func() ([]store.Pending, error)) error {
 	if err != nil {
 		return err
 	}
+	// What load lists that the queue held before is still here, or was
+	// finished meanwhile (its record landed): either way, not to add.
+	var missing []store.Pending
 	for _, p := range held {
-		delete(before, p.RecipientID)
+		if before[p.RecipientID] {
+			delete(before, p.RecipientID)
+		} else {
+			missing = append(missing, p)
+		}
 	}
 	var gone []*item
 	q.mu.Lock()
@@ -249,7 +258,7 @@ func (q *Queue) Reconcile(load func() ([]store.Pending, error)) error {
 	for _, it := range gone {
 		q.leave(it)
 	}
-	q.Add(held...)
+	q.Add(missing...)
 	return nil
 }
 

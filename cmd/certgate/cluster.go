@@ -19,6 +19,7 @@ import (
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/policy/redislimit"
+	"github.com/certgate/certgate/webhook"
 )
 
 // clusterNode is this daemon's part in a cluster (cluster: in the
@@ -154,7 +155,11 @@ func (d *daemon) join(ctx context.Context) error {
 	if d.cluster == nil {
 		return nil
 	}
-	return d.cluster.member.Join(ctx)
+	if err := d.cluster.member.Join(ctx); err != nil {
+		return err
+	}
+	d.cluster.member.Start(ctx)
+	return nil
 }
 
 // startClusterJobs starts the heartbeat and the claiming, and the jobs one
@@ -171,10 +176,13 @@ func (d *daemon) startClusterJobs(ctx context.Context) error {
 		return nil
 	}
 	m := d.cluster.member
-	m.Start(ctx)
+	m.StartClaims()
 	m.Exclusive("webhooks", func(ctx context.Context) {
+		// A dispatcher of its own each time the lease is taken: one cut
+		// short at a deadline may still be winding down.
+		hooks := webhook.New(d.store, d.webhookEndpoints, webhook.Options{}, d.log)
 		// This node holds the lease, so no other sends: keep trying.
-		for err := d.hooks.Start(ctx); err != nil; err = d.hooks.Start(ctx) {
+		for err := hooks.Start(ctx); err != nil; err = hooks.Start(ctx) {
 			d.log.Error("webhooks not started; trying again in 5s", "err", err)
 			if !clock.Sleep(clock.Real, 5*time.Second, ctx.Done()) {
 				return
@@ -183,7 +191,7 @@ func (d *daemon) startClusterJobs(ctx context.Context) error {
 		<-ctx.Done()
 		stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := d.hooks.Stop(stop); err != nil {
+		if err := hooks.Stop(stop); err != nil {
 			d.log.Warn("webhook notices still in flight when this node let the dispatcher go; they will be sent again", "err", err)
 		}
 	})

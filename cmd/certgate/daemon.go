@@ -39,7 +39,9 @@ type daemon struct {
 	prep    *gateway.Preparer
 	gate    *quarantine.Gate
 	desk    *quarantine.Desk
-	hooks   *webhook.Dispatcher
+	hooks   *webhook.Dispatcher // a node alone's; a cluster's job makes its own
+	// webhookEndpoints are the configured endpoints, for the dispatchers.
+	webhookEndpoints []webhook.Endpoint
 	sweeper *store.Sweeper
 	smtp    *gateway.Server
 	http    *http.Server
@@ -219,11 +221,10 @@ func (d *daemon) buildHTTP() error {
 		d.consoleKey = []byte(key)
 	}
 	d.desk = quarantine.NewDesk(d.store, d.queue, d.metrics)
-	hooks, err := webhook.Endpoints(cfg.Webhooks)
-	if err != nil {
+	if d.webhookEndpoints, err = webhook.Endpoints(cfg.Webhooks); err != nil {
 		return err
 	}
-	d.hooks = webhook.New(d.store, hooks, webhook.Options{}, d.log)
+	d.hooks = webhook.New(d.store, d.webhookEndpoints, webhook.Options{}, d.log)
 	d.sweeper = d.newSweeper()
 	d.http = newHTTPServer(cfg, newRouter(d, tokens, cfg.HTTP.GateListen == ""))
 	if cfg.HTTP.GateListen != "" {

@@ -323,8 +323,8 @@ func (f *Failover) Held(ctx context.Context, key string) (int, error) {
 
 // unreachable reports whether err from a call made with ctx means Redis
 // cannot be reached or cannot serve: network errors and timeouts, a
-// closed or exhausted pool, a server still loading its data or without
-// its master. Not the end of the caller's own ctx, and not an answer
+// closed or exhausted pool, a server still loading its data, without its
+// master, read-only, busy, out of memory, or refusing the password. Not the end of the caller's own ctx, and not an answer
 // Redis gave about the request (a script error): those are returned.
 func unreachable(ctx context.Context, err error) bool {
 	if err == nil || ctx.Err() != nil {
@@ -339,7 +339,10 @@ func unreachable(ctx context.Context, err error) bool {
 		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted):
 		return true
 	}
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN"} {
+	// READONLY: a replica after a failover; BUSY: a script runs long;
+	// OOM: no memory for the keys; NOAUTH, WRONGPASS: a password changed.
+	// Each leaves the limits unserved: the lanes must keep going.
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "READONLY", "BUSY", "OOM", "NOAUTH", "WRONGPASS"} {
 		if redis.HasErrorPrefix(err, p) {
 			return true
 		}

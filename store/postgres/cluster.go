@@ -103,7 +103,10 @@ func (s *Store) Claim(ctx context.Context, now, due time.Time, limit int) ([]sto
 	var out []store.Pending
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		free := []string{""} // copies no node ever claimed: copied in, or of a store without nodes
-		rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE alive_until < $1 AND name <> $2", store.Nanos(now), s.node)
+		// FOR SHARE: a lapsed node's heartbeat (an update of its row)
+		// waits for this claim to commit, so the Pending it then reads to
+		// find what it still holds already leaves out what this took.
+		rows, err := tx.Query(ctx, "SELECT name FROM nodes WHERE alive_until < $1 AND name <> $2 FOR SHARE", store.Nanos(now), s.node)
 		if err != nil {
 			return err
 		}
