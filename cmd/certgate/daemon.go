@@ -42,14 +42,14 @@ type daemon struct {
 	hooks   *webhook.Dispatcher // a node alone's; a cluster's job makes its own
 	// webhookEndpoints are the configured endpoints, for the dispatchers.
 	webhookEndpoints []webhook.Endpoint
-	sweeper *store.Sweeper
-	smtp    *gateway.Server
-	http    *http.Server
-	gateWeb *http.Server // http.gate_listen's; nil without it
-	dir     *gateway.Directory
-	relay   *gateway.Relay
-	kits    *kit.Directory // the allowlisting kits, from cfg and the keys in force
-	compose *compose.Templates
+	sweeper          *store.Sweeper
+	smtp             *gateway.Server
+	http             *http.Server
+	gateWeb          *http.Server // http.gate_listen's; nil without it
+	dir              *gateway.Directory
+	relay            *gateway.Relay
+	kits             *kit.Directory // the allowlisting kits, from cfg and the keys in force
+	compose          *compose.Templates
 	// consoleKey seals console sessions in their cookies
 	// (console.session_key_file); nil keeps them in memory.
 	consoleKey []byte
