@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"maps"
+	"reflect"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -37,11 +39,15 @@ type laneKeeper struct {
 	seen   map[string][]byte
 	wake   func(key string)
 	every  time.Duration
+	// base is each lane's state as the store has it from this node (saved
+	// or taken on): what this node sent since is the difference, added to
+	// another node's counts when it takes on their state.
+	base map[string]policy.Snapshot
 }
 
 func newLaneKeeper(p *policy.Policy, st store.LaneStates, log *slog.Logger) *laneKeeper {
 	return &laneKeeper{p: p, st: st, log: log, saved: map[string]uint64{}, news: newLaneJournal(st, log),
-		seen: map[string][]byte{}, every: laneSaveEvery}
+		seen: map[string][]byte{}, base: map[string]policy.Snapshot{}, every: laneSaveEvery}
 }
 
 // clusterLaneEvery is how often a node of a cluster saves its lanes'
@@ -74,7 +80,7 @@ func (s *laneKeeper) load(ctx context.Context) error {
 		}
 		l.Restore(snap)
 		_, s.saved[key] = l.Snapshot()
-		s.seen[key] = raw
+		s.seen[key], s.base[key] = raw, snap
 		s.news.note(ctx, l, "restart") // what it resumes as, once
 		if st := l.State(); st.Name != "normal" {
 			s.log.Info("lane state restored", "lane", key, "state", st.Name, "rate", st.Rate, "until", st.Until, "reason", st.Reason)
@@ -96,14 +102,16 @@ func (s *laneKeeper) start() {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				// In a cluster, take on what the others saved first: this
+				// node's save then writes their state with its own
+				// counts added, instead of over it.
+				if s.follow {
+					if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
+						s.log.Error("reading the cluster's lane states", "err", err)
+					}
+				}
 				if err := s.save(ctx); err != nil && ctx.Err() == nil {
 					s.log.Error("saving lane states", "err", err)
-				}
-				if !s.follow {
-					continue
-				}
-				if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
-					s.log.Error("reading the cluster's lane states", "err", err)
 				}
 			}
 		}
@@ -129,6 +137,7 @@ func (s *laneKeeper) shutdown(ctx context.Context) {
 func (s *laneKeeper) save(ctx context.Context) error {
 	changed := map[string][]byte{}
 	versions := map[string]uint64{}
+	snaps := map[string]policy.Snapshot{}
 	var moved []*policy.Lane
 	for _, l := range s.p.Lanes() {
 		snap, v := l.Snapshot()
@@ -146,6 +155,9 @@ func (s *laneKeeper) save(ctx context.Context) error {
 			}
 		}
 		changed[l.Key()], versions[l.Key()] = raw, v
+		if raw != nil {
+			snaps[l.Key()] = snap
+		}
 		moved = append(moved, l)
 	}
 	if err := s.st.SaveLaneStates(ctx, changed); err != nil {
@@ -153,7 +165,7 @@ func (s *laneKeeper) save(ctx context.Context) error {
 	}
 	for k, v := range versions {
 		s.saved[k] = v
-		s.seen[k] = changed[k]
+		s.seen[k], s.base[k] = changed[k], snaps[k]
 	}
 	for _, l := range moved {
 		s.news.note(ctx, l, "policy")
@@ -162,10 +174,10 @@ func (s *laneKeeper) save(ctx context.Context) error {
 }
 
 // refresh takes on what other nodes saved: a lane whose stored state is
-// not the one this node last wrote or read, and that did not change here
-// since it last saved (this node's change is then the newer, and its save
-// comes next), restores the stored state. The node that made a change
-// announced it (lane_changed); the others only act on it.
+// not the one this node last wrote or read restores the stored state, with
+// the warm-up sends this node counted since its last save added. The node
+// that made a change announced it (lane_changed); the others only act on
+// it.
 func (s *laneKeeper) refresh(ctx context.Context) error {
 	states, err := s.st.LaneStates(ctx)
 	if err != nil {
@@ -186,9 +198,6 @@ func (s *laneKeeper) refresh(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if _, v := l.Snapshot(); v != s.saved[key] {
-			continue
-		}
 		var snap policy.Snapshot // at rest, for a row that went
 		if raw != nil {
 			if err := json.Unmarshal(raw, &snap); err != nil {
@@ -197,13 +206,79 @@ func (s *laneKeeper) refresh(ctx context.Context) error {
 				continue
 			}
 		}
-		l.Restore(snap)
-		_, s.saved[key] = l.Snapshot()
-		s.seen[key] = raw
+		// A three-way merge with what the store had from this node: what
+		// this node changed since wins, field by field, the rest is the
+		// other's, and the warm-up counts add up.
+		local, v := l.Snapshot()
+		changedHere := v != s.saved[key]
+		taken := snap
+		if changedHere {
+			taken = mergeLaneStates(snap, local, s.base[key])
+		}
+		l.Restore(taken)
+		if !changedHere {
+			_, s.saved[key] = l.Snapshot()
+		} // else: still unsaved, so that this tick's save writes the sum
+		s.seen[key], s.base[key] = raw, snap
 		s.news.heard(l) // announced by the node that made it
 		if s.wake != nil {
 			s.wake(key)
 		}
 	}
 	return nil
+}
+
+// mergeLaneStates is remote with what local changed since base: each field
+// local changed is local's (an operator's pause here, a slowdown a reply
+// caused here), the others remote's; the warm-up counts are added.
+func mergeLaneStates(remote, local, base policy.Snapshot) policy.Snapshot {
+	merged := remote
+	m, l, b := reflect.ValueOf(&merged).Elem(), reflect.ValueOf(local), reflect.ValueOf(base)
+	for i := range m.NumField() {
+		if !reflect.DeepEqual(l.Field(i).Interface(), b.Field(i).Interface()) {
+			m.Field(i).Set(l.Field(i))
+		}
+	}
+	// The counts: remote's, plus what this node sent since base.
+	merged.WarmDay, merged.WarmSent, merged.TenantWarm = remote.WarmDay, remote.WarmSent, remote.TenantWarm
+	return addWarmCounts(merged, local, base)
+}
+
+// addWarmCounts is remote with the warm-up sends local counted since base
+// added to its counts, the lane's and each tenant's, day by day: a day
+// the others have not started yet is local's; a day they are past is
+// theirs.
+func addWarmCounts(remote, local, base policy.Snapshot) policy.Snapshot {
+	remote.WarmDay, remote.WarmSent = addWarm(remote.WarmDay, remote.WarmSent, local.WarmDay, local.WarmSent, base.WarmDay, base.WarmSent)
+	if len(local.TenantWarm) == 0 {
+		return remote
+	}
+	merged := maps.Clone(remote.TenantWarm)
+	if merged == nil {
+		merged = maps.Clone(local.TenantWarm)
+		clear(merged)
+	}
+	for tenant, l := range local.TenantWarm {
+		r, b := merged[tenant], base.TenantWarm[tenant]
+		r.Day, r.Sent = addWarm(r.Day, r.Sent, l.Day, l.Sent, b.Day, b.Sent)
+		merged[tenant] = r
+	}
+	remote.TenantWarm = merged
+	return remote
+}
+
+// addWarm is one warm-up count of addWarmCounts: remote's (rDay, rSent)
+// with local's sends since base.
+func addWarm(rDay, rSent, lDay, lSent, bDay, bSent int) (int, int) {
+	switch {
+	case lDay > rDay:
+		return lDay, lSent
+	case lDay < rDay:
+		return rDay, rSent
+	}
+	d := lSent
+	if bDay == lDay {
+		d -= bSent
+	}
+	return rDay, rSent + max(d, 0)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"maps"
@@ -9,7 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/certgate/certgate/clock"
 	"github.com/certgate/certgate/config"
 	"github.com/certgate/certgate/policy"
 	"github.com/certgate/certgate/store/sqlite"
@@ -84,4 +87,75 @@ func newTestLaneKeeper(t *testing.T) (*sqlite.Store, *policy.Policy, *laneKeeper
 	t.Cleanup(func() { st.Close() })
 	p := policy.New(config.ResolveProviders(nil), config.DefaultRetry(), policy.Options{})
 	return st, p, newLaneKeeper(p, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// Two nodes of a cluster share a lane through the store: a pause made on
+// one holds on the other even while the other keeps counting its own
+// warm-up sends, and the day's count is the sum of both nodes' sends,
+// not the last writer's.
+func TestLaneKeepersOfTwoNodesAddUp(t *testing.T) {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	clk := clock.NewFake(start.Add(9 * time.Hour))
+	node := func() (*policy.Lane, *laneKeeper) {
+		p := policy.New(config.ResolveProviders([]config.Provider{{Name: "gmail", Warmup: &config.Warmup{
+			Start: "2026-12-01", Timezone: "UTC", Schedule: []int{100}}}}), config.DefaultRetry(), policy.Options{Clock: clk})
+		k := newLaneKeeper(p, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		k.followCluster(nil)
+		l, _ := p.ProviderLane("gmail")
+		return l, k
+	}
+	la, ka := node()
+	lb, kb := node()
+	tick := func(k *laneKeeper) {
+		t.Helper()
+		if err := k.refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.save(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() policy.Snapshot {
+		t.Helper()
+		states, err := st.LaneStates(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s policy.Snapshot
+		if err := json.Unmarshal(states["gmail"], &s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for round := range 4 {
+		for range 3 {
+			la.TakeBulk("issuer")
+		}
+		for range 2 {
+			lb.TakeBulk("issuer")
+		}
+		if round == 1 {
+			la.Pause("MX moving")
+		}
+		tick(ka)
+		tick(kb)
+	}
+	tick(ka)
+	if got := stored().WarmSent; got != 4*(3+2) {
+		t.Errorf("the store counts %d warm-up sends, want the %d both nodes made", got, 4*(3+2))
+	}
+	if !stored().Paused || lb.State().Name != "paused" {
+		t.Errorf("node b's lane is %q (stored paused: %v) after node a paused it, while b kept sending", lb.State().Name, stored().Paused)
+	}
+	tick(kb)
+	sa, _ := la.Snapshot()
+	sb, _ := lb.Snapshot()
+	if sa.WarmSent != 20 || sb.WarmSent != 20 {
+		t.Errorf("the nodes count %d and %d sends today, want both 20", sa.WarmSent, sb.WarmSent)
+	}
 }
