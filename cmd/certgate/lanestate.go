@@ -2,11 +2,11 @@ package main
 
 import (
 	"bytes"
-	"maps"
-	"reflect"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
+	"reflect"
 	"time"
 
 	"github.com/certgate/certgate/config"
