@@ -120,7 +120,11 @@ func (q *Queue) record(a store.Attempt, it *item) bool {
 		q.metrics.StoreErrors.WithLabelValues("record_attempt").Inc()
 		q.log.Error("queue: recording attempt; retrying", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err, "in", wait)
 		if !clock.Sleep(q.clock, wait, q.ctx.Done()) {
-			if err := q.store.RecordAttempt(context.Background(), a); err != nil {
+			err := q.store.RecordAttempt(context.Background(), a)
+			if errors.Is(err, store.ErrLeaseLost) {
+				return false // another node holds it: its record counts
+			}
+			if err != nil {
 				q.log.Error("queue: attempt not recorded; the copy stays queued", "id", it.p.MessageID, "rcpt", it.p.Address, "err", err)
 				return true
 			}

@@ -251,9 +251,9 @@ func (s *Store) Leases(ctx context.Context) ([]store.Lease, error) {
 // its lease check matched nothing: ErrNotFound or ErrLeaseLost.
 func leaseHolder(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, id int64) error {
+}, id int64, messageID string) error {
 	var holder string
-	err := q.QueryRow(ctx, "SELECT lease_node FROM recipients WHERE id = $1", id).Scan(&holder)
+	err := q.QueryRow(ctx, "SELECT lease_node FROM recipients WHERE id = $1 AND ($2 = '' OR message_id = $2)", id, messageID).Scan(&holder)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
 	}

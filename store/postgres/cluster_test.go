@@ -112,6 +112,11 @@ func TestClusterLapsedNodesWorkIsClaimed(t *testing.T) {
 	if err := b.RecordAttempt(ctx, attempt(ids[1], now)); err != nil {
 		t.Fatalf("b records what it claimed: %v", err)
 	}
+	wrong := attempt(ids[2], now)
+	wrong.MessageID = "not-its-message"
+	if err := a.RecordAttempt(ctx, wrong); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("recording a recipient under another message's id: %v, want ErrNotFound", err)
+	}
 	if _, lapsed := heartbeat(t, a, now); !lapsed {
 		t.Fatal("a's heartbeat after its lease did not say it lapsed")
 	}

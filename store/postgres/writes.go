@@ -147,7 +147,7 @@ func (s *Store) RecordAttempt(ctx context.Context, a store.Attempt) error {
 		if errors.Is(err, errNoRecipient) {
 			err = store.ErrNotFound
 			if s.node != "" {
-				err = s.use(func() error { return leaseHolder(ctx, s.pool, a.RecipientID) })
+				err = s.use(func() error { return leaseHolder(ctx, s.pool, a.RecipientID, a.MessageID) })
 			}
 		}
 	}
@@ -261,7 +261,7 @@ func recordAttempt(ctx context.Context, tx pgx.Tx, a store.Attempt, kind string,
 		string(a.State), store.Nanos(next), a.Provider, a.Code, a.Reply, store.Nanos(at), a.RecipientID, a.MessageID, node,
 	).Scan(&msgID, &seed)
 	if errors.Is(err, pgx.ErrNoRows) && node != "" {
-		return leaseHolder(ctx, tx, a.RecipientID)
+		return leaseHolder(ctx, tx, a.RecipientID, a.MessageID)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.ErrNotFound
