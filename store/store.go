@@ -234,6 +234,16 @@ const (
 	MaxEventPage     = 1000
 )
 
+// Clamped is p with the limit MessagePage takes: DefaultEventPage when it
+// is not positive, at most MaxEventPage.
+func (p EventPage) Clamped() EventPage {
+	if p.Limit <= 0 {
+		p.Limit = DefaultEventPage
+	}
+	p.Limit = min(p.Limit, MaxEventPage)
+	return p
+}
+
 // LinkUse is the outcome of spending one use of a link.
 type LinkUse struct {
 	Link Link   // after the use (or the refusal)

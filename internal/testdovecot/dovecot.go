@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/certgate/certgate/internal/loopback"
 )
 
 // User is one mailbox account.
@@ -58,7 +60,7 @@ func binary() string {
 // Start writes a configuration for users under dir and starts Dovecot in
 // the foreground on a free loopback port.
 func Start(dir string, users []User) (*Server, error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -175,15 +177,6 @@ func mailUser() (uid, gid int, err error) {
 	uid, _ = strconv.Atoi(u.Uid)
 	gid, _ = strconv.Atoi(g.Gid)
 	return uid, gid, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) start() error {

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certgate/certgate/internal/loopback"
 )
 
 // Server is a running private redis-server.
@@ -63,7 +65,7 @@ func New(t testing.TB) *Server {
 // Start starts redis-server in the foreground on a free loopback port,
 // with dir as its working directory, and waits until it answers PING.
 func Start(dir string) (*Server, error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -147,15 +149,6 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", line)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Stop stops redis-server and waits for it; safe to call twice.

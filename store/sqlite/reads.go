@@ -125,10 +125,7 @@ func (s *Store) Message(ctx context.Context, id string) (*store.MessageView, err
 
 // MessagePage is Message with one page of the events, newest by id.
 func (s *Store) MessagePage(ctx context.Context, id string, p store.EventPage) (*store.MessageView, error) {
-	if p.Limit <= 0 {
-		p.Limit = store.DefaultEventPage
-	}
-	p.Limit = min(p.Limit, store.MaxEventPage)
+	p = p.Clamped()
 	v, err := s.message(ctx, id, &p)
 	if err != nil {
 		return nil, fmt.Errorf("store/sqlite: message %s: %w", id, err)
